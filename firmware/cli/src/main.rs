@@ -1,0 +1,151 @@
+//! `lockstep`: the command-line face of the execution core.
+//!
+//! Exit codes: 0 success; 2 bad input (unreadable or malformed tensor,
+//! shapes that do not fit, unknown op, bad flag); 1 anything else (no
+//! Vulkan, device lost, ...). Every error is one line on stderr.
+
+mod bench;
+mod commands;
+mod failure;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::failure::Failure;
+
+#[derive(Parser)]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Bit-reproducible GPU compute: run pinned kernels on Vulkan or the CPU reference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Vulkan,
+    Cpu,
+}
+
+#[derive(clap::Args)]
+pub struct Target {
+    /// Where to run.
+    #[arg(long, value_enum, default_value = "vulkan")]
+    backend: BackendKind,
+    /// Vulkan device index (see `lockstep devices`); default: the preferred one.
+    #[arg(long)]
+    device: Option<usize>,
+    /// Load the kernel bundle from this directory instead of the one built in.
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one op on .npy inputs and write the result as .npy.
+    Run {
+        /// The op (matmul, matmul_tn, matmul_nt, add, sub, mul, scale, relu, relu_backward, sum_rows, sum_cols).
+        op: String,
+        /// Input tensors: float32, little-endian, C order.
+        #[arg(required = true, value_name = "INPUT.npy")]
+        inputs: Vec<PathBuf>,
+        #[arg(long, value_name = "OUT.npy")]
+        out: PathBuf,
+        /// Op attribute, e.g. --attr alpha=0.5 for scale.
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print nothing on success.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List Vulkan devices with their ids, driver and float controls.
+    Devices {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the kernel bundle: its id and each kernel's binary hashes.
+    Kernels {
+        #[arg(long, value_name = "DIR")]
+        bundle: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure matmul GFLOP/s on each backend (and NumPy's sgemm, if present).
+    Bench {
+        /// Square sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "256,1024,2048")]
+        sizes: Vec<usize>,
+        /// Timed repetitions per size (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Backends to measure.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "vulkan,cpu")]
+        backends: Vec<BackendKind>,
+        #[arg(long)]
+        device: Option<usize>,
+        /// Python interpreter used for the NumPy comparison ("none" to skip).
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
+    /// Write a deterministic tensor (for demos and test inputs).
+    Random {
+        /// Shape, e.g. 1024,1024.
+        #[arg(long, value_delimiter = ',', required = true)]
+        shape: Vec<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// uniform: [-1, 1); edgy: wide exponents plus ±0, subnormals, ±inf, NaN.
+        #[arg(long, default_value = "uniform")]
+        fill: String,
+        #[arg(long, value_name = "OUT.npy")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            op,
+            inputs,
+            out,
+            attrs,
+            target,
+            quiet,
+        } => commands::run(&op, &inputs, &out, &attrs, &target, quiet),
+        Command::Devices { json } => commands::devices(json),
+        Command::Kernels { bundle, json } => commands::kernels(bundle.as_deref(), json),
+        Command::Bench {
+            sizes,
+            repeats,
+            backends,
+            device,
+            python,
+        } => bench::bench(&sizes, repeats, &backends, device, &python),
+        Command::Random {
+            shape,
+            seed,
+            fill,
+            out,
+        } => commands::random(shape, seed, &fill, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let (code, msg) = match &f {
+                Failure::Input(m) => (2, m),
+                Failure::Runtime(m) => (1, m),
+            };
+            // One line, whatever the cause's own formatting.
+            eprintln!("lockstep: {}", msg.replace('\n', " "));
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Every bound Lockstep enforces, named in one place.
+//!
+//! A bound that is not here does not exist: code that allocates, queues or
+//! accepts something sized by an outside party checks it against a constant
+//! from this crate, so an operator can read the appliance's whole envelope on
+//! one page and a reviewer can grep for the checks.
+
+/// Largest number of dimensions a tensor may have.
+pub const MAX_RANK: usize = 8;
+
+/// Largest number of elements in one tensor (2^30 float32 values = 4 GiB).
+///
+/// It keeps every element index inside a `u32`, which is what the kernels'
+/// push constants and index arithmetic use, and keeps a single tensor well
+/// inside the storage-buffer range of every device we certify.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 30;
+
+/// Largest `.npy` header we parse. NumPy itself refuses headers over 10 KiB
+/// unless asked; ours are a few dozen bytes.
+pub const MAX_NPY_HEADER_BYTES: usize = 64 * 1024;
+
+/// Largest length of any single dimension (it must fit the kernels' `u32`
+/// index arithmetic together with the element bound above).
+pub const MAX_DIM: usize = MAX_TENSOR_ELEMENTS;
+
+/// Largest kernel bundle manifest we parse.
+pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+
+/// Largest single SPIR-V binary in a bundle.
+pub const MAX_SPIRV_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest number of kernels in one bundle.
+pub const MAX_KERNELS: usize = 256;
+
+/// Bytes of host-visible staging memory one upload or download copy uses at a
+/// time. Larger tensors are streamed through it in chunks, which bounds the
+/// host memory a job needs beyond its own operands.
+pub const STAGING_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How long the host waits for one submission before declaring the device
+/// lost (10 minutes: far above any single op we run, far below "forever").
+pub const DEVICE_WAIT_TIMEOUT_NS: u64 = 600 * 1_000_000_000;

@@ -1,0 +1,787 @@
+//! The Vulkan backend: one logical device, its pinned pipelines, and the
+//! staged transfers and dispatches that run an op.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::mem::ManuallyDrop;
+use std::time::{Duration, Instant};
+
+use ash::vk;
+use gpu_allocator::vulkan::{
+    Allocation, AllocationCreateDesc, AllocationScheme, Allocator, AllocatorCreateDesc,
+};
+use gpu_allocator::MemoryLocation;
+use lockstep_backend::{Backend, BackendError, DeviceFingerprint, Op};
+use lockstep_kernels::{Bundle, Variant};
+use lockstep_limits::{DEVICE_WAIT_TIMEOUT_NS, STAGING_CHUNK_BYTES};
+use lockstep_tensor::Tensor;
+
+use crate::error::{alloc_err, vk_err};
+use crate::instance::{DeviceInfo, Instance};
+use crate::plan::{plan, Plan, Slot};
+
+/// A pipeline built from one verified kernel of the bundle.
+struct KernelPipeline {
+    set_layout: vk::DescriptorSetLayout,
+    layout: vk::PipelineLayout,
+    pipeline: vk::Pipeline,
+    bindings: u32,
+    push_bytes: u32,
+}
+
+struct Buffer {
+    raw: vk::Buffer,
+    allocation: Option<Allocation>,
+}
+
+/// The Vulkan executor. Create one per device; it is not `Sync`.
+pub struct VulkanBackend {
+    info: DeviceInfo,
+    fingerprint: DeviceFingerprint,
+    variant: Variant,
+    bundle: Bundle,
+    max_groups: [u32; 3],
+    device: ash::Device,
+    queue: vk::Queue,
+    command_pool: vk::CommandPool,
+    command_buffer: vk::CommandBuffer,
+    fence: vk::Fence,
+    pipeline_cache: vk::PipelineCache,
+    pipelines: BTreeMap<String, KernelPipeline>,
+    upload_staging: Option<Buffer>,
+    download_staging: Option<Buffer>,
+    allocator: ManuallyDrop<Allocator>,
+    // Last: everything above was created from it, and fields drop after
+    // Drop::drop has destroyed them.
+    _instance: Instance,
+}
+
+impl VulkanBackend {
+    /// Opens device `device` (or the preferred one) with the given bundle.
+    pub fn new(bundle: Bundle, device: Option<usize>) -> Result<VulkanBackend, BackendError> {
+        let instance = Instance::new()?;
+        let (pd, info) = instance.select(device)?;
+        // SAFETY: `pd` came from this instance.
+        let families = unsafe { instance.raw.get_physical_device_queue_family_properties(pd) };
+        let family = families
+            .iter()
+            .position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE))
+            .ok_or_else(|| BackendError::NoDevice(format!("{} has no compute queue", info.name)))?
+            as u32;
+        let priorities = [1.0f32];
+        let queue_info = vk::DeviceQueueCreateInfo::default()
+            .queue_family_index(family)
+            .queue_priorities(&priorities);
+        let device_info =
+            vk::DeviceCreateInfo::default().queue_create_infos(std::slice::from_ref(&queue_info));
+        // SAFETY: `device_info` and what it points to outlive the call; `pd`
+        // belongs to this instance.
+        let device = unsafe { instance.raw.create_device(pd, &device_info, None) }
+            .map_err(|r| vk_err("vkCreateDevice", "creating the logical device", r))?;
+        // Everything below is destroyed by Drop once `backend` exists; until
+        // then a failure tears down by hand.
+        let allocator = Allocator::new(&AllocatorCreateDesc {
+            instance: instance.raw.clone(),
+            device: device.clone(),
+            physical_device: pd,
+            debug_settings: Default::default(),
+            buffer_device_address: false,
+            allocation_sizes: Default::default(),
+        });
+        let allocator = match allocator {
+            Ok(a) => a,
+            Err(e) => {
+                // SAFETY: nothing else was created from the device yet.
+                unsafe { device.destroy_device(None) };
+                return Err(alloc_err("creating the allocator", e));
+            }
+        };
+        let variant = if info.float_controls.denorm_preserve {
+            Variant::DenormPreserve
+        } else {
+            Variant::Base
+        };
+        let fingerprint = DeviceFingerprint {
+            backend: "vulkan",
+            name: info.name.clone(),
+            vendor_id: info.vendor_id,
+            device_id: info.device_id,
+            driver_id: info.driver_id,
+            driver_version: info.driver_version,
+            driver_info: format!("{} {}", info.driver_name, info.driver_info)
+                .trim()
+                .to_string(),
+            api_version: info.api_version,
+        };
+        let mut backend = VulkanBackend {
+            max_groups: info.limits.max_workgroup_count,
+            info,
+            fingerprint,
+            variant,
+            bundle,
+            // SAFETY: the queue family and index were requested above.
+            queue: unsafe { device.get_device_queue(family, 0) },
+            device,
+            command_pool: vk::CommandPool::null(),
+            command_buffer: vk::CommandBuffer::null(),
+            fence: vk::Fence::null(),
+            pipeline_cache: vk::PipelineCache::null(),
+            pipelines: BTreeMap::new(),
+            upload_staging: None,
+            download_staging: None,
+            allocator: ManuallyDrop::new(allocator),
+            _instance: instance,
+        };
+        backend.init_objects(family)?;
+        Ok(backend)
+    }
+
+    fn init_objects(&mut self, family: u32) -> Result<(), BackendError> {
+        let d = &self.device;
+        let pool_info = vk::CommandPoolCreateInfo::default()
+            .queue_family_index(family)
+            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
+        // SAFETY (this block): plain object creation on a valid device; each
+        // handle is stored in self and destroyed in Drop.
+        unsafe {
+            self.command_pool = d
+                .create_command_pool(&pool_info, None)
+                .map_err(|r| vk_err("vkCreateCommandPool", "creating the command pool", r))?;
+            let alloc_info = vk::CommandBufferAllocateInfo::default()
+                .command_pool(self.command_pool)
+                .level(vk::CommandBufferLevel::PRIMARY)
+                .command_buffer_count(1);
+            self.command_buffer = d.allocate_command_buffers(&alloc_info).map_err(|r| {
+                vk_err("vkAllocateCommandBuffers", "allocating a command buffer", r)
+            })?[0];
+            self.fence = d
+                .create_fence(&vk::FenceCreateInfo::default(), None)
+                .map_err(|r| vk_err("vkCreateFence", "creating a fence", r))?;
+            // One pipeline cache per device: every pipeline of this backend
+            // goes through it.
+            self.pipeline_cache = d
+                .create_pipeline_cache(&vk::PipelineCacheCreateInfo::default(), None)
+                .map_err(|r| vk_err("vkCreatePipelineCache", "creating the pipeline cache", r))?;
+        }
+        Ok(())
+    }
+
+    /// The device this backend runs on.
+    pub fn device_info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Which float-controls variant of the bundle this device loads.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Clamps workgroup counts below the device's own limits, so tests can
+    /// exercise the split-dispatch path on any device.
+    pub fn set_max_workgroups(&mut self, max: [u32; 3]) {
+        let dev = self.info.limits.max_workgroup_count;
+        self.max_groups = [max[0].min(dev[0]), max[1].min(dev[1]), max[2].min(dev[2])];
+    }
+
+    /// Runs `op` with its operands resident on the device, timing `repeats`
+    /// executions of the dispatches alone (submit to fence), for benchmarks.
+    /// Returns the output of the last execution and each one's wall time.
+    pub fn run_timed(
+        &mut self,
+        op: &Op,
+        inputs: &[&Tensor],
+        repeats: usize,
+    ) -> Result<(Tensor, Vec<Duration>), BackendError> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        let plan = plan(op, &shapes, self.max_groups)?;
+        let out_len: usize = plan.out_shape.iter().product();
+        if plan.dispatches.is_empty() {
+            let t = Tensor::new(plan.out_shape.clone(), vec![0.0; out_len])
+                .map_err(|e| BackendError::OutOfHostMemory(e.to_string()))?;
+            return Ok((t, vec![Duration::ZERO; repeats.max(1)]));
+        }
+        let mut buffers: Vec<Buffer> = Vec::new();
+        let result = self.execute(&plan, inputs, repeats.max(1), &mut buffers);
+        for b in buffers {
+            self.destroy_buffer(b);
+        }
+        let (data, times) = result?;
+        let t = Tensor::new(plan.out_shape, data)
+            .map_err(|e| BackendError::OutOfHostMemory(e.to_string()))?;
+        Ok((t, times))
+    }
+
+    fn execute(
+        &mut self,
+        plan: &Plan,
+        inputs: &[&Tensor],
+        repeats: usize,
+        buffers: &mut Vec<Buffer>,
+    ) -> Result<(Vec<f32>, Vec<Duration>), BackendError> {
+        let storage = vk::BufferUsageFlags::STORAGE_BUFFER
+            | vk::BufferUsageFlags::TRANSFER_DST
+            | vk::BufferUsageFlags::TRANSFER_SRC;
+        // Buffers: inputs, then the output, then temporaries.
+        for (i, t) in inputs.iter().enumerate() {
+            let b = self.create_buffer(
+                t.len(),
+                storage,
+                MemoryLocation::GpuOnly,
+                &format!("input {i}"),
+            )?;
+            buffers.push(b);
+        }
+        let out_len: usize = plan.out_shape.iter().product();
+        buffers.push(self.create_buffer(out_len, storage, MemoryLocation::GpuOnly, "output")?);
+        for (i, &n) in plan.temps.iter().enumerate() {
+            buffers.push(self.create_buffer(
+                n,
+                storage,
+                MemoryLocation::GpuOnly,
+                &format!("temporary {i}"),
+            )?);
+        }
+        for (i, t) in inputs.iter().enumerate() {
+            self.upload(buffers[i].raw, t.data())?;
+        }
+        let slot_buffer = |s: Slot| match s {
+            Slot::Input(i) => buffers[i].raw,
+            Slot::Output => buffers[inputs.len()].raw,
+            Slot::Temp(j) => buffers[inputs.len() + 1 + j].raw,
+        };
+
+        for d in &plan.dispatches {
+            self.ensure_pipeline(d.kernel)?;
+        }
+        let pool_sizes = [vk::DescriptorPoolSize {
+            ty: vk::DescriptorType::STORAGE_BUFFER,
+            descriptor_count: plan
+                .dispatches
+                .iter()
+                .map(|d| d.bindings.len() as u32)
+                .sum(),
+        }];
+        let pool_info = vk::DescriptorPoolCreateInfo::default()
+            .max_sets(plan.dispatches.len() as u32)
+            .pool_sizes(&pool_sizes);
+        // SAFETY: valid device; the pool is destroyed below on every path.
+        let pool = unsafe { self.device.create_descriptor_pool(&pool_info, None) }
+            .map_err(|r| vk_err("vkCreateDescriptorPool", "creating descriptor sets", r))?;
+        let result = (|| -> Result<Vec<Duration>, BackendError> {
+            let mut sets = Vec::new();
+            for d in &plan.dispatches {
+                let kp = &self.pipelines[d.kernel];
+                let layouts = [kp.set_layout];
+                let info = vk::DescriptorSetAllocateInfo::default()
+                    .descriptor_pool(pool)
+                    .set_layouts(&layouts);
+                // SAFETY: the pool was sized for every dispatch's set.
+                let set = unsafe { self.device.allocate_descriptor_sets(&info) }.map_err(|r| {
+                    vk_err("vkAllocateDescriptorSets", "allocating a descriptor set", r)
+                })?[0];
+                assert_eq!(
+                    d.bindings.len() as u32,
+                    kp.bindings,
+                    "plan and manifest agree on {}",
+                    d.kernel
+                );
+                let infos: Vec<vk::DescriptorBufferInfo> = d
+                    .bindings
+                    .iter()
+                    .map(|&s| {
+                        vk::DescriptorBufferInfo::default()
+                            .buffer(slot_buffer(s))
+                            .offset(0)
+                            .range(vk::WHOLE_SIZE)
+                    })
+                    .collect();
+                let writes: Vec<vk::WriteDescriptorSet> = infos
+                    .iter()
+                    .enumerate()
+                    .map(|(i, info)| {
+                        vk::WriteDescriptorSet::default()
+                            .dst_set(set)
+                            .dst_binding(i as u32)
+                            .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                            .buffer_info(std::slice::from_ref(info))
+                    })
+                    .collect();
+                // SAFETY: every write names a live buffer and a set from our pool.
+                unsafe { self.device.update_descriptor_sets(&writes, &[]) };
+                sets.push(set);
+            }
+            let mut times = Vec::with_capacity(repeats);
+            for _ in 0..repeats {
+                let start = Instant::now();
+                self.submit(
+                    |dev, cb| {
+                        // Uploads were earlier submissions: make their writes
+                        // visible to the first dispatch.
+                        barrier(
+                            dev,
+                            cb,
+                            vk::PipelineStageFlags::TRANSFER,
+                            vk::AccessFlags::TRANSFER_WRITE,
+                            vk::PipelineStageFlags::COMPUTE_SHADER,
+                            vk::AccessFlags::SHADER_READ,
+                        );
+                        for (d, &set) in plan.dispatches.iter().zip(&sets) {
+                            let kp = &self.pipelines[d.kernel];
+                            let mut push: Vec<u8> =
+                                d.push.iter().flat_map(|v| v.to_le_bytes()).collect();
+                            push.resize(kp.push_bytes as usize, 0);
+                            // SAFETY: recording into our command buffer with
+                            // handles that outlive its execution.
+                            unsafe {
+                                dev.cmd_bind_pipeline(
+                                    cb,
+                                    vk::PipelineBindPoint::COMPUTE,
+                                    kp.pipeline,
+                                );
+                                dev.cmd_bind_descriptor_sets(
+                                    cb,
+                                    vk::PipelineBindPoint::COMPUTE,
+                                    kp.layout,
+                                    0,
+                                    &[set],
+                                    &[],
+                                );
+                                if !push.is_empty() {
+                                    dev.cmd_push_constants(
+                                        cb,
+                                        kp.layout,
+                                        vk::ShaderStageFlags::COMPUTE,
+                                        0,
+                                        &push,
+                                    );
+                                }
+                                dev.cmd_dispatch(cb, d.groups[0], d.groups[1], d.groups[2]);
+                            }
+                            barrier(
+                                dev,
+                                cb,
+                                vk::PipelineStageFlags::COMPUTE_SHADER,
+                                vk::AccessFlags::SHADER_WRITE,
+                                vk::PipelineStageFlags::COMPUTE_SHADER
+                                    | vk::PipelineStageFlags::TRANSFER,
+                                vk::AccessFlags::SHADER_READ | vk::AccessFlags::TRANSFER_READ,
+                            );
+                        }
+                    },
+                    "running kernels",
+                )?;
+                times.push(start.elapsed());
+            }
+            Ok(times)
+        })();
+        // SAFETY: the queue is idle (submit waits), so no set is in use.
+        unsafe { self.device.destroy_descriptor_pool(pool, None) };
+        let times = result?;
+        let data = self.download(buffers[inputs.len()].raw, out_len)?;
+        Ok((data, times))
+    }
+
+    fn create_buffer(
+        &mut self,
+        elements: usize,
+        usage: vk::BufferUsageFlags,
+        location: MemoryLocation,
+        name: &str,
+    ) -> Result<Buffer, BackendError> {
+        let bytes = (elements.max(1) * 4) as u64;
+        let range = self.info.limits.max_storage_buffer_range as u64;
+        if usage.contains(vk::BufferUsageFlags::STORAGE_BUFFER) && bytes > range {
+            return Err(BackendError::UnsupportedLimit {
+                what: format!(
+                    "the {name} buffer's bytes (maxStorageBufferRange on {})",
+                    self.info.name
+                ),
+                needed: bytes,
+                limit: range,
+            });
+        }
+        let doing = format!("allocating {bytes} bytes for the {name}");
+        let info = vk::BufferCreateInfo::default()
+            .size(bytes)
+            .usage(usage)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        // SAFETY: valid device and create info; the buffer is destroyed by
+        // destroy_buffer.
+        let raw = unsafe { self.device.create_buffer(&info, None) }
+            .map_err(|r| vk_err("vkCreateBuffer", &doing, r))?;
+        // SAFETY: `raw` was just created from this device.
+        let requirements = unsafe { self.device.get_buffer_memory_requirements(raw) };
+        let allocation = self.allocator.allocate(&AllocationCreateDesc {
+            name,
+            requirements,
+            location,
+            linear: true,
+            allocation_scheme: AllocationScheme::GpuAllocatorManaged,
+        });
+        let allocation = match allocation {
+            Ok(a) => a,
+            Err(e) => {
+                // SAFETY: the buffer has no memory bound and is unused.
+                unsafe { self.device.destroy_buffer(raw, None) };
+                return Err(alloc_err(&doing, e));
+            }
+        };
+        // SAFETY: memory and offset come from an allocation made for this
+        // buffer's requirements.
+        if let Err(r) = unsafe {
+            self.device
+                .bind_buffer_memory(raw, allocation.memory(), allocation.offset())
+        } {
+            let _ = self.allocator.free(allocation);
+            // SAFETY: unused buffer.
+            unsafe { self.device.destroy_buffer(raw, None) };
+            return Err(vk_err("vkBindBufferMemory", &doing, r));
+        }
+        Ok(Buffer {
+            raw,
+            allocation: Some(allocation),
+        })
+    }
+
+    fn destroy_buffer(&mut self, mut b: Buffer) {
+        // SAFETY: callers only destroy buffers after the fence of the last
+        // submission that used them has signalled.
+        unsafe { self.device.destroy_buffer(b.raw, None) };
+        if let Some(a) = b.allocation.take() {
+            // Freeing can only fail on a double free, which ownership rules out.
+            let _ = self.allocator.free(a);
+        }
+    }
+
+    fn staging(&mut self, upload: bool) -> Result<vk::Buffer, BackendError> {
+        let elements = (STAGING_CHUNK_BYTES / 4) as usize;
+        let slot_empty = if upload {
+            self.upload_staging.is_none()
+        } else {
+            self.download_staging.is_none()
+        };
+        if slot_empty {
+            let (usage, location, name) = if upload {
+                (
+                    vk::BufferUsageFlags::TRANSFER_SRC,
+                    MemoryLocation::CpuToGpu,
+                    "upload staging",
+                )
+            } else {
+                (
+                    vk::BufferUsageFlags::TRANSFER_DST,
+                    MemoryLocation::GpuToCpu,
+                    "download staging",
+                )
+            };
+            let b = self.create_buffer(elements, usage, location, name)?;
+            if upload {
+                self.upload_staging = Some(b);
+            } else {
+                self.download_staging = Some(b);
+            }
+        }
+        let b = if upload {
+            &self.upload_staging
+        } else {
+            &self.download_staging
+        };
+        Ok(b.as_ref().map(|b| b.raw).unwrap_or_default())
+    }
+
+    /// Copies host data into a device buffer through the staging buffer, one
+    /// bounded chunk at a time.
+    fn upload(&mut self, dst: vk::Buffer, data: &[f32]) -> Result<(), BackendError> {
+        let staging = self.staging(true)?;
+        let chunk = (STAGING_CHUNK_BYTES / 4) as usize;
+        for (i, piece) in data.chunks(chunk).enumerate() {
+            {
+                let mapped = self
+                    .upload_staging
+                    .as_mut()
+                    .and_then(|b| b.allocation.as_mut())
+                    .and_then(|a| a.mapped_slice_mut())
+                    .ok_or_else(|| BackendError::Vulkan {
+                        call: "map",
+                        code: "upload staging memory is not host-visible".into(),
+                    })?;
+                for (dst, v) in mapped.chunks_exact_mut(4).zip(piece) {
+                    dst.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            let region = vk::BufferCopy {
+                src_offset: 0,
+                dst_offset: (i * chunk * 4) as u64,
+                size: (piece.len() * 4) as u64,
+            };
+            self.submit(
+                |dev, cb| {
+                    // SAFETY: both buffers are live and large enough.
+                    unsafe { dev.cmd_copy_buffer(cb, staging, dst, &[region]) }
+                },
+                "uploading a tensor",
+            )?;
+        }
+        Ok(())
+    }
+
+    fn download(&mut self, src: vk::Buffer, len: usize) -> Result<Vec<f32>, BackendError> {
+        let staging = self.staging(false)?;
+        let chunk = (STAGING_CHUNK_BYTES / 4) as usize;
+        let mut out = Vec::with_capacity(len);
+        let mut done = 0;
+        while done < len {
+            let n = chunk.min(len - done);
+            let region = vk::BufferCopy {
+                src_offset: (done * 4) as u64,
+                dst_offset: 0,
+                size: (n * 4) as u64,
+            };
+            self.submit(
+                |dev, cb| {
+                    // SAFETY: both buffers are live and large enough.
+                    unsafe { dev.cmd_copy_buffer(cb, src, staging, &[region]) };
+                    barrier(
+                        dev,
+                        cb,
+                        vk::PipelineStageFlags::TRANSFER,
+                        vk::AccessFlags::TRANSFER_WRITE,
+                        vk::PipelineStageFlags::HOST,
+                        vk::AccessFlags::HOST_READ,
+                    );
+                },
+                "downloading a tensor",
+            )?;
+            let mapped = self
+                .download_staging
+                .as_ref()
+                .and_then(|b| b.allocation.as_ref())
+                .and_then(|a| a.mapped_slice())
+                .ok_or_else(|| BackendError::Vulkan {
+                    call: "map",
+                    code: "download staging memory is not host-visible".into(),
+                })?;
+            out.extend(
+                mapped[..n * 4]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            done += n;
+        }
+        Ok(out)
+    }
+
+    /// Records commands into the one command buffer, submits them and waits
+    /// for the fence (bounded by DEVICE_WAIT_TIMEOUT_NS).
+    fn submit(
+        &self,
+        record: impl FnOnce(&ash::Device, vk::CommandBuffer),
+        doing: &str,
+    ) -> Result<(), BackendError> {
+        let dev = &self.device;
+        let cb = self.command_buffer;
+        // SAFETY: the command buffer is idle (every submit waits for its
+        // fence before returning) and owned by this backend.
+        unsafe {
+            dev.reset_command_buffer(cb, vk::CommandBufferResetFlags::empty())
+                .map_err(|r| vk_err("vkResetCommandBuffer", doing, r))?;
+            dev.begin_command_buffer(
+                cb,
+                &vk::CommandBufferBeginInfo::default()
+                    .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+            )
+            .map_err(|r| vk_err("vkBeginCommandBuffer", doing, r))?;
+        }
+        record(dev, cb);
+        let cbs = [cb];
+        let submit = vk::SubmitInfo::default().command_buffers(&cbs);
+        // SAFETY: recorded above; the fence is unsignalled (reset after each
+        // wait) and the queue belongs to this device.
+        unsafe {
+            dev.end_command_buffer(cb)
+                .map_err(|r| vk_err("vkEndCommandBuffer", doing, r))?;
+            dev.queue_submit(self.queue, &[submit], self.fence)
+                .map_err(|r| vk_err("vkQueueSubmit", doing, r))?;
+            let waited = dev.wait_for_fences(&[self.fence], true, DEVICE_WAIT_TIMEOUT_NS);
+            if waited == Err(vk::Result::TIMEOUT) {
+                return Err(BackendError::DeviceLost(format!(
+                    "{doing}: the device did not finish within {} s",
+                    DEVICE_WAIT_TIMEOUT_NS / 1_000_000_000
+                )));
+            }
+            waited.map_err(|r| vk_err("vkWaitForFences", doing, r))?;
+            dev.reset_fences(&[self.fence])
+                .map_err(|r| vk_err("vkResetFences", doing, r))?;
+        }
+        Ok(())
+    }
+
+    /// Builds the pipeline of a bundle kernel once; later calls reuse it.
+    fn ensure_pipeline(&mut self, name: &str) -> Result<(), BackendError> {
+        if self.pipelines.contains_key(name) {
+            return Ok(());
+        }
+        let kernel = self.bundle.kernel(name).ok_or_else(|| {
+            BackendError::Bundle(lockstep_kernels::BundleError::Manifest(format!(
+                "the bundle has no kernel '{name}', which this runtime needs; use a bundle built for it"
+            )))
+        })?;
+        let spec = &kernel.spec;
+        let code = kernel.spirv(self.variant);
+        let push_bytes = spec.push_constant_bytes();
+        let dev = &self.device;
+        let doing = format!("building the pipeline of kernel '{name}'");
+        let bindings: Vec<vk::DescriptorSetLayoutBinding> = spec
+            .bindings
+            .iter()
+            .map(|b| {
+                vk::DescriptorSetLayoutBinding::default()
+                    .binding(b.binding)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .descriptor_count(1)
+                    .stage_flags(vk::ShaderStageFlags::COMPUTE)
+            })
+            .collect();
+        let entry = CString::new(spec.entry_point.clone()).map_err(|_| {
+            BackendError::Bundle(lockstep_kernels::BundleError::Manifest(format!(
+                "kernel '{name}' entry point contains NUL"
+            )))
+        })?;
+        // SAFETY (this block): object creation on a valid device from the
+        // verified SPIR-V of the bundle; every handle is stored in
+        // self.pipelines and destroyed in Drop, or destroyed here on failure.
+        unsafe {
+            let set_layout = dev
+                .create_descriptor_set_layout(
+                    &vk::DescriptorSetLayoutCreateInfo::default().bindings(&bindings),
+                    None,
+                )
+                .map_err(|r| vk_err("vkCreateDescriptorSetLayout", &doing, r))?;
+            let ranges = [vk::PushConstantRange {
+                stage_flags: vk::ShaderStageFlags::COMPUTE,
+                offset: 0,
+                size: push_bytes,
+            }];
+            let set_layouts = [set_layout];
+            let mut layout_info = vk::PipelineLayoutCreateInfo::default().set_layouts(&set_layouts);
+            if push_bytes > 0 {
+                layout_info = layout_info.push_constant_ranges(&ranges);
+            }
+            let layout = match dev.create_pipeline_layout(&layout_info, None) {
+                Ok(l) => l,
+                Err(r) => {
+                    dev.destroy_descriptor_set_layout(set_layout, None);
+                    return Err(vk_err("vkCreatePipelineLayout", &doing, r));
+                }
+            };
+            let module = match dev
+                .create_shader_module(&vk::ShaderModuleCreateInfo::default().code(code), None)
+            {
+                Ok(m) => m,
+                Err(r) => {
+                    dev.destroy_pipeline_layout(layout, None);
+                    dev.destroy_descriptor_set_layout(set_layout, None);
+                    return Err(vk_err("vkCreateShaderModule", &doing, r));
+                }
+            };
+            let stage = vk::PipelineShaderStageCreateInfo::default()
+                .stage(vk::ShaderStageFlags::COMPUTE)
+                .module(module)
+                .name(&entry);
+            let info = vk::ComputePipelineCreateInfo::default()
+                .stage(stage)
+                .layout(layout);
+            let created = dev.create_compute_pipelines(self.pipeline_cache, &[info], None);
+            dev.destroy_shader_module(module, None);
+            let pipeline = match created {
+                Ok(p) => p[0],
+                Err((_, r)) => {
+                    dev.destroy_pipeline_layout(layout, None);
+                    dev.destroy_descriptor_set_layout(set_layout, None);
+                    return Err(vk_err("vkCreateComputePipelines", &doing, r));
+                }
+            };
+            self.pipelines.insert(
+                name.to_string(),
+                KernelPipeline {
+                    set_layout,
+                    layout,
+                    pipeline,
+                    bindings: bindings.len() as u32,
+                    push_bytes,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+fn barrier(
+    dev: &ash::Device,
+    cb: vk::CommandBuffer,
+    src_stage: vk::PipelineStageFlags,
+    src_access: vk::AccessFlags,
+    dst_stage: vk::PipelineStageFlags,
+    dst_access: vk::AccessFlags,
+) {
+    let b = vk::MemoryBarrier::default()
+        .src_access_mask(src_access)
+        .dst_access_mask(dst_access);
+    // SAFETY: recording a global memory barrier into a command buffer in the
+    // recording state.
+    unsafe {
+        dev.cmd_pipeline_barrier(
+            cb,
+            src_stage,
+            dst_stage,
+            vk::DependencyFlags::empty(),
+            &[b],
+            &[],
+            &[],
+        )
+    };
+}
+
+impl Backend for VulkanBackend {
+    fn fingerprint(&self) -> &DeviceFingerprint {
+        &self.fingerprint
+    }
+
+    fn run(&mut self, op: &Op, inputs: &[&Tensor]) -> Result<Tensor, BackendError> {
+        self.run_timed(op, inputs, 1).map(|(t, _)| t)
+    }
+}
+
+impl Drop for VulkanBackend {
+    fn drop(&mut self) {
+        // SAFETY: after device_wait_idle nothing is in flight; every handle
+        // below was created from this device, is destroyed once, and the
+        // allocator goes before the device and the instance (a field that
+        // drops after this function).
+        unsafe {
+            let _ = self.device.device_wait_idle();
+            for b in [self.upload_staging.take(), self.download_staging.take()]
+                .into_iter()
+                .flatten()
+            {
+                self.destroy_buffer(b);
+            }
+            for (_, p) in std::mem::take(&mut self.pipelines) {
+                self.device.destroy_pipeline(p.pipeline, None);
+                self.device.destroy_pipeline_layout(p.layout, None);
+                self.device
+                    .destroy_descriptor_set_layout(p.set_layout, None);
+            }
+            self.device
+                .destroy_pipeline_cache(self.pipeline_cache, None);
+            self.device.destroy_fence(self.fence, None);
+            self.device.destroy_command_pool(self.command_pool, None);
+            ManuallyDrop::drop(&mut self.allocator);
+            self.device.destroy_device(None);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Turning an op on given shapes into kernel dispatches: pure, so the
+//! splitting and pass structure are tested without a device.
+
+use lockstep_backend::{Op, OpError};
+use lockstep_kernels::reference::reduce::{CHUNK, FAN};
+
+/// A buffer a dispatch reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Input(usize),
+    Temp(usize),
+    Output,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dispatch {
+    pub kernel: &'static str,
+    /// One slot per binding, in binding order.
+    pub bindings: Vec<Slot>,
+    pub push: Vec<u32>,
+    pub groups: [u32; 3],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub out_shape: Vec<usize>,
+    /// Element counts of the temporaries.
+    pub temps: Vec<usize>,
+    /// Run in order, each after the previous one's writes are visible.
+    pub dispatches: Vec<Dispatch>,
+}
+
+/// Workgroup counts are clamped to the device's limits; the kernels
+/// grid-stride over whatever the dispatch does not cover, computing each
+/// output exactly as they would in a larger dispatch.
+fn clamp(needed: usize, limit: u32) -> u32 {
+    (needed.max(1) as u64).min(limit.max(1) as u64) as u32
+}
+
+pub(crate) fn plan(op: &Op, shapes: &[&[usize]], max_groups: [u32; 3]) -> Result<Plan, OpError> {
+    let out_shape = op.output_shape(shapes)?;
+    let out_len: usize = out_shape.iter().product();
+    let mut plan = Plan {
+        out_shape,
+        temps: Vec::new(),
+        dispatches: Vec::new(),
+    };
+    // An empty output needs no work; a non-empty output over an empty
+    // reduction (k = 0, or a sum over 0 elements) is all +0.0, which the
+    // executor writes without a kernel.
+    let in_len: usize = shapes
+        .iter()
+        .map(|s| s.iter().product::<usize>())
+        .min()
+        .unwrap_or(0);
+    if out_len == 0 || in_len == 0 {
+        return Ok(plan);
+    }
+    let linear = |n: usize| [clamp(n.div_ceil(256), max_groups[0]), 1, 1];
+    let u = |v: usize| v as u32;
+    match *op {
+        Op::Matmul(_) => {
+            let (m, k, n) = op.matmul_dims(shapes)?;
+            plan.dispatches.push(Dispatch {
+                kernel: op.name(),
+                bindings: vec![Slot::Input(0), Slot::Input(1), Slot::Output],
+                push: vec![u(m), u(n), u(k)],
+                groups: [
+                    clamp(n.div_ceil(64), max_groups[0]),
+                    clamp(m.div_ceil(64), max_groups[1]),
+                    1,
+                ],
+            });
+        }
+        Op::Add | Op::Sub | Op::Mul | Op::ReluBackward => plan.dispatches.push(Dispatch {
+            kernel: op.name(),
+            bindings: vec![Slot::Input(0), Slot::Input(1), Slot::Output],
+            push: vec![u(out_len), 0],
+            groups: linear(out_len),
+        }),
+        Op::Scale { alpha } => plan.dispatches.push(Dispatch {
+            kernel: "scale",
+            bindings: vec![Slot::Input(0), Slot::Output],
+            push: vec![u(out_len), alpha.to_bits()],
+            groups: linear(out_len),
+        }),
+        Op::Relu => plan.dispatches.push(Dispatch {
+            kernel: "relu",
+            bindings: vec![Slot::Input(0), Slot::Output],
+            push: vec![u(out_len), 0],
+            groups: linear(out_len),
+        }),
+        Op::SumRows | Op::SumCols => {
+            let (m, n) = (shapes[0][0], shapes[0][1]);
+            let (outer, len, inner) = if matches!(op, Op::SumRows) {
+                (m, n, 1)
+            } else {
+                (1, m, n)
+            };
+            // Chunk sums, then tree passes until one element per (outer,
+            // inner) is left; the last pass writes the output.
+            let mut level = len.div_ceil(CHUNK);
+            let mut src = Slot::Input(0);
+            let mut dst = if level == 1 {
+                Slot::Output
+            } else {
+                plan.temps.push(outer * level * inner);
+                Slot::Temp(0)
+            };
+            plan.dispatches.push(Dispatch {
+                kernel: "reduce_chunks",
+                bindings: vec![src, dst],
+                push: vec![u(outer), u(len), u(inner), u(level)],
+                groups: linear(outer * level * inner),
+            });
+            while level > 1 {
+                let next = level.div_ceil(FAN);
+                src = dst;
+                dst = if next == 1 {
+                    Slot::Output
+                } else {
+                    plan.temps.push(outer * next * inner);
+                    Slot::Temp(plan.temps.len() - 1)
+                };
+                plan.dispatches.push(Dispatch {
+                    kernel: "reduce_tree",
+                    bindings: vec![src, dst],
+                    push: vec![u(outer), u(level), u(inner), u(next)],
+                    groups: linear(outer * next * inner),
+                });
+                level = next;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIG: [u32; 3] = [65535, 65535, 65535];
+
+    #[test]
+    fn long_rows_take_tree_passes() {
+        // 100_000 elements: 1563 chunks -> 98 -> 7 -> 1.
+        let p = plan(&Op::SumRows, &[&[3, 100_000]], BIG).unwrap();
+        let kernels: Vec<_> = p.dispatches.iter().map(|d| d.kernel).collect();
+        assert_eq!(
+            kernels,
+            ["reduce_chunks", "reduce_tree", "reduce_tree", "reduce_tree"]
+        );
+        assert_eq!(p.temps, vec![3 * 1563, 3 * 98, 3 * 7]);
+        assert_eq!(p.dispatches.last().unwrap().bindings[1], Slot::Output);
+        assert_eq!(p.out_shape, vec![3]);
+    }
+
+    #[test]
+    fn short_rows_need_one_pass() {
+        let p = plan(&Op::SumCols, &[&[64, 5]], BIG).unwrap();
+        assert_eq!(p.dispatches.len(), 1);
+        assert!(p.temps.is_empty());
+    }
+
+    #[test]
+    fn dispatches_respect_device_limits() {
+        let p = plan(&Op::Add, &[&[1 << 24], &[1 << 24]], [7, 7, 7]).unwrap();
+        assert_eq!(p.dispatches[0].groups, [7, 1, 1]);
+        let p = plan(
+            &Op::Matmul(lockstep_kernels::reference::matmul::Transpose::None),
+            &[&[1000, 3], &[3, 1000]],
+            [2, 3, 1],
+        )
+        .unwrap();
+        assert_eq!(p.dispatches[0].groups, [2, 3, 1]);
+    }
+
+    #[test]
+    fn empty_work_plans_no_dispatch() {
+        let mm = Op::Matmul(lockstep_kernels::reference::matmul::Transpose::None);
+        let p = plan(&mm, &[&[4, 0], &[0, 5]], BIG).unwrap();
+        assert!(p.dispatches.is_empty());
+        assert_eq!(p.out_shape, vec![4, 5]);
+    }
+}
