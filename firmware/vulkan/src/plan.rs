@@ -4,6 +4,11 @@
 use lockstep_backend::{Op, OpError};
 use lockstep_kernels::reference::reduce::{CHUNK, FAN};
 
+/// Rows and columns of C one matmul workgroup computes (TM and TN = WG*CN in
+/// matmul.comp); only the dispatch size depends on them, never the bits.
+const MATMUL_TILE_M: usize = 16;
+const MATMUL_TILE_N: usize = 256;
+
 /// A buffer a dispatch reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
@@ -66,8 +71,8 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], max_groups: [u32; 3]) -> Result
                 bindings: vec![Slot::Input(0), Slot::Input(1), Slot::Output],
                 push: vec![u(m), u(n), u(k)],
                 groups: [
-                    clamp(n.div_ceil(64), max_groups[0]),
-                    clamp(m.div_ceil(64), max_groups[1]),
+                    clamp(n.div_ceil(MATMUL_TILE_N), max_groups[0]),
+                    clamp(m.div_ceil(MATMUL_TILE_M), max_groups[1]),
                     1,
                 ],
             });
