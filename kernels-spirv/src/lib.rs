@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod manifest;
+pub mod rebuild;
 pub mod spirv;
 
 #[path = "kernels/mod.rs"]
