@@ -70,7 +70,7 @@ pub enum SpirvError {
 
 /// Decodes little-endian SPIR-V bytes into words.
 pub fn words(bytes: &[u8]) -> Result<Vec<u32>, SpirvError> {
-    if bytes.len() % 4 != 0 || bytes.len() < 20 {
+    if !bytes.len().is_multiple_of(4) || bytes.len() < 20 {
         return Err(SpirvError::Malformed(format!(
             "{} bytes is not a whole number of words with a header",
             bytes.len()
@@ -130,13 +130,11 @@ pub fn check(words: &[u32], variant: Variant) -> Result<SpirvFacts, SpirvError> 
             OP_ENTRY_POINT => {
                 entry_points.push(string_operand(&ops[2..]));
             }
-            OP_EXECUTION_MODE => {
-                if ops.len() >= 2 {
-                    if ops[1] == EXEC_MODE_LOCAL_SIZE && ops.len() == 5 {
-                        local_size = Some([ops[2], ops[3], ops[4]]);
-                    } else if ops.len() == 3 && ops[2] == 32 {
-                        modes.push(ops[1]);
-                    }
+            OP_EXECUTION_MODE if ops.len() >= 2 => {
+                if ops[1] == EXEC_MODE_LOCAL_SIZE && ops.len() == 5 {
+                    local_size = Some([ops[2], ops[3], ops[4]]);
+                } else if ops.len() == 3 && ops[2] == 32 {
+                    modes.push(ops[1]);
                 }
             }
             OP_DECORATE if ops.len() >= 2 && ops[1] == DECORATION_NO_CONTRACTION => {

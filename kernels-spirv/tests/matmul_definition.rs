@@ -21,7 +21,7 @@ fn by_definition(
             let mut acc: f32 = 0.0;
             for p in 0..k {
                 let product: f32 = a(i, p) * b(p, j);
-                acc = acc + product;
+                acc += product;
             }
             out.push(if acc.is_nan() {
                 CANONICAL_NAN_BITS
@@ -35,7 +35,7 @@ fn by_definition(
 
 fn value() -> impl Strategy<Value = f32> {
     prop_oneof![
-        8 => (-1.0e3f32..1.0e3f32),
+        8 => -1.0e3f32..1.0e3f32,
         1 => any::<u32>().prop_map(f32::from_bits),
         1 => prop::sample::select(vec![0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN,
             f32::MIN_POSITIVE, -f32::MIN_POSITIVE, 1.0e-45, f32::MAX, -f32::MAX, 3.0e38]),

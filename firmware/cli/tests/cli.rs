@@ -66,11 +66,9 @@ fn assert_fails(out: &Outcome, code: i32, needles: &[&str]) {
 
 /// `.npy` bytes with the given header dict, padded as NumPy pads it.
 fn npy_raw(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
+    // Magic, version and length take 10 bytes; the data starts 64-aligned.
+    let pad = (64 - (10 + dict.len() + 1) % 64) % 64;
+    let header = format!("{dict}{}\n", " ".repeat(pad));
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
@@ -87,7 +85,9 @@ fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
 }
 
 fn f32_bytes(n: usize) -> Vec<u8> {
-    (0..n).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect()
+    (0..n)
+        .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+        .collect()
 }
 
 /// Scratch directory with helpers to place files in it.
@@ -120,7 +120,14 @@ impl Scratch {
         let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
         let seed = seed.to_string();
         let out = lockstep(&[
-            "random", "--shape", &dims.join(","), "--seed", &seed, "--fill", "edgy", "--out",
+            "random",
+            "--shape",
+            &dims.join(","),
+            "--seed",
+            &seed,
+            "--fill",
+            "edgy",
+            "--out",
             s(&p),
         ]);
         assert_eq!(out.code, 0, "random: {}", out.stderr);
@@ -128,18 +135,25 @@ impl Scratch {
     }
 }
 
-/// Runs `op` with these extra args on every backend; each must fail with exit 2.
-fn expect_input_error(op: &str, inputs: &[&Path], extra: &[&str], needles: &[&str]) {
+/// Runs `op` with these extra args on every backend; each must fail with
+/// exit 2 and the same message, which is returned.
+fn expect_input_error(op: &str, inputs: &[&Path], extra: &[&str], needles: &[&str]) -> String {
     let dir = Scratch::new();
     let out_path = dir.path("out.npy");
+    let mut messages = Vec::new();
     for backend in backends() {
         let mut args = vec!["run", op];
         args.extend(inputs.iter().map(|p| s(p)));
         args.extend(["--out", s(&out_path), "--backend", backend]);
         args.extend(extra);
-        assert_fails(&lockstep(&args), 2, needles);
+        let out = lockstep(&args);
+        assert_fails(&out, 2, needles);
         assert!(!out_path.exists(), "a failed run must not write its output");
+        messages.push(out.stderr);
     }
+    messages.dedup();
+    assert_eq!(messages.len(), 1, "backends disagree: {messages:?}");
+    messages.remove(0)
 }
 
 /// `add good.npy BAD` where BAD holds `bytes`: exit 2, naming BAD only.
@@ -149,9 +163,8 @@ fn expect_bad_file(name: &str, bytes: &[u8], needles: &[&str]) {
     let bad = dir.write(name, bytes);
     let mut all = vec![s(&bad)];
     all.extend(needles);
-    expect_input_error("add", &[&good, &bad], &[], &all);
-    let out = lockstep(&["run", "relu", s(&bad), "--out", s(&dir.path("o.npy"))]);
-    assert!(!out.stderr.contains("good.npy"), "{}", out.stderr);
+    let msg = expect_input_error("add", &[&good, &bad], &[], &all);
+    assert!(!msg.contains("good.npy"), "names the wrong file: {msg}");
 }
 
 #[test]
@@ -212,7 +225,12 @@ fn shape_errors_name_the_operand_at_fault() {
 
     let vector = dir.write("vec.npy", &npy("<f4", false, "(4,)", &f32_bytes(4)));
     let needles = [s(&vector), "matrix"];
-    expect_input_error("matmul", &[&vector, &dir.matrix("m42.npy", 4, 2)], &[], &needles);
+    expect_input_error(
+        "matmul",
+        &[&vector, &dir.matrix("m42.npy", 4, 2)],
+        &[],
+        &needles,
+    );
     expect_input_error("matmul", &[&a34, &vector], &[], &needles);
 }
 
@@ -247,7 +265,12 @@ fn scale_needs_a_float_alpha() {
     let bad = ["--attr", "alpha=abc"];
     expect_input_error("scale", &[&a], &bad, &["\"abc\" is not a float"]);
     let stray = ["--attr", "beta=1"];
-    expect_input_error("relu", &[&a], &stray, &["'beta' is not an attribute of relu"]);
+    expect_input_error(
+        "relu",
+        &[&a],
+        &stray,
+        &["'beta' is not an attribute of relu"],
+    );
 }
 
 #[test]
@@ -255,7 +278,17 @@ fn device_does_not_apply_to_cpu() {
     let dir = Scratch::new();
     let a = dir.matrix("a.npy", 2, 2);
     let out = dir.path("out.npy");
-    let args = ["run", "relu", s(&a), "--out", s(&out), "--backend", "cpu", "--device", "0"];
+    let args = [
+        "run",
+        "relu",
+        s(&a),
+        "--out",
+        s(&out),
+        "--backend",
+        "cpu",
+        "--device",
+        "0",
+    ];
     assert_fails(&lockstep(&args), 2, &["--device", "--backend cpu"]);
 }
 
@@ -306,7 +339,16 @@ fn tampered_bundle_is_refused() {
         backends.push("vulkan");
     }
     for backend in backends {
-        let args = ["run", "matmul", s(&a), s(&b), "--out", s(&out), "--bundle", s(&bundle)];
+        let args = [
+            "run",
+            "matmul",
+            s(&a),
+            s(&b),
+            "--out",
+            s(&out),
+            "--bundle",
+            s(&bundle),
+        ];
         let mut args = args.to_vec();
         args.extend(["--backend", backend]);
         assert_fails(&lockstep(&args), 1, &needles);
@@ -314,42 +356,69 @@ fn tampered_bundle_is_refused() {
     }
 }
 
-/// Runs one op on one backend and returns the output file's bytes.
-fn run_ok(dir: &Scratch, op: &str, inputs: &[&Path], attrs: &[&str], backend: &str) -> Vec<u8> {
+/// Runs one op on one backend; returns the output file's bytes and the
+/// SHA-256 that `run` printed.
+fn run_ok(
+    dir: &Scratch,
+    op: &str,
+    inputs: &[&Path],
+    attrs: &[&str],
+    backend: &str,
+) -> (Vec<u8>, String) {
     let out = dir.path(&format!("{op}-{backend}.npy"));
     let mut args = vec!["run", op];
     args.extend(inputs.iter().map(|p| s(p)));
     args.extend(["--out", s(&out), "--backend", backend]);
     args.extend(attrs);
     let o = lockstep(&args);
-    assert_eq!(o.code, 0, "{op} on {backend}: {}", o.stderr);
-    assert!(o.stderr.is_empty(), "{op} on {backend}: {}", o.stderr);
+    let what = format!(
+        "{op} on {backend}: stdout {:?}, stderr {:?}",
+        o.stdout, o.stderr
+    );
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""), "{what}");
+    let device = format!("device  {backend}:");
+    assert!(o.stdout.lines().any(|l| l.starts_with(&device)), "{what}");
     let sha = o.stdout.lines().find(|l| l.starts_with("sha256"));
     let hex = sha.and_then(|l| l.split_whitespace().nth(1)).unwrap_or("");
-    assert!(is_sha256_hex(hex), "{op} on {backend}: stdout {:?}", o.stdout);
-    fs::read(&out).expect("output written")
+    assert!(is_sha256_hex(hex), "{what}");
+    (fs::read(&out).expect("output written"), hex.to_string())
 }
 
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Runs `op` on the CPU and, unless skipped, on Vulkan: both must succeed
+/// and agree to the bit, in the file and in the printed hash.
+fn assert_backends_agree(dir: &Scratch, op: &str, inputs: &[&Path], attrs: &[&str], case: &str) {
+    let cpu = run_ok(dir, op, inputs, attrs, "cpu");
+    if vulkan_enabled(&format!("{op} on {case}")) {
+        let gpu = run_ok(dir, op, inputs, attrs, "vulkan");
+        assert!(
+            cpu.0 == gpu.0,
+            "{op} on {case}: cpu and vulkan outputs differ"
+        );
+        assert_eq!(cpu.1, gpu.1, "{op} on {case}: printed hashes differ");
+    }
+}
+
+const ALPHA: &[&str] = &["--attr", "alpha=0.75"];
+
 #[test]
 fn every_op_agrees_bit_for_bit_across_backends() {
-    let vulkan = vulkan_enabled("every_op_agrees_bit_for_bit_across_backends");
     let dir = Scratch::new();
-    // (m, k, n) per matmul case; primes make every tile edge ragged.
-    for (i, &(m, k, n)) in [(37, 53, 29), (1, 1, 1), (64, 64, 64), (5, 131, 3)]
-        .iter()
+    // (m, k, n); primes leave every tile edge ragged.
+    for (i, (m, k, n)) in [(37, 53, 29), (1, 1, 1), (64, 64, 64), (5, 131, 3)]
+        .into_iter()
         .enumerate()
     {
+        let case = format!("{m}x{k}x{n}");
         let seed = 10 * i as u64;
         let a = dir.random(&format!("a{i}.npy"), &[m, k], seed);
         let at = dir.random(&format!("at{i}.npy"), &[k, m], seed + 1);
         let b = dir.random(&format!("b{i}.npy"), &[k, n], seed + 2);
         let bt = dir.random(&format!("bt{i}.npy"), &[n, k], seed + 3);
         let x = dir.random(&format!("x{i}.npy"), &[m, k], seed + 4);
-        let alpha = ["--attr", "alpha=0.75"];
         let cases: [(&str, Vec<&Path>, &[&str]); 11] = [
             ("matmul", vec![&a, &b], &[]),
             ("matmul_tn", vec![&at, &b], &[]),
@@ -357,19 +426,26 @@ fn every_op_agrees_bit_for_bit_across_backends() {
             ("add", vec![&a, &x], &[]),
             ("sub", vec![&a, &x], &[]),
             ("mul", vec![&a, &x], &[]),
-            ("scale", vec![&a], &alpha),
+            ("scale", vec![&a], ALPHA),
             ("relu", vec![&a], &[]),
             ("relu_backward", vec![&a, &x], &[]),
             ("sum_rows", vec![&a], &[]),
             ("sum_cols", vec![&a], &[]),
         ];
         for (op, inputs, attrs) in &cases {
-            let cpu = run_ok(&dir, op, inputs, attrs, "cpu");
-            if vulkan {
-                let gpu = run_ok(&dir, op, inputs, attrs, "vulkan");
-                assert!(cpu == gpu, "{op} on {m}x{k}x{n}: cpu and vulkan outputs differ");
-            }
+            assert_backends_agree(&dir, op, inputs, attrs, &case);
         }
+    }
+    // Element-wise ops take any rank: a long prime-length vector and a 3-D tensor.
+    for (i, shape) in [vec![100_003], vec![3, 5, 7]].iter().enumerate() {
+        let case = format!("{shape:?}");
+        let x = dir.random(&format!("ex{i}.npy"), shape, 100 + i as u64);
+        let y = dir.random(&format!("ey{i}.npy"), shape, 200 + i as u64);
+        for op in ["add", "sub", "mul", "relu_backward"] {
+            assert_backends_agree(&dir, op, &[&x, &y], &[], &case);
+        }
+        assert_backends_agree(&dir, "scale", &[&x], ALPHA, &case);
+        assert_backends_agree(&dir, "relu", &[&x], &[], &case);
     }
 }
 
@@ -378,7 +454,16 @@ fn quiet_run_prints_nothing() {
     let dir = Scratch::new();
     let a = dir.random("a.npy", &[7, 3], 1);
     let out = dir.path("out.npy");
-    let o = lockstep(&["run", "relu", s(&a), "--out", s(&out), "--backend", "cpu", "-q"]);
+    let o = lockstep(&[
+        "run",
+        "relu",
+        s(&a),
+        "--out",
+        s(&out),
+        "--backend",
+        "cpu",
+        "-q",
+    ]);
     assert_eq!((o.code, o.stdout.as_str(), o.stderr.as_str()), (0, "", ""));
     assert!(out.exists());
 }
@@ -397,9 +482,9 @@ fn devices_lists_float_controls() {
     let list: serde_json::Value = serde_json::from_str(&json.stdout).expect("devices --json");
     let list = list.as_array().expect("a JSON array");
     let has_float32 = |d: &serde_json::Value| {
-        d["float32"]
-            .as_object()
-            .is_some_and(|f| f.contains_key("rounding_mode_rte") && f.contains_key("denorm_preserve"))
+        d["float32"].as_object().is_some_and(|f| {
+            f.contains_key("rounding_mode_rte") && f.contains_key("denorm_preserve")
+        })
     };
     assert!(list.iter().any(has_float32), "{}", json.stdout);
 }
@@ -412,5 +497,9 @@ fn kernels_json_names_bundle_and_matmul() {
     let id = doc["bundle_id"].as_str().unwrap_or("");
     assert!(is_sha256_hex(id), "bundle_id {id:?}");
     let kernels = doc["kernels"].as_array().expect("kernels array");
-    assert!(kernels.iter().any(|k| k["name"] == "matmul"), "{}", o.stdout);
+    assert!(
+        kernels.iter().any(|k| k["name"] == "matmul"),
+        "{}",
+        o.stdout
+    );
 }

@@ -45,7 +45,14 @@ fn assert_same(vk: &mut VulkanBackend, op: &Op, shapes: &[Vec<usize>], seed: u64
     let inputs: Vec<Tensor> = shapes
         .iter()
         .enumerate()
-        .map(|(i, s)| Tensor::filled(s.clone(), seed.wrapping_mul(31).wrapping_add(i as u64), fill).unwrap())
+        .map(|(i, s)| {
+            Tensor::filled(
+                s.clone(),
+                seed.wrapping_mul(31).wrapping_add(i as u64),
+                fill,
+            )
+            .unwrap()
+        })
         .collect();
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let want = CpuBackend::new().run(op, &refs).unwrap();

@@ -40,9 +40,9 @@ pub fn relu_backward(dy: &[f32], x: &[f32]) -> Vec<f32> {
 }
 
 fn relu_one(a: f32) -> f32 {
-    if is_nan(a) {
-        a
-    } else if a > 0.0 {
+    // NaN compares false, so test it first: it stays NaN (made canonical by
+    // the caller) instead of becoming +0.0.
+    if is_nan(a) || a > 0.0 {
         a
     } else {
         0.0

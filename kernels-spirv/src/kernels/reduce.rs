@@ -55,7 +55,7 @@ pub fn reduce_tree(x: &[f32], outer: usize, len: usize, inner: usize) -> Vec<f32
                 while w < FAN {
                     let mut e = 0;
                     while e + w < cnt {
-                        v[e] = v[e] + v[e + w];
+                        v[e] += v[e + w];
                         e += 2 * w;
                     }
                     w *= 2;
