@@ -18,7 +18,7 @@ use lockstep_tensor::Tensor;
 
 use crate::error::{alloc_err, vk_err};
 use crate::instance::{DeviceInfo, Instance};
-use crate::plan::{plan, Plan, Slot};
+use crate::plan::{plan, MatmulKernels, Plan, Slot, Target};
 
 /// A pipeline built from one verified kernel of the bundle.
 struct KernelPipeline {
@@ -40,7 +40,7 @@ pub struct VulkanBackend {
     fingerprint: DeviceFingerprint,
     variant: Variant,
     bundle: Bundle,
-    max_groups: [u32; 3],
+    target: Target,
     device: ash::Device,
     queue: vk::Queue,
     command_pool: vk::CommandPool,
@@ -114,7 +114,14 @@ impl VulkanBackend {
             api_version: info.api_version,
         };
         let mut backend = VulkanBackend {
-            max_groups: info.limits.max_workgroup_count,
+            target: Target {
+                max_groups: info.limits.max_workgroup_count,
+                matmul: if info.device_type == "cpu" {
+                    MatmulKernels::Direct
+                } else {
+                    MatmulKernels::Tiled
+                },
+            },
             info,
             fingerprint,
             variant,
@@ -184,7 +191,17 @@ impl VulkanBackend {
     /// exercise the split-dispatch path on any device.
     pub fn set_max_workgroups(&mut self, max: [u32; 3]) {
         let dev = self.info.limits.max_workgroup_count;
-        self.max_groups = [max[0].min(dev[0]), max[1].min(dev[1]), max[2].min(dev[2])];
+        self.target.max_groups = [max[0].min(dev[0]), max[1].min(dev[1]), max[2].min(dev[2])];
+    }
+
+    /// Which matmul family this backend dispatches (by default: tiled on
+    /// GPUs, direct on CPU devices). Both give the same bits; tests run both.
+    pub fn set_matmul_kernels(&mut self, kernels: MatmulKernels) {
+        self.target.matmul = kernels;
+    }
+
+    pub fn matmul_kernels(&self) -> MatmulKernels {
+        self.target.matmul
     }
 
     /// Runs `op` with its operands resident on the device, timing `repeats`
@@ -197,7 +214,7 @@ impl VulkanBackend {
         repeats: usize,
     ) -> Result<(Tensor, Vec<Duration>), BackendError> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-        let plan = plan(op, &shapes, self.max_groups)?;
+        let plan = plan(op, &shapes, self.target)?;
         let out_len: usize = plan.out_shape.iter().product();
         if plan.dispatches.is_empty() {
             let t = Tensor::new(plan.out_shape.clone(), vec![0.0; out_len])

@@ -19,3 +19,4 @@ mod plan;
 
 pub use backend::VulkanBackend;
 pub use instance::{DeviceInfo, DeviceLimits, FloatControls, Instance};
+pub use plan::MatmulKernels;

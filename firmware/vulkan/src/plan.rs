@@ -2,12 +2,32 @@
 //! splitting and pass structure are tested without a device.
 
 use lockstep_backend::{Op, OpError};
+use lockstep_kernels::reference::matmul::Transpose;
 use lockstep_kernels::reference::reduce::{CHUNK, FAN};
 
 /// Rows and columns of C one matmul workgroup computes (TM and TN = WG*CN in
 /// matmul.comp); only the dispatch size depends on them, never the bits.
 const MATMUL_TILE_M: usize = 16;
 const MATMUL_TILE_N: usize = 256;
+/// The square tile of matmul_tiled.comp.
+const MATMUL_TILED_TILE: usize = 64;
+
+/// Which matmul kernels a device runs: both families compute the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulKernels {
+    /// matmul.comp: register blocks fed straight from the buffers; fastest
+    /// on CPU devices such as lavapipe.
+    Direct,
+    /// matmul_tiled.comp: shared-memory tiles; for GPUs.
+    Tiled,
+}
+
+/// What a plan must fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub max_groups: [u32; 3],
+    pub matmul: MatmulKernels,
+}
 
 /// A buffer a dispatch reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +62,8 @@ fn clamp(needed: usize, limit: u32) -> u32 {
     (needed.max(1) as u64).min(limit.max(1) as u64) as u32
 }
 
-pub(crate) fn plan(op: &Op, shapes: &[&[usize]], max_groups: [u32; 3]) -> Result<Plan, OpError> {
+pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan, OpError> {
+    let max_groups = target.max_groups;
     let out_shape = op.output_shape(shapes)?;
     let out_len: usize = out_shape.iter().product();
     let mut plan = Plan {
@@ -64,15 +85,27 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], max_groups: [u32; 3]) -> Result
     let linear = |n: usize| [clamp(n.div_ceil(256), max_groups[0]), 1, 1];
     let u = |v: usize| v as u32;
     match *op {
-        Op::Matmul(_) => {
+        Op::Matmul(t) => {
             let (m, k, n) = op.matmul_dims(shapes)?;
+            let (kernel, tile_m, tile_n) = match (target.matmul, t) {
+                (MatmulKernels::Direct, _) => (op.name(), MATMUL_TILE_M, MATMUL_TILE_N),
+                (MatmulKernels::Tiled, Transpose::None) => {
+                    ("matmul_tiled", MATMUL_TILED_TILE, MATMUL_TILED_TILE)
+                }
+                (MatmulKernels::Tiled, Transpose::A) => {
+                    ("matmul_tn_tiled", MATMUL_TILED_TILE, MATMUL_TILED_TILE)
+                }
+                (MatmulKernels::Tiled, Transpose::B) => {
+                    ("matmul_nt_tiled", MATMUL_TILED_TILE, MATMUL_TILED_TILE)
+                }
+            };
             plan.dispatches.push(Dispatch {
-                kernel: op.name(),
+                kernel,
                 bindings: vec![Slot::Input(0), Slot::Input(1), Slot::Output],
                 push: vec![u(m), u(n), u(k)],
                 groups: [
-                    clamp(n.div_ceil(MATMUL_TILE_N), max_groups[0]),
-                    clamp(m.div_ceil(MATMUL_TILE_M), max_groups[1]),
+                    clamp(n.div_ceil(tile_n), max_groups[0]),
+                    clamp(m.div_ceil(tile_m), max_groups[1]),
                     1,
                 ],
             });
@@ -144,7 +177,10 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], max_groups: [u32; 3]) -> Result
 mod tests {
     use super::*;
 
-    const BIG: [u32; 3] = [65535, 65535, 65535];
+    const BIG: Target = Target {
+        max_groups: [65535, 65535, 65535],
+        matmul: MatmulKernels::Direct,
+    };
 
     #[test]
     fn long_rows_take_tree_passes() {
@@ -169,15 +205,20 @@ mod tests {
 
     #[test]
     fn dispatches_respect_device_limits() {
-        let p = plan(&Op::Add, &[&[1 << 24], &[1 << 24]], [7, 7, 7]).unwrap();
+        let small = |max_groups| Target {
+            max_groups,
+            matmul: MatmulKernels::Tiled,
+        };
+        let p = plan(&Op::Add, &[&[1 << 24], &[1 << 24]], small([7, 7, 7])).unwrap();
         assert_eq!(p.dispatches[0].groups, [7, 1, 1]);
         let p = plan(
             &Op::Matmul(lockstep_kernels::reference::matmul::Transpose::None),
             &[&[1000, 3], &[3, 1000]],
-            [2, 3, 1],
+            small([2, 3, 1]),
         )
         .unwrap();
         assert_eq!(p.dispatches[0].groups, [2, 3, 1]);
+        assert_eq!(p.dispatches[0].kernel, "matmul_tiled");
     }
 
     #[test]
