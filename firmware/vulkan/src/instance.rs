@@ -48,71 +48,64 @@ pub struct DeviceLimits {
 }
 
 impl DeviceInfo {
-    /// Why this device cannot run the bundle, if it cannot.
+    /// Why this device cannot run the bundle, if it cannot: the first
+    /// requirement (what, needed, device's value) it falls short of.
     pub fn unsupported(&self) -> Option<BackendError> {
-        let limit = |what: &str, needed: u64, limit: u64| {
-            (needed > limit).then(|| BackendError::UnsupportedLimit {
+        let api = |v: u32| {
+            u64::from(vk::api_version_major(v)) * 1000 + u64::from(vk::api_version_minor(v))
+        };
+        let fc = &self.float_controls;
+        let l = &self.limits;
+        let requirements: [(&str, u64, u64); 8] = [
+            (
+                "Vulkan API version (major*1000+minor)",
+                1002,
+                api(self.api_version),
+            ),
+            (
+                "RoundingModeRTE for 32-bit floats",
+                1,
+                u64::from(fc.rounding_mode_rte),
+            ),
+            (
+                "SignedZeroInfNanPreserve for 32-bit floats",
+                1,
+                u64::from(fc.signed_zero_inf_nan_preserve),
+            ),
+            (
+                "maxComputeWorkGroupInvocations",
+                256,
+                u64::from(l.max_workgroup_invocations),
+            ),
+            (
+                "maxComputeWorkGroupSize[0]",
+                256,
+                u64::from(l.max_workgroup_size[0]),
+            ),
+            (
+                "maxComputeWorkGroupSize[1]",
+                16,
+                u64::from(l.max_workgroup_size[1]),
+            ),
+            (
+                "maxComputeSharedMemorySize",
+                8192,
+                u64::from(l.max_shared_memory_bytes),
+            ),
+            (
+                "maxPushConstantsSize",
+                16,
+                u64::from(l.max_push_constants_bytes),
+            ),
+        ];
+        requirements
+            .into_iter()
+            .find(|&(_, needed, have)| needed > have)
+            .map(|(what, needed, limit)| BackendError::UnsupportedLimit {
                 what: format!("{what} on {}", self.name),
                 needed,
                 limit,
             })
-        };
-        let api =
-            |v: u32| (vk::api_version_major(v) as u64) * 1000 + vk::api_version_minor(v) as u64;
-        limit(
-            "Vulkan API version (major*1000+minor)",
-            1002,
-            api(self.api_version),
-        )
-        .or_else(|| {
-            limit(
-                "RoundingModeRTE for 32-bit floats",
-                1,
-                self.float_controls.rounding_mode_rte as u64,
-            )
-        })
-        .or_else(|| {
-            limit(
-                "SignedZeroInfNanPreserve for 32-bit floats",
-                1,
-                self.float_controls.signed_zero_inf_nan_preserve as u64,
-            )
-        })
-        .or_else(|| {
-            limit(
-                "maxComputeWorkGroupInvocations",
-                256,
-                self.limits.max_workgroup_invocations as u64,
-            )
-        })
-        .or_else(|| {
-            limit(
-                "maxComputeWorkGroupSize[0]",
-                256,
-                self.limits.max_workgroup_size[0] as u64,
-            )
-        })
-        .or_else(|| {
-            limit(
-                "maxComputeWorkGroupSize[1]",
-                16,
-                self.limits.max_workgroup_size[1] as u64,
-            )
-        })
-        .or_else(|| {
-            limit(
-                "maxComputeSharedMemorySize",
-                8192,
-                self.limits.max_shared_memory_bytes as u64,
-            )
-        })
-        .or_else(|| {
-            limit(
-                "maxPushConstantsSize",
-                16,
-                self.limits.max_push_constants_bytes as u64,
-            )
-        })
     }
 
     /// Preference when no device is named: discrete GPUs first, a CPU device
