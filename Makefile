@@ -1,6 +1,7 @@
 # Lockstep: the two set-up commands are `make demo` and `make test`; both
 # install what is missing first.
 
+SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need: the Vulkan loader,
 # Mesa's lavapipe (a CPU Vulkan device), and the pinned shader toolchain.
@@ -38,8 +39,11 @@ demo: deps
 	  echo "== bit-identical: the Vulkan device and the CPU reference agree on every bit"; \
 	else echo "== MISMATCH: this device does not keep the float model"; exit 1; fi
 
+# The last line totals every test binary's results, so one line says it all.
 test: deps
-	$(CARGO) test --workspace --locked
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.log
 
 lint:
 	$(CARGO) fmt --all -- --check
