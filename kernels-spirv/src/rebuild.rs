@@ -4,55 +4,119 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{KernelSpec, Manifest, Variant};
-use crate::Bundle;
+use crate::{Bundle, BundleError};
+
+/// The compiler version the committed binaries come from. glslang writes its
+/// version into the SPIR-V header, so another version gives other bytes.
+const GLSLANG_VERSION: &str = "12.0.0";
+
+/// Why a rebuild or a check failed; each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("{tool} not found: install Debian's {package} (make test does)")]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error(
+        "glslangValidator is not version {GLSLANG_VERSION} (it says {found:?}); the pinned binaries \
+         come from Debian bookworm's glslang-tools 12.0.0 and another version writes other bytes"
+    )]
+    WrongCompiler { found: String },
+    #[error("glslangValidator failed on {source_file} (kernel {kernel}): {output}")]
+    Compile {
+        source_file: String,
+        kernel: String,
+        output: String,
+    },
+    #[error("spirv-val rejects {file}: {output}")]
+    Invalid { file: String, output: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid manifest: {reason}")]
+    Manifest { path: String, reason: String },
+    #[error(
+        "fresh builds differ from the committed binaries: {}; run kernels-spirv/build.sh and commit the result",
+        .0.join(", ")
+    )]
+    Differ(Vec<String>),
+    #[error("manifest.json is not in its normal form; run kernels-spirv/build.sh")]
+    NotNormalised,
+    #[error("the bundle does not verify: {0}")]
+    Bundle(#[from] BundleError),
+}
+
+/// What [`build`] wrote.
+#[derive(Debug)]
+pub struct Built {
+    /// `(file, sha256)` of every binary, in manifest order.
+    pub binaries: Vec<(String, String)>,
+    pub bundle_id: String,
+}
 
 /// Where the committed bundle lives.
 pub fn committed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels")
 }
 
-/// The compiler version the committed binaries come from. glslang writes its
-/// version into the SPIR-V header, so another version gives other bytes.
-const GLSLANG_VERSION: &str = "12.0.0";
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RebuildError + '_ {
+    move |source| RebuildError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
 
-fn read_manifest(dir: &Path) -> Result<Manifest> {
+fn read_manifest(dir: &Path) -> Result<Manifest, RebuildError> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    let text = std::fs::read(&path).map_err(io_err(&path))?;
+    serde_json::from_slice(&text).map_err(|e| RebuildError::Manifest {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn normal_form(manifest: &Manifest) -> Vec<u8> {
+    lockstep_canonical_json::to_pretty_vec(manifest)
+        .expect("a manifest holds only strings and integers")
 }
 
 /// Recompiles every binary into `dir` and rewrites the manifest hashes.
-pub fn build(dir: &Path) -> Result<()> {
+pub fn build(dir: &Path) -> Result<Built, RebuildError> {
     check_tools()?;
     let mut manifest = read_manifest(dir)?;
+    let mut binaries = Vec::new();
     for spec in &mut manifest.kernels {
         for variant in Variant::ALL {
             let file = spec.binaries[&variant].file.clone();
             let out = dir.join(&file);
             compile(dir, spec, variant, &out)?;
-            let bytes = std::fs::read(&out)?;
+            let bytes = std::fs::read(&out).map_err(io_err(&out))?;
             let entry = spec.binaries.get_mut(&variant).expect("variant present");
             entry.sha256 = hex::encode(Sha256::digest(&bytes));
-            println!("{:<40} {}", file, entry.sha256);
+            binaries.push((file, entry.sha256.clone()));
         }
     }
-    let pretty = lockstep_canonical_json::to_pretty_vec(&manifest)?;
-    std::fs::write(dir.join("manifest.json"), pretty)?;
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, normal_form(&manifest)).map_err(io_err(&path))?;
     let bundle = Bundle::from_dir(dir)?;
-    println!("bundle id {}", bundle.id_hex());
-    Ok(())
+    Ok(Built {
+        binaries,
+        bundle_id: bundle.id_hex(),
+    })
 }
 
 /// Fails unless fresh builds equal the committed binaries and the committed
-/// bundle verifies.
-pub fn check(dir: &Path) -> Result<()> {
+/// bundle verifies; returns the verified bundle.
+pub fn check(dir: &Path) -> Result<Bundle, RebuildError> {
     check_tools()?;
     let manifest = read_manifest(dir)?;
-    let scratch = tempfile::tempdir()?;
+    let scratch = tempfile::tempdir().map_err(io_err(Path::new("a scratch directory")))?;
     let mut differ = Vec::new();
     for spec in &manifest.kernels {
         for variant in Variant::ALL {
@@ -60,51 +124,51 @@ pub fn check(dir: &Path) -> Result<()> {
             let fresh = scratch.path().join(file);
             compile(dir, spec, variant, &fresh)?;
             let committed = std::fs::read(dir.join(file)).unwrap_or_default();
-            if std::fs::read(&fresh)? != committed {
+            if std::fs::read(&fresh).map_err(io_err(&fresh))? != committed {
                 differ.push(file.clone());
             }
         }
     }
     if !differ.is_empty() {
-        bail!(
-            "fresh builds differ from the committed binaries: {}; run kernels-spirv/build.sh and commit the result",
-            differ.join(", ")
-        );
+        return Err(RebuildError::Differ(differ));
     }
-    let text = std::fs::read(dir.join("manifest.json"))?;
-    if text != lockstep_canonical_json::to_pretty_vec(&manifest)? {
-        bail!("manifest.json is not in its normal form; run kernels-spirv/build.sh");
+    let path = dir.join("manifest.json");
+    if std::fs::read(&path).map_err(io_err(&path))? != normal_form(&manifest) {
+        return Err(RebuildError::NotNormalised);
     }
-    let bundle = Bundle::from_dir(dir).context("the committed bundle does not verify")?;
-    println!(
-        "bundle {} verified: {} kernels, fresh builds equal the committed binaries",
-        bundle.id_hex(),
-        manifest.kernels.len()
-    );
-    Ok(())
+    Ok(Bundle::from_dir(dir)?)
 }
 
-fn check_tools() -> Result<()> {
+fn check_tools() -> Result<(), RebuildError> {
     let out = Command::new("glslangValidator")
         .arg("--version")
         .output()
-        .context("glslangValidator not found: install Debian's glslang-tools (make test does)")?;
+        .map_err(|_| RebuildError::ToolMissing {
+            tool: "glslangValidator",
+            package: "glslang-tools",
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !text.contains(&format!("glslang Khronos. {GLSLANG_VERSION}")) {
-        bail!(
-            "glslangValidator is not version {GLSLANG_VERSION} (it says {:?}); the pinned binaries \
-             come from Debian bookworm's glslang-tools 12.0.0 and another version writes other bytes",
-            text.lines().next().unwrap_or("")
-        );
+        return Err(RebuildError::WrongCompiler {
+            found: text.lines().next().unwrap_or("").to_string(),
+        });
     }
     Command::new("spirv-val")
         .arg("--version")
         .output()
-        .context("spirv-val not found: install Debian's spirv-tools (make test does)")?;
+        .map_err(|_| RebuildError::ToolMissing {
+            tool: "spirv-val",
+            package: "spirv-tools",
+        })?;
     Ok(())
 }
 
-fn compile(dir: &Path, spec: &KernelSpec, variant: Variant, out: &PathBuf) -> Result<()> {
+fn compile(
+    dir: &Path,
+    spec: &KernelSpec,
+    variant: Variant,
+    out: &Path,
+) -> Result<(), RebuildError> {
     let mut cmd = Command::new("glslangValidator");
     // -V: SPIR-V for Vulkan. No -g (debug info would embed paths), no -O/-Os
     // (the optimiser rewrites a*b+c into Fma).
@@ -119,26 +183,30 @@ fn compile(dir: &Path, spec: &KernelSpec, variant: Variant, out: &PathBuf) -> Re
         cmd.arg("-DLOCKSTEP_DENORM_PRESERVE=1");
     }
     cmd.arg("-o").arg(out).arg(&spec.source);
-    let result = cmd.output().context("running glslangValidator")?;
+    let result = cmd.output().map_err(|_| RebuildError::ToolMissing {
+        tool: "glslangValidator",
+        package: "glslang-tools",
+    })?;
     if !result.status.success() {
-        bail!(
-            "glslangValidator failed on {} ({}): {}",
-            spec.source,
-            spec.name,
-            String::from_utf8_lossy(&result.stdout).trim()
-        );
+        return Err(RebuildError::Compile {
+            source_file: spec.source.clone(),
+            kernel: spec.name.clone(),
+            output: String::from_utf8_lossy(&result.stdout).trim().to_string(),
+        });
     }
     let val = Command::new("spirv-val")
         .args(["--target-env", "vulkan1.2"])
         .arg(out)
         .output()
-        .context("running spirv-val")?;
+        .map_err(|_| RebuildError::ToolMissing {
+            tool: "spirv-val",
+            package: "spirv-tools",
+        })?;
     if !val.status.success() {
-        bail!(
-            "spirv-val rejects {}: {}",
-            out.display(),
-            String::from_utf8_lossy(&val.stderr).trim()
-        );
+        return Err(RebuildError::Invalid {
+            file: out.display().to_string(),
+            output: String::from_utf8_lossy(&val.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }

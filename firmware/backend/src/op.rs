@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use lockstep_kernels::reference::matmul::Transpose;
+use lockstep_limits::MAX_TENSOR_ELEMENTS;
+use lockstep_tensor::shape_string as show;
 
 /// Every op name `lockstep run` accepts.
 pub const OP_NAMES: &[&str] = &[
@@ -130,8 +132,26 @@ impl Op {
         }
     }
 
-    /// The output shape, or why the inputs do not fit.
+    /// The output shape, or why the inputs do not fit. An output over the
+    /// tensor bound is refused here, before any backend allocates it (a
+    /// 2^20×1 · 1×2^20 matmul would otherwise ask for 4 TiB).
     pub fn output_shape(&self, shapes: &[&[usize]]) -> Result<Vec<usize>, OpError> {
+        let shape = self.unbounded_output_shape(shapes)?;
+        let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        match elements {
+            Some(n) if n <= MAX_TENSOR_ELEMENTS => Ok(shape),
+            _ => Err(OpError::Shape {
+                op: self.name(),
+                input: 0,
+                detail: format!(
+                    "the output would be {}, over the bound of {MAX_TENSOR_ELEMENTS} elements",
+                    show(&shape)
+                ),
+            }),
+        }
+    }
+
+    fn unbounded_output_shape(&self, shapes: &[&[usize]]) -> Result<Vec<usize>, OpError> {
         let op = self.name();
         if shapes.len() != self.arity() {
             return Err(OpError::Arity {
@@ -226,18 +246,6 @@ impl Op {
     }
 }
 
-/// Shape as people write it: `3x4`, `5`, `scalar`.
-pub fn show(shape: &[usize]) -> String {
-    if shape.is_empty() {
-        return "scalar".into();
-    }
-    shape
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x")
-}
-
 /// Decimal (correctly rounded by Rust's parser), `inf`, `nan`, or exact bits
 /// as `0x` followed by 8 hex digits.
 fn parse_f32(text: &str) -> Option<f32> {
@@ -276,6 +284,11 @@ mod tests {
             Err(OpError::Shape { input: 0, .. })
         ));
         assert_eq!(mm.flops(&[&[2, 3], &[3, 4]]), 48);
+        // Fine operands, an output far over the tensor bound.
+        assert!(matches!(
+            mm.output_shape(&[&[1 << 20, 1], &[1, 1 << 20]]),
+            Err(OpError::Shape { .. })
+        ));
     }
 
     #[test]

@@ -12,4 +12,4 @@ pub mod npy;
 mod tensor;
 
 pub use fill::{Fill, SplitMix64};
-pub use tensor::{Tensor, TensorError};
+pub use tensor::{shape_string, Tensor, TensorError};

@@ -43,7 +43,8 @@ pub(crate) fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
     })
 }
 
-pub(crate) fn shape_string(shape: &[usize]) -> String {
+/// A shape as people write it: `3x4`, `5`, or `scalar` for rank 0.
+pub fn shape_string(shape: &[usize]) -> String {
     if shape.is_empty() {
         return "scalar".to_owned();
     }

@@ -29,6 +29,13 @@ struct KernelPipeline {
     push_bytes: u32,
 }
 
+/// Host-visible buffers every transfer goes through, STAGING_CHUNK_BYTES
+/// each: the bound on host memory a transfer adds beyond the tensor itself.
+struct Staging {
+    upload: Buffer,
+    download: Buffer,
+}
+
 struct Buffer {
     raw: vk::Buffer,
     allocation: Option<Allocation>,
@@ -48,8 +55,8 @@ pub struct VulkanBackend {
     fence: vk::Fence,
     pipeline_cache: vk::PipelineCache,
     pipelines: BTreeMap<String, KernelPipeline>,
-    upload_staging: Option<Buffer>,
-    download_staging: Option<Buffer>,
+    /// Created in `new`; `None` only while constructing and dropping.
+    staging: Option<Staging>,
     allocator: ManuallyDrop<Allocator>,
     // Last: everything above was created from it, and fields drop after
     // Drop::drop has destroyed them.
@@ -134,12 +141,32 @@ impl VulkanBackend {
             fence: vk::Fence::null(),
             pipeline_cache: vk::PipelineCache::null(),
             pipelines: BTreeMap::new(),
-            upload_staging: None,
-            download_staging: None,
+            staging: None,
             allocator: ManuallyDrop::new(allocator),
             _instance: instance,
         };
         backend.init_objects(family)?;
+        let elements = (STAGING_CHUNK_BYTES / 4) as usize;
+        let upload = backend.create_buffer(
+            elements,
+            vk::BufferUsageFlags::TRANSFER_SRC,
+            MemoryLocation::CpuToGpu,
+            "upload staging",
+        )?;
+        let download = backend.create_buffer(
+            elements,
+            vk::BufferUsageFlags::TRANSFER_DST,
+            MemoryLocation::GpuToCpu,
+            "download staging",
+        );
+        let download = match download {
+            Ok(d) => d,
+            Err(e) => {
+                backend.destroy_buffer(upload);
+                return Err(e);
+            }
+        };
+        backend.staging = Some(Staging { upload, download });
         Ok(backend)
     }
 
@@ -218,7 +245,7 @@ impl VulkanBackend {
         let out_len: usize = plan.out_shape.iter().product();
         if plan.dispatches.is_empty() {
             let t = Tensor::new(plan.out_shape.clone(), vec![0.0; out_len])
-                .map_err(|e| BackendError::OutOfHostMemory(e.to_string()))?;
+                .expect("Op::output_shape keeps outputs within the tensor bound");
             return Ok((t, vec![Duration::ZERO; repeats.max(1)]));
         }
         let mut buffers: Vec<Buffer> = Vec::new();
@@ -228,7 +255,7 @@ impl VulkanBackend {
         }
         let (data, times) = result?;
         let t = Tensor::new(plan.out_shape, data)
-            .map_err(|e| BackendError::OutOfHostMemory(e.to_string()))?;
+            .expect("Op::output_shape keeps outputs within the tensor bound");
         Ok((t, times))
     }
 
@@ -474,61 +501,21 @@ impl VulkanBackend {
         }
     }
 
-    fn staging(&mut self, upload: bool) -> Result<vk::Buffer, BackendError> {
-        let elements = (STAGING_CHUNK_BYTES / 4) as usize;
-        let slot_empty = if upload {
-            self.upload_staging.is_none()
-        } else {
-            self.download_staging.is_none()
-        };
-        if slot_empty {
-            let (usage, location, name) = if upload {
-                (
-                    vk::BufferUsageFlags::TRANSFER_SRC,
-                    MemoryLocation::CpuToGpu,
-                    "upload staging",
-                )
-            } else {
-                (
-                    vk::BufferUsageFlags::TRANSFER_DST,
-                    MemoryLocation::GpuToCpu,
-                    "download staging",
-                )
-            };
-            let b = self.create_buffer(elements, usage, location, name)?;
-            if upload {
-                self.upload_staging = Some(b);
-            } else {
-                self.download_staging = Some(b);
-            }
-        }
-        let b = if upload {
-            &self.upload_staging
-        } else {
-            &self.download_staging
-        };
-        Ok(b.as_ref().map(|b| b.raw).unwrap_or_default())
+    fn staging(&mut self) -> &mut Staging {
+        self.staging
+            .as_mut()
+            .expect("staging buffers exist from new() until drop")
     }
 
     /// Copies host data into a device buffer through the staging buffer, one
     /// bounded chunk at a time.
     fn upload(&mut self, dst: vk::Buffer, data: &[f32]) -> Result<(), BackendError> {
-        let staging = self.staging(true)?;
+        let staging = self.staging().upload.raw;
         let chunk = (STAGING_CHUNK_BYTES / 4) as usize;
         for (i, piece) in data.chunks(chunk).enumerate() {
-            {
-                let mapped = self
-                    .upload_staging
-                    .as_mut()
-                    .and_then(|b| b.allocation.as_mut())
-                    .and_then(|a| a.mapped_slice_mut())
-                    .ok_or_else(|| BackendError::Vulkan {
-                        call: "map",
-                        code: "upload staging memory is not host-visible".into(),
-                    })?;
-                for (dst, v) in mapped.chunks_exact_mut(4).zip(piece) {
-                    dst.copy_from_slice(&v.to_le_bytes());
-                }
+            let mapped = mapped(&mut self.staging().upload)?;
+            for (dst, v) in mapped.chunks_exact_mut(4).zip(piece) {
+                dst.copy_from_slice(&v.to_le_bytes());
             }
             let region = vk::BufferCopy {
                 src_offset: 0,
@@ -547,7 +534,7 @@ impl VulkanBackend {
     }
 
     fn download(&mut self, src: vk::Buffer, len: usize) -> Result<Vec<f32>, BackendError> {
-        let staging = self.staging(false)?;
+        let staging = self.staging().download.raw;
         let chunk = (STAGING_CHUNK_BYTES / 4) as usize;
         let mut out = Vec::with_capacity(len);
         let mut done = 0;
@@ -573,15 +560,7 @@ impl VulkanBackend {
                 },
                 "downloading a tensor",
             )?;
-            let mapped = self
-                .download_staging
-                .as_ref()
-                .and_then(|b| b.allocation.as_ref())
-                .and_then(|a| a.mapped_slice())
-                .ok_or_else(|| BackendError::Vulkan {
-                    call: "map",
-                    code: "download staging memory is not host-visible".into(),
-                })?;
+            let mapped = mapped(&mut self.staging().download)?;
             out.extend(
                 mapped[..n * 4]
                     .chunks_exact(4)
@@ -737,6 +716,17 @@ impl VulkanBackend {
     }
 }
 
+/// The host view of a staging buffer.
+fn mapped(b: &mut Buffer) -> Result<&mut [u8], BackendError> {
+    b.allocation
+        .as_mut()
+        .and_then(|a| a.mapped_slice_mut())
+        .ok_or_else(|| BackendError::Vulkan {
+            call: "vkMapMemory",
+            code: "staging memory is not host-visible".into(),
+        })
+}
+
 fn barrier(
     dev: &ash::Device,
     cb: vk::CommandBuffer,
@@ -781,11 +771,9 @@ impl Drop for VulkanBackend {
         // drops after this function).
         unsafe {
             let _ = self.device.device_wait_idle();
-            for b in [self.upload_staging.take(), self.download_staging.take()]
-                .into_iter()
-                .flatten()
-            {
-                self.destroy_buffer(b);
+            if let Some(st) = self.staging.take() {
+                self.destroy_buffer(st.upload);
+                self.destroy_buffer(st.download);
             }
             for (_, p) in std::mem::take(&mut self.pipelines) {
                 self.device.destroy_pipeline(p.pipeline, None);

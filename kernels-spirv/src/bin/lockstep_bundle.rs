@@ -18,8 +18,19 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = committed_dir();
     let result = match args.first().map(String::as_str) {
-        Some("build") => build(&dir),
-        Some("check") => check(&dir),
+        Some("build") => build(&dir).map(|built| {
+            for (file, sha256) in &built.binaries {
+                println!("{file:<40} {sha256}");
+            }
+            println!("bundle id {}", built.bundle_id);
+        }),
+        Some("check") => check(&dir).map(|bundle| {
+            println!(
+                "bundle {} verified: {} kernels, fresh builds equal the committed binaries",
+                bundle.id_hex(),
+                bundle.kernels().count()
+            );
+        }),
         _ => {
             eprintln!("usage: lockstep-bundle build|check");
             return ExitCode::from(2);
@@ -28,7 +39,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lockstep-bundle: {e:#}");
+            eprintln!("lockstep-bundle: {e}");
             ExitCode::FAILURE
         }
     }
