@@ -1,6 +1,6 @@
 //! The CPU reference backend: the kernels' Rust twins behind [`Backend`].
 
-use lockstep_kernels::reference::{elementwise, matmul, reduce};
+use lockstep_kernels::reference::{elementwise, layout, matmul, random, reduce, rows};
 use lockstep_tensor::Tensor;
 
 use crate::{Backend, BackendError, DeviceFingerprint, Op};
@@ -47,21 +47,67 @@ impl Backend for CpuBackend {
     fn run(&mut self, op: &Op, inputs: &[&Tensor]) -> Result<Tensor, BackendError> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
         let out_shape = op.output_shape(&shapes)?;
-        let x = inputs[0].data();
-        let data = match *op {
+        let data = |i: usize| inputs[i].data();
+        let scalar = |i: usize| inputs[i].data()[0];
+        // Rows and columns of the first operand, for the matrix ops.
+        let (m, n) = match shapes.first() {
+            Some([m, n]) => (*m, *n),
+            _ => (0, 0),
+        };
+        let out = match op {
             Op::Matmul(t) => {
                 let (m, k, n) = op.matmul_dims(&shapes)?;
-                matmul::matmul(x, inputs[1].data(), m, k, n, t, self.threads)
+                matmul::matmul(data(0), data(1), m, k, n, *t, self.threads)
             }
-            Op::Add => elementwise::add(x, inputs[1].data()),
-            Op::Sub => elementwise::sub(x, inputs[1].data()),
-            Op::Mul => elementwise::mul(x, inputs[1].data()),
-            Op::Scale { alpha } => elementwise::scale(x, alpha),
-            Op::Relu => elementwise::relu(x),
-            Op::ReluBackward => elementwise::relu_backward(x, inputs[1].data()),
-            Op::SumRows => reduce::sum_rows(x, shapes[0][0], shapes[0][1]),
-            Op::SumCols => reduce::sum_cols(x, shapes[0][0], shapes[0][1]),
+            Op::Add => elementwise::add(data(0), data(1)),
+            Op::Sub => elementwise::sub(data(0), data(1)),
+            Op::Mul => elementwise::mul(data(0), data(1)),
+            Op::Div => elementwise::div(data(0), data(1)),
+            Op::Scale { alpha } => elementwise::scale(data(0), *alpha),
+            Op::Affine { alpha, beta } => elementwise::affine(data(0), *alpha, *beta),
+            Op::Axpby { alpha, beta } => elementwise::axpby(data(0), data(1), *alpha, *beta),
+            Op::Relu => elementwise::relu(data(0)),
+            Op::ReluBackward => elementwise::relu_backward(data(0), data(1)),
+            Op::Exp => elementwise::exp(data(0)),
+            Op::Log => elementwise::log(data(0)),
+            Op::Sqrt => elementwise::sqrt(data(0)),
+            Op::Tanh => elementwise::tanh(data(0)),
+            Op::TanhBackward => elementwise::tanh_backward(data(0), data(1)),
+            Op::Sigmoid => elementwise::sigmoid(data(0)),
+            Op::Gelu => elementwise::gelu(data(0)),
+            Op::GeluBackward => elementwise::gelu_backward(data(0), data(1)),
+            Op::SumRows => reduce::sum_rows(data(0), m, n),
+            Op::SumCols => reduce::sum_cols(data(0), m, n),
+            Op::SoftmaxRows => rows::softmax_rows(data(0), n),
+            Op::LogSoftmaxRows => rows::log_softmax_rows(data(0), n),
+            Op::LayernormRows { eps } => rows::layernorm_rows(data(0), data(1), data(2), n, *eps),
+            Op::LayernormBackward { eps } => {
+                rows::layernorm_backward(data(0), data(1), data(2), n, *eps)
+            }
+            Op::LayernormBackwardGamma { eps } => {
+                reduce::sum_cols(&rows::layernorm_dy_xhat(data(0), data(1), n, *eps), m, n)
+            }
+            Op::CrossEntropy => {
+                let losses = rows::cross_entropy_rows(data(0), data(1), n);
+                let total = reduce::sum_axis(&losses, 1, m, 1);
+                elementwise::div_scalar(&total, m as f32)
+            }
+            Op::CrossEntropyBackward => rows::cross_entropy_backward(data(0), data(1), n),
+            Op::ArgmaxRows => rows::argmax_rows(data(0), m, n),
+            Op::BiasAdd => layout::bias_add(data(0), data(1)),
+            Op::Transpose => layout::transpose(data(0), m, n),
+            Op::SetElement => layout::set_element(data(0), scalar(1), scalar(2)),
+            Op::SgdUpdate { lr } => elementwise::sgd_update(data(0), data(1), *lr),
+            Op::AdamUpdate { lr, eps } => {
+                elementwise::adam_update(data(0), data(1), data(2), scalar(3), scalar(4), *lr, *eps)
+            }
+            Op::RandUniform(r) => {
+                random::rand_uniform(out_shape.iter().product(), r.seed, r.stream, r.offset)
+            }
+            Op::RandNormal(r) => {
+                random::rand_normal(out_shape.iter().product(), r.seed, r.stream, r.offset)
+            }
         };
-        Ok(Tensor::new(out_shape, data).expect("output shape matches the reference's length"))
+        Ok(Tensor::new(out_shape, out).expect("output shape matches the reference's length"))
     }
 }

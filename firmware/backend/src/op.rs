@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use lockstep_kernels::reference::matmul::Transpose;
-use lockstep_limits::MAX_TENSOR_ELEMENTS;
+use lockstep_limits::{MAX_RANK, MAX_TENSOR_ELEMENTS};
 use lockstep_tensor::shape_string as show;
 
-/// Every op name `lockstep run` accepts.
+/// Every op name `lockstep run` and programs accept.
 pub const OP_NAMES: &[&str] = &[
     "matmul",
     "matmul_tn",
@@ -14,15 +14,50 @@ pub const OP_NAMES: &[&str] = &[
     "add",
     "sub",
     "mul",
+    "div",
     "scale",
+    "affine",
+    "axpby",
     "relu",
     "relu_backward",
+    "exp",
+    "log",
+    "sqrt",
+    "tanh",
+    "tanh_backward",
+    "sigmoid",
+    "gelu",
+    "gelu_backward",
     "sum_rows",
     "sum_cols",
+    "softmax_rows",
+    "log_softmax_rows",
+    "layernorm_rows",
+    "layernorm_backward",
+    "layernorm_backward_gamma",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "argmax_rows",
+    "bias_add",
+    "transpose",
+    "set_element",
+    "sgd_update",
+    "adam_update",
+    "rand_uniform",
+    "rand_normal",
 ];
 
+/// Where a generator op's numbers come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RandSpec {
+    pub shape: Vec<usize>,
+    pub seed: u64,
+    pub stream: u32,
+    pub offset: u64,
+}
+
 /// One operation with its attributes. Definitions: docs/float-model.md.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// `matmul` (A m×k · B k×n), `matmul_tn` (Aᵀ·B, A stored k×m),
     /// `matmul_nt` (A·Bᵀ, B stored n×k).
@@ -30,17 +65,76 @@ pub enum Op {
     Add,
     Sub,
     Mul,
-    /// `x * alpha`; attribute `alpha`.
+    /// Correctly rounded division.
+    Div,
+    /// `x * alpha`.
     Scale {
         alpha: f32,
     },
+    /// `x * alpha + beta`.
+    Affine {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `alpha * x + beta * y`.
+    Axpby {
+        alpha: f32,
+        beta: f32,
+    },
     Relu,
-    /// Inputs: upstream gradient `dy`, forward input `x` (same shape).
+    /// Inputs: upstream gradient `dy`, forward input `x`.
     ReluBackward,
-    /// m×n → m: the sum of each row.
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    /// Inputs: upstream gradient `dy`, forward output `y = tanh(x)`.
+    TanhBackward,
+    Sigmoid,
+    /// GELU, tanh form.
+    Gelu,
+    /// Inputs: upstream gradient `dy`, forward input `x`.
+    GeluBackward,
+    /// m×n → m.
     SumRows,
-    /// m×n → n: the sum of each column.
+    /// m×n → n.
     SumCols,
+    SoftmaxRows,
+    LogSoftmaxRows,
+    /// Inputs x (m×n), gamma (n), beta (n).
+    LayernormRows {
+        eps: f32,
+    },
+    /// Inputs dy, x (m×n), gamma (n) → dx.
+    LayernormBackward {
+        eps: f32,
+    },
+    /// Inputs dy, x (m×n) → dgamma (n). (dbeta is `sum_cols(dy)`.)
+    LayernormBackwardGamma {
+        eps: f32,
+    },
+    /// Inputs logits (m×n), labels (m, integer class ids) → mean loss.
+    CrossEntropy,
+    /// Inputs logits, labels → d(mean loss)/d(logits).
+    CrossEntropyBackward,
+    /// m×n → m: index of each row's first maximum.
+    ArgmaxRows,
+    /// Inputs x (m×n), b (n).
+    BiasAdd,
+    Transpose,
+    /// Inputs dst, value (one element), index (one element).
+    SetElement,
+    /// Inputs w, g: `w - lr * g`.
+    SgdUpdate {
+        lr: f32,
+    },
+    /// Inputs w, m, v (updated moments), c1, c2 (bias corrections).
+    AdamUpdate {
+        lr: f32,
+        eps: f32,
+    },
+    RandUniform(RandSpec),
+    RandNormal(RandSpec),
 }
 
 /// Why an op cannot run on the given inputs. `input` indexes the operand at
@@ -65,9 +159,90 @@ pub enum OpError {
     Attr { op: &'static str, detail: String },
 }
 
+/// Reads typed attributes and remembers which keys were used.
+struct Attrs<'a> {
+    op: &'static str,
+    map: &'a BTreeMap<String, String>,
+    used: Vec<&'static str>,
+}
+
+impl<'a> Attrs<'a> {
+    fn raw(&mut self, key: &'static str) -> Option<&'a str> {
+        self.used.push(key);
+        let map: &'a BTreeMap<String, String> = self.map;
+        map.get(key).map(String::as_str)
+    }
+
+    fn err(&self, detail: String) -> OpError {
+        OpError::Attr {
+            op: self.op,
+            detail,
+        }
+    }
+
+    fn f32(&mut self, key: &'static str, default: Option<f32>) -> Result<f32, OpError> {
+        match (self.raw(key), default) {
+            (Some(text), _) => parse_f32(text).ok_or_else(|| {
+                self.err(format!(
+                    "{key}={text:?} is not a float (write 0.5, -1e-3, inf, nan or bits as 0x3f000000)"
+                ))
+            }),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(self.err(format!("{key} is required: --attr {key}=VALUE"))),
+        }
+    }
+
+    fn u64(&mut self, key: &'static str, default: Option<u64>) -> Result<u64, OpError> {
+        match (self.raw(key), default) {
+            (Some(text), _) => text
+                .trim()
+                .parse()
+                .map_err(|_| self.err(format!("{key}={text:?} is not a non-negative integer"))),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(self.err(format!("{key} is required: --attr {key}=VALUE"))),
+        }
+    }
+
+    fn shape(&mut self, key: &'static str) -> Result<Vec<usize>, OpError> {
+        let text = self
+            .raw(key)
+            .ok_or_else(|| self.err(format!("{key} is required, e.g. --attr {key}=256,128")))?;
+        let dims: Option<Vec<usize>> = if text.trim().is_empty() {
+            Some(Vec::new())
+        } else {
+            text.split(',').map(|d| d.trim().parse().ok()).collect()
+        };
+        match dims {
+            Some(d) if d.len() <= MAX_RANK => Ok(d),
+            _ => Err(self.err(format!(
+                "{key}={text:?} is not a shape (comma-separated sizes, at most {MAX_RANK})"
+            ))),
+        }
+    }
+
+    fn rand(&mut self) -> Result<RandSpec, OpError> {
+        Ok(RandSpec {
+            shape: self.shape("shape")?,
+            seed: self.u64("seed", None)?,
+            stream: u32::try_from(self.u64("stream", Some(0))?)
+                .map_err(|_| self.err("stream must fit in 32 bits".into()))?,
+            offset: self.u64("offset", Some(0))?,
+        })
+    }
+}
+
 impl Op {
     /// Parses an op name and its `key=value` attributes.
     pub fn parse(name: &str, attrs: &BTreeMap<String, String>) -> Result<Op, OpError> {
+        let static_name = OP_NAMES
+            .iter()
+            .find(|n| **n == name)
+            .ok_or_else(|| OpError::Unknown(name.to_string()))?;
+        let mut a = Attrs {
+            op: static_name,
+            map: attrs,
+            used: Vec::new(),
+        };
         let op = match name {
             "matmul" => Op::Matmul(Transpose::None),
             "matmul_tn" => Op::Matmul(Transpose::A),
@@ -75,35 +250,67 @@ impl Op {
             "add" => Op::Add,
             "sub" => Op::Sub,
             "mul" => Op::Mul,
-            "scale" => {
-                let text = attrs.get("alpha").ok_or_else(|| OpError::Attr {
-                    op: "scale",
-                    detail: "alpha is required: --attr alpha=VALUE".into(),
-                })?;
-                Op::Scale {
-                    alpha: parse_f32(text).ok_or_else(|| OpError::Attr {
-                        op: "scale",
-                        detail: format!(
-                            "alpha={text:?} is not a float (write 0.5, -1e-3, inf, nan or bits as 0x3f000000)"
-                        ),
-                    })?,
-                }
-            }
+            "div" => Op::Div,
+            "scale" => Op::Scale {
+                alpha: a.f32("alpha", None)?,
+            },
+            "affine" => Op::Affine {
+                alpha: a.f32("alpha", None)?,
+                beta: a.f32("beta", None)?,
+            },
+            "axpby" => Op::Axpby {
+                alpha: a.f32("alpha", None)?,
+                beta: a.f32("beta", None)?,
+            },
             "relu" => Op::Relu,
             "relu_backward" => Op::ReluBackward,
+            "exp" => Op::Exp,
+            "log" => Op::Log,
+            "sqrt" => Op::Sqrt,
+            "tanh" => Op::Tanh,
+            "tanh_backward" => Op::TanhBackward,
+            "sigmoid" => Op::Sigmoid,
+            "gelu" => Op::Gelu,
+            "gelu_backward" => Op::GeluBackward,
             "sum_rows" => Op::SumRows,
             "sum_cols" => Op::SumCols,
-            other => return Err(OpError::Unknown(other.to_string())),
+            "softmax_rows" => Op::SoftmaxRows,
+            "log_softmax_rows" => Op::LogSoftmaxRows,
+            "layernorm_rows" => Op::LayernormRows {
+                eps: a.f32("eps", Some(1e-5))?,
+            },
+            "layernorm_backward" => Op::LayernormBackward {
+                eps: a.f32("eps", Some(1e-5))?,
+            },
+            "layernorm_backward_gamma" => Op::LayernormBackwardGamma {
+                eps: a.f32("eps", Some(1e-5))?,
+            },
+            "cross_entropy" => Op::CrossEntropy,
+            "cross_entropy_backward" => Op::CrossEntropyBackward,
+            "argmax_rows" => Op::ArgmaxRows,
+            "bias_add" => Op::BiasAdd,
+            "transpose" => Op::Transpose,
+            "set_element" => Op::SetElement,
+            "sgd_update" => Op::SgdUpdate {
+                lr: a.f32("lr", None)?,
+            },
+            "adam_update" => Op::AdamUpdate {
+                lr: a.f32("lr", None)?,
+                eps: a.f32("eps", Some(1e-8))?,
+            },
+            "rand_uniform" => Op::RandUniform(a.rand()?),
+            "rand_normal" => Op::RandNormal(a.rand()?),
+            _ => return Err(OpError::Unknown(name.to_string())),
         };
-        let allowed: &[&str] = if matches!(op, Op::Scale { .. }) {
-            &["alpha"]
-        } else {
-            &[]
-        };
-        if let Some(k) = attrs.keys().find(|k| !allowed.contains(&k.as_str())) {
+        if let Some(k) = attrs.keys().find(|k| !a.used.contains(&k.as_str())) {
+            let allowed = if a.used.is_empty() {
+                "it takes none".to_string()
+            } else {
+                format!("it takes {}", a.used.join(", "))
+            };
             return Err(OpError::Attr {
-                op: op.name(),
-                detail: format!("'{k}' is not an attribute of {}", op.name()),
+                op: static_name,
+                detail: format!("'{k}' is not an attribute of {static_name}: {allowed}"),
             });
         }
         Ok(op)
@@ -117,17 +324,60 @@ impl Op {
             Op::Add => "add",
             Op::Sub => "sub",
             Op::Mul => "mul",
+            Op::Div => "div",
             Op::Scale { .. } => "scale",
+            Op::Affine { .. } => "affine",
+            Op::Axpby { .. } => "axpby",
             Op::Relu => "relu",
             Op::ReluBackward => "relu_backward",
+            Op::Exp => "exp",
+            Op::Log => "log",
+            Op::Sqrt => "sqrt",
+            Op::Tanh => "tanh",
+            Op::TanhBackward => "tanh_backward",
+            Op::Sigmoid => "sigmoid",
+            Op::Gelu => "gelu",
+            Op::GeluBackward => "gelu_backward",
             Op::SumRows => "sum_rows",
             Op::SumCols => "sum_cols",
+            Op::SoftmaxRows => "softmax_rows",
+            Op::LogSoftmaxRows => "log_softmax_rows",
+            Op::LayernormRows { .. } => "layernorm_rows",
+            Op::LayernormBackward { .. } => "layernorm_backward",
+            Op::LayernormBackwardGamma { .. } => "layernorm_backward_gamma",
+            Op::CrossEntropy => "cross_entropy",
+            Op::CrossEntropyBackward => "cross_entropy_backward",
+            Op::ArgmaxRows => "argmax_rows",
+            Op::BiasAdd => "bias_add",
+            Op::Transpose => "transpose",
+            Op::SetElement => "set_element",
+            Op::SgdUpdate { .. } => "sgd_update",
+            Op::AdamUpdate { .. } => "adam_update",
+            Op::RandUniform(_) => "rand_uniform",
+            Op::RandNormal(_) => "rand_normal",
         }
     }
 
     pub fn arity(&self) -> usize {
         match self {
-            Op::Scale { .. } | Op::Relu | Op::SumRows | Op::SumCols => 1,
+            Op::RandUniform(_) | Op::RandNormal(_) => 0,
+            Op::Scale { .. }
+            | Op::Affine { .. }
+            | Op::Relu
+            | Op::Exp
+            | Op::Log
+            | Op::Sqrt
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Gelu
+            | Op::SumRows
+            | Op::SumCols
+            | Op::SoftmaxRows
+            | Op::LogSoftmaxRows
+            | Op::ArgmaxRows
+            | Op::Transpose => 1,
+            Op::LayernormRows { .. } | Op::LayernormBackward { .. } | Op::SetElement => 3,
+            Op::AdamUpdate { .. } => 5,
             _ => 2,
         }
     }
@@ -174,6 +424,47 @@ impl Op {
                 )),
             }
         };
+        let same = |i: usize, j: usize| -> Result<(), OpError> {
+            if shapes[i] == shapes[j] {
+                return Ok(());
+            }
+            Err(shape_err(
+                j,
+                format!(
+                    "operands {} and {} have shapes {} and {}; they must be equal (no broadcasting)",
+                    i + 1,
+                    j + 1,
+                    show(shapes[i]),
+                    show(shapes[j])
+                ),
+            ))
+        };
+        let vector = |i: usize, len: usize| -> Result<(), OpError> {
+            if shapes[i] == [len] {
+                return Ok(());
+            }
+            Err(shape_err(
+                i,
+                format!(
+                    "operand {} has shape {}; it must be a vector of length {len}",
+                    i + 1,
+                    show(shapes[i])
+                ),
+            ))
+        };
+        let scalar = |i: usize| -> Result<(), OpError> {
+            if shapes[i].iter().product::<usize>() == 1 {
+                return Ok(());
+            }
+            Err(shape_err(
+                i,
+                format!(
+                    "operand {} has shape {}; it must hold exactly one element",
+                    i + 1,
+                    show(shapes[i])
+                ),
+            ))
+        };
         match self {
             Op::Matmul(t) => {
                 let (a0, a1) = matrix(0)?;
@@ -195,22 +486,87 @@ impl Op {
                 }
                 Ok(vec![m, n])
             }
-            Op::Add | Op::Sub | Op::Mul | Op::ReluBackward => {
-                if shapes[0] != shapes[1] {
-                    return Err(shape_err(
-                        1,
-                        format!(
-                            "shapes {} and {} differ; element-wise ops need equal shapes (no broadcasting)",
-                            show(shapes[0]),
-                            show(shapes[1])
-                        ),
-                    ));
-                }
+            Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Axpby { .. }
+            | Op::ReluBackward
+            | Op::TanhBackward
+            | Op::GeluBackward
+            | Op::SgdUpdate { .. } => {
+                same(0, 1)?;
                 Ok(shapes[0].to_vec())
             }
-            Op::Scale { .. } | Op::Relu => Ok(shapes[0].to_vec()),
-            Op::SumRows => Ok(vec![matrix(0)?.0]),
+            Op::Scale { .. }
+            | Op::Affine { .. }
+            | Op::Relu
+            | Op::Exp
+            | Op::Log
+            | Op::Sqrt
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Gelu => Ok(shapes[0].to_vec()),
+            Op::SumRows | Op::ArgmaxRows => Ok(vec![matrix(0)?.0]),
             Op::SumCols => Ok(vec![matrix(0)?.1]),
+            Op::SoftmaxRows | Op::LogSoftmaxRows => {
+                matrix(0)?;
+                Ok(shapes[0].to_vec())
+            }
+            Op::LayernormRows { .. } => {
+                let (_, n) = matrix(0)?;
+                vector(1, n)?;
+                vector(2, n)?;
+                Ok(shapes[0].to_vec())
+            }
+            Op::LayernormBackward { .. } => {
+                let (_, n) = matrix(0)?;
+                same(0, 1)?;
+                vector(2, n)?;
+                Ok(shapes[0].to_vec())
+            }
+            Op::LayernormBackwardGamma { .. } => {
+                let (_, n) = matrix(0)?;
+                same(0, 1)?;
+                Ok(vec![n])
+            }
+            Op::CrossEntropy | Op::CrossEntropyBackward => {
+                let (m, _) = matrix(0)?;
+                vector(1, m)?;
+                if m == 0 && matches!(self, Op::CrossEntropy) {
+                    return Err(shape_err(
+                        0,
+                        "the mean over zero rows is undefined; give at least one row".into(),
+                    ));
+                }
+                Ok(if matches!(self, Op::CrossEntropy) {
+                    Vec::new()
+                } else {
+                    shapes[0].to_vec()
+                })
+            }
+            Op::BiasAdd => {
+                let (_, n) = matrix(0)?;
+                vector(1, n)?;
+                Ok(shapes[0].to_vec())
+            }
+            Op::Transpose => {
+                let (m, n) = matrix(0)?;
+                Ok(vec![n, m])
+            }
+            Op::SetElement => {
+                scalar(1)?;
+                scalar(2)?;
+                Ok(shapes[0].to_vec())
+            }
+            Op::AdamUpdate { .. } => {
+                same(0, 1)?;
+                same(0, 2)?;
+                scalar(3)?;
+                scalar(4)?;
+                Ok(shapes[0].to_vec())
+            }
+            Op::RandUniform(spec) | Op::RandNormal(spec) => Ok(spec.shape.clone()),
         }
     }
 
@@ -322,12 +678,18 @@ mod tests {
 
     #[test]
     fn every_name_parses_to_itself() {
-        let mut attrs = BTreeMap::new();
         for name in OP_NAMES {
-            attrs.clear();
-            if *name == "scale" {
-                attrs.insert("alpha".into(), "1".into());
-            }
+            let keys: &[&str] = match *name {
+                "scale" => &["alpha"],
+                "affine" | "axpby" => &["alpha", "beta"],
+                "sgd_update" | "adam_update" => &["lr"],
+                "rand_uniform" | "rand_normal" => &["shape", "seed"],
+                _ => &[],
+            };
+            let attrs = keys
+                .iter()
+                .map(|k| (k.to_string(), "1".to_string()))
+                .collect();
             assert_eq!(Op::parse(name, &attrs).unwrap().name(), *name);
         }
     }

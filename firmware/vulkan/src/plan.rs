@@ -9,6 +9,8 @@ use lockstep_kernels::reference::reduce::{CHUNK, FAN};
 /// matmul.comp); only the dispatch size depends on them, never the bits.
 const MATMUL_TILE_M: usize = 16;
 const MATMUL_TILE_N: usize = 256;
+/// Rows per workgroup of rows.comp.
+const ROWS_WORKGROUP: usize = 64;
 /// The square tile of matmul_tiled.comp.
 const MATMUL_TILED_TILE: usize = 64;
 
@@ -72,19 +74,48 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
         dispatches: Vec::new(),
     };
     // An empty output needs no work; a non-empty output over an empty
-    // reduction (k = 0, or a sum over 0 elements) is all +0.0, which the
-    // executor writes without a kernel.
+    // operand (k = 0, a sum over 0 elements) is all +0.0 by definition,
+    // which the executor writes without a kernel.
     let in_len: usize = shapes
         .iter()
         .map(|s| s.iter().product::<usize>())
         .min()
-        .unwrap_or(0);
+        .unwrap_or(out_len);
     if out_len == 0 || in_len == 0 {
         return Ok(plan);
     }
     let linear = |n: usize| [clamp(n.div_ceil(256), max_groups[0]), 1, 1];
+    let per_row = |m: usize| [clamp(m.div_ceil(ROWS_WORKGROUP), max_groups[0]), 1, 1];
     let u = |v: usize| v as u32;
-    match *op {
+    let (m, n) = match shapes.first() {
+        Some([m, n]) => (*m, *n),
+        _ => (0, 0),
+    };
+    let inputs = |count: usize| -> Vec<Slot> {
+        (0..count)
+            .map(Slot::Input)
+            .chain(std::iter::once(Slot::Output))
+            .collect()
+    };
+    // Element-wise kernels: (len, alpha bits, beta bits).
+    let elementwise =
+        |plan: &mut Plan, kernel: &'static str, arity: usize, alpha: f32, beta: f32| {
+            plan.dispatches.push(Dispatch {
+                kernel,
+                bindings: inputs(arity),
+                push: vec![u(out_len), alpha.to_bits(), beta.to_bits()],
+                groups: linear(out_len),
+            })
+        };
+    let rows = |plan: &mut Plan, kernel: &'static str, bindings: Vec<Slot>, eps: f32| {
+        plan.dispatches.push(Dispatch {
+            kernel,
+            bindings,
+            push: vec![u(m), u(n), eps.to_bits()],
+            groups: per_row(m),
+        })
+    };
+    match op {
         Op::Matmul(t) => {
             let (m, k, n) = op.matmul_dims(shapes)?;
             let (kernel, tile_m, tile_n) = match (target.matmul, t) {
@@ -101,7 +132,7 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
             };
             plan.dispatches.push(Dispatch {
                 kernel,
-                bindings: vec![Slot::Input(0), Slot::Input(1), Slot::Output],
+                bindings: inputs(2),
                 push: vec![u(m), u(n), u(k)],
                 groups: [
                     clamp(n.div_ceil(tile_n), max_groups[0]),
@@ -110,67 +141,153 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
                 ],
             });
         }
-        Op::Add | Op::Sub | Op::Mul | Op::ReluBackward => plan.dispatches.push(Dispatch {
-            kernel: op.name(),
-            bindings: vec![Slot::Input(0), Slot::Input(1), Slot::Output],
-            push: vec![u(out_len), 0],
-            groups: linear(out_len),
-        }),
-        Op::Scale { alpha } => plan.dispatches.push(Dispatch {
-            kernel: "scale",
-            bindings: vec![Slot::Input(0), Slot::Output],
-            push: vec![u(out_len), alpha.to_bits()],
-            groups: linear(out_len),
-        }),
-        Op::Relu => plan.dispatches.push(Dispatch {
-            kernel: "relu",
-            bindings: vec![Slot::Input(0), Slot::Output],
-            push: vec![u(out_len), 0],
-            groups: linear(out_len),
-        }),
-        Op::SumRows | Op::SumCols => {
-            let (m, n) = (shapes[0][0], shapes[0][1]);
-            let (outer, len, inner) = if matches!(op, Op::SumRows) {
-                (m, n, 1)
-            } else {
-                (1, m, n)
-            };
-            // Chunk sums, then tree passes until one element per (outer,
-            // inner) is left; the last pass writes the output.
-            let mut level = len.div_ceil(CHUNK);
-            let mut src = Slot::Input(0);
-            let mut dst = if level == 1 {
-                Slot::Output
-            } else {
-                plan.temps.push(outer * level * inner);
-                Slot::Temp(0)
-            };
-            plan.dispatches.push(Dispatch {
-                kernel: "reduce_chunks",
-                bindings: vec![src, dst],
-                push: vec![u(outer), u(len), u(inner), u(level)],
-                groups: linear(outer * level * inner),
-            });
-            while level > 1 {
-                let next = level.div_ceil(FAN);
-                src = dst;
-                dst = if next == 1 {
-                    Slot::Output
-                } else {
-                    plan.temps.push(outer * next * inner);
-                    Slot::Temp(plan.temps.len() - 1)
-                };
-                plan.dispatches.push(Dispatch {
-                    kernel: "reduce_tree",
-                    bindings: vec![src, dst],
-                    push: vec![u(outer), u(level), u(inner), u(next)],
-                    groups: linear(outer * next * inner),
-                });
-                level = next;
-            }
+        Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::ReluBackward
+        | Op::TanhBackward
+        | Op::GeluBackward => elementwise(&mut plan, op.name(), 2, 0.0, 0.0),
+        Op::Axpby { alpha, beta } => elementwise(&mut plan, "axpby", 2, *alpha, *beta),
+        Op::SgdUpdate { lr } => elementwise(&mut plan, "sgd_update", 2, *lr, 0.0),
+        Op::Scale { alpha } => elementwise(&mut plan, "scale", 1, *alpha, 0.0),
+        Op::Affine { alpha, beta } => elementwise(&mut plan, "affine", 1, *alpha, *beta),
+        Op::Relu | Op::Exp | Op::Log | Op::Sqrt | Op::Tanh | Op::Sigmoid | Op::Gelu => {
+            elementwise(&mut plan, op.name(), 1, 0.0, 0.0)
         }
+        Op::AdamUpdate { lr, eps } => plan.dispatches.push(Dispatch {
+            kernel: "adam_update",
+            bindings: inputs(5),
+            push: vec![u(out_len), lr.to_bits(), eps.to_bits()],
+            groups: linear(out_len),
+        }),
+        Op::SoftmaxRows | Op::LogSoftmaxRows | Op::ArgmaxRows => {
+            rows(&mut plan, op.name(), inputs(1), 0.0)
+        }
+        Op::LayernormRows { eps } | Op::LayernormBackward { eps } => {
+            rows(&mut plan, op.name(), inputs(3), *eps)
+        }
+        Op::CrossEntropyBackward => rows(&mut plan, "cross_entropy_backward", inputs(2), 0.0),
+        Op::LayernormBackwardGamma { eps } => {
+            // dgamma = sum_cols(dy * xhat).
+            plan.temps.push(m * n);
+            let prod = Slot::Temp(0);
+            rows(
+                &mut plan,
+                "layernorm_dy_xhat",
+                vec![Slot::Input(0), Slot::Input(1), prod],
+                *eps,
+            );
+            reduce(&mut plan, prod, (1, m, n), Slot::Output, max_groups);
+        }
+        Op::CrossEntropy => {
+            // mean = sum(per-row losses) / m, the sum in the fixed tree order.
+            plan.temps.push(m);
+            plan.temps.push(1);
+            let (losses, total) = (Slot::Temp(0), Slot::Temp(1));
+            rows(
+                &mut plan,
+                "cross_entropy_rows",
+                vec![Slot::Input(0), Slot::Input(1), losses],
+                0.0,
+            );
+            reduce(&mut plan, losses, (1, m, 1), total, max_groups);
+            plan.dispatches.push(Dispatch {
+                kernel: "div_scalar",
+                bindings: vec![total, Slot::Output],
+                push: vec![1, (m as f32).to_bits(), 0],
+                groups: [1, 1, 1],
+            });
+        }
+        Op::SumRows => reduce(
+            &mut plan,
+            Slot::Input(0),
+            (m, n, 1),
+            Slot::Output,
+            max_groups,
+        ),
+        Op::SumCols => reduce(
+            &mut plan,
+            Slot::Input(0),
+            (1, m, n),
+            Slot::Output,
+            max_groups,
+        ),
+        Op::BiasAdd | Op::Transpose => plan.dispatches.push(Dispatch {
+            kernel: op.name(),
+            bindings: inputs(op.arity()),
+            push: vec![u(m), u(n)],
+            groups: linear(out_len),
+        }),
+        Op::SetElement => plan.dispatches.push(Dispatch {
+            kernel: "set_element",
+            bindings: inputs(3),
+            push: vec![u(out_len), 1],
+            groups: linear(out_len),
+        }),
+        Op::RandUniform(r) | Op::RandNormal(r) => plan.dispatches.push(Dispatch {
+            kernel: op.name(),
+            bindings: vec![Slot::Output],
+            push: vec![
+                u(out_len),
+                r.seed as u32,
+                (r.seed >> 32) as u32,
+                r.stream,
+                r.offset as u32,
+                (r.offset >> 32) as u32,
+            ],
+            groups: linear(out_len),
+        }),
     }
     Ok(plan)
+}
+
+/// Appends the fixed-order reduction of `src`, viewed as
+/// `[outer, len, inner]`, along `len` (len > 0): chunk sums, then tree
+/// passes until one element per (outer, inner) is left; the last pass
+/// writes `dst`.
+fn reduce(
+    plan: &mut Plan,
+    src: Slot,
+    (outer, len, inner): (usize, usize, usize),
+    dst: Slot,
+    max_groups: [u32; 3],
+) {
+    let u = |v: usize| v as u32;
+    let linear = |n: usize| [clamp(n.div_ceil(256), max_groups[0]), 1, 1];
+    let mut level = len.div_ceil(CHUNK);
+    let temp = |plan: &mut Plan, elements: usize| {
+        plan.temps.push(elements);
+        Slot::Temp(plan.temps.len() - 1)
+    };
+    let mut from = src;
+    let mut to = if level == 1 {
+        dst
+    } else {
+        temp(plan, outer * level * inner)
+    };
+    plan.dispatches.push(Dispatch {
+        kernel: "reduce_chunks",
+        bindings: vec![from, to],
+        push: vec![u(outer), u(len), u(inner), u(level)],
+        groups: linear(outer * level * inner),
+    });
+    while level > 1 {
+        let next = level.div_ceil(FAN);
+        from = to;
+        to = if next == 1 {
+            dst
+        } else {
+            temp(plan, outer * next * inner)
+        };
+        plan.dispatches.push(Dispatch {
+            kernel: "reduce_tree",
+            bindings: vec![from, to],
+            push: vec![u(outer), u(level), u(inner), u(next)],
+            groups: linear(outer * next * inner),
+        });
+        level = next;
+    }
 }
 
 #[cfg(test)]

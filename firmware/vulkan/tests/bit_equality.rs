@@ -6,8 +6,6 @@
 //! LOCKSTEP_SKIP_VULKAN_TESTS=1 says to skip them (for machines without
 //! Mesa; CI never sets it).
 
-use std::collections::BTreeMap;
-
 use lockstep_backend::{Backend, CpuBackend, Op};
 use lockstep_kernels::Bundle;
 use lockstep_tensor::{Fill, Tensor};
@@ -25,11 +23,33 @@ fn vulkan() -> Option<VulkanBackend> {
 }
 
 fn op(name: &str) -> Op {
-    let mut attrs = BTreeMap::new();
-    if name == "scale" {
-        attrs.insert("alpha".to_string(), "-0.75".to_string());
-    }
+    let attrs: &[(&str, &str)] = match name {
+        "scale" => &[("alpha", "-0.75")],
+        "affine" | "axpby" => &[("alpha", "-0.75"), ("beta", "1.5e-3")],
+        "sgd_update" => &[("lr", "0.01")],
+        "adam_update" => &[("lr", "1e-3"), ("eps", "1e-8")],
+        "layernorm_rows" | "layernorm_backward" | "layernorm_backward_gamma" => &[("eps", "1e-5")],
+        _ => &[],
+    };
+    let attrs = attrs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Op::parse(name, &attrs).unwrap()
+}
+
+/// Runs `op` on given tensors on both backends and demands identical bits.
+fn assert_same_on(vk: &mut VulkanBackend, op: &Op, inputs: &[Tensor], what: &str) {
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    let want = CpuBackend::new().run(op, &refs).unwrap();
+    let got = vk.run(op, &refs).unwrap();
+    assert_eq!(got.shape(), want.shape(), "{} {what}", op.name());
+    if let Some((i, g, w)) = got.first_bit_mismatch(&want) {
+        panic!(
+            "{} {what}: element {i} is {g:#010x} on Vulkan, {w:#010x} on the CPU reference",
+            op.name()
+        );
+    }
 }
 
 const FILLS: [Fill; 3] = [
@@ -264,7 +284,36 @@ fn random_ops_on_random_shapes_are_bit_identical() {
     use proptest::test_runner::{Config, TestRunner};
     let Some(vk) = vulkan() else { return };
     let vk = std::cell::RefCell::new(vk);
-    let names = lockstep_backend::OP_NAMES;
+    // Ops whose operands are any same-shaped matrices (or a matmul's).
+    let names = [
+        "matmul",
+        "matmul_tn",
+        "matmul_nt",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "scale",
+        "affine",
+        "axpby",
+        "relu",
+        "relu_backward",
+        "exp",
+        "log",
+        "sqrt",
+        "tanh",
+        "tanh_backward",
+        "sigmoid",
+        "gelu",
+        "gelu_backward",
+        "sum_rows",
+        "sum_cols",
+        "softmax_rows",
+        "log_softmax_rows",
+        "argmax_rows",
+        "transpose",
+        "sgd_update",
+    ];
     let mut runner = TestRunner::new(Config::with_cases(48));
     let strategy = (
         0..names.len(),
@@ -295,4 +344,169 @@ fn random_ops_on_random_shapes_are_bit_identical() {
             Ok(())
         })
         .unwrap();
+}
+
+const UNARY_MATH: &[&str] = &["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "affine"];
+const BINARY_MATH: &[&str] = &[
+    "div",
+    "axpby",
+    "sgd_update",
+    "tanh_backward",
+    "gelu_backward",
+];
+
+#[test]
+fn math_ops_are_bit_identical() {
+    let Some(mut vk) = vulkan() else { return };
+    // Wide exponents and edge values: every class of input the functions
+    // handle (subnormals, overflow and underflow thresholds, NaN, ±inf).
+    for (seed, name) in UNARY_MATH.iter().chain(BINARY_MATH).enumerate() {
+        let o = op(name);
+        for fill in FILLS {
+            assert_same(&mut vk, &o, &vec![vec![3001]; o.arity()], seed as u64, fill);
+        }
+        // Every input in a dense sweep of the interesting range.
+        let sweep: Vec<f32> = (0..20_000)
+            .map(|i| (i as f32 - 10_000.0) * 0.0125)
+            .collect();
+        let t = Tensor::new(vec![sweep.len()], sweep).unwrap();
+        assert_same_on(
+            &mut vk,
+            &o,
+            &vec![t; o.arity()],
+            "on a sweep of [-125, 125)",
+        );
+    }
+}
+
+fn labels(m: usize, n: usize, seed: u64) -> Tensor {
+    let mut rng = lockstep_tensor::SplitMix64::new(seed);
+    let data = (0..m).map(|_| rng.below(n as u64) as f32).collect();
+    Tensor::new(vec![m], data).unwrap()
+}
+
+#[test]
+fn row_ops_are_bit_identical() {
+    let Some(mut vk) = vulkan() else { return };
+    for (seed, &(m, n)) in [(1usize, 1usize), (3, 10), (65, 33), (7, 300), (130, 5)]
+        .iter()
+        .enumerate()
+    {
+        let seed = seed as u64;
+        for fill in FILLS {
+            let x = Tensor::filled(vec![m, n], seed, fill).unwrap();
+            let dy = Tensor::filled(vec![m, n], seed + 100, fill).unwrap();
+            let gamma = Tensor::filled(vec![n], seed + 200, Fill::Uniform).unwrap();
+            let beta = Tensor::filled(vec![n], seed + 300, Fill::Uniform).unwrap();
+            let what = format!("on {m}x{n}, {fill:?}");
+            for name in ["softmax_rows", "log_softmax_rows", "argmax_rows"] {
+                assert_same_on(&mut vk, &op(name), &[x.clone()], &what);
+            }
+            assert_same_on(
+                &mut vk,
+                &op("layernorm_rows"),
+                &[x.clone(), gamma.clone(), beta.clone()],
+                &what,
+            );
+            assert_same_on(
+                &mut vk,
+                &op("layernorm_backward"),
+                &[dy.clone(), x.clone(), gamma.clone()],
+                &what,
+            );
+            assert_same_on(
+                &mut vk,
+                &op("layernorm_backward_gamma"),
+                &[dy.clone(), x.clone()],
+                &what,
+            );
+            let l = labels(m, n, seed);
+            assert_same_on(
+                &mut vk,
+                &op("cross_entropy"),
+                &[x.clone(), l.clone()],
+                &what,
+            );
+            assert_same_on(
+                &mut vk,
+                &op("cross_entropy_backward"),
+                &[x.clone(), l],
+                &what,
+            );
+        }
+    }
+    // Labels that are not class ids give NaN rows on both backends.
+    let x = Tensor::filled(vec![4, 3], 1, Fill::Uniform).unwrap();
+    let bad = Tensor::new(vec![4], vec![0.0, 2.5, -1.0, 3.0]).unwrap();
+    assert_same_on(
+        &mut vk,
+        &op("cross_entropy_backward"),
+        &[x.clone(), bad.clone()],
+        "with bad labels",
+    );
+    assert_same_on(&mut vk, &op("cross_entropy"), &[x, bad], "with bad labels");
+}
+
+#[test]
+fn layout_and_optimizer_ops_are_bit_identical() {
+    let Some(mut vk) = vulkan() else { return };
+    for (seed, &(m, n)) in [(1usize, 1usize), (3, 10), (65, 33), (300, 7)]
+        .iter()
+        .enumerate()
+    {
+        let seed = seed as u64;
+        let fill = Fill::Edgy { edge_per_mille: 50 };
+        let x = Tensor::filled(vec![m, n], seed, fill).unwrap();
+        let b = Tensor::filled(vec![n], seed + 1, fill).unwrap();
+        let what = format!("on {m}x{n}");
+        assert_same_on(&mut vk, &op("bias_add"), &[x.clone(), b], &what);
+        assert_same_on(&mut vk, &op("transpose"), &[x.clone()], &what);
+        let value = Tensor::new(vec![], vec![42.5]).unwrap();
+        for index in [0.0, (m * n - 1) as f32, 1.5, -1.0, (m * n) as f32, f32::NAN] {
+            let idx = Tensor::new(vec![1], vec![index]).unwrap();
+            assert_same_on(
+                &mut vk,
+                &op("set_element"),
+                &[x.clone(), value.clone(), idx],
+                &what,
+            );
+        }
+        let w = Tensor::filled(vec![m, n], seed + 2, Fill::Uniform).unwrap();
+        let g = Tensor::filled(vec![m, n], seed + 3, Fill::Uniform).unwrap();
+        let v = Tensor::filled(vec![m, n], seed + 4, Fill::Uniform).unwrap();
+        let v = CpuBackend::new().run(&op("mul"), &[&v, &v]).unwrap();
+        let c1 = Tensor::new(vec![], vec![0.1]).unwrap();
+        let c2 = Tensor::new(vec![1], vec![0.001]).unwrap();
+        assert_same_on(
+            &mut vk,
+            &op("adam_update"),
+            &[w, g.clone(), v, c1, c2],
+            &what,
+        );
+    }
+}
+
+#[test]
+fn random_ops_are_bit_identical() {
+    let Some(mut vk) = vulkan() else { return };
+    for name in ["rand_uniform", "rand_normal"] {
+        for (shape, seed, stream, offset) in [
+            ("1", 0u64, 0u32, 0u64),
+            ("7,13", 42, 3, 5),
+            ("100000", u64::MAX, 7, u64::MAX - 10),
+        ] {
+            let attrs = [
+                ("shape", shape.to_string()),
+                ("seed", seed.to_string()),
+                ("stream", stream.to_string()),
+                ("offset", offset.to_string()),
+            ];
+            let attrs = attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            let o = Op::parse(name, &attrs).unwrap();
+            assert_same_on(&mut vk, &o, &[], &format!("shape {shape} seed {seed}"));
+        }
+    }
 }

@@ -1,10 +1,7 @@
 #version 450
-// Element-wise kernels, one binary per OP (see manifest.json):
-//   add: x + y   sub: x - y   mul: x * y   scale: x * alpha
-//   relu: NaN -> NaN, x > 0 ? x : +0.0
-//   relu_backward (x = dy, y = forward input): y NaN -> NaN, y > 0 ? dy : +0.0
-// One rounding per operation, NoContraction, NaN outputs canonical.
-// CPU reference: elementwise.rs.
+// Element-wise kernels, one binary per OP (see manifest.json). Definitions
+// in docs/float-model.md; CPU reference: elementwise.rs. One rounding per
+// operation, NoContraction, NaN outputs canonical.
 #extension GL_GOOGLE_include_directive : require
 #include "float_model.glsl"
 
@@ -14,8 +11,27 @@
 #define OP_SCALE 4
 #define OP_RELU 5
 #define OP_RELU_BACKWARD 6
+#define OP_AFFINE 7
+#define OP_AXPBY 8
+#define OP_SGD_UPDATE 9
+#define OP_TANH_BACKWARD 10
+// Ops from here on use the software math library.
+#define OP_DIV 11
+#define OP_DIV_SCALAR 12
+#define OP_EXP 13
+#define OP_LOG 14
+#define OP_TANH 15
+#define OP_SIGMOID 16
+#define OP_GELU 17
+#define OP_SQRT 18
+#define OP_GELU_BACKWARD 19
 
-#if OP == OP_ADD || OP == OP_SUB || OP == OP_MUL || OP == OP_RELU_BACKWARD
+#if OP >= OP_DIV
+#include "math.glsl"
+#endif
+
+#if OP == OP_ADD || OP == OP_SUB || OP == OP_MUL || OP == OP_RELU_BACKWARD || OP == OP_AXPBY \
+    || OP == OP_SGD_UPDATE || OP == OP_TANH_BACKWARD || OP == OP_DIV || OP == OP_GELU_BACKWARD
 #define BINARY 1
 #else
 #define BINARY 0
@@ -33,12 +49,15 @@ layout(std430, set = 0, binding = 1) writeonly buffer Out_ { float outv[]; };
 
 layout(push_constant) uniform Params {
     uint len;
-    // scale's factor, passed as bits so no conversion can touch it.
+    // Scalar attributes, passed as bits so no conversion can touch them.
     uint alpha_bits;
+    uint beta_bits;
 } pc;
 
 float apply(uint i) {
     float xv = x[i];
+    float alpha = uintBitsToFloat(pc.alpha_bits);
+    float beta = uintBitsToFloat(pc.beta_bits);
 #if OP == OP_ADD
     precise float r = xv + y[i];
 #elif OP == OP_SUB
@@ -46,12 +65,47 @@ float apply(uint i) {
 #elif OP == OP_MUL
     precise float r = xv * y[i];
 #elif OP == OP_SCALE
-    precise float r = xv * uintBitsToFloat(pc.alpha_bits);
+    precise float r = xv * alpha;
 #elif OP == OP_RELU
-    float r = is_nan(xv) ? xv : (xv > 0.0 ? xv : 0.0);
+    float r = (is_nan(xv) || xv > 0.0) ? xv : 0.0;
 #elif OP == OP_RELU_BACKWARD
     float yv = y[i];
     float r = is_nan(yv) ? yv : (yv > 0.0 ? xv : 0.0);
+#elif OP == OP_AFFINE
+    precise float r = xv * alpha + beta;
+#elif OP == OP_AXPBY
+    precise float ax = alpha * xv;
+    precise float by = beta * y[i];
+    precise float r = ax + by;
+#elif OP == OP_SGD_UPDATE
+    precise float step = alpha * y[i];
+    precise float r = xv - step;
+#elif OP == OP_TANH_BACKWARD
+    // x = upstream gradient, y = tanh output.
+    float yv = y[i];
+    precise float yy = yv * yv;
+    precise float d = 1.0 - yy;
+    precise float r = xv * d;
+#elif OP == OP_DIV
+    float r = ls_div(xv, y[i]);
+#elif OP == OP_DIV_SCALAR
+    float r = ls_div(xv, alpha);
+#elif OP == OP_EXP
+    float r = ls_exp(xv);
+#elif OP == OP_LOG
+    float r = ls_log(xv);
+#elif OP == OP_TANH
+    float r = ls_tanh(xv);
+#elif OP == OP_SIGMOID
+    float r = ls_sigmoid(xv);
+#elif OP == OP_GELU
+    float r = ls_gelu(xv);
+#elif OP == OP_SQRT
+    float r = ls_sqrt(xv);
+#elif OP == OP_GELU_BACKWARD
+    // x = upstream gradient, y = forward input.
+    float g = ls_gelu_grad(y[i]);
+    precise float r = xv * g;
 #else
 #error "unknown OP"
 #endif

@@ -9,8 +9,12 @@
 //! `/`, `sqrt` or libm.
 
 pub mod elementwise;
+pub mod layout;
+pub mod math;
 pub mod matmul;
+pub mod random;
 pub mod reduce;
+pub mod rows;
 
 /// The only NaN a kernel stores.
 pub const CANONICAL_NAN_BITS: u32 = 0x7FC0_0000;
