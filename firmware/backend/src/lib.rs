@@ -41,4 +41,10 @@ pub trait Backend {
     /// Runs one op. Shapes are checked with [`Op::output_shape`] before any
     /// work starts, so a bad input costs nothing and changes nothing.
     fn run(&mut self, op: &Op, inputs: &[&Tensor]) -> Result<Tensor, BackendError>;
+
+    /// The most device memory this backend has held at once, in bytes, if it
+    /// has device memory of its own.
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
 }

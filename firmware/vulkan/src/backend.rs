@@ -39,6 +39,7 @@ struct Staging {
 struct Buffer {
     raw: vk::Buffer,
     allocation: Option<Allocation>,
+    bytes: u64,
 }
 
 /// The Vulkan executor. Create one per device; it is not `Sync`.
@@ -57,6 +58,9 @@ pub struct VulkanBackend {
     pipelines: BTreeMap<String, KernelPipeline>,
     /// Created in `new`; `None` only while constructing and dropping.
     staging: Option<Staging>,
+    /// Bytes of buffers alive now, and the most alive at once.
+    device_bytes: u64,
+    peak_device_bytes: u64,
     allocator: ManuallyDrop<Allocator>,
     // Last: everything above was created from it, and fields drop after
     // Drop::drop has destroyed them.
@@ -142,6 +146,8 @@ impl VulkanBackend {
             pipeline_cache: vk::PipelineCache::null(),
             pipelines: BTreeMap::new(),
             staging: None,
+            device_bytes: 0,
+            peak_device_bytes: 0,
             allocator: ManuallyDrop::new(allocator),
             _instance: instance,
         };
@@ -485,9 +491,12 @@ impl VulkanBackend {
             unsafe { self.device.destroy_buffer(raw, None) };
             return Err(vk_err("vkBindBufferMemory", &doing, r));
         }
+        self.device_bytes += bytes;
+        self.peak_device_bytes = self.peak_device_bytes.max(self.device_bytes);
         Ok(Buffer {
             raw,
             allocation: Some(allocation),
+            bytes,
         })
     }
 
@@ -495,6 +504,7 @@ impl VulkanBackend {
         // SAFETY: callers only destroy buffers after the fence of the last
         // submission that used them has signalled.
         unsafe { self.device.destroy_buffer(b.raw, None) };
+        self.device_bytes -= b.bytes;
         if let Some(a) = b.allocation.take() {
             // Freeing can only fail on a double free, which ownership rules out.
             let _ = self.allocator.free(a);
@@ -760,6 +770,10 @@ impl Backend for VulkanBackend {
 
     fn run(&mut self, op: &Op, inputs: &[&Tensor]) -> Result<Tensor, BackendError> {
         self.run_timed(op, inputs, 1).map(|(t, _)| t)
+    }
+
+    fn peak_device_bytes(&self) -> Option<u64> {
+        Some(self.peak_device_bytes)
     }
 }
 
