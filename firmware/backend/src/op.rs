@@ -431,7 +431,7 @@ impl Op {
             Err(shape_err(
                 j,
                 format!(
-                    "operands {} and {} have shapes {} and {}; they must be equal (no broadcasting)",
+                    "operands {} and {} have shapes {} and {}, which differ; this op needs equal shapes (no broadcasting)",
                     i + 1,
                     j + 1,
                     show(shapes[i]),

@@ -6,6 +6,7 @@
 
 mod bench;
 mod commands;
+mod exec;
 mod failure;
 
 use std::path::PathBuf;
@@ -52,7 +53,7 @@ enum Command {
         /// The op (matmul, matmul_tn, matmul_nt, add, sub, mul, scale, relu, relu_backward, sum_rows, sum_cols).
         op: String,
         /// Input tensors: float32, little-endian, C order.
-        #[arg(required = true, value_name = "INPUT.npy")]
+        #[arg(value_name = "INPUT.npy")]
         inputs: Vec<PathBuf>,
         #[arg(long, value_name = "OUT.npy")]
         out: PathBuf,
@@ -65,6 +66,9 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run a program (ops and repeat blocks, docs/protocol.md) and write
+    /// its outputs and its trace.
+    Exec(exec::ExecArgs),
     /// List Vulkan devices with their ids, driver and float controls.
     Devices {
         #[arg(long)]
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             target,
             quiet,
         } => commands::run(&op, &inputs, &out, &attrs, &target, quiet),
+        Command::Exec(args) => exec::exec(&args),
         Command::Devices { json } => commands::devices(json),
         Command::Kernels { bundle, json } => commands::kernels(bundle.as_deref(), json),
         Command::Bench {

@@ -40,3 +40,24 @@ pub const STAGING_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 /// How long the host waits for one submission before declaring the device
 /// lost (10 minutes: far above any single op we run, far below "forever").
 pub const DEVICE_WAIT_TIMEOUT_NS: u64 = 600 * 1_000_000_000;
+
+/// Largest encoded program (JSON or postcard) the program decoders accept.
+pub const MAX_PROGRAM_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest number of op executions one program may ask for, counting every
+/// iteration of every repeat block (each one is a trace leaf).
+pub const MAX_PROGRAM_OPS: u64 = 1 << 20;
+
+/// Largest iteration count of one repeat block.
+pub const MAX_REPEAT: u32 = 1 << 20;
+
+/// Deepest nesting of repeat blocks inside repeat blocks (a top-level repeat
+/// is depth 1).
+pub const MAX_PROGRAM_NESTING: usize = 8;
+
+/// Longest tensor name in a program, in bytes.
+pub const MAX_TENSOR_NAME_BYTES: usize = 64;
+
+/// Default bound on the bytes of tensors a program holds live at once
+/// (`lockstep exec --memory-limit` overrides it).
+pub const DEFAULT_PROGRAM_MEMORY_BYTES: u64 = 16 << 30;

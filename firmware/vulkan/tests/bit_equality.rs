@@ -400,7 +400,7 @@ fn row_ops_are_bit_identical() {
             let beta = Tensor::filled(vec![n], seed + 300, Fill::Uniform).unwrap();
             let what = format!("on {m}x{n}, {fill:?}");
             for name in ["softmax_rows", "log_softmax_rows", "argmax_rows"] {
-                assert_same_on(&mut vk, &op(name), &[x.clone()], &what);
+                assert_same_on(&mut vk, &op(name), std::slice::from_ref(&x), &what);
             }
             assert_same_on(
                 &mut vk,
@@ -460,7 +460,7 @@ fn layout_and_optimizer_ops_are_bit_identical() {
         let b = Tensor::filled(vec![n], seed + 1, fill).unwrap();
         let what = format!("on {m}x{n}");
         assert_same_on(&mut vk, &op("bias_add"), &[x.clone(), b], &what);
-        assert_same_on(&mut vk, &op("transpose"), &[x.clone()], &what);
+        assert_same_on(&mut vk, &op("transpose"), std::slice::from_ref(&x), &what);
         let value = Tensor::new(vec![], vec![42.5]).unwrap();
         for index in [0.0, (m * n - 1) as f32, 1.5, -1.0, (m * n) as f32, f32::NAN] {
             let idx = Tensor::new(vec![1], vec![index]).unwrap();

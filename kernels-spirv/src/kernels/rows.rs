@@ -25,6 +25,9 @@ fn row_exp_sum(row: &[f32], mx: f32) -> f32 {
 }
 
 /// `Some(k)` when `l` is an integer class id in `[0, n)`.
+// The negated comparisons are deliberate: they are true for NaN, which is
+// not a class id (and they mirror rows.comp exactly).
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn label_index(l: f32, n: usize) -> Option<usize> {
     if !(l >= 0.0) || !(l < n as f32) {
         return None;

@@ -1,0 +1,257 @@
+//! The executor: runs a [`ValidatedProgram`] on any [`Backend`], freeing
+//! each tensor right after its last use and committing to every op's output
+//! in the trace.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lockstep_backend::{Backend, BackendError};
+use lockstep_tensor::{shape_string, Tensor};
+
+use crate::trace::{Hash, MerkleBuilder};
+use crate::validate::{Node, OpPath, Site, ValidatedProgram};
+
+/// How to run.
+pub struct ExecOptions<'a> {
+    /// Hash every op's output into the trace (on by default).
+    pub trace: bool,
+    /// Called after each op execution with `(done, total)`.
+    pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+}
+
+impl Default for ExecOptions<'_> {
+    fn default() -> Self {
+        ExecOptions {
+            trace: true,
+            progress: None,
+        }
+    }
+}
+
+/// One executed op: one trace leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEntry {
+    /// Position in execution order, from 0: the leaf index.
+    pub index: u64,
+    /// The op's place in the program (the same for every iteration).
+    pub path: OpPath,
+    pub op: &'static str,
+    /// SHA-256 of the output's canonical `.npy` bytes: the leaf.
+    pub output_sha256: Hash,
+}
+
+/// The trace: every executed op's output digest, and their Merkle root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub ops: Vec<TraceEntry>,
+    pub root: Hash,
+}
+
+impl Trace {
+    /// The leaves, in order (what [`crate::trace::prove`] takes).
+    pub fn leaves(&self) -> Vec<Hash> {
+        self.ops.iter().map(|e| e.output_sha256).collect()
+    }
+}
+
+/// What a run produced and what it cost.
+#[derive(Debug)]
+pub struct ExecReport {
+    /// Every declared output.
+    pub outputs: BTreeMap<String, Tensor>,
+    /// `None` when run with `trace: false`.
+    pub trace: Option<Trace>,
+    /// Op executions, counting every repeat iteration.
+    pub op_count: u64,
+    /// Wall time of the whole run, hashing included.
+    pub wall: Duration,
+    /// Part of `wall` spent hashing outputs and building the tree.
+    pub hashing: Duration,
+    /// Peak bytes of live tensors, measured (equal to
+    /// [`ValidatedProgram::peak_bytes`]).
+    pub peak_bytes: u64,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("input '{name}': {problem}")]
+    Input { name: String, problem: String },
+    /// The backend failed; `error` says whether the input or the machine is
+    /// at fault ([`BackendError::is_input_error`]).
+    #[error("{at}: {error}")]
+    Backend { at: Site, error: Box<BackendError> },
+    #[error("{at}: the backend returned a {got} tensor where {expected} was expected")]
+    WrongShape {
+        at: Site,
+        got: String,
+        expected: String,
+    },
+}
+
+/// Runs `program` on `backend` with `inputs` (exactly the declared ones,
+/// with the declared shapes).
+pub fn execute(
+    program: &ValidatedProgram,
+    backend: &mut dyn Backend,
+    mut inputs: BTreeMap<String, Tensor>,
+    options: ExecOptions<'_>,
+) -> Result<ExecReport, ExecError> {
+    let start = Instant::now();
+    let mut slots: Vec<Option<Tensor>> = vec![None; program.names.len()];
+    for (decl, &slot) in program.inputs().iter().zip(&program.input_slots) {
+        let Some(t) = inputs.remove(&decl.name) else {
+            return Err(ExecError::Input {
+                name: decl.name.clone(),
+                problem: "declared by the program but not given".into(),
+            });
+        };
+        if t.shape() != decl.shape.as_slice() {
+            return Err(ExecError::Input {
+                name: decl.name.clone(),
+                problem: format!(
+                    "shape {} differs from the declared {}",
+                    t.shape_string(),
+                    shape_string(&decl.shape)
+                ),
+            });
+        }
+        slots[slot] = Some(t);
+    }
+    if let Some(name) = inputs.keys().next() {
+        return Err(ExecError::Input {
+            name: name.clone(),
+            problem: "given but not declared by the program".into(),
+        });
+    }
+    let mut run = Run {
+        program,
+        backend,
+        slots,
+        current: 0,
+        peak: 0,
+        done: 0,
+        trace: options.trace.then(|| (MerkleBuilder::new(), Vec::new())),
+        hashing: Duration::ZERO,
+        progress: options.progress,
+    };
+    run.current = run.slots.iter().flatten().map(bytes).sum();
+    for &slot in &program.free_at_start {
+        run.free(slot);
+    }
+    run.peak = run.current;
+    run.nodes(&program.body)?;
+
+    let mut outputs = BTreeMap::new();
+    for (decl, &slot) in program.outputs().iter().zip(&program.output_slots) {
+        let t = run.slots[slot]
+            .take()
+            .expect("outputs are live to the end, and listed once");
+        outputs.insert(decl.name.clone(), t);
+    }
+    let trace = run.trace.map(|(builder, ops)| Trace {
+        ops,
+        root: builder.root(),
+    });
+    Ok(ExecReport {
+        outputs,
+        trace,
+        op_count: run.done,
+        wall: start.elapsed(),
+        hashing: run.hashing,
+        peak_bytes: run.peak,
+    })
+}
+
+fn bytes(t: &Tensor) -> u64 {
+    t.len() as u64 * 4
+}
+
+struct Run<'a, 'p> {
+    program: &'a ValidatedProgram,
+    backend: &'a mut dyn Backend,
+    slots: Vec<Option<Tensor>>,
+    current: u64,
+    peak: u64,
+    done: u64,
+    trace: Option<(MerkleBuilder, Vec<TraceEntry>)>,
+    hashing: Duration,
+    progress: Option<&'p mut dyn FnMut(u64, u64)>,
+}
+
+impl Run<'_, '_> {
+    fn free(&mut self, slot: usize) {
+        if let Some(t) = self.slots[slot].take() {
+            self.current -= bytes(&t);
+        }
+    }
+
+    /// The same steps as the validator's memory replay, on real tensors.
+    fn nodes(&mut self, nodes: &[Node]) -> Result<(), ExecError> {
+        for node in nodes {
+            match node {
+                Node::Op(i) => self.op(*i)?,
+                Node::Repeat(r) => {
+                    for _ in 0..r.times {
+                        self.nodes(&r.body)?;
+                    }
+                    for &slot in &r.free_after {
+                        self.free(slot);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn op(&mut self, i: usize) -> Result<(), ExecError> {
+        let vop = &self.program.ops()[i];
+        if !vop.input_slots.contains(&vop.output_slot) {
+            self.free(vop.output_slot);
+        }
+        let output = {
+            let inputs: Vec<&Tensor> = vop
+                .input_slots
+                .iter()
+                .map(|&s| self.slots[s].as_ref().expect("validated: inputs are live"))
+                .collect();
+            self.backend
+                .run(&vop.op, &inputs)
+                .map_err(|error| ExecError::Backend {
+                    at: vop.site(),
+                    error: Box::new(error),
+                })?
+        };
+        if output.shape() != vop.output_shape.as_slice() {
+            return Err(ExecError::WrongShape {
+                at: vop.site(),
+                got: output.shape_string(),
+                expected: shape_string(&vop.output_shape),
+            });
+        }
+        self.peak = self.peak.max(self.current + bytes(&output));
+        if let Some((builder, ops)) = &mut self.trace {
+            let t0 = Instant::now();
+            let digest = output.sha256();
+            builder.push(&digest);
+            ops.push(TraceEntry {
+                index: self.done,
+                path: vop.path.clone(),
+                op: vop.op.name(),
+                output_sha256: digest,
+            });
+            self.hashing += t0.elapsed();
+        }
+        self.free(vop.output_slot);
+        self.current += bytes(&output);
+        self.slots[vop.output_slot] = Some(output);
+        for &slot in &vop.free_after {
+            self.free(slot);
+        }
+        self.done += 1;
+        if let Some(progress) = &mut self.progress {
+            progress(self.done, self.program.op_count());
+        }
+        Ok(())
+    }
+}
