@@ -23,21 +23,25 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 
-# A real job on the default device: a 1024x1024 matmul on Vulkan, the same
-# job on the CPU reference, and the proof that both gave the same bits.
+# The main job on the default device: train the example MLP (60 Adam steps,
+# 2136 traced ops) on Vulkan, print the loss curve, the trace root, the
+# device and steps per second; then run it again on the CPU reference and
+# show that both gave the same bits and the same trace root.
 demo: deps
 	$(CARGO) build --release -q -p lockstep-cli
 	@mkdir -p $(DEMO_DIR)
-	@$(LOCKSTEP) random --shape 1024,1024 --seed 1 --out $(DEMO_DIR)/a.npy
-	@$(LOCKSTEP) random --shape 1024,1024 --seed 2 --out $(DEMO_DIR)/b.npy
-	@echo "== lockstep devices"; $(LOCKSTEP) devices
-	@echo "== lockstep run matmul a.npy b.npy (default device)"
-	@$(LOCKSTEP) run matmul $(DEMO_DIR)/a.npy $(DEMO_DIR)/b.npy --out $(DEMO_DIR)/c_vulkan.npy
-	@echo "== the same job on the CPU reference"
-	@$(LOCKSTEP) run matmul $(DEMO_DIR)/a.npy $(DEMO_DIR)/b.npy --out $(DEMO_DIR)/c_cpu.npy --backend cpu
-	@if cmp -s $(DEMO_DIR)/c_vulkan.npy $(DEMO_DIR)/c_cpu.npy; then \
-	  echo "== bit-identical: the Vulkan device and the CPU reference agree on every bit"; \
-	else echo "== MISMATCH: this device does not keep the float model"; exit 1; fi
+	@echo "== lockstep exec examples/mlp-train.json (default device)"
+	@$(LOCKSTEP) exec examples/mlp-train.json --out-dir $(DEMO_DIR)/vulkan
+	@echo "== loss per step"
+	@$(LOCKSTEP) show $(DEMO_DIR)/vulkan/losses.npy
+	@echo "== the same program on the CPU reference"
+	@$(LOCKSTEP) exec examples/mlp-train.json --out-dir $(DEMO_DIR)/cpu --backend cpu -q
+	@for f in losses w1 b1 w2 b2; do \
+	  cmp -s $(DEMO_DIR)/vulkan/$$f.npy $(DEMO_DIR)/cpu/$$f.npy || { echo "== MISMATCH in $$f: this device does not keep the float model"; exit 1; }; \
+	done
+	@root_v=$$(grep '"root"' $(DEMO_DIR)/vulkan/trace.json); root_c=$$(grep '"root"' $(DEMO_DIR)/cpu/trace.json); \
+	if [ "$$root_v" = "$$root_c" ]; then echo "== bit-identical: outputs and trace root agree with the CPU reference ($$root_v)"; \
+	else echo "== MISMATCH: trace roots differ"; exit 1; fi
 
 # The last line totals every test binary's results, so one line says it all.
 test: deps

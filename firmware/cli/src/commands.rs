@@ -255,3 +255,24 @@ pub fn random(shape: Vec<usize>, seed: u64, fill: &str, out: &Path) -> Result<()
     npy::write_file(out, &t).map_err(|e| Failure::Runtime(e.to_string()))?;
     Ok(())
 }
+
+pub fn show(file: &Path, limit: usize) -> Result<(), Failure> {
+    let t = npy::read_file(file).map_err(|e| Failure::Input(e.to_string()))?;
+    println!("shape   {}", t.shape_string());
+    println!("sha256  {}", t.sha256_hex());
+    // Shortest decimal that reads back to the same float (Rust's Display).
+    let shown: Vec<String> = t
+        .data()
+        .iter()
+        .take(limit)
+        .map(|v| format!("{v}"))
+        .collect();
+    let more = t.len().saturating_sub(limit);
+    let tail = if more > 0 {
+        format!(" … ({more} more)")
+    } else {
+        String::new()
+    };
+    println!("values  [{}]{tail}", shown.join(", "));
+    Ok(())
+}

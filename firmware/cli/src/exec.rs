@@ -327,6 +327,22 @@ fn summary(
     } else {
         println!("ops     {} executed", report.op_count);
     }
+    // Training programs are a top-level repeat: report its rate too.
+    let steps: u64 = program
+        .program()
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            lockstep_program::model::Step::Repeat(r) => Some(u64::from(r.times)),
+            _ => None,
+        })
+        .sum();
+    if steps > 0 && secs > 0.0 {
+        println!(
+            "steps   {steps} repeat iterations, {:.1} steps/s (whole program)",
+            steps as f64 / secs
+        );
+    }
     let device = match device_peak {
         Some(b) => format!("; device memory peak {}", human_bytes(b)),
         None => String::new(),

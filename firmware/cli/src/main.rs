@@ -98,6 +98,14 @@ enum Command {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// Print a .npy tensor: shape, SHA-256 and values.
+    Show {
+        #[arg(value_name = "FILE.npy")]
+        file: PathBuf,
+        /// Values to print (the rest are elided).
+        #[arg(long, default_value_t = 64)]
+        limit: usize,
+    },
     /// Write a deterministic tensor (for demos and test inputs).
     Random {
         /// Shape, e.g. 1024,1024.
@@ -134,6 +142,7 @@ fn main() -> ExitCode {
             device,
             python,
         } => bench::bench(&sizes, repeats, &backends, device, &python),
+        Command::Show { file, limit } => commands::show(&file, limit),
         Command::Random {
             shape,
             seed,
