@@ -503,3 +503,95 @@ fn kernels_json_names_bundle_and_matmul() {
         o.stdout
     );
 }
+
+#[test]
+fn ml_ops_run_from_the_command_line_with_attributes() {
+    let dir = Scratch::new();
+    let logits = dir.random("logits.npy", &[6, 5], 3);
+    let labels = dir.path("labels.npy");
+    let t = lockstep_tensor::Tensor::new(vec![6], vec![0.0, 4.0, 2.0, 1.0, 3.0, 0.0]).unwrap();
+    lockstep_tensor::npy::write_file(&labels, &t).unwrap();
+    let gamma = dir.random("gamma.npy", &[5], 4);
+    let beta = dir.random("beta.npy", &[5], 5);
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "rand_normal",
+            vec![],
+            vec![
+                "--attr",
+                "shape=3,4",
+                "--attr",
+                "seed=9",
+                "--attr",
+                "stream=2",
+            ],
+        ),
+        (
+            "rand_uniform",
+            vec![],
+            vec!["--attr", "shape=17", "--attr", "seed=1"],
+        ),
+        ("cross_entropy", vec![s(&logits), s(&labels)], vec![]),
+        (
+            "cross_entropy_backward",
+            vec![s(&logits), s(&labels)],
+            vec![],
+        ),
+        ("softmax_rows", vec![s(&logits)], vec![]),
+        (
+            "layernorm_rows",
+            vec![s(&logits), s(&gamma), s(&beta)],
+            vec!["--attr", "eps=1e-3"],
+        ),
+        ("bias_add", vec![s(&logits), s(&gamma)], vec![]),
+        ("transpose", vec![s(&logits)], vec![]),
+        ("gelu", vec![s(&logits)], vec![]),
+        ("div", vec![s(&logits), s(&logits)], vec![]),
+    ];
+    let mut backends = vec!["cpu"];
+    if vulkan_enabled("ml ops") {
+        backends.push("vulkan");
+    }
+    for (op, inputs, attrs) in cases {
+        let mut hashes = Vec::new();
+        for backend in &backends {
+            let out = dir.path(&format!("{op}-{backend}.npy"));
+            let mut args = vec!["run", op];
+            args.extend(&inputs);
+            args.extend(["--out", s(&out), "--backend", backend]);
+            args.extend(&attrs);
+            let o = lockstep(&args);
+            assert_eq!(o.code, 0, "{op} on {backend}: {}", o.stderr);
+            hashes.push(std::fs::read(&out).unwrap());
+        }
+        assert!(
+            hashes.windows(2).all(|w| w[0] == w[1]),
+            "{op}: backends differ"
+        );
+    }
+    // Attribute errors are input errors.
+    let out = dir.path("x.npy");
+    let o = lockstep(&[
+        "run",
+        "rand_normal",
+        "--attr",
+        "shape=3",
+        "--out",
+        s(&out),
+        "--backend",
+        "cpu",
+    ]);
+    assert_fails(&o, 2, &["seed"]);
+    let o = lockstep(&[
+        "run",
+        "layernorm_rows",
+        s(&logits),
+        s(&gamma),
+        s(&beta),
+        "--attr",
+        "eps=big",
+        "--out",
+        s(&out),
+    ]);
+    assert_fails(&o, 2, &["eps"]);
+}
