@@ -50,7 +50,8 @@ pub struct Target {
 enum Command {
     /// Run one op on .npy inputs and write the result as .npy.
     Run {
-        /// The op (matmul, matmul_tn, matmul_nt, add, sub, mul, scale, relu, relu_backward, sum_rows, sum_cols).
+        /// The op, e.g. matmul, add, gelu, softmax_rows, cross_entropy, adam_update, rand_normal
+        /// (every op and its attributes: docs/float-model.md).
         op: String,
         /// Input tensors: float32, little-endian, C order.
         #[arg(value_name = "INPUT.npy")]
