@@ -193,6 +193,10 @@ float ls_sqrt(float x) {
 // exp and log: FreeBSD's e_expf.c and e_logf.c with ls_div for `/`.
 // ---------------------------------------------------------------------------
 
+// Float constants are macros over their bit patterns: glslang 12 does not
+// accept uintBitsToFloat() in a const initializer, and decimal literals would
+// depend on its float parsing. math.rs's glsl_constants_match test checks
+// that every one has the bits of its Rust twin.
 #define LS_LN2HI uintBitsToFloat(0x3f317200u)
 #define LS_LN2LO uintBitsToFloat(0x35bfbe8eu)
 #define LS_NEG_LN2LO uintBitsToFloat(0xb5bfbe8eu)
@@ -450,7 +454,8 @@ float ls_gelu_grad(float x) {
 #define LS_COS_C2 uintBitsToFloat(0xc2aae2f0u)
 #define LS_COS_C3 uintBitsToFloat(0x426ceab8u)
 
-// (sin 2 pi u, cos 2 pi u) for u in [0, 1): exact reduction to
+// (sin 2 pi u, cos 2 pi u) for u in [0, 1), the only inputs it is defined
+// for (int() of an out-of-range float is undefined): exact reduction to
 // r = u - q/4 in [-1/8, 1/8], polynomials in r, quadrant q mod 4.
 void ls_sincos_2pi(float u, out float s_out, out float c_out) {
     precise float u4 = u * 4.0;

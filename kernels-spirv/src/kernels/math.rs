@@ -542,11 +542,14 @@ const COS_C1: f32 = f32::from_bits(0x4281_e0ef); // 64.939323
 const COS_C2: f32 = f32::from_bits(0xc2aa_e2f0); // -85.443237
 const COS_C3: f32 = f32::from_bits(0x426c_eab8); // 59.229218
 
-/// `(sin 2πu, cos 2πu)` for `u` in `[0, 1)` (other inputs give unspecified,
-/// but still deterministic, results). The reduction is exact: `q` is the
-/// nearest integer to `4u` (a half rounds down), `r = u - q/4` in
-/// `[-1/8, 1/8]` is computed without rounding (Sterbenz), and the quadrant
-/// `q mod 4` swaps and negates the results of the polynomials in `r`.
+/// `(sin 2πu, cos 2πu)` for `u` in `[0, 1)`, the only inputs it is defined
+/// for: outside it (NaN, infinities, |u| >= 2^31 / 4) GLSL's float-to-int
+/// conversion below is undefined, so the results are unspecified and may
+/// differ from the GLSL's. `normal_from_bits` only passes multiples of
+/// 2^-24 in `[0, 1)`. The reduction is exact: `q` is the nearest integer to
+/// `4u` (a half rounds down), `r = u - q/4` in `[-1/8, 1/8]` is computed
+/// without rounding (Sterbenz), and the quadrant `q mod 4` swaps and negates
+/// the results of the polynomials in `r`.
 pub fn sincos_2pi(u: f32) -> (f32, f32) {
     let u4 = u * 4.0;
     let mut q = u4 as i32;
@@ -617,4 +620,134 @@ pub fn normal_from_bits(x0: u32, x1: u32) -> f32 {
     let r = sqrt(log(u1) * -2.0);
     let (_, c) = sincos_2pi(u2);
     r * c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `m * 2^p`, exact for `m < 2^24` (the C sources' hexadecimal floats).
+    fn hexf(m: u32, p: i32) -> f32 {
+        m as f32 * 2f32.powi(p)
+    }
+
+    #[test]
+    // The decimal literals are the sources' text, digit for digit.
+    #[allow(clippy::excessive_precision)]
+    fn constants_are_the_published_ones() {
+        // FreeBSD e_logf.c / k_logf.h give these as hexadecimal floats.
+        assert_eq!(LG1, hexf(0xaaaaaa, -24));
+        assert_eq!(LG2, hexf(0xccce13, -25));
+        assert_eq!(LG3, hexf(0x91e9ee, -25));
+        assert_eq!(LG4, hexf(0xf89e26, -26));
+        // e_expf.c gives both forms.
+        assert_eq!(EXP_P1, hexf(0xaaaa8f, -26));
+        assert_eq!(EXP_P1, 1.666_662_544e-1);
+        assert_eq!(EXP_P2, -hexf(0xb55215, -32));
+        assert_eq!(EXP_P2, -2.766_733_290_6e-3);
+        // The decimal forms of the sources, read by Rust's correctly
+        // rounding parser.
+        assert_eq!(LN2HI, 6.931_457_519_5e-1);
+        assert_eq!(LN2LO, 1.428_606_765_3e-6);
+        assert_eq!(NEG_LN2LO, -LN2LO);
+        assert_eq!(INVLN2, 1.442_695_021_6);
+        assert_eq!(O_THRESHOLD, 8.872_167_968_8e1);
+        assert_eq!(U_THRESHOLD, -1.039_720_840_5e2);
+        assert_eq!(LN2_HI, 6.931_381_225_6e-1);
+        assert_eq!(LN2_LO, 9.058_000_614_5e-6);
+        assert_eq!(THIRD, 0.333_333_333_333_333_33);
+        assert_eq!(TWO25, hexf(1, 25));
+        assert_eq!(TWO_M100, hexf(1, -100));
+        assert_eq!(TWO_P127, hexf(1, 127));
+        assert_eq!(TWO_M24, hexf(1, -24));
+        // GELU's constants, correctly rounded (f64 only here, in a test).
+        assert_eq!(GELU_K, 0.044_715);
+        assert_eq!(GELU_K3, 0.134_145);
+        assert_eq!(GELU_S, (2.0 * (2.0 / std::f64::consts::PI).sqrt()) as f32);
+        assert_eq!(SIN_S1, std::f32::consts::TAU);
+    }
+
+    #[test]
+    fn reduction_products_are_exact() {
+        // exp's `fk * LN2HI` is exact for every k the reduction produces.
+        for k in -150..=128 {
+            let p = k as f32 * LN2HI;
+            assert_eq!(f64::from(p), f64::from(k) * f64::from(LN2HI), "k = {k}");
+        }
+    }
+
+    /// Every `#define LS_NAME uintBitsToFloat(0x...u)` and `const uint
+    /// LS_NAME = 0x...u;` in math.glsl has the bits of the Rust constant
+    /// NAME, and every Rust constant has its GLSL twin.
+    #[test]
+    fn glsl_constants_match() {
+        let rust: &[(&str, u32)] = &[
+            ("LN2HI", LN2HI.to_bits()),
+            ("LN2LO", LN2LO.to_bits()),
+            ("NEG_LN2LO", NEG_LN2LO.to_bits()),
+            ("INVLN2", INVLN2.to_bits()),
+            ("EXP_P1", EXP_P1.to_bits()),
+            ("EXP_P2", EXP_P2.to_bits()),
+            ("O_THRESHOLD", O_THRESHOLD.to_bits()),
+            ("U_THRESHOLD", U_THRESHOLD.to_bits()),
+            ("TWO_M100", TWO_M100.to_bits()),
+            ("TWO_P127", TWO_P127.to_bits()),
+            ("LN2_HI", LN2_HI.to_bits()),
+            ("LN2_LO", LN2_LO.to_bits()),
+            ("TWO25", TWO25.to_bits()),
+            ("THIRD", THIRD.to_bits()),
+            ("LG1", LG1.to_bits()),
+            ("LG2", LG2.to_bits()),
+            ("LG3", LG3.to_bits()),
+            ("LG4", LG4.to_bits()),
+            ("TANH_P0", TANH_P0.to_bits()),
+            ("TANH_P1", TANH_P1.to_bits()),
+            ("TANH_P2", TANH_P2.to_bits()),
+            ("TANH_P3", TANH_P3.to_bits()),
+            ("TANH_P4", TANH_P4.to_bits()),
+            ("GELU_K", GELU_K.to_bits()),
+            ("GELU_K3", GELU_K3.to_bits()),
+            ("GELU_S", GELU_S.to_bits()),
+            ("SIN_S1", SIN_S1.to_bits()),
+            ("SIN_Q0", SIN_Q0.to_bits()),
+            ("SIN_Q1", SIN_Q1.to_bits()),
+            ("SIN_Q2", SIN_Q2.to_bits()),
+            ("SIN_Q3", SIN_Q3.to_bits()),
+            ("SIN_Q4", SIN_Q4.to_bits()),
+            ("COS_C0", COS_C0.to_bits()),
+            ("COS_C1", COS_C1.to_bits()),
+            ("COS_C2", COS_C2.to_bits()),
+            ("COS_C3", COS_C3.to_bits()),
+            ("TWO_M24", TWO_M24.to_bits()),
+            ("SIGN", SIGN),
+            ("ABS", ABS),
+            ("INF", INF),
+            ("FRAC", FRAC),
+            ("HIDDEN", HIDDEN),
+            ("PHILOX_M0", PHILOX_M0),
+            ("PHILOX_M1", PHILOX_M1),
+            ("PHILOX_W0", PHILOX_W0),
+            ("PHILOX_W1", PHILOX_W1),
+        ];
+        let mut glsl = Vec::new();
+        for line in include_str!("math.glsl").lines() {
+            let parsed = if let Some(rest) = line.strip_prefix("#define LS_") {
+                rest.split_once(" uintBitsToFloat(0x")
+                    .map(|(name, v)| (name, v.trim_end_matches("u)")))
+            } else if let Some(rest) = line.strip_prefix("const uint LS_") {
+                rest.split_once(" = 0x")
+                    .map(|(name, v)| (name, v.trim_end_matches("u;")))
+            } else {
+                None
+            };
+            if let Some((name, hex)) = parsed {
+                glsl.push((name.to_string(), u32::from_str_radix(hex, 16).unwrap()));
+            }
+        }
+        assert_eq!(glsl.len(), rust.len(), "GLSL constants: {glsl:?}");
+        for (name, bits) in &glsl {
+            let twin = rust.iter().find(|(n, _)| n == name);
+            assert_eq!(twin.map(|t| t.1), Some(*bits), "LS_{name}");
+        }
+    }
 }
