@@ -35,9 +35,10 @@ pub fn bench(
     let mut vulkan = if backends.contains(&BackendKind::Vulkan) {
         let b = VulkanBackend::new(load_bundle(None)?, device)?;
         println!(
-            "vulkan: {} ({} binaries)",
+            "vulkan: {} ({} binaries, {:?} matmul kernels)",
             b.device_info().name,
-            b.variant().as_str()
+            b.variant().as_str(),
+            b.matmul_kernels()
         );
         Some(b)
     } else {
