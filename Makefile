@@ -4,8 +4,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need: the Vulkan loader,
-# Mesa's lavapipe (a CPU Vulkan device), and the pinned shader toolchain.
-DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools
+# Mesa's lavapipe (a CPU Vulkan device), the pinned shader toolchain, and
+# the stock minisign tool that checks the node's signatures in the tests.
+DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := target/demo
 LOCKSTEP := target/release/lockstep

@@ -276,3 +276,21 @@ pub fn show(file: &Path, limit: usize) -> Result<(), Failure> {
     println!("values  [{}]{tail}", shown.join(", "));
     Ok(())
 }
+
+/// Prints the node id. It only reads the key: creating one is lockstepd's
+/// job on first start, so a typo in --state cannot mint a new identity.
+pub fn identity(state: &Path) -> Result<(), Failure> {
+    let key = lockstep_identity::DeviceKey::load(state).map_err(|e| match e {
+        lockstep_identity::KeyError::Io { ref source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Failure::Input(format!(
+                "{}: no device key here; lockstepd creates it on first start",
+                state.display()
+            ))
+        }
+        other => Failure::Runtime(other.to_string()),
+    })?;
+    print!("{}", key.node_id().to_public_key_file());
+    Ok(())
+}

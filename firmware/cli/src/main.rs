@@ -99,6 +99,12 @@ enum Command {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// Print the node id (the device key's public half, minisign format).
+    Identity {
+        /// The node's state directory (where lockstepd keeps device.key).
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+    },
     /// Print a .npy tensor: shape, SHA-256 and values.
     Show {
         #[arg(value_name = "FILE.npy")]
@@ -144,6 +150,7 @@ fn main() -> ExitCode {
             python,
         } => bench::bench(&sizes, repeats, &backends, device, &python),
         Command::Show { file, limit } => commands::show(&file, limit),
+        Command::Identity { state } => commands::identity(&state),
         Command::Random {
             shape,
             seed,

@@ -595,3 +595,16 @@ fn ml_ops_run_from_the_command_line_with_attributes() {
     ]);
     assert_fails(&o, 2, &["eps"]);
 }
+
+#[test]
+fn identity_prints_the_node_key_and_never_creates_one() {
+    let dir = Scratch::new();
+    let state = dir.path("state");
+    let o = lockstep(&["identity", "--state", s(&state)]);
+    assert_fails(&o, 2, &["no device key"]);
+    assert!(!state.exists(), "identity must not create a key");
+    let (key, _) = lockstep_identity::DeviceKey::load_or_create(&state).unwrap();
+    let o = lockstep(&["identity", "--state", s(&state)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, key.node_id().to_public_key_file());
+}

@@ -1,0 +1,18 @@
+//! The node's identity: an Ed25519 key born on the device, never leaving it.
+//!
+//! - [`DeviceKey`]: generated on first start into the state directory
+//!   (mode 0600, written atomically: a crash leaves either no key or a whole
+//!   one), reused afterwards, never printed: its `Debug` is redacted and it
+//!   has no accessor for the secret.
+//! - [`NodeId`]: the public key in minisign's format, which is the node's
+//!   id everywhere (`lockstep identity`, `--node-key`, receipts).
+//! - [`minisign`]: signatures in minisign's prehashed format, verifiable by
+//!   the stock `minisign -Vm FILE -P NODE_KEY`.
+
+mod key;
+pub mod minisign;
+mod node_id;
+
+pub use key::{DeviceKey, KeyError, KEY_FILE};
+pub use minisign::{Signature, SignatureError};
+pub use node_id::{NodeId, NodeIdError};
