@@ -70,12 +70,13 @@ pub fn load_program(path: &Path) -> Result<Program, Failure> {
 
 /// Parses `--input NAME=FILE` flags and checks them against the declared
 /// inputs before any file is read.
-fn input_files(
-    args: &ExecArgs,
+pub(crate) fn input_files(
+    program_path: &Path,
+    flags: &[String],
     program: &ValidatedProgram,
 ) -> Result<BTreeMap<String, PathBuf>, Failure> {
     let mut files = BTreeMap::new();
-    for flag in &args.inputs {
+    for flag in flags {
         let Some((name, file)) = flag.split_once('=') else {
             return Err(Failure::Input(format!(
                 "--input {flag:?} is not NAME=FILE.npy"
@@ -90,7 +91,7 @@ fn input_files(
             };
             return Err(Failure::Input(format!(
                 "--input {flag}: {} declares no input '{name}' (its inputs: {declared})",
-                args.program.display()
+                program_path.display()
             )));
         }
         if files
@@ -104,7 +105,7 @@ fn input_files(
         if !files.contains_key(&decl.name) {
             return Err(Failure::Input(format!(
                 "{}: input '{}' ({}) is declared but no --input {}=FILE.npy was given",
-                args.program.display(),
+                program_path.display(),
                 decl.name,
                 shape_string(&decl.shape),
                 decl.name
@@ -114,8 +115,8 @@ fn input_files(
     Ok(files)
 }
 
-fn read_inputs(
-    args: &ExecArgs,
+pub(crate) fn read_inputs(
+    program_path: &Path,
     program: &ValidatedProgram,
     files: &BTreeMap<String, PathBuf>,
 ) -> Result<BTreeMap<String, Tensor>, Failure> {
@@ -129,7 +130,7 @@ fn read_inputs(
                 path.display(),
                 t.shape_string(),
                 shape_string(&decl.shape),
-                args.program.display(),
+                program_path.display(),
                 decl.name
             )));
         }
@@ -157,8 +158,8 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         };
         Failure::Input(format!("{}: {e}{hint}", args.program.display()))
     })?;
-    let files = input_files(args, &program)?;
-    let inputs = read_inputs(args, &program, &files)?;
+    let files = input_files(&args.program, &args.inputs, &program)?;
+    let inputs = read_inputs(&args.program, &program, &files)?;
     // Everything about the input is checked: only now open a device.
     let mut backend = open_backend(&args.target)?;
     fs::create_dir_all(&args.out_dir)

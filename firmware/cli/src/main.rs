@@ -8,6 +8,7 @@ mod bench;
 mod commands;
 mod exec;
 mod failure;
+mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,31 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state: PathBuf,
     },
+    /// Send a job to a node; writes the outputs, the receipt and its signature.
+    Submit {
+        #[command(flatten)]
+        node: submit::NodeArgs,
+        /// Where the signed receipt goes (and RECEIPT.minisig beside it).
+        #[arg(long, value_name = "R.json")]
+        receipt: PathBuf,
+        #[command(subcommand)]
+        job: submit::Job,
+    },
+    /// A node's id, device, bundle, queue and counters.
+    Status {
+        #[command(flatten)]
+        node: submit::NodeArgs,
+    },
+    /// Check a receipt's signature (R.json.minisig) and, optionally, that
+    /// output files hash to what it says.
+    VerifyReceipt {
+        #[arg(value_name = "R.json")]
+        receipt: PathBuf,
+        #[arg(long, value_name = "KEY")]
+        node_key: String,
+        #[arg(long, value_name = "FILE.npy", num_args = 1..)]
+        outputs: Vec<PathBuf>,
+    },
     /// Print a .npy tensor: shape, SHA-256 and values.
     Show {
         #[arg(value_name = "FILE.npy")]
@@ -151,6 +177,13 @@ fn main() -> ExitCode {
         } => bench::bench(&sizes, repeats, &backends, device, &python),
         Command::Show { file, limit } => commands::show(&file, limit),
         Command::Identity { state } => commands::identity(&state),
+        Command::Submit { node, receipt, job } => submit::submit(&node, &receipt, &job),
+        Command::Status { node } => submit::status(&node),
+        Command::VerifyReceipt {
+            receipt,
+            node_key,
+            outputs,
+        } => submit::verify_receipt(&receipt, &node_key, &outputs),
         Command::Random {
             shape,
             seed,

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use rand_core::OsRng;
+use zeroize::Zeroizing;
 
 use crate::NodeId;
 
@@ -140,6 +141,28 @@ impl DeviceKey {
 
     pub fn node_id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// The key as an unencrypted PKCS#8 v2 document (RFC 5958 / RFC 8410:
+    /// seed and public key), in a buffer that is wiped when dropped.
+    ///
+    /// This exists only so the QUIC transport can build the node's TLS
+    /// certificate and handshake signer in memory (`lockstep-transport`).
+    /// Never write it anywhere, log it or send it: it is the secret key.
+    pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        // SEQUENCE { INTEGER 1, SEQUENCE { OID 1.3.101.112 },
+        //   OCTET STRING { OCTET STRING seed }, [1] BIT STRING public key }
+        const PREFIX: [u8; 16] = [
+            0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        const PUBLIC: [u8; 5] = [0xa1, 0x23, 0x03, 0x21, 0x00];
+        let mut der = Zeroizing::new(Vec::with_capacity(85));
+        der.extend_from_slice(&PREFIX);
+        der.extend_from_slice(Zeroizing::new(self.signing.to_bytes()).as_slice());
+        der.extend_from_slice(&PUBLIC);
+        der.extend_from_slice(self.id.key.as_bytes());
+        der
     }
 
     pub(crate) fn signing_key(&self) -> &SigningKey {

@@ -61,3 +61,48 @@ pub const MAX_TENSOR_NAME_BYTES: usize = 64;
 /// Default bound on the bytes of tensors a program holds live at once
 /// (`lockstep exec --memory-limit` overrides it).
 pub const DEFAULT_PROGRAM_MEMORY_BYTES: u64 = 16 << 30;
+
+/// Largest control frame of the wire protocol (requests, replies, headers:
+/// everything but tensor data, which travels in data chunks).
+pub const MAX_FRAME_BYTES: usize = MAX_PROGRAM_BYTES + 64 * 1024;
+
+/// Bytes of tensor data in one wire chunk: the most a peer buffers of a
+/// tensor before handing it on.
+pub const WIRE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Most named tensors one job may send or receive.
+pub const MAX_JOB_TENSORS: usize = 256;
+
+/// Most bidirectional QUIC streams (one per job) a peer may have open at once
+/// on one connection. A peer that wants more waits for one to finish: QUIC
+/// flow control holds the open, so nothing queues without bound.
+pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// A QUIC connection that hears nothing from its peer for this long is
+/// closed. It also bounds the handshake: a node that never answers costs a
+/// client at most this long.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+
+/// How often an otherwise silent QUIC peer sends a keep-alive, so a
+/// connection waiting on a long job does not reach `IDLE_TIMEOUT_MS`.
+pub const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
+
+/// Bytes a QUIC peer may send on one stream beyond what the application has
+/// read (the per-stream receive window).
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+
+/// Bytes a QUIC peer may send on one connection, all streams together,
+/// beyond what the application has read: the most received data the
+/// transport buffers for one connection.
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+
+/// Bytes of unacknowledged data one QUIC connection buffers for sending.
+pub const CONNECTION_SEND_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Jobs waiting for the GPU worker. When the queue is full a new job is
+/// answered "busy, retry after" at once instead of waiting unboundedly.
+pub const JOB_QUEUE_BOUND: usize = 8;
+
+/// How long a job may run on the worker before the client is told it timed
+/// out (default; `lockstepd --job-timeout-s` overrides).
+pub const DEFAULT_JOB_TIMEOUT_S: u64 = 600;

@@ -1,0 +1,316 @@
+//! The client side of a node: `submit`, `status`, `verify-receipt`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use lockstep_identity::NodeId;
+use lockstep_program::{
+    validate, OpStep, Program, Step, TensorDecl, ValidateOptions, PROGRAM_VERSION,
+};
+use lockstep_protocol::{
+    header, tensor_chunks, ErrorKind, Frame, JobRequest, Message, Receipt, TensorReceiver,
+};
+use lockstep_tensor::{npy, Tensor};
+use lockstep_transport::frames::{write_frame, FrameReader};
+use rand_core::RngCore;
+
+use crate::failure::Failure;
+
+/// Where a node is and who it must be.
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// The node's address (UDP).
+    #[arg(long, value_name = "ADDR:PORT")]
+    node: SocketAddr,
+    /// The node id to pin (its minisign public key; `lockstep identity`).
+    #[arg(long, value_name = "KEY")]
+    node_key: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Job {
+    /// Run one op on the node.
+    Run {
+        op: String,
+        #[arg(value_name = "INPUT.npy")]
+        inputs: Vec<PathBuf>,
+        #[arg(long, value_name = "OUT.npy")]
+        out: PathBuf,
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+    },
+    /// Run a program on the node.
+    Exec {
+        program: PathBuf,
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+fn node_id(args: &NodeArgs) -> Result<NodeId, Failure> {
+    NodeId::parse(&args.node_key).map_err(|e| Failure::Input(format!("--node-key: {e}")))
+}
+
+fn attrs_map(attrs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    attrs
+        .iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| Failure::Input(format!("--attr {a:?} is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+/// A single op as a one-step program, so every job has a program hash.
+fn one_op_program(op: &str, inputs: &[Tensor], attrs: BTreeMap<String, String>) -> Program {
+    let names: Vec<String> = (0..inputs.len()).map(|i| format!("in{i}")).collect();
+    Program {
+        version: PROGRAM_VERSION,
+        inputs: names
+            .iter()
+            .zip(inputs)
+            .map(|(n, t)| TensorDecl {
+                name: n.clone(),
+                shape: t.shape().iter().map(|&d| d as u64).collect(),
+            })
+            .collect(),
+        outputs: vec!["out".into()],
+        body: vec![Step::Op(OpStep {
+            op: op.to_string(),
+            inputs: names,
+            output: "out".into(),
+            attrs,
+        })],
+    }
+}
+
+pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Failure> {
+    let pinned = node_id(node)?;
+    let (program, inputs) = match job {
+        Job::Run {
+            op, inputs, attrs, ..
+        } => {
+            let tensors: Vec<Tensor> = inputs
+                .iter()
+                .map(|p| npy::read_file(p).map_err(|e| Failure::Input(e.to_string())))
+                .collect::<Result<_, _>>()?;
+            let program = one_op_program(op, &tensors, attrs_map(attrs)?);
+            let named = tensors
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (format!("in{i}"), t))
+                .collect();
+            (program, named)
+        }
+        Job::Exec {
+            program, inputs, ..
+        } => {
+            let p = crate::exec::load_program(program)?;
+            let validated = validate(&p, &ValidateOptions::default())
+                .map_err(|e| Failure::Input(format!("{}: {e}", program.display())))?;
+            let files = crate::exec::input_files(program, inputs, &validated)?;
+            let tensors = crate::exec::read_inputs(program, &validated, &files)?;
+            (p, tensors)
+        }
+    };
+    // Check locally first: a program the node would refuse costs nothing.
+    validate(&program, &ValidateOptions::default()).map_err(|e| Failure::Input(e.to_string()))?;
+    let mut job_id = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut job_id);
+    let request = JobRequest {
+        job_id,
+        program: program.to_postcard(),
+        inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
+    };
+    let (done, outputs) = smol::block_on(exchange(node.node, &pinned, request, &inputs))?;
+    let receipt = Receipt::verify(&done.receipt, &done.signature, &pinned)
+        .map_err(|e| Failure::Runtime(format!("the node's receipt does not verify: {e}")))?;
+    for (name, t) in &outputs {
+        if receipt.outputs.get(name) != Some(&t.sha256_hex()) {
+            return Err(Failure::Runtime(format!(
+                "output '{name}' does not match the receipt's hash; the node's reply is inconsistent"
+            )));
+        }
+    }
+    match job {
+        Job::Run { out, .. } => {
+            let t = outputs
+                .get("out")
+                .ok_or_else(|| Failure::Runtime("the node returned no output".into()))?;
+            npy::write_file(out, t).map_err(|e| Failure::Runtime(e.to_string()))?;
+        }
+        Job::Exec { out_dir, .. } => {
+            std::fs::create_dir_all(out_dir)
+                .map_err(|e| Failure::Runtime(format!("{}: {e}", out_dir.display())))?;
+            for (name, t) in &outputs {
+                npy::write_file(&out_dir.join(format!("{name}.npy")), t)
+                    .map_err(|e| Failure::Runtime(e.to_string()))?;
+            }
+        }
+    }
+    let write = |path: PathBuf, bytes: &[u8]| {
+        std::fs::write(&path, bytes)
+            .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))
+    };
+    write(receipt_path.to_path_buf(), &done.receipt)?;
+    let mut sig_path = receipt_path.as_os_str().to_owned();
+    sig_path.push(".minisig");
+    write(PathBuf::from(sig_path), done.signature.as_bytes())?;
+    println!("job     {}", receipt.job_id);
+    println!("node    {}", receipt.node);
+    println!(
+        "device  {} ({})",
+        receipt.device.name, receipt.device.backend
+    );
+    println!("trace   root {}", receipt.trace_root);
+    println!("receipt {} (signature verified)", receipt_path.display());
+    Ok(())
+}
+
+struct Done {
+    receipt: Vec<u8>,
+    signature: String,
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    pinned: &NodeId,
+    request: JobRequest,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<(Done, BTreeMap<String, Tensor>), Failure> {
+    let connection = lockstep_transport::connect(addr, pinned)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let net = |e: &dyn std::fmt::Display| Failure::Runtime(format!("node at {addr}: {e}"));
+    let (mut send, recv) = connection.open_bi().await.map_err(|e| net(&e))?;
+    let order: Vec<String> = request.inputs.iter().map(|h| h.name.clone()).collect();
+    write_frame(&mut send, &Message::Submit(request).to_frame())
+        .await
+        .map_err(|e| net(&e))?;
+    for name in &order {
+        for chunk in tensor_chunks(&inputs[name]) {
+            write_frame(&mut send, &chunk).await.map_err(|e| net(&e))?;
+        }
+    }
+    let _ = send.finish();
+    let mut reader = FrameReader::new(recv);
+    let reply = match reader.next().await.map_err(|e| net(&e))? {
+        Some(Frame::Control(p)) => Message::decode(&p).map_err(|e| net(&e))?,
+        _ => return Err(net(&"the node closed the stream without an answer")),
+    };
+    let result = match reply {
+        Message::Done(r) => r,
+        Message::Busy { retry_after_ms } => {
+            return Err(Failure::Runtime(format!(
+                "node at {addr} is busy: its job queue is full; retry after {retry_after_ms} ms"
+            )))
+        }
+        Message::Rejected(e) => {
+            let msg = format!(
+                "node at {addr} refused the job ({:?}): {}",
+                e.kind, e.message
+            );
+            return Err(match e.kind {
+                ErrorKind::InvalidProgram | ErrorKind::BadInput | ErrorKind::TooLarge => {
+                    Failure::Input(msg)
+                }
+                _ => Failure::Runtime(msg),
+            });
+        }
+        _ => return Err(net(&"unexpected reply")),
+    };
+    let mut receiver = TensorReceiver::new(result.outputs).map_err(|e| net(&e))?;
+    let mut outputs: BTreeMap<String, Tensor> = receiver.take_ready().into_iter().collect();
+    while !receiver.is_done() {
+        match reader.next().await.map_err(|e| net(&e))? {
+            Some(Frame::Data(chunk)) => outputs.extend(receiver.push(&chunk).map_err(|e| net(&e))?),
+            _ => return Err(net(&"the reply ended before every output arrived")),
+        }
+    }
+    connection.close(0u32.into(), b"done");
+    Ok((
+        Done {
+            receipt: result.receipt,
+            signature: result.signature,
+        },
+        outputs,
+    ))
+}
+
+pub fn status(node: &NodeArgs) -> Result<(), Failure> {
+    let pinned = node_id(node)?;
+    let status = smol::block_on(async {
+        let connection = lockstep_transport::connect(node.node, &pinned)
+            .await
+            .map_err(|e| Failure::Runtime(e.to_string()))?;
+        let net =
+            |e: &dyn std::fmt::Display| Failure::Runtime(format!("node at {}: {e}", node.node));
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| net(&e))?;
+        write_frame(&mut send, &Message::StatusRequest.to_frame())
+            .await
+            .map_err(|e| net(&e))?;
+        let _ = send.finish();
+        let mut reader = FrameReader::new(recv);
+        let reply = match reader.next().await.map_err(|e| net(&e))? {
+            Some(Frame::Control(p)) => Message::decode(&p).map_err(|e| net(&e))?,
+            _ => return Err(net(&"no answer")),
+        };
+        connection.close(0u32.into(), b"done");
+        match reply {
+            Message::Status(s) => Ok(s),
+            other => Err(net(&format!("unexpected reply {other:?}"))),
+        }
+    })?;
+    println!("node     {}", status.node_id);
+    println!("device   {}", status.device);
+    println!("bundle   {}", status.bundle_id);
+    println!("certified {}", status.certified);
+    println!("queue    {} of {}", status.queue_depth, status.queue_bound);
+    println!(
+        "jobs     {} done, {} failed",
+        status.jobs_done, status.jobs_failed
+    );
+    println!("uptime   {} s", status.uptime_s);
+    Ok(())
+}
+
+pub fn verify_receipt(receipt: &Path, node_key: &str, outputs: &[PathBuf]) -> Result<(), Failure> {
+    let pinned = NodeId::parse(node_key).map_err(|e| Failure::Input(format!("--node-key: {e}")))?;
+    let bytes = std::fs::read(receipt)
+        .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
+    let mut sig_path = receipt.as_os_str().to_owned();
+    sig_path.push(".minisig");
+    let sig_path = PathBuf::from(sig_path);
+    let sig = std::fs::read_to_string(&sig_path)
+        .map_err(|e| Failure::Input(format!("{}: {e}", sig_path.display())))?;
+    let r = Receipt::verify(&bytes, &sig, &pinned)
+        .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
+    for file in outputs {
+        let t = npy::read_file(file).map_err(|e| Failure::Input(e.to_string()))?;
+        let hash = t.sha256_hex();
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let matches = match r.outputs.get(stem) {
+            Some(h) => *h == hash,
+            None => r.outputs.values().any(|h| *h == hash),
+        };
+        if !matches {
+            return Err(Failure::Input(format!(
+                "{}: its SHA-256 {hash} is not the receipt's output hash",
+                file.display()
+            )));
+        }
+    }
+    println!(
+        "receipt {} verified: job {}, node {}, trace root {}, {} output(s) checked",
+        receipt.display(),
+        r.job_id,
+        r.node,
+        r.trace_root,
+        outputs.len()
+    );
+    Ok(())
+}

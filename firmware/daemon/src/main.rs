@@ -1,0 +1,198 @@
+//! `lockstepd`: the appliance daemon.
+//!
+//! Network tasks (smol + quinn) receive jobs, validate them and hand them
+//! to the GPU worker thread through a bounded embassy-sync channel; a full
+//! queue is answered "busy, retry after". The worker owns the backend,
+//! runs each job with tracing on, and signs its receipt with the device
+//! key, which is created in `--state` on first start and reused after.
+
+mod stream;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use lockstep_backend::{Backend, CpuBackend};
+use lockstep_identity::DeviceKey;
+use lockstep_kernels::Bundle;
+use lockstep_vulkan::VulkanBackend;
+use serde::Deserialize;
+
+use crate::stream::Shared;
+use crate::worker::{Counters, JobQueue, WorkerContext};
+
+static QUEUE: JobQueue = JobQueue::new();
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BackendKind {
+    Vulkan,
+    Cpu,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "lockstepd",
+    version,
+    about = "Lockstep appliance daemon: QUIC job endpoint with signed receipts"
+)]
+struct Args {
+    /// Address to listen on (UDP), e.g. 0.0.0.0:4433; port 0 picks one.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// State directory: the device key lives here.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Vulkan device index (see `lockstep devices`).
+    #[arg(long)]
+    device: Option<usize>,
+    /// Where jobs run; the CPU reference is for development.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+    /// Seconds a job may run before the client is told it timed out.
+    #[arg(long)]
+    job_timeout_s: Option<u64>,
+    /// TOML file with the same settings (flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// The configuration file: every field optional.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    state: Option<PathBuf>,
+    device: Option<usize>,
+    backend: Option<BackendKind>,
+    job_timeout_s: Option<u64>,
+}
+
+fn load_config(path: &Path) -> Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid lockstepd config", path.display()))
+}
+
+fn main() -> std::process::ExitCode {
+    // Logs go to stderr (journald on the appliance); stdout carries only the
+    // one "listening" line scripts read.
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lockstepd: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(p) => load_config(p)?,
+        None => FileConfig::default(),
+    };
+    let Some(listen) = args.listen.or(file.listen) else {
+        bail!("no listen address: give --listen ADDR:PORT or `listen` in the config file");
+    };
+    let Some(state) = args.state.or(file.state) else {
+        bail!("no state directory: give --state DIR or `state` in the config file");
+    };
+    let backend_kind = args.backend.or(file.backend).unwrap_or(BackendKind::Vulkan);
+    let device = args.device.or(file.device);
+    let job_timeout = Duration::from_secs(
+        args.job_timeout_s
+            .or(file.job_timeout_s)
+            .unwrap_or(lockstep_limits::DEFAULT_JOB_TIMEOUT_S),
+    );
+
+    let (key, created) = DeviceKey::load_or_create(&state)?;
+    let key = Arc::new(key);
+    if created {
+        tracing::info!(state = %state.display(), "generated a new device key");
+    }
+    let node_id = key.node_id().to_base64();
+    let bundle = Bundle::embedded()?;
+    let bundle_id = bundle.id_hex();
+
+    // The worker thread owns the device: open it there and report back.
+    let counters = Arc::new(Counters::default());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let ctx = WorkerContext {
+        key: key.clone(),
+        bundle_id: bundle_id.clone(),
+        // Certification (issue 5) is not enforced yet: every receipt says so.
+        certified: false,
+        counters: counters.clone(),
+    };
+    std::thread::Builder::new()
+        .name("gpu-worker".into())
+        .spawn(move || {
+            let backend: Result<Box<dyn Backend>, String> = match backend_kind {
+                BackendKind::Cpu => Ok(Box::new(CpuBackend::new())),
+                BackendKind::Vulkan => VulkanBackend::new(bundle, device)
+                    .map(|b| Box::new(b) as Box<dyn Backend>)
+                    .map_err(|e| e.to_string()),
+            };
+            match backend {
+                Ok(b) => {
+                    let _ = ready_tx.send(Ok(b.fingerprint().name.clone()));
+                    worker::run(&QUEUE, b, ctx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
+    let device_name = ready_rx
+        .recv()
+        .context("the GPU worker stopped while opening the device")?
+        .map_err(anyhow::Error::msg)?;
+
+    let endpoint = lockstep_transport::server_endpoint(&key, listen)?;
+    let local = endpoint.local_addr()?;
+    tracing::info!(node = %node_id, device = %device_name, bundle = %bundle_id, "serving");
+    // Tests and scripts read the bound address from this line.
+    println!("lockstepd listening on {local} as {node_id}");
+
+    let shared = Arc::new(Shared {
+        queue: &QUEUE,
+        counters,
+        node_id,
+        device: device_name,
+        bundle_id,
+        certified: false,
+        started: Instant::now(),
+        job_timeout,
+        memory_limit: lockstep_limits::DEFAULT_PROGRAM_MEMORY_BYTES,
+    });
+    smol::block_on(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let shared = shared.clone();
+            smol::spawn(async move {
+                let connection = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::info!(error = %e, "handshake failed");
+                        return;
+                    }
+                };
+                while let Ok((send, recv)) = connection.accept_bi().await {
+                    smol::spawn(stream::handle(send, recv, shared.clone())).detach();
+                }
+            })
+            .detach();
+        }
+    });
+    Ok(())
+}

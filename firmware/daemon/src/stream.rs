@@ -1,0 +1,230 @@
+//! One job stream: status requests answered at once, submissions received,
+//! validated, queued for the worker (or refused as busy), and answered with
+//! outputs and the signed receipt.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use embassy_sync::channel::TrySendError;
+use lockstep_program::{validate, Program, ValidateOptions};
+use lockstep_protocol::{
+    header, tensor_chunks, ErrorKind, Frame, JobError, JobRequest, JobResult, Message, NodeStatus,
+    TensorReceiver,
+};
+
+use crate::worker::{Counters, Job, JobQueue};
+use lockstep_transport::frames::{write_frame, FrameReader, WireError};
+
+/// What every stream handler shares.
+pub struct Shared {
+    pub queue: &'static JobQueue,
+    pub counters: Arc<Counters>,
+    pub node_id: String,
+    pub device: String,
+    pub bundle_id: String,
+    pub certified: bool,
+    pub started: Instant,
+    pub job_timeout: Duration,
+    pub memory_limit: u64,
+}
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> JobError {
+    JobError {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn wire(e: WireError) -> JobError {
+    err(ErrorKind::BadFrame, e.to_string())
+}
+
+/// Serves one stream; any failure is answered with a typed `Rejected`.
+pub async fn handle(mut send: quinn::SendStream, recv: quinn::RecvStream, shared: Arc<Shared>) {
+    let mut reader = FrameReader::new(recv);
+    let answer = match serve(&mut send, &mut reader, &shared).await {
+        Ok(()) => return finish(send).await,
+        Err(e) => e,
+    };
+    tracing::info!(kind = ?answer.kind, message = %answer.message, "job refused");
+    if answer.kind != ErrorKind::BadFrame || !answer.message.contains("reset") {
+        let _ = write_frame(&mut send, &Message::Rejected(answer).to_frame()).await;
+    }
+    finish(send).await;
+}
+
+async fn finish(mut send: quinn::SendStream) {
+    let _ = send.finish();
+    // Wait (bounded by the connection's idle timeout) until the peer has
+    // the data, so closing the connection does not cut the reply.
+    let _ = send.stopped().await;
+}
+
+async fn serve(
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+    shared: &Shared,
+) -> Result<(), JobError> {
+    let Some(Frame::Control(payload)) = reader.next().await.map_err(wire)? else {
+        return Err(err(
+            ErrorKind::BadFrame,
+            "a stream must start with a control message",
+        ));
+    };
+    let message = Message::decode(&payload).map_err(|e| {
+        let kind = match e {
+            lockstep_protocol::MessageError::Version(_) => ErrorKind::UnsupportedVersion,
+            lockstep_protocol::MessageError::Bound(_) => ErrorKind::TooLarge,
+            _ => ErrorKind::BadFrame,
+        };
+        err(kind, e.to_string())
+    })?;
+    match message {
+        Message::StatusRequest => {
+            let status = Message::Status(NodeStatus {
+                node_id: shared.node_id.clone(),
+                device: shared.device.clone(),
+                bundle_id: shared.bundle_id.clone(),
+                certified: shared.certified,
+                queue_depth: shared.queue.len() as u32,
+                queue_bound: lockstep_limits::JOB_QUEUE_BOUND as u32,
+                jobs_done: shared.counters.done.load(Ordering::Relaxed),
+                jobs_failed: shared.counters.failed.load(Ordering::Relaxed),
+                uptime_s: shared.started.elapsed().as_secs(),
+            });
+            write_frame(send, &status.to_frame()).await.map_err(wire)?;
+            Ok(())
+        }
+        Message::Submit(request) => submit(send, reader, shared, request).await,
+        _ => Err(err(
+            ErrorKind::BadFrame,
+            "clients send StatusRequest or Submit",
+        )),
+    }
+}
+
+async fn submit(
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+    shared: &Shared,
+    request: JobRequest,
+) -> Result<(), JobError> {
+    let program = Program::from_postcard(&request.program)
+        .map_err(|e| err(ErrorKind::InvalidProgram, e.to_string()))?;
+    let validated = validate(
+        &program,
+        &ValidateOptions {
+            memory_limit: shared.memory_limit,
+        },
+    )
+    .map_err(|e| err(ErrorKind::InvalidProgram, e.to_string()))?;
+    // The announced inputs must be exactly the declared ones, shapes
+    // included, before any tensor data is accepted.
+    let declared: BTreeMap<&str, Vec<u64>> = validated
+        .inputs()
+        .iter()
+        .map(|d| (d.name.as_str(), d.shape.iter().map(|&x| x as u64).collect()))
+        .collect();
+    let announced: BTreeMap<&str, &Vec<u64>> = request
+        .inputs
+        .iter()
+        .map(|h| (h.name.as_str(), &h.shape))
+        .collect();
+    if announced.len() != request.inputs.len() {
+        return Err(err(ErrorKind::BadInput, "an input is announced twice"));
+    }
+    for (name, shape) in &declared {
+        match announced.get(name) {
+            None => {
+                return Err(err(
+                    ErrorKind::BadInput,
+                    format!("input '{name}' is missing"),
+                ))
+            }
+            Some(s) if *s != shape => {
+                return Err(err(
+                    ErrorKind::BadInput,
+                    format!("input '{name}' has shape {s:?}; the program declares {shape:?}"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(extra) = announced.keys().find(|n| !declared.contains_key(*n)) {
+        return Err(err(
+            ErrorKind::BadInput,
+            format!("input '{extra}' is not declared by the program"),
+        ));
+    }
+    let mut receiver =
+        TensorReceiver::new(request.inputs).map_err(|e| err(ErrorKind::TooLarge, e.to_string()))?;
+    let mut inputs: BTreeMap<String, _> = receiver.take_ready().into_iter().collect();
+    while !receiver.is_done() {
+        match reader.next().await.map_err(wire)? {
+            Some(Frame::Data(chunk)) => inputs.extend(
+                receiver
+                    .push(&chunk)
+                    .map_err(|e| err(ErrorKind::BadInput, e.to_string()))?,
+            ),
+            Some(Frame::Control(_)) => {
+                return Err(err(
+                    ErrorKind::BadFrame,
+                    "a control message arrived inside tensor data",
+                ))
+            }
+            None => {
+                return Err(err(
+                    ErrorKind::BadInput,
+                    "the stream ended before every input arrived",
+                ))
+            }
+        }
+    }
+    let (reply, outcome) = smol::channel::bounded(1);
+    let job = Job {
+        job_id: request.job_id,
+        program: validated,
+        inputs,
+        reply,
+        deadline: Instant::now() + shared.job_timeout,
+    };
+    if let Err(TrySendError::Full(_)) = shared.queue.try_send(job) {
+        let busy = Message::Busy {
+            retry_after_ms: 1000,
+        };
+        write_frame(send, &busy.to_frame()).await.map_err(wire)?;
+        return Ok(());
+    }
+    let timeout = async {
+        smol::Timer::after(shared.job_timeout).await;
+        None
+    };
+    let result = smol::future::or(async { outcome.recv().await.ok() }, timeout).await;
+    let finished = match result {
+        None => {
+            return Err(err(
+                ErrorKind::Timeout,
+                format!(
+                    "the job ran past this node's limit of {} s",
+                    shared.job_timeout.as_secs()
+                ),
+            ))
+        }
+        Some(r) => r?,
+    };
+    let outputs: Vec<_> = finished.outputs.iter().map(|(n, t)| header(n, t)).collect();
+    let done = Message::Done(JobResult {
+        outputs,
+        receipt: finished.receipt,
+        signature: finished.signature,
+    });
+    write_frame(send, &done.to_frame()).await.map_err(wire)?;
+    for t in finished.outputs.values() {
+        for chunk in tensor_chunks(t) {
+            write_frame(send, &chunk).await.map_err(wire)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! A real `lockstepd` on loopback, driven by the real `lockstep` client:
+//! identity, status, jobs with verified receipts (also by the stock
+//! minisign tool), refusals, and a daemon that keeps serving.
+//!
+//! The client binary is taken from the same target directory as the daemon
+//! (`cargo test --workspace` builds both).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+struct Node {
+    child: Child,
+    addr: String,
+    key: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lockstep_bin() -> PathBuf {
+    let daemon = PathBuf::from(env!("CARGO_BIN_EXE_lockstepd"));
+    let client = daemon.with_file_name("lockstep");
+    assert!(
+        client.exists(),
+        "{} is missing: run `cargo build -p lockstep-cli` (make test builds it)",
+        client.display()
+    );
+    client
+}
+
+fn vulkan_enabled() -> bool {
+    std::env::var("LOCKSTEP_SKIP_VULKAN_TESTS").as_deref() != Ok("1")
+}
+
+fn start(state: &Path, backend: &str) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
+        .args(["--listen", "127.0.0.1:0", "--backend", backend, "--state"])
+        .arg(state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rest = line
+        .strip_prefix("lockstepd listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let (addr, key) = rest.trim().split_once(" as ").unwrap();
+    Node {
+        child,
+        addr: addr.to_string(),
+        key: key.to_string(),
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn lockstep(args: &[&str]) -> Out {
+    let o = Command::new(lockstep_bin()).args(args).output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = if vulkan_enabled() { "vulkan" } else { "cpu" };
+    let node = start(&dir.path().join("state"), backend);
+
+    // The node id the daemon announces is the one `lockstep identity` reads.
+    let id = lockstep(&["identity", "--state", s(&dir.path().join("state"))]);
+    assert!(id.stdout.contains(&node.key), "{}", id.stdout);
+
+    let status = lockstep(&["status", "--node", &node.addr, "--node-key", &node.key]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains("queue    0 of 8"),
+        "{}",
+        status.stdout
+    );
+
+    let program = examples().join("attention.json");
+    let receipt = dir.path().join("r.json");
+    let remote = dir.path().join("remote");
+    let o = lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(&receipt),
+        "exec",
+        s(&program),
+        "--out-dir",
+        s(&remote),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    // The same program locally on the CPU reference: the same bits.
+    let local = dir.path().join("local");
+    let o = lockstep(&[
+        "exec",
+        s(&program),
+        "--out-dir",
+        s(&local),
+        "--backend",
+        "cpu",
+        "-q",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for name in ["y", "attn"] {
+        let a = std::fs::read(remote.join(format!("{name}.npy"))).unwrap();
+        let b = std::fs::read(local.join(format!("{name}.npy"))).unwrap();
+        assert!(
+            a == b,
+            "{name} differs between the node and local execution"
+        );
+    }
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("trace.json")).unwrap()).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    assert_eq!(r["trace_root"], trace["root"]);
+    assert_eq!(r["node"], node.key.as_str());
+
+    // The stock minisign tool verifies the receipt; so does the client.
+    let m = Command::new("minisign")
+        .arg("-Vm")
+        .arg(&receipt)
+        .args(["-P", &node.key])
+        .output()
+        .expect("the minisign tool (make test installs it)");
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    let y = remote.join("y.npy");
+    let v = lockstep(&[
+        "verify-receipt",
+        s(&receipt),
+        "--node-key",
+        &node.key,
+        "--outputs",
+        s(&y),
+    ]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    // A receipt edited after signing is refused.
+    let text = std::fs::read_to_string(&receipt).unwrap();
+    std::fs::write(
+        &receipt,
+        text.replace("\"certified\":false", "\"certified\":true"),
+    )
+    .unwrap();
+    let v = lockstep(&["verify-receipt", s(&receipt), "--node-key", &node.key]);
+    assert_eq!(v.code, 2, "{}", v.stdout);
+}
+
+#[test]
+fn single_ops_and_bad_jobs_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&dir.path().join("state"), "cpu");
+    let a = dir.path().join("a.npy");
+    let b = dir.path().join("b.npy");
+    for (p, shape, seed) in [(&a, "5,7", "1"), (&b, "7,3", "2")] {
+        let o = lockstep(&["random", "--shape", shape, "--seed", seed, "--out", s(p)]);
+        assert_eq!(o.code, 0);
+    }
+    let out = dir.path().join("c.npy");
+    let receipt = dir.path().join("r.json");
+    let o = lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(&receipt),
+        "run",
+        "matmul",
+        s(&a),
+        s(&b),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let local = dir.path().join("local.npy");
+    let o = lockstep(&[
+        "run",
+        "matmul",
+        s(&a),
+        s(&b),
+        "--out",
+        s(&local),
+        "--backend",
+        "cpu",
+        "-q",
+    ]);
+    assert_eq!(o.code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&local).unwrap());
+
+    // The wrong pinned key: refused, naming both keys.
+    let other = dir.path().join("other");
+    drop(lockstep_identity::DeviceKey::load_or_create(&other).unwrap());
+    let other_key = lockstep_identity::DeviceKey::load(&other)
+        .unwrap()
+        .node_id()
+        .to_base64();
+    let o = lockstep(&["status", "--node", &node.addr, "--node-key", &other_key]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains(&node.key) && o.stderr.contains(&other_key),
+        "{}",
+        o.stderr
+    );
+
+    // A program the node refuses (shapes do not fit): exit 2, one line.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"version":1,"inputs":[{"name":"x","shape":[2,3]}],"outputs":["y"],
+            "body":[{"op":"matmul","inputs":["x","x"],"output":"y"}]}"#,
+    )
+    .unwrap();
+    let x = dir.path().join("x.npy");
+    lockstep(&["random", "--shape", "2,3", "--out", s(&x)]);
+    let o = lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(&receipt),
+        "exec",
+        s(&bad),
+        "--input",
+        &format!("x={}", s(&x)),
+        "--out-dir",
+        s(&dir.path().join("o")),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("op 0"), "{}", o.stderr);
+
+    // Still serving, and counting.
+    let status = lockstep(&["status", "--node", &node.addr, "--node-key", &node.key]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains("jobs     1 done"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn the_identity_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let first = start(&state, "cpu").key.clone();
+    let second = start(&state, "cpu").key.clone();
+    assert_eq!(first, second);
+}
+
+#[test]
+fn concurrent_clients_each_get_their_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&dir.path().join("state"), "cpu");
+    let a = dir.path().join("a.npy");
+    lockstep(&["random", "--shape", "16,16", "--seed", "3", "--out", s(&a)]);
+    let local = dir.path().join("local.npy");
+    lockstep(&[
+        "run",
+        "relu",
+        s(&a),
+        "--out",
+        s(&local),
+        "--backend",
+        "cpu",
+        "-q",
+    ]);
+    let want = std::fs::read(&local).unwrap();
+    std::thread::scope(|scope| {
+        for client in 0..4 {
+            let (node, dir, a, want) = (&node, dir.path(), &a, &want);
+            scope.spawn(move || {
+                for job in 0..5 {
+                    let out = dir.join(format!("out-{client}-{job}.npy"));
+                    let receipt = dir.join(format!("r-{client}-{job}.json"));
+                    let o = lockstep(&[
+                        "submit",
+                        "--node",
+                        &node.addr,
+                        "--node-key",
+                        &node.key,
+                        "--receipt",
+                        s(&receipt),
+                        "run",
+                        "relu",
+                        s(a),
+                        "--out",
+                        s(&out),
+                    ]);
+                    if o.code != 0 {
+                        // A full queue is a legitimate, explicit answer.
+                        assert!(o.stderr.contains("busy"), "{}", o.stderr);
+                        continue;
+                    }
+                    assert_eq!(&std::fs::read(&out).unwrap(), want);
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,24 @@
+//! Lockstep's wire protocol, with no sockets and no async (the quinn-proto
+//! model): the daemon, the client, provisioning and hwtests drive these
+//! types over whatever transport they have.
+//!
+//! - [`frame`]: the byte framing of a job stream and its bounded decoder.
+//! - [`message`]: the versioned control messages (postcard).
+//! - [`tensors`]: tensors streamed as bounded data chunks, checked against
+//!   their announced SHA-256.
+//! - [`receipt`]: the statement a node signs for every job.
+//!
+//! Wire format and rules: docs/protocol.md, "Wire protocol".
+
+pub mod frame;
+pub mod message;
+pub mod receipt;
+pub mod tensors;
+
+pub use frame::{Frame, FrameDecoder, FrameError};
+pub use message::{
+    Envelope, ErrorKind, JobError, JobRequest, JobResult, Message, MessageError, NodeStatus,
+    TensorHeader, PROTOCOL_VERSION,
+};
+pub use receipt::{rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT};
+pub use tensors::{header, tensor_chunks, TensorReceiver, TensorStreamError};

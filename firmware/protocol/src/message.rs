@@ -1,0 +1,203 @@
+//! Control messages. Every control frame is one [`Envelope`] in postcard;
+//! its `version` comes first so a node can answer a newer client with a
+//! clear error instead of a decoding failure.
+
+use lockstep_limits::{MAX_JOB_TENSORS, MAX_RANK};
+use serde::{Deserialize, Serialize};
+
+use crate::frame::Frame;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u16,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Client → node: report status.
+    StatusRequest,
+    /// Client → node: run a program; the inputs' data chunks follow, in
+    /// order.
+    Submit(JobRequest),
+    /// Node → client.
+    Status(NodeStatus),
+    /// Node → client: the job queue is full; nothing was kept.
+    Busy { retry_after_ms: u32 },
+    /// Node → client: the job was refused or failed; nothing was kept.
+    Rejected(JobError),
+    /// Node → client: the job's outputs (their data chunks follow, in
+    /// order) and its signed receipt.
+    Done(JobResult),
+}
+
+/// One named tensor's shape and the SHA-256 of its canonical `.npy` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorHeader {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Chosen by the client; echoed in the receipt.
+    pub job_id: [u8; 16],
+    /// The program's canonical postcard bytes (a single op is a one-step
+    /// program).
+    pub program: Vec<u8>,
+    pub inputs: Vec<TensorHeader>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub outputs: Vec<TensorHeader>,
+    /// The receipt's canonical JSON bytes, exactly as signed.
+    pub receipt: Vec<u8>,
+    /// The minisign signature file of `receipt`.
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The stream did not follow the framing or message rules.
+    BadFrame,
+    UnsupportedVersion,
+    /// The program failed validation.
+    InvalidProgram,
+    /// An input is missing, misnamed, the wrong shape, or fails its hash.
+    BadInput,
+    /// Over a bound of this node.
+    TooLarge,
+    /// The job ran past the node's time limit.
+    Timeout,
+    /// The node failed (device lost, ...); the job may be retried.
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub kind: ErrorKind,
+    /// One line, saying what to do next.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub device: String,
+    pub bundle_id: String,
+    pub certified: bool,
+    pub queue_depth: u32,
+    pub queue_bound: u32,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    pub uptime_s: u64,
+}
+
+/// Why a control frame is not a message this node accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("control frame is not a valid message: {0}")]
+    Decode(String),
+    #[error("peer speaks protocol version {0}; this node speaks {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("{0}")]
+    Bound(String),
+}
+
+impl Message {
+    /// The control frame carrying this message.
+    pub fn to_frame(&self) -> Frame {
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            message: self.clone(),
+        };
+        Frame::Control(postcard::to_stdvec(&envelope).expect("messages always serialise"))
+    }
+
+    /// Decodes a control frame's payload, checking version and bounds.
+    pub fn decode(payload: &[u8]) -> Result<Message, MessageError> {
+        // The version is the first field: read it alone first, so a future
+        // layout still gets a version error rather than a decode error.
+        let (version, _) = postcard::take_from_bytes::<u16>(payload)
+            .map_err(|e| MessageError::Decode(e.to_string()))?;
+        if version != PROTOCOL_VERSION {
+            return Err(MessageError::Version(version));
+        }
+        let (envelope, rest) = postcard::take_from_bytes::<Envelope>(payload)
+            .map_err(|e| MessageError::Decode(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(MessageError::Decode(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        check_bounds(&envelope.message)?;
+        Ok(envelope.message)
+    }
+}
+
+fn check_headers(headers: &[TensorHeader]) -> Result<(), MessageError> {
+    if headers.len() > MAX_JOB_TENSORS {
+        return Err(MessageError::Bound(format!(
+            "{} tensors; a job carries at most {MAX_JOB_TENSORS}",
+            headers.len()
+        )));
+    }
+    for h in headers {
+        if h.shape.len() > MAX_RANK {
+            return Err(MessageError::Bound(format!(
+                "tensor '{}' has {} dimensions; at most {MAX_RANK}",
+                h.name,
+                h.shape.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_bounds(m: &Message) -> Result<(), MessageError> {
+    match m {
+        Message::Submit(r) => check_headers(&r.inputs),
+        Message::Done(r) => check_headers(&r.outputs),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let m = Message::Submit(JobRequest {
+            job_id: [3; 16],
+            program: vec![1, 2, 3],
+            inputs: vec![TensorHeader {
+                name: "x".into(),
+                shape: vec![2, 3],
+                sha256: [9; 32],
+            }],
+        });
+        let Frame::Control(payload) = m.to_frame() else {
+            panic!("control frame expected")
+        };
+        assert_eq!(Message::decode(&payload).unwrap(), m);
+    }
+
+    #[test]
+    fn other_versions_get_a_version_error() {
+        let mut payload = postcard::to_stdvec(&Envelope {
+            version: 7,
+            message: Message::StatusRequest,
+        })
+        .unwrap();
+        assert_eq!(Message::decode(&payload), Err(MessageError::Version(7)));
+        payload.truncate(1);
+        assert_eq!(Message::decode(&payload), Err(MessageError::Version(7)));
+    }
+}

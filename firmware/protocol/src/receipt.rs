@@ -1,0 +1,147 @@
+//! The receipt: what a node states about a job, as canonical JSON (sorted
+//! keys, no insignificant whitespace), signed by its device key in minisign
+//! format so that `minisign -Vm receipt.json -P NODE_KEY` verifies it.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lockstep_identity::{DeviceKey, NodeId, Signature, SignatureError};
+use serde::{Deserialize, Serialize};
+
+/// Version of the receipt's own layout.
+pub const RECEIPT_FORMAT: u32 = 1;
+
+/// The device a job ran on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRecord {
+    /// "vulkan" or "cpu".
+    pub backend: String,
+    pub name: String,
+    pub vendor_id: u32,
+    pub device_id: u32,
+    pub driver_id: u32,
+    pub driver_version: u32,
+    pub api_version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    pub format: u32,
+    /// The node id (minisign public key, base64).
+    pub node: String,
+    /// Hex of the client's 16-byte job id.
+    pub job_id: String,
+    /// SHA-256 of the kernel bundle's canonical manifest.
+    pub bundle_id: String,
+    pub device: DeviceRecord,
+    /// SHA-256 of the program's canonical postcard bytes.
+    pub program_sha256: String,
+    /// Input name → SHA-256 of its canonical `.npy` bytes.
+    pub inputs: BTreeMap<String, String>,
+    /// Output name → SHA-256 of its canonical `.npy` bytes.
+    pub outputs: BTreeMap<String, String>,
+    /// Root of the job's trace commitment (docs/protocol.md).
+    pub trace_root: String,
+    /// RFC 3339 UTC, second precision.
+    pub started_at: String,
+    pub finished_at: String,
+    /// False when the node serves without a passing certification report.
+    pub certified: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("receipt signature: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("receipt is not a Lockstep receipt: {0}")]
+    Malformed(String),
+    #[error("receipt is not in canonical form (it was re-encoded or edited after signing)")]
+    NotCanonical,
+    #[error("receipt names node {claimed}, but was verified against {given}")]
+    OtherNode { claimed: String, given: String },
+}
+
+impl Receipt {
+    /// The exact bytes that are signed.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        lockstep_canonical_json::to_vec(self)
+            .expect("receipts hold only strings, integers and booleans")
+    }
+
+    /// Canonical bytes and their minisign signature by the device key.
+    pub fn sign(&self, key: &DeviceKey) -> (Vec<u8>, Signature) {
+        let bytes = self.canonical_bytes();
+        let comment = format!(
+            "lockstep receipt job {} node {}",
+            self.job_id,
+            key.node_id().key_id_hex()
+        );
+        let sig = key.sign_minisign(&bytes, &comment);
+        (bytes, sig)
+    }
+
+    /// Checks that `node` signed exactly these bytes, that they are a
+    /// canonical receipt, and that the receipt names `node`.
+    pub fn verify(
+        bytes: &[u8],
+        signature_file: &str,
+        node: &NodeId,
+    ) -> Result<Receipt, ReceiptError> {
+        Signature::parse(signature_file)?.verify(node, bytes)?;
+        let receipt: Receipt =
+            serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        if receipt.canonical_bytes() != bytes {
+            return Err(ReceiptError::NotCanonical);
+        }
+        if receipt.node != node.to_base64() {
+            return Err(ReceiptError::OtherNode {
+                claimed: receipt.node,
+                given: node.to_base64(),
+            });
+        }
+        Ok(receipt)
+    }
+}
+
+/// RFC 3339 UTC time, second precision (`2026-11-24T07:49:03Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_506_543)),
+            "2026-11-24T07:49:03Z"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! The protocol's pieces end to end, without I/O: a job's frames through the
+//! decoder, tensors through the receiver, receipts through the stock
+//! minisign tool; and garbage never panics a decoder.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use lockstep_identity::DeviceKey;
+use lockstep_protocol::*;
+use lockstep_tensor::{Fill, Tensor};
+use proptest::prelude::*;
+
+fn tensors() -> Vec<(String, Tensor)> {
+    vec![
+        (
+            "a".into(),
+            Tensor::filled(
+                vec![300, 1000],
+                1,
+                Fill::Edgy {
+                    edge_per_mille: 100,
+                },
+            )
+            .unwrap(),
+        ),
+        ("empty".into(), Tensor::zeros(vec![0, 4]).unwrap()),
+        (
+            "b".into(),
+            Tensor::filled(vec![5], 2, Fill::Uniform).unwrap(),
+        ),
+    ]
+}
+
+#[test]
+fn a_job_survives_the_wire_in_any_split() {
+    let ts = tensors();
+    let request = Message::Submit(JobRequest {
+        job_id: [1; 16],
+        program: vec![0xAB; 100],
+        inputs: ts.iter().map(|(n, t)| header(n, t)).collect(),
+    });
+    let mut wire = request.to_frame().encode();
+    for (_, t) in &ts {
+        for f in tensor_chunks(t) {
+            wire.extend(f.encode());
+        }
+    }
+    for step in [3, 4096, 1 << 20, wire.len()] {
+        let mut decoder = FrameDecoder::new();
+        let mut receiver: Option<TensorReceiver> = None;
+        let mut got = Vec::new();
+        for piece in wire.chunks(step) {
+            for frame in decoder.push(piece).unwrap() {
+                match frame {
+                    Frame::Control(p) => {
+                        let Message::Submit(r) = Message::decode(&p).unwrap() else {
+                            panic!("submit expected")
+                        };
+                        let mut rx = TensorReceiver::new(r.inputs).unwrap();
+                        got.extend(rx.take_ready());
+                        receiver = Some(rx);
+                    }
+                    Frame::Data(d) => got.extend(receiver.as_mut().unwrap().push(&d).unwrap()),
+                }
+            }
+        }
+        decoder.finish().unwrap();
+        assert!(receiver.unwrap().is_done());
+        let mut want: Vec<_> = ts.iter().map(|(n, _)| n.clone()).collect();
+        let mut names: Vec<_> = got.iter().map(|(n, _)| n.clone()).collect();
+        want.sort();
+        names.sort();
+        assert_eq!(names, want);
+        for (n, t) in &got {
+            let orig = &ts.iter().find(|(m, _)| m == n).unwrap().1;
+            assert!(t.bit_eq(orig), "{n} changed in transit");
+        }
+    }
+}
+
+#[test]
+fn corrupted_or_overlong_data_is_refused() {
+    let t = Tensor::filled(vec![10], 3, Fill::Uniform).unwrap();
+    let mut rx = TensorReceiver::new(vec![header("x", &t)]).unwrap();
+    let mut bytes: Vec<u8> = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+    bytes[7] ^= 1;
+    assert!(matches!(
+        rx.push(&bytes),
+        Err(TensorStreamError::Hash { .. })
+    ));
+    let mut rx = TensorReceiver::new(vec![header("x", &t)]).unwrap();
+    assert!(matches!(
+        rx.push(&[0; 44]),
+        Err(TensorStreamError::Overrun { .. })
+    ));
+    let huge = TensorHeader {
+        name: "h".into(),
+        shape: vec![1 << 20, 1 << 20],
+        sha256: [0; 32],
+    };
+    assert!(matches!(
+        TensorReceiver::new(vec![huge]),
+        Err(TensorStreamError::Shape { .. })
+    ));
+}
+
+fn receipt(node: &str) -> Receipt {
+    Receipt {
+        format: RECEIPT_FORMAT,
+        node: node.to_string(),
+        job_id: "00112233445566778899aabbccddeeff".into(),
+        bundle_id: "ab".repeat(32),
+        device: DeviceRecord {
+            backend: "vulkan".into(),
+            name: "llvmpipe".into(),
+            vendor_id: 0x10005,
+            device_id: 0,
+            driver_id: 13,
+            driver_version: 1,
+            api_version: 4_206_822,
+        },
+        program_sha256: "cd".repeat(32),
+        inputs: BTreeMap::from([("x".to_string(), "ef".repeat(32))]),
+        outputs: BTreeMap::from([("y".to_string(), "01".repeat(32))]),
+        trace_root: "23".repeat(32),
+        started_at: "2026-11-24T07:49:03Z".into(),
+        finished_at: "2026-11-24T07:49:04Z".into(),
+        certified: false,
+    }
+}
+
+#[test]
+fn receipts_are_canonical_signed_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = DeviceKey::load_or_create(&dir.path().join("a")).unwrap();
+    let (other, _) = DeviceKey::load_or_create(&dir.path().join("b")).unwrap();
+    let r = receipt(&key.node_id().to_base64());
+    let (bytes, sig) = r.sign(&key);
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(
+        !text.contains(": ") && !text.contains(", "),
+        "no insignificant whitespace: {text}"
+    );
+    assert!(text.starts_with("{\"bundle_id\":"), "keys sorted: {text}");
+    assert_eq!(
+        Receipt::verify(&bytes, &sig.to_file(), key.node_id()).unwrap(),
+        r
+    );
+    // Another node's key, an edited receipt, a re-encoded one: all refused.
+    assert!(Receipt::verify(&bytes, &sig.to_file(), other.node_id()).is_err());
+    let edited = text.replace("\"certified\":false", "\"certified\":true");
+    assert!(Receipt::verify(edited.as_bytes(), &sig.to_file(), key.node_id()).is_err());
+    let pretty = serde_json::to_vec_pretty(&r).unwrap();
+    let pretty_sig = key.sign_minisign(&pretty, "x");
+    assert_eq!(
+        Receipt::verify(&pretty, &pretty_sig.to_file(), key.node_id()),
+        Err(ReceiptError::NotCanonical)
+    );
+    // A receipt signed by one node but naming another is refused.
+    let (b2, s2) = receipt(&other.node_id().to_base64()).sign(&key);
+    assert!(matches!(
+        Receipt::verify(&b2, &s2.to_file(), key.node_id()),
+        Err(ReceiptError::OtherNode { .. })
+    ));
+
+    // The stock tool verifies the receipt file as the node wrote it.
+    let file = dir.path().join("receipt.json");
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::write(dir.path().join("receipt.json.minisig"), sig.to_file()).unwrap();
+    let out = Command::new("minisign")
+        .arg("-Vm")
+        .arg(&file)
+        .args(["-P", &key.node_id().to_base64()])
+        .output()
+        .expect("the minisign tool (Debian package minisign; make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn garbage_never_panics_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut d = FrameDecoder::new();
+        if let Ok(frames) = d.push(&bytes) {
+            for f in frames {
+                if let Frame::Control(p) = f {
+                    let _ = Message::decode(&p);
+                }
+            }
+        }
+        let _ = Message::decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(pos in 0usize..200, bit in 0u8..8) {
+        let m = Message::Submit(JobRequest {
+            job_id: [5; 16],
+            program: vec![1; 50],
+            inputs: vec![TensorHeader { name: "x".into(), shape: vec![3, 4], sha256: [1; 32] }],
+        });
+        let Frame::Control(mut p) = m.to_frame() else { unreachable!() };
+        let i = pos % p.len();
+        p[i] ^= 1 << bit;
+        let _ = Message::decode(&p);
+    }
+}
