@@ -11,6 +11,7 @@ mod worker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,9 +176,33 @@ fn run() -> Result<()> {
         started: Instant::now(),
         job_timeout,
         memory_limit: lockstep_limits::DEFAULT_PROGRAM_MEMORY_BYTES,
+        in_flight: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
     });
+
+    // SIGTERM / SIGINT: stop accepting, let running jobs finish (bounded),
+    // exit 0. The device key is never touched on the way out.
+    let (stop_tx, stop_rx) = smol::channel::bounded::<i32>(1);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let _ = stop_tx.try_send(sig);
+        }
+    });
+
     smol::block_on(async move {
-        while let Some(incoming) = endpoint.accept().await {
+        loop {
+            let next = smol::future::or(async { Some(endpoint.accept().await) }, async {
+                let _ = stop_rx.recv().await;
+                None
+            })
+            .await;
+            let Some(Some(incoming)) = next else {
+                break;
+            };
             let shared = shared.clone();
             smol::spawn(async move {
                 let connection = match incoming.await {
@@ -193,6 +218,27 @@ fn run() -> Result<()> {
             })
             .detach();
         }
+        shared.stopping.store(true, Ordering::SeqCst);
+        endpoint.set_server_config(None);
+        let grace = Instant::now() + Duration::from_secs(lockstep_limits::SHUTDOWN_GRACE_S);
+        let running = shared.in_flight.load(Ordering::SeqCst);
+        tracing::info!(
+            running,
+            "stopping: no new connections; finishing running jobs"
+        );
+        while shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < grace {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        let left = shared.in_flight.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(left, "grace period over; exiting with jobs unfinished");
+        }
+        endpoint.close(0u32.into(), b"node shutting down");
+        smol::future::or(endpoint.wait_idle(), async {
+            smol::Timer::after(Duration::from_secs(2)).await;
+        })
+        .await;
+        tracing::info!("stopped");
     });
     Ok(())
 }

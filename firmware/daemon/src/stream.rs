@@ -3,7 +3,7 @@
 //! outputs and the signed receipt.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,19 @@ pub struct Shared {
     pub started: Instant,
     pub job_timeout: Duration,
     pub memory_limit: u64,
+    /// Streams being served now (shutdown waits for them).
+    pub in_flight: AtomicUsize,
+    /// Set on SIGTERM: new jobs are refused, running ones finish.
+    pub stopping: AtomicBool,
+}
+
+/// Counts a stream as in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> JobError {
@@ -43,6 +56,8 @@ fn wire(e: WireError) -> JobError {
 
 /// Serves one stream; any failure is answered with a typed `Rejected`.
 pub async fn handle(mut send: quinn::SendStream, recv: quinn::RecvStream, shared: Arc<Shared>) {
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight(&shared.in_flight);
     let mut reader = FrameReader::new(recv);
     let answer = match serve(&mut send, &mut reader, &shared).await {
         Ok(()) => return finish(send).await,
@@ -97,6 +112,10 @@ async fn serve(
             write_frame(send, &status.to_frame()).await.map_err(wire)?;
             Ok(())
         }
+        Message::Submit(_) if shared.stopping.load(Ordering::SeqCst) => Err(err(
+            ErrorKind::Internal,
+            "the node is shutting down; retry after it restarts, or on another node",
+        )),
         Message::Submit(request) => submit(send, reader, shared, request).await,
         _ => Err(err(
             ErrorKind::BadFrame,

@@ -329,3 +329,27 @@ fn concurrent_clients_each_get_their_answer() {
         }
     });
 }
+
+#[test]
+fn sigterm_stops_the_node_cleanly_and_it_comes_back_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut node = start(&state, "cpu");
+    let key = node.key.clone();
+    let pid = node.child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lockstepd did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(start(&state, "cpu").key, key);
+}

@@ -106,3 +106,7 @@ pub const JOB_QUEUE_BOUND: usize = 8;
 /// How long a job may run on the worker before the client is told it timed
 /// out (default; `lockstepd --job-timeout-s` overrides).
 pub const DEFAULT_JOB_TIMEOUT_S: u64 = 600;
+
+/// How long lockstepd waits for in-flight jobs after SIGTERM before it
+/// exits anyway.
+pub const SHUTDOWN_GRACE_S: u64 = 60;
