@@ -116,6 +116,16 @@ enum Command {
         #[command(subcommand)]
         job: submit::Job,
     },
+    /// Measure a node: tiny-job latency and large-tensor throughput.
+    BenchNode {
+        #[command(flatten)]
+        node: submit::NodeArgs,
+        #[arg(long, default_value_t = 200)]
+        jobs: usize,
+        /// Size of the tensor sent (and returned) for the throughput figure; 0 skips it.
+        #[arg(long, default_value_t = 256)]
+        upload_mib: usize,
+    },
     /// A node's id, device, bundle, queue and counters.
     Status {
         #[command(flatten)]
@@ -179,6 +189,11 @@ fn main() -> ExitCode {
         Command::Identity { state } => commands::identity(&state),
         Command::Submit { node, receipt, job } => submit::submit(&node, &receipt, &job),
         Command::Status { node } => submit::status(&node),
+        Command::BenchNode {
+            node,
+            jobs,
+            upload_mib,
+        } => submit::bench_node(&node, jobs, upload_mib),
         Command::VerifyReceipt {
             receipt,
             node_key,

@@ -185,6 +185,18 @@ async fn exchange(
     let connection = lockstep_transport::connect(addr, pinned)
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let result = exchange_on(&connection, addr, request, inputs).await;
+    connection.close(0u32.into(), b"done");
+    result
+}
+
+/// One job on an open connection (one bidirectional stream).
+async fn exchange_on(
+    connection: &quinn::Connection,
+    addr: SocketAddr,
+    request: JobRequest,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<(Done, BTreeMap<String, Tensor>), Failure> {
     let net = |e: &dyn std::fmt::Display| Failure::Runtime(format!("node at {addr}: {e}"));
     let (mut send, recv) = connection.open_bi().await.map_err(|e| net(&e))?;
     let order: Vec<String> = request.inputs.iter().map(|h| h.name.clone()).collect();
@@ -231,7 +243,6 @@ async fn exchange(
             _ => return Err(net(&"the reply ended before every output arrived")),
         }
     }
-    connection.close(0u32.into(), b"done");
     Ok((
         Done {
             receipt: result.receipt,
@@ -313,4 +324,64 @@ pub fn verify_receipt(receipt: &Path, node_key: &str, outputs: &[PathBuf]) -> Re
         outputs.len()
     );
     Ok(())
+}
+
+/// `lockstep bench-node`: round-trip latency of a tiny job on one
+/// connection, and upload throughput of one large tensor.
+pub fn bench_node(node: &NodeArgs, jobs: usize, upload_mib: usize) -> Result<(), Failure> {
+    let pinned = node_id(node)?;
+    let tiny = Tensor::filled(vec![4], 1, lockstep_tensor::Fill::Uniform)
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    let request_for = |t: &Tensor, op: &str| {
+        let mut job_id = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut job_id);
+        let program = one_op_program(op, std::slice::from_ref(t), BTreeMap::new());
+        JobRequest {
+            job_id,
+            program: program.to_postcard(),
+            inputs: vec![header("in0", t)],
+        }
+    };
+    smol::block_on(async {
+        let connection = lockstep_transport::connect(node.node, &pinned)
+            .await
+            .map_err(|e| Failure::Runtime(e.to_string()))?;
+        let inputs = BTreeMap::from([("in0".to_string(), tiny.clone())]);
+        let mut times = Vec::with_capacity(jobs);
+        let start = std::time::Instant::now();
+        for _ in 0..jobs.max(1) {
+            let t0 = std::time::Instant::now();
+            exchange_on(&connection, node.node, request_for(&tiny, "relu"), &inputs).await?;
+            times.push(t0.elapsed());
+        }
+        let wall = start.elapsed();
+        times.sort();
+        let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+        println!(
+            "tiny job (relu on 4 floats, signed receipt), {} jobs on one connection: {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms",
+            times.len(),
+            times.len() as f64 / wall.as_secs_f64(),
+            pct(0.5),
+            pct(0.99)
+        );
+        if upload_mib > 0 {
+            let big = Tensor::filled(
+                vec![upload_mib * 1024 * 256],
+                2,
+                lockstep_tensor::Fill::Uniform,
+            )
+            .map_err(|e| Failure::Input(e.to_string()))?;
+            let inputs = BTreeMap::from([("in0".to_string(), big.clone())]);
+            let t0 = std::time::Instant::now();
+            exchange_on(&connection, node.node, request_for(&big, "relu"), &inputs).await?;
+            let secs = t0.elapsed().as_secs_f64();
+            let mb = (upload_mib * 1024 * 1024) as f64 / 1e6;
+            println!(
+                "{upload_mib} MiB tensor through relu: {secs:.2} s round trip, {:.0} MB/s each way counting upload and download",
+                2.0 * mb / secs
+            );
+        }
+        connection.close(0u32.into(), b"done");
+        Ok(())
+    })
 }
