@@ -203,11 +203,17 @@ async fn exchange_on(
     write_frame(&mut send, &Message::Submit(request).to_frame())
         .await
         .map_err(|e| net(&e))?;
+    let total: usize = order.iter().map(|n| inputs[n].len() * 4).sum();
+    let mut progress = Progress::new("upload", total);
     for name in &order {
         for chunk in tensor_chunks(&inputs[name]) {
             write_frame(&mut send, &chunk).await.map_err(|e| net(&e))?;
+            if let Frame::Data(d) = &chunk {
+                progress.advance(d.len());
+            }
         }
     }
+    progress.done();
     let _ = send.finish();
     let mut reader = FrameReader::new(recv);
     let reply = match reader.next().await.map_err(|e| net(&e))? {
@@ -235,14 +241,24 @@ async fn exchange_on(
         }
         _ => return Err(net(&"unexpected reply")),
     };
+    let total: u64 = result
+        .outputs
+        .iter()
+        .map(|h| h.shape.iter().product::<u64>() * 4)
+        .sum();
+    let mut progress = Progress::new("download", total as usize);
     let mut receiver = TensorReceiver::new(result.outputs).map_err(|e| net(&e))?;
     let mut outputs: BTreeMap<String, Tensor> = receiver.take_ready().into_iter().collect();
     while !receiver.is_done() {
         match reader.next().await.map_err(|e| net(&e))? {
-            Some(Frame::Data(chunk)) => outputs.extend(receiver.push(&chunk).map_err(|e| net(&e))?),
+            Some(Frame::Data(chunk)) => {
+                progress.advance(chunk.len());
+                outputs.extend(receiver.push(&chunk).map_err(|e| net(&e))?)
+            }
             _ => return Err(net(&"the reply ended before every output arrived")),
         }
     }
+    progress.done();
     Ok((
         Done {
             receipt: result.receipt,
@@ -384,4 +400,52 @@ pub fn bench_node(node: &NodeArgs, jobs: usize, upload_mib: usize) -> Result<(),
         connection.close(0u32.into(), b"done");
         Ok(())
     })
+}
+
+/// A one-line transfer progress display on stderr: only for transfers of
+/// more than a few MiB, and only when stderr is a terminal.
+struct Progress {
+    what: &'static str,
+    total: usize,
+    done: usize,
+    shown_percent: Option<usize>,
+    enabled: bool,
+}
+
+impl Progress {
+    const MIN_BYTES: usize = 4 << 20;
+
+    fn new(what: &'static str, total: usize) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            what,
+            total,
+            done: 0,
+            shown_percent: None,
+            enabled: total >= Self::MIN_BYTES && std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn advance(&mut self, bytes: usize) {
+        self.done += bytes;
+        if !self.enabled {
+            return;
+        }
+        let percent = self.done * 100 / self.total.max(1);
+        if self.shown_percent != Some(percent) {
+            self.shown_percent = Some(percent);
+            eprint!(
+                "\r{} {percent:>3}% ({} of {} MiB)",
+                self.what,
+                self.done >> 20,
+                self.total >> 20
+            );
+        }
+    }
+
+    fn done(&self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
 }

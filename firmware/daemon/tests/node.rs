@@ -279,29 +279,69 @@ fn the_identity_survives_a_restart() {
     assert_eq!(first, second);
 }
 
+/// The load test: 8 clients × 50 jobs, mixed small and medium, against one
+/// node. Every job is answered exactly once (a result whose receipt the
+/// client verified, or an explicit "busy"), and every result equals local
+/// CPU execution bit for bit.
 #[test]
-fn concurrent_clients_each_get_their_answer() {
+fn eight_clients_fifty_jobs_each() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&dir.path().join("state"), "cpu");
-    let a = dir.path().join("a.npy");
-    lockstep(&["random", "--shape", "16,16", "--seed", "3", "--out", s(&a)]);
-    let local = dir.path().join("local.npy");
+    let small = dir.path().join("small.npy");
+    let medium = dir.path().join("medium.npy");
     lockstep(&[
-        "run",
-        "relu",
-        s(&a),
+        "random",
+        "--shape",
+        "16,16",
+        "--seed",
+        "3",
         "--out",
-        s(&local),
-        "--backend",
-        "cpu",
-        "-q",
+        s(&small),
     ]);
-    let want = std::fs::read(&local).unwrap();
+    lockstep(&[
+        "random",
+        "--shape",
+        "256,256",
+        "--seed",
+        "4",
+        "--out",
+        s(&medium),
+    ]);
+    let expected = |input: &Path, op: &str| {
+        let out = dir.path().join(format!(
+            "local-{op}-{}.npy",
+            input.file_stem().unwrap().to_str().unwrap()
+        ));
+        let o = lockstep(&[
+            "run",
+            op,
+            s(input),
+            "--out",
+            s(&out),
+            "--backend",
+            "cpu",
+            "-q",
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        std::fs::read(out).unwrap()
+    };
+    let want_small = expected(&small, "relu");
+    let want_medium = expected(&medium, "softmax_rows");
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let busy = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for client in 0..4 {
-            let (node, dir, a, want) = (&node, dir.path(), &a, &want);
+        for client in 0..8 {
+            let (node, dir) = (&node, dir.path());
+            let (small, medium, want_small, want_medium) =
+                (&small, &medium, &want_small, &want_medium);
+            let (answered, busy) = (&answered, &busy);
             scope.spawn(move || {
-                for job in 0..5 {
+                for job in 0..50 {
+                    let (input, op, want) = if job % 5 == 4 {
+                        (medium, "softmax_rows", want_medium)
+                    } else {
+                        (small, "relu", want_small)
+                    };
                     let out = dir.join(format!("out-{client}-{job}.npy"));
                     let receipt = dir.join(format!("r-{client}-{job}.json"));
                     let o = lockstep(&[
@@ -313,21 +353,38 @@ fn concurrent_clients_each_get_their_answer() {
                         "--receipt",
                         s(&receipt),
                         "run",
-                        "relu",
-                        s(a),
+                        op,
+                        s(input),
                         "--out",
                         s(&out),
                     ]);
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if o.code != 0 {
                         // A full queue is a legitimate, explicit answer.
                         assert!(o.stderr.contains("busy"), "{}", o.stderr);
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         continue;
                     }
-                    assert_eq!(&std::fs::read(&out).unwrap(), want);
+                    assert_eq!(
+                        &std::fs::read(&out).unwrap(),
+                        want,
+                        "client {client} job {job}"
+                    );
+                    assert!(o.stdout.contains("signature verified"), "{}", o.stdout);
                 }
             });
         }
     });
+    assert_eq!(answered.into_inner(), 400);
+    let busy = busy.into_inner();
+    let status = lockstep(&["status", "--node", &node.addr, "--node-key", &node.key]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("jobs     {} done, 0 failed", 400 - busy)),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
