@@ -200,6 +200,7 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         } else {
             None
         },
+        deadline: None,
     };
     let report =
         execute(&program, backend.as_mut(), inputs, exec_options).map_err(|e| match e {

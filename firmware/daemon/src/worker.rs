@@ -87,15 +87,21 @@ fn run_job(
         .iter()
         .map(|(n, t)| (n.clone(), t.sha256_hex()))
         .collect();
-    let report = execute(
-        &job.program,
-        backend,
-        job.inputs.clone(),
-        ExecOptions::default(),
-    )
-    .map_err(|e| JobError {
-        kind: ErrorKind::Internal,
-        message: e.to_string(),
+    // The deadline stops the run between ops, so a job past its time limit
+    // frees the worker instead of finishing for nobody.
+    let options = ExecOptions {
+        deadline: Some(job.deadline),
+        ..ExecOptions::default()
+    };
+    let report = execute(&job.program, backend, job.inputs.clone(), options).map_err(|e| {
+        let kind = match e {
+            lockstep_program::ExecError::Deadline { .. } => ErrorKind::Timeout,
+            _ => ErrorKind::Internal,
+        };
+        JobError {
+            kind,
+            message: e.to_string(),
+        }
     })?;
     let trace = report.trace.as_ref().expect("tracing is on by default");
     let receipt = Receipt {

@@ -17,6 +17,9 @@ pub struct ExecOptions<'a> {
     pub trace: bool,
     /// Called after each op execution with `(done, total)`.
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Stop before the next op once this instant has passed (a node's job
+    /// time limit); the run then ends with [`ExecError::Deadline`].
+    pub deadline: Option<Instant>,
 }
 
 impl Default for ExecOptions<'_> {
@@ -24,6 +27,7 @@ impl Default for ExecOptions<'_> {
         ExecOptions {
             trace: true,
             progress: None,
+            deadline: None,
         }
     }
 }
@@ -81,6 +85,8 @@ pub enum ExecError {
     /// at fault ([`BackendError::is_input_error`]).
     #[error("{at}: {error}")]
     Backend { at: Site, error: Box<BackendError> },
+    #[error("stopped before {at}: the run passed its time limit after {done} ops")]
+    Deadline { at: Site, done: u64 },
     #[error("{at}: the backend returned a {got} tensor where {expected} was expected")]
     WrongShape {
         at: Site,
@@ -134,6 +140,7 @@ pub fn execute(
         trace: options.trace.then(|| (MerkleBuilder::new(), Vec::new())),
         hashing: Duration::ZERO,
         progress: options.progress,
+        deadline: options.deadline,
     };
     run.current = run.slots.iter().flatten().map(bytes).sum();
     for &slot in &program.free_at_start {
@@ -177,6 +184,7 @@ struct Run<'a, 'p> {
     trace: Option<(MerkleBuilder, Vec<TraceEntry>)>,
     hashing: Duration,
     progress: Option<&'p mut dyn FnMut(u64, u64)>,
+    deadline: Option<Instant>,
 }
 
 impl Run<'_, '_> {
@@ -206,6 +214,12 @@ impl Run<'_, '_> {
 
     fn op(&mut self, i: usize) -> Result<(), ExecError> {
         let vop = &self.program.ops()[i];
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(ExecError::Deadline {
+                at: vop.site(),
+                done: self.done,
+            });
+        }
         if !vop.input_slots.contains(&vop.output_slot) {
             self.free(vop.output_slot);
         }

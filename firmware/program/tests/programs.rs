@@ -250,6 +250,7 @@ fn progress_and_no_trace() {
         ExecOptions {
             trace: false,
             progress: Some(&mut progress),
+            deadline: None,
         },
     )
     .unwrap();
@@ -328,4 +329,25 @@ fn generator_ops_take_no_inputs() {
     let a = run(&p, BTreeMap::new());
     let b = run(&p, BTreeMap::new());
     assert_eq!(a.trace.unwrap().root, b.trace.unwrap().root);
+}
+
+#[test]
+fn a_passed_deadline_stops_the_run_between_ops() {
+    let program = lockstep_program::Program::from_json(
+        br#"{"version":1,"inputs":[],"outputs":["y"],
+            "body":[{"op":"rand_normal","output":"y","attrs":{"shape":[4],"seed":1}},
+                    {"repeat":10,"body":[{"op":"relu","inputs":["y"],"output":"y"}]}]}"#,
+    )
+    .unwrap();
+    let v = lockstep_program::validate(&program, &Default::default()).unwrap();
+    let options = ExecOptions {
+        deadline: Some(std::time::Instant::now()),
+        ..ExecOptions::default()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let err = execute(&v, &mut CpuBackend::new(), Default::default(), options).unwrap_err();
+    assert!(
+        matches!(err, lockstep_program::ExecError::Deadline { done: 0, .. }),
+        "{err}"
+    );
 }
