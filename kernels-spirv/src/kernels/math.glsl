@@ -391,31 +391,190 @@ float ls_tanh(float x) {
     return uintBitsToFloat(floatBitsToUint(t) | (floatBitsToUint(x) & LS_SIGN));
 }
 
+// Error-free transformations (add, subtract and multiply only, no FMA), for
+// the double-float (hi, lo) arithmetic of sigmoid and gelu. Results go out
+// through `out` parameters, from `precise` locals.
+
+// s = a + b rounded, s + e = a + b exactly (TwoSum).
+void ls_two_sum(float a, float b, out float s, out float e) {
+    precise float s_ = a + b;
+    precise float bb = s_ - a;
+    precise float e_ = (a - (s_ - bb)) + (b - bb);
+    s = s_;
+    e = e_;
+}
+
+// TwoSum when the exponent of a is at least that of b (Fast2Sum).
+void ls_fast_two_sum(float a, float b, out float s, out float e) {
+    precise float s_ = a + b;
+    precise float e_ = b - (s_ - a);
+    s = s_;
+    e = e_;
+}
+
+#define LS_SPLIT uintBitsToFloat(0x45800800u)
+
+// Veltkamp's splitting: a = h + l exactly, 12 significant bits each.
+void ls_split(float a, out float h, out float l) {
+    precise float c = LS_SPLIT * a;
+    precise float h_ = c - (c - a);
+    precise float l_ = a - h_;
+    h = h_;
+    l = l_;
+}
+
+// p = a * b rounded, p + e = a * b exactly (Dekker's TwoProduct).
+void ls_two_prod(float a, float b, out float p, out float e) {
+    precise float p_ = a * b;
+    float ah, al, bh, bl;
+    ls_split(a, ah, al);
+    ls_split(b, bh, bl);
+    precise float e_ = (((ah * bh - p_) + ah * bl) + al * bh) + al * bl;
+    p = p_;
+    e = e_;
+}
+
+#define LS_EXPD_C3 uintBitsToFloat(0x3e2aaaabu)
+#define LS_EXPD_C4 uintBitsToFloat(0x3d2aaaabu)
+#define LS_EXPD_C5 uintBitsToFloat(0x3c088889u)
+#define LS_EXPD_C6 uintBitsToFloat(0x3ab60b61u)
+#define LS_EXPD_C7 uintBitsToFloat(0x39500d01u)
+#define LS_EXPD_C8 uintBitsToFloat(0x37d00d01u)
+#define LS_EXPD_C9 uintBitsToFloat(0x3638ef1du)
+
+// e^(xh + xl) = (yh + yl) * 2^k, for -120 <= xh <= 0, |xl| <= 2^-16.
+void ls_exp_parts(float xh, float xl, out float yh, out float yl, out int k) {
+    precise float kf = LS_INVLN2 * xh - 0.5;
+    int k_ = int(kf);
+    float fk = float(k_);
+    precise float hi = xh - fk * LS_LN2HI;
+    precise float w = xl - fk * LS_LN2LO;
+    float rh, rl;
+    ls_two_sum(hi, w, rh, rl);
+    float sh, sl;
+    ls_two_prod(rh, rh, sh, sl);
+    precise float h2 = 0.5 * sh;
+    precise float h2l = 0.5 * sl;
+    precise float p = LS_EXPD_C3
+        + rh * (LS_EXPD_C4 + rh * (LS_EXPD_C5 + rh * (LS_EXPD_C6 + rh * (LS_EXPD_C7 + rh * (LS_EXPD_C8 + rh * LS_EXPD_C9)))));
+    precise float c3 = (sh * rh) * p;
+    float ah, al;
+    ls_fast_two_sum(1.0, rh, ah, al);
+    float bh, bl;
+    ls_fast_two_sum(ah, h2, bh, bl);
+    precise float low = (((al + bl) + h2l) + c3) + rl * bh;
+    ls_fast_two_sum(bh, low, yh, yl);
+    k = k_;
+}
+
+// y * 2^k, rounded once, for -180 <= k <= 0.
+float ls_scale_pow2(float y, int k) {
+    if (k >= -125) {
+        precise float r = y * uintBitsToFloat(uint(0x3f800000 + (k << 23)));
+        return r;
+    }
+    precise float r2 = y * uintBitsToFloat(uint(0x3f800000 + ((k + 100) << 23))) * LS_TWO_M100;
+    return r2;
+}
+
+// sigmoid(vh + vl) = (q + c) * 2^k; see math.rs.
+void ls_sigmoid_parts(float vh, float vl, out float q, out float c, out int k) {
+    bool positive = vh > 0.0;
+    float nh = positive ? ls_neg(vh) : vh;
+    float nl = positive ? ls_neg(vl) : vl;
+    if (nh < -120.0) {
+        q = positive ? 1.0 : 0.0;
+        c = 0.0;
+        k = 0;
+        return;
+    }
+    float yh, yl;
+    int ke;
+    ls_exp_parts(nh, nl, yh, yl, ke);
+    float dh = 1.0;
+    float dl = 0.0;
+    if (ke >= -60) {
+        float tk = uintBitsToFloat(uint(0x3f800000 + (ke << 23)));
+        precise float eh = yh * tk;
+        precise float el = yl * tk;
+        float h, l;
+        ls_fast_two_sum(1.0, eh, h, l);
+        precise float dl_ = l + el;
+        dh = h;
+        dl = dl_;
+    }
+    float inv = ls_div(1.0, dh);
+    float num_h = positive ? 1.0 : yh;
+    float num_l = positive ? 0.0 : yl;
+    precise float q_ = num_h * inv;
+    float ph, pl;
+    ls_two_prod(q_, dh, ph, pl);
+    precise float r = (((num_h - ph) - pl) + num_l) - q_ * dl;
+    precise float c_ = r * inv;
+    q = q_;
+    c = c_;
+    k = positive ? 0 : ke;
+}
+
 float ls_sigmoid(float x) {
     if (ls_abs_bits(x) > LS_INF) {
         return ls_nan();
     }
-    float e = ls_exp(uintBitsToFloat(floatBitsToUint(x) | LS_SIGN));
-    precise float d = 1.0 + e;
-    return x > 0.0 ? ls_div(1.0, d) : ls_div(e, d);
+    float q, c;
+    int k;
+    ls_sigmoid_parts(x, 0.0, q, c, k);
+    precise float s = q + c;
+    return ls_scale_pow2(s, k);
 }
 
 #define LS_GELU_K uintBitsToFloat(0x3d372713u)
+#define LS_GELU_KL uintBitsToFloat(0x30d4801fu)
 #define LS_GELU_K3 uintBitsToFloat(0x3e095d4fu)
 #define LS_GELU_S uintBitsToFloat(0x3fcc422au)
+#define LS_GELU_SL uintBitsToFloat(0xb342bc9bu)
 
 float ls_gelu(float x) {
-    if (ls_abs_bits(x) > LS_INF) {
+    uint ax = ls_abs_bits(x);
+    if (ax > LS_INF) {
         return ls_nan();
     }
     if (x <= -16.0) {
         return uintBitsToFloat(LS_SIGN);
     }
-    precise float x2 = x * x;
-    precise float inner = x + (LS_GELU_K * x2) * x;
-    precise float v = LS_GELU_S * inner;
-    precise float r = x * ls_sigmoid(v);
-    return r;
+    if (x >= 16.0) {
+        return x;
+    }
+    if (ax < 0x30800000u) {
+        precise float half_x = x * 0.5;
+        return half_x;
+    }
+    float x2h, x2l;
+    ls_two_prod(x, x, x2h, x2l);
+    float x3h, x3e;
+    ls_two_prod(x2h, x, x3h, x3e);
+    precise float x3l = x3e + x2l * x;
+    float th, te;
+    ls_two_prod(LS_GELU_K, x3h, th, te);
+    precise float tl = te + (LS_GELU_K * x3l + LS_GELU_KL * x3h);
+    float ih, ie;
+    ls_two_sum(x, th, ih, ie);
+    precise float il = ie + tl;
+    float vh0, ve;
+    ls_two_prod(LS_GELU_S, ih, vh0, ve);
+    precise float vl0 = ve + (LS_GELU_S * il + LS_GELU_SL * ih);
+    float vh, vl;
+    ls_fast_two_sum(vh0, vl0, vh, vl);
+    if (vh < -120.0) {
+        return uintBitsToFloat(LS_SIGN);
+    }
+    float q, c;
+    int k;
+    ls_sigmoid_parts(vh, vl, q, c, k);
+    float ph, pl;
+    ls_two_prod(x, q, ph, pl);
+    precise float t = pl + x * c;
+    precise float g = ph + t;
+    return ls_scale_pow2(g, k);
 }
 
 float ls_gelu_grad(float x) {

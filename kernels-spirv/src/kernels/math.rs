@@ -451,59 +451,222 @@ pub fn tanh(x: f32) -> f32 {
     f32::from_bits(t.to_bits() | (x.to_bits() & SIGN))
 }
 
-/// `1 / (1 + e^-x)`, evaluated so that nothing overflows or cancels: with
-/// `e = exp(-|x|)` (in `(0, 1]`), `1 / (1 + e)` for `x > 0` and
-/// `e / (1 + e)` otherwise. (The plain formula would make exp(-x) overflow
-/// for x < -88.7 and lose every subnormal result.)
+// Error-free transformations (add, subtract and multiply only, no FMA), for
+// the double-float (hi, lo) arithmetic of sigmoid and gelu.
+
+/// `(s, e)` with `s = a + b` rounded and `s + e = a + b` exactly (Knuth's
+/// TwoSum), for any finite `a`, `b`.
+#[inline]
+fn two_sum(a: f32, b: f32) -> (f32, f32) {
+    let s = a + b;
+    let bb = s - a;
+    let e = (a - (s - bb)) + (b - bb);
+    (s, e)
+}
+
+/// TwoSum when the exponent of `a` is at least that of `b` (Dekker's
+/// Fast2Sum): `s + e = a + b` exactly.
+#[inline]
+fn fast_two_sum(a: f32, b: f32) -> (f32, f32) {
+    let s = a + b;
+    let e = b - (s - a);
+    (s, e)
+}
+
+const SPLIT: f32 = f32::from_bits(0x4580_0800); // 4097 = 2^12 + 1
+
+/// Veltkamp's splitting: `a = h + l` exactly, each with at most 12
+/// significant bits.
+#[inline]
+fn split(a: f32) -> (f32, f32) {
+    let c = SPLIT * a;
+    let h = c - (c - a);
+    (h, a - h)
+}
+
+/// `(p, e)` with `p = a * b` rounded and `p + e = a * b` exactly (Dekker's
+/// TwoProduct), when no product underflows or overflows.
+#[inline]
+fn two_prod(a: f32, b: f32) -> (f32, f32) {
+    let p = a * b;
+    let (ah, al) = split(a);
+    let (bh, bl) = split(b);
+    let e = (((ah * bh - p) + ah * bl) + al * bh) + al * bl;
+    (p, e)
+}
+
+// e^r = 1 + r + r^2/2 + r^3 E(r) on |r| <= ln2 / 2, E the Taylor polynomial
+// 1/3! + r/4! + ... + r^6/9! (truncation error below 2^-37), coefficients
+// 1/n! rounded to binary32.
+const EXPD_C3: f32 = f32::from_bits(0x3e2a_aaab); // 1/3!
+const EXPD_C4: f32 = f32::from_bits(0x3d2a_aaab); // 1/4!
+const EXPD_C5: f32 = f32::from_bits(0x3c08_8889); // 1/5!
+const EXPD_C6: f32 = f32::from_bits(0x3ab6_0b61); // 1/6!
+const EXPD_C7: f32 = f32::from_bits(0x3950_0d01); // 1/7!
+const EXPD_C8: f32 = f32::from_bits(0x37d0_0d01); // 1/8!
+const EXPD_C9: f32 = f32::from_bits(0x3638_ef1d); // 1/9!
+
+/// `e^(xh + xl)` as `(yh + yl) 2^k`, with a relative error of about 2^-31,
+/// for `-120 <= xh <= 0` and `|xl| <= 2^-16`. `yh` is in `[0.7, 1.42]`.
+/// Reduction as in [`exp`] but carried in double-float:
+/// `k = trunc(xh * INVLN2 - 0.5)`, `r = (xh - k LN2HI) + (xl - k LN2LO)`
+/// (the first difference is exact), then `e^r = 1 + r + r^2/2 + r^3 E(r)`
+/// with `1 + r + r^2/2` summed without rounding.
+fn exp_parts(xh: f32, xl: f32) -> (f32, f32, i32) {
+    let kf = INVLN2 * xh - 0.5;
+    let k = kf as i32;
+    let fk = k as f32;
+    let hi = xh - fk * LN2HI;
+    let w = xl - fk * LN2LO;
+    let (rh, rl) = two_sum(hi, w);
+    let (sh, sl) = two_prod(rh, rh);
+    let h2 = 0.5 * sh;
+    let h2l = 0.5 * sl;
+    let p = EXPD_C3
+        + rh * (EXPD_C4
+            + rh * (EXPD_C5 + rh * (EXPD_C6 + rh * (EXPD_C7 + rh * (EXPD_C8 + rh * EXPD_C9)))));
+    let c3 = (sh * rh) * p;
+    let (ah, al) = fast_two_sum(1.0, rh);
+    let (bh, bl) = fast_two_sum(ah, h2);
+    let low = (((al + bl) + h2l) + c3) + rl * bh;
+    let (yh, yl) = fast_two_sum(bh, low);
+    (yh, yl, k)
+}
+
+/// `y * 2^k`, rounded once, for `-180 <= k <= 0`.
+#[inline]
+fn scale_pow2(y: f32, k: i32) -> f32 {
+    if k >= -125 {
+        y * f32::from_bits((0x3f80_0000 + (k << 23)) as u32)
+    } else {
+        // y * 2^(k+100) is exact; the multiplication by 2^-100 rounds.
+        y * f32::from_bits((0x3f80_0000 + ((k + 100) << 23)) as u32) * TWO_M100
+    }
+}
+
+/// `sigmoid(vh + vl)` as `(q + c) 2^k` (`|c|` far below `q`, relative error
+/// about 2^-30), for finite `vh`, `vl` with `|vl| <= 2^-16` (or `vh`
+/// below -120). With `n = -|v|` (a sign flip of both parts) and
+/// `e = e^n = (yh + yl) 2^k` from [`exp_parts`]:
+/// `d = 1 + e` in double-float (`e` dropped when k < -60), `inv = 1 / dh`,
+/// numerator `(1, 0)` and k = 0 for v > 0, else `(yh, yl)` and k;
+/// `q = num_h * inv`, residual
+/// `r = (((num_h - ph) - pl) + num_l) - q * dl` with `(ph, pl)` the exact
+/// product `q * dh`, and `c = r * inv`.
+fn sigmoid_parts(vh: f32, vl: f32) -> (f32, f32, i32) {
+    let positive = vh > 0.0;
+    let (nh, nl) = if positive {
+        (neg(vh), neg(vl))
+    } else {
+        (vh, vl)
+    };
+    if nh < -120.0 {
+        // e^-|v| < 2^-173: sigmoid is 1 (v > 0), or 0 for every use here.
+        return if positive {
+            (1.0, 0.0, 0)
+        } else {
+            (0.0, 0.0, 0)
+        };
+    }
+    let (yh, yl, k) = exp_parts(nh, nl);
+    let mut dh = 1.0f32;
+    let mut dl = 0.0f32;
+    if k >= -60 {
+        let tk = f32::from_bits((0x3f80_0000 + (k << 23)) as u32);
+        let eh = yh * tk;
+        let el = yl * tk;
+        let (h, l) = fast_two_sum(1.0, eh);
+        dh = h;
+        dl = l + el;
+    }
+    let inv = div(1.0, dh);
+    let (num_h, num_l, kk) = if positive { (1.0, 0.0, 0) } else { (yh, yl, k) };
+    let q = num_h * inv;
+    let (ph, pl) = two_prod(q, dh);
+    let r = (((num_h - ph) - pl) + num_l) - q * dl;
+    (q, r * inv, kk)
+}
+
+/// `1 / (1 + e^-x)`: `(q + c) 2^k` from [`sigmoid_parts`] with `vh = x`,
+/// `vl = 0`, the sum rounded, then scaled by `2^k` with one more rounding
+/// (which matters only for subnormal results). NaN -> NaN, ±0 -> 0.5,
+/// +inf -> 1, -inf -> +0.
 pub fn sigmoid(x: f32) -> f32 {
     if abs_bits(x) > INF {
         return nan();
     }
-    let e = exp(f32::from_bits(x.to_bits() | SIGN));
-    let d = 1.0 + e;
-    if x > 0.0 {
-        div(1.0, d)
-    } else {
-        div(e, d)
-    }
+    let (q, c, k) = sigmoid_parts(x, 0.0);
+    scale_pow2(q + c, k)
 }
 
-const GELU_K: f32 = f32::from_bits(0x3d37_2713); // 0.044715
+const GELU_K: f32 = f32::from_bits(0x3d37_2713); // 0.044715, high part
+const GELU_KL: f32 = f32::from_bits(0x30d4_801f); // 0.044715 - GELU_K
 const GELU_K3: f32 = f32::from_bits(0x3e09_5d4f); // 0.134145 = 3 * 0.044715
-const GELU_S: f32 = f32::from_bits(0x3fcc_422a); // 2 * sqrt(2 / pi)
+const GELU_S: f32 = f32::from_bits(0x3fcc_422a); // 2 * sqrt(2 / pi), high part
+const GELU_SL: f32 = f32::from_bits(0xb342_bc9b); // 2 sqrt(2 / pi) - GELU_S
 
 /// GELU, tanh form: `0.5 x (1 + tanh(u))` with
 /// `u = sqrt(2/pi) (x + 0.044715 x^3)`, evaluated as `x * sigmoid(2u)`
 /// (the same function, without the cancellation of `1 + tanh(u)` for
-/// negative x):
-/// `v = GELU_S * (x + (GELU_K * (x * x)) * x)`, result `x * sigmoid(v)`,
-/// where `GELU_S` is 2 sqrt(2/pi) rounded to binary32. `x <= -16` gives -0
-/// (the formula's own value there, and its limit at -inf, where it would
-/// compute -inf * 0).
+/// negative x), with `v = 2u` in double-float: the constants are
+/// `(GELU_K, GELU_KL)` and `(GELU_S, GELU_SL)`,
+/// `(x2h, x2l) = x * x`, `(x3h, x3l) = x2h * x` exactly, `x3l += x2l * x`;
+/// `(th, tl) = GELU_K * x3h` exactly, `tl += GELU_K * x3l + GELU_KL * x3h`;
+/// `(ih, il) = x + th` exactly, `il += tl`;
+/// `(vh, vl) = GELU_S * ih` exactly, `vl += GELU_S * il + GELU_SL * ih`,
+/// renormalised. Then `(q, c, k) = sigmoid_parts(vh, vl)`,
+/// `(ph, pl) = x * q` exactly, result `(ph + (pl + x * c)) 2^k`.
+/// `x <= -16` gives -0 (the formula's own value there, and its limit at
+/// -inf), and so does `vh < -120`; `x >= 16` gives x (likewise);
+/// `|x| < 2^-30` gives `x * 0.5` (within 0.02 ULP of the exact value; keeps
+/// ±0).
 pub fn gelu(x: f32) -> f32 {
-    if abs_bits(x) > INF {
+    let ax = abs_bits(x);
+    if ax > INF {
         return nan();
     }
     if x <= -16.0 {
         return -0.0;
     }
-    let x2 = x * x;
-    let inner = x + (GELU_K * x2) * x;
-    let v = GELU_S * inner;
-    x * sigmoid(v)
+    if x >= 16.0 {
+        return x;
+    }
+    if ax < 0x3080_0000 {
+        return x * 0.5;
+    }
+    let (x2h, x2l) = two_prod(x, x);
+    let (x3h, x3e) = two_prod(x2h, x);
+    let x3l = x3e + x2l * x;
+    let (th, te) = two_prod(GELU_K, x3h);
+    let tl = te + (GELU_K * x3l + GELU_KL * x3h);
+    let (ih, ie) = two_sum(x, th);
+    let il = ie + tl;
+    let (vh0, ve) = two_prod(GELU_S, ih);
+    let vl0 = ve + (GELU_S * il + GELU_SL * ih);
+    let (vh, vl) = fast_two_sum(vh0, vl0);
+    if vh < -120.0 {
+        // |gelu(x)| < 2^-165 (x > -16): -0, which the scaled product below
+        // would turn into +0.
+        return -0.0;
+    }
+    let (q, c, k) = sigmoid_parts(vh, vl);
+    let (ph, pl) = two_prod(x, q);
+    let t = pl + x * c;
+    scale_pow2(ph + t, k)
 }
 
-/// d/dx of [`gelu`]: with `s = sigmoid(v)` and `v` as there,
+/// d/dx of [`gelu`]: with `s = sigmoid(v)`,
 /// `s + x s (1 - s) dv/dx`, `dv/dx = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
-/// Evaluated as
+/// Evaluated in binary32 (not in double-float like [`gelu`]) as
+/// `v = GELU_S * (x + (GELU_K * (x * x)) * x)`,
 /// `e = exp(-|v|)`, `d = 1 + e`, `big = 1 / d`, `small = e / d`,
 /// `(s, 1 - s) = v > 0 ? (big, small) : (small, big)`,
 /// `dv = GELU_S * (1 + GELU_K3 * (x * x))`,
 /// result `s + ((x * dv) * (1 - s)) * s`.
-/// `1 - s` is computed as sigmoid(-v), never by subtraction, which would
-/// lose it entirely where s rounds to 1; `s` is bit-equal to
-/// `sigmoid(v)`. `|x| >= 16` gives 1 (x > 0) or +0 (x < 0), the formula's
-/// own values there, so that ±inf give them rather than inf * 0.
+/// `1 - s` is computed from `e` like `s`, never by subtraction, which would
+/// lose it entirely where s rounds to 1. `|x| >= 16` gives 1 (x > 0) or +0
+/// (x < 0), the formula's own values there, so that ±inf give them rather
+/// than inf * 0.
 pub fn gelu_grad(x: f32) -> f32 {
     if abs_bits(x) > INF {
         return nan();
@@ -665,12 +828,32 @@ mod tests {
         assert_eq!(GELU_K3, 0.134_145);
         assert_eq!(GELU_S, (2.0 * (2.0 / std::f64::consts::PI).sqrt()) as f32);
         assert_eq!(SIN_S1, std::f32::consts::TAU);
+        // The low parts: each high + low pair carries its constant to about
+        // 2^-48 relative, far below f64's own precision of the products.
+        let k = f64::from(GELU_K) + f64::from(GELU_KL);
+        assert!((k - 0.044_715).abs() < 0.044_715 * 2f64.powi(-45));
+        let s = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
+        let s2 = f64::from(GELU_S) + f64::from(GELU_SL);
+        assert!((s2 - s).abs() < s * 2f64.powi(-45));
+        assert_eq!(SPLIT, 4097.0);
+        // 1/n!, correctly rounded.
+        let mut fact = 2.0f64;
+        for (n, c) in [
+            EXPD_C3, EXPD_C4, EXPD_C5, EXPD_C6, EXPD_C7, EXPD_C8, EXPD_C9,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            fact *= (n + 3) as f64;
+            assert_eq!(c, (1.0 / fact) as f32, "1/{}!", n + 3);
+        }
     }
 
     #[test]
     fn reduction_products_are_exact() {
-        // exp's `fk * LN2HI` is exact for every k the reduction produces.
-        for k in -150..=128 {
+        // `fk * LN2HI` is exact for every k the reductions produce (exp:
+        // -150..=128; exp_parts, for sigmoid and gelu: -173..=0).
+        for k in -175..=128 {
             let p = k as f32 * LN2HI;
             assert_eq!(f64::from(p), f64::from(k) * f64::from(LN2HI), "k = {k}");
         }
@@ -705,9 +888,19 @@ mod tests {
             ("TANH_P2", TANH_P2.to_bits()),
             ("TANH_P3", TANH_P3.to_bits()),
             ("TANH_P4", TANH_P4.to_bits()),
+            ("SPLIT", SPLIT.to_bits()),
+            ("EXPD_C3", EXPD_C3.to_bits()),
+            ("EXPD_C4", EXPD_C4.to_bits()),
+            ("EXPD_C5", EXPD_C5.to_bits()),
+            ("EXPD_C6", EXPD_C6.to_bits()),
+            ("EXPD_C7", EXPD_C7.to_bits()),
+            ("EXPD_C8", EXPD_C8.to_bits()),
+            ("EXPD_C9", EXPD_C9.to_bits()),
             ("GELU_K", GELU_K.to_bits()),
+            ("GELU_KL", GELU_KL.to_bits()),
             ("GELU_K3", GELU_K3.to_bits()),
             ("GELU_S", GELU_S.to_bits()),
+            ("GELU_SL", GELU_SL.to_bits()),
             ("SIN_S1", SIN_S1.to_bits()),
             ("SIN_Q0", SIN_Q0.to_bits()),
             ("SIN_Q1", SIN_Q1.to_bits()),
