@@ -2,47 +2,28 @@
 //! vanish mid-upload, jobs past the time limit. After each, the node must
 //! still answer.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
+mod common;
 
 use lockstep_identity::NodeId;
 use lockstep_protocol::{header, Frame, JobRequest, Message, TensorHeader};
 use lockstep_tensor::{Fill, SplitMix64, Tensor};
 use lockstep_transport::frames::{write_frame, FrameReader};
 
+/// A node and its address and id in parsed form.
 struct Node {
-    child: Child,
+    _process: common::Node,
     addr: std::net::SocketAddr,
     key: NodeId,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(state: &Path, extra: &[&str]) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
-        .arg(state)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let rest = line.strip_prefix("lockstepd listening on ").unwrap();
-    let (addr, key) = rest.trim().split_once(" as ").unwrap();
+    let process = common::start(state, "cpu", extra);
     Node {
-        child,
-        addr: addr.parse().unwrap(),
-        key: NodeId::parse(key).unwrap(),
+        addr: process.addr.parse().unwrap(),
+        key: NodeId::parse(&process.key).unwrap(),
+        _process: process,
     }
 }
 

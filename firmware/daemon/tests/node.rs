@@ -5,22 +5,11 @@
 //! The client binary is taken from the same target directory as the daemon
 //! (`cargo test --workspace` builds both).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-struct Node {
-    child: Child,
-    addr: String,
-    key: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Node;
 
 fn lockstep_bin() -> PathBuf {
     let daemon = PathBuf::from(env!("CARGO_BIN_EXE_lockstepd"));
@@ -38,26 +27,7 @@ fn vulkan_enabled() -> bool {
 }
 
 fn start(state: &Path, backend: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-        .args(["--listen", "127.0.0.1:0", "--backend", backend, "--state"])
-        .arg(state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let rest = line
-        .strip_prefix("lockstepd listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let (addr, key) = rest.trim().split_once(" as ").unwrap();
-    Node {
-        child,
-        addr: addr.to_string(),
-        key: key.to_string(),
-    }
+    common::start(state, backend, &[])
 }
 
 struct Out {
