@@ -216,11 +216,7 @@ async fn exchange_on(
     progress.done();
     let _ = send.finish();
     let mut reader = FrameReader::new(recv);
-    let reply = match reader.next().await.map_err(|e| net(&e))? {
-        Some(Frame::Control(p)) => Message::decode(&p).map_err(|e| net(&e))?,
-        _ => return Err(net(&"the node closed the stream without an answer")),
-    };
-    let result = match reply {
+    let result = match first_reply(&mut reader, addr).await? {
         Message::Done(r) => r,
         Message::Busy { retry_after_ms } => {
             return Err(Failure::Runtime(format!(
@@ -268,6 +264,16 @@ async fn exchange_on(
     ))
 }
 
+/// The node's answer: the first frame of its side of the stream, which is
+/// always a control message.
+async fn first_reply(reader: &mut FrameReader, addr: SocketAddr) -> Result<Message, Failure> {
+    let net = |e: &dyn std::fmt::Display| Failure::Runtime(format!("node at {addr}: {e}"));
+    match reader.next().await.map_err(|e| net(&e))? {
+        Some(Frame::Control(p)) => Message::decode(&p).map_err(|e| net(&e)),
+        _ => Err(net(&"the node closed the stream without an answer")),
+    }
+}
+
 pub fn status(node: &NodeArgs) -> Result<(), Failure> {
     let pinned = node_id(node)?;
     let status = smol::block_on(async {
@@ -281,12 +287,9 @@ pub fn status(node: &NodeArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| net(&e))?;
         let _ = send.finish();
-        let mut reader = FrameReader::new(recv);
-        let reply = match reader.next().await.map_err(|e| net(&e))? {
-            Some(Frame::Control(p)) => Message::decode(&p).map_err(|e| net(&e))?,
-            _ => return Err(net(&"no answer")),
-        };
+        let reply = first_reply(&mut FrameReader::new(recv), node.node).await;
         connection.close(0u32.into(), b"done");
+        let reply = reply?;
         match reply {
             Message::Status(s) => Ok(s),
             other => Err(net(&format!("unexpected reply {other:?}"))),
