@@ -14,7 +14,7 @@ use lockstep_protocol::{
     TensorReceiver,
 };
 
-use crate::worker::{Counters, Job, JobQueue};
+use crate::worker::{Counters, Job, JobQueue, Work};
 use lockstep_transport::frames::{write_frame, FrameReader, WireError};
 
 /// What every stream handler shares.
@@ -209,7 +209,7 @@ async fn submit(
         reply,
         deadline: Instant::now() + shared.job_timeout,
     };
-    if let Err(TrySendError::Full(_)) = shared.queue.try_send(job) {
+    if let Err(TrySendError::Full(_)) = shared.queue.try_send(Work::Run(job)) {
         let busy = Message::Busy {
             retry_after_ms: 1000,
         };

@@ -34,9 +34,16 @@ pub struct Finished {
     pub signature: String,
 }
 
+/// What the worker does next. Everything that needs the device goes through
+/// this one queue, so the backend has a single owner.
+pub enum Work {
+    /// Run a client's program and sign its receipt.
+    Run(Job),
+}
+
 /// The queue between network tasks and the worker: bounded, so a full
 /// node answers "busy" instead of growing.
-pub type JobQueue = Channel<CriticalSectionRawMutex, Job, JOB_QUEUE_BOUND>;
+pub type JobQueue = Channel<CriticalSectionRawMutex, Work, JOB_QUEUE_BOUND>;
 
 /// Counters the status reply reports.
 #[derive(Default)]
@@ -57,22 +64,27 @@ pub struct WorkerContext {
 pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, ctx: WorkerContext) {
     let device = device_record(backend.fingerprint());
     loop {
-        let job = smol::block_on(queue.receive());
-        if Instant::now() > job.deadline {
-            ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-            continue;
+        match smol::block_on(queue.receive()) {
+            Work::Run(job) => run_one(job, backend.as_mut(), &device, &ctx),
         }
-        let outcome = run_job(&job, backend.as_mut(), &device, &ctx);
-        let counter = if outcome.is_ok() {
-            &ctx.counters.done
-        } else {
-            &ctx.counters.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        // The client may have gone: nothing to do then, the job's memory is
-        // freed with it.
-        let _ = job.reply.try_send(outcome);
     }
+}
+
+fn run_one(job: Job, backend: &mut dyn Backend, device: &DeviceRecord, ctx: &WorkerContext) {
+    if Instant::now() > job.deadline {
+        ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let outcome = run_job(&job, backend, device, ctx);
+    let counter = if outcome.is_ok() {
+        &ctx.counters.done
+    } else {
+        &ctx.counters.failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    // The client may have gone: nothing to do then, the job's memory is
+    // freed with it.
+    let _ = job.reply.try_send(outcome);
 }
 
 fn run_job(
