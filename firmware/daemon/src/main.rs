@@ -60,6 +60,11 @@ struct Args {
     /// TOML file with the same settings (flags win).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Provisioning file (TOML, same settings), read after --config when
+    /// it exists; its settings win over the config file's. On the
+    /// appliance it is on the ESP, written by the fleet before flashing.
+    #[arg(long, value_name = "FILE")]
+    provision: Option<PathBuf>,
 }
 
 /// The configuration file: every field optional.
@@ -73,11 +78,32 @@ struct FileConfig {
     job_timeout_s: Option<u64>,
 }
 
-fn load_config(path: &Path) -> Result<FileConfig> {
+fn read_table(path: &Path) -> Result<toml::Table> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text)
         .with_context(|| format!("{} is not a valid lockstepd config", path.display()))
+}
+
+/// The config file, then the provisioning file (if present) over it, key
+/// by key; unknown keys are refused after the merge.
+fn load_config(config: Option<&Path>, provision: Option<&Path>) -> Result<FileConfig> {
+    let mut merged = match config {
+        Some(p) => read_table(p)?,
+        None => toml::Table::new(),
+    };
+    if let Some(p) = provision.filter(|p| p.exists()) {
+        merged.extend(read_table(p)?);
+        tracing::info!(file = %p.display(), "provisioning file read");
+    }
+    let what = match (config, provision) {
+        (Some(c), Some(p)) => format!("{} with {}", c.display(), p.display()),
+        (Some(c), None) => c.display().to_string(),
+        (None, Some(p)) => p.display().to_string(),
+        (None, None) => "the configuration".to_string(),
+    };
+    FileConfig::deserialize(merged)
+        .with_context(|| format!("{what} is not a valid lockstepd config"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -99,10 +125,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let file = match &args.config {
-        Some(p) => load_config(p)?,
-        None => FileConfig::default(),
-    };
+    let file = load_config(args.config.as_deref(), args.provision.as_deref())?;
     let Some(listen) = args.listen.or(file.listen) else {
         bail!("no listen address: give --listen ADDR:PORT or `listen` in the config file");
     };
