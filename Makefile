@@ -8,13 +8,16 @@ CARGO ?= cargo
 # the stock minisign tool that checks the node's signatures in the tests.
 DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# What building and boot-testing the appliance image needs (image/README.md).
+IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf
 DEMO_DIR := target/demo
 LOCKSTEP := target/release/lockstep
 
-.PHONY: deps demo test lint bench kernels clean
+.PHONY: deps demo test lint bench kernels image image-deps image-test clean
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# install-missing PACKAGES: apt-get installs those not installed yet.
+define install-missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -22,6 +25,10 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call install-missing,$(DEB_PACKAGES))
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 
 # The main job on the default device: train the example MLP (60 Adam steps,
@@ -76,6 +83,24 @@ bench: deps
 # Rebuild the pinned SPIR-V after editing a kernel (then commit the result).
 kernels: deps
 	kernels-spirv/build.sh
+
+# The appliance image (image/README.md): image/out/lockstep-VERSION.raw,
+# its manifest, minisign signatures. Settings: GPU=nvidia, DEBUG=1,
+# VERSION=..., SIGNING_KEY=..., PROVISION=..., LOCK=update.
+image-deps: deps
+	$(call install-missing,$(IMAGE_DEB_PACKAGES))
+
+image: image-deps
+	$(CARGO) build --release --locked -q -p lockstep-daemon
+	$(SUDO) env LOCKSTEPD=$(CURDIR)/target/release/lockstepd GPU="$(GPU)" DEBUG="$(DEBUG)" \
+	  VERSION="$(VERSION)" SIGNING_KEY="$(SIGNING_KEY)" PROVISION="$(PROVISION)" LOCK="$(LOCK)" \
+	  image/build.sh
+
+# Boots the image in QEMU and proves it serves (and that a tampered root
+# does not).
+image-test: image
+	$(CARGO) build --release --locked -q -p lockstep-cli
+	image/test.sh
 
 clean:
 	$(CARGO) clean

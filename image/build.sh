@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# Builds the Lockstep appliance image: a bootable x86_64 UEFI disk image
+# (GPT: ESP with systemd-boot and one unified kernel image, a squashfs root
+# under dm-verity, the verity hash tree), its manifest, and minisign
+# signatures of both. Runs as root on Debian, without Docker or loop
+# devices: every partition is built as a file and copied into the disk.
+#
+# Settings (environment or make variables):
+#   VERSION      image version (default: workspace version + git commit)
+#   GPU          lavapipe (default) | nvidia: adds Debian's NVIDIA driver
+#   DEBUG        0 (default) | 1: adds a root serial console, clearly marked
+#   SIGNING_KEY  minisign secret key that signs image and manifest
+#                (default: a development key made once in image/out/)
+#   PROVISION    a provisioning file (lockstepd config: trusted operator and
+#                certifier keys...) placed on the ESP; `lockstep-fleet` can
+#                also write it into a built image before flashing
+#   LOCK=update  re-pin: rewrite packages.lock from what debootstrap resolved
+#   LOCK=warn    build even if Debian moved on from the pins (CI boot tests)
+#   OUT          output directory (default image/out)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+OUT=${OUT:-$here/out}
+GPU=${GPU:-lavapipe}
+DEBUG=${DEBUG:-0}
+# make passes unset settings as empty strings: treat those as unset.
+for v in VERSION SIGNING_KEY PROVISION LOCK LOCKSTEPD; do
+    [ -n "${!v:-}" ] || unset "$v"
+done
+SUITE=bookworm
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# Free space left after the last partition: the state partition is made
+# there on first boot (on a real disk it takes the whole rest).
+STATE_SPACE_MIB=${STATE_SPACE_MIB:-256}
+
+die() { echo "image: $*" >&2; exit 2; }
+step() { echo "== image: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "building an image needs root (debootstrap, chroot); run as root or via sudo"
+case "$GPU" in lavapipe|nvidia) ;; *) die "GPU=$GPU: choose lavapipe or nvidia" ;; esac
+case "$DEBUG" in 0|1) ;; *) die "DEBUG=$DEBUG: choose 0 or 1" ;; esac
+for tool in debootstrap mksquashfs veritysetup sfdisk mkfs.vfat mcopy mmd objcopy minisign python3; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run 'make image' (it installs the build packages)"
+done
+
+commit=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+ws_version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
+VERSION=${VERSION:-$ws_version-$commit}
+[[ "$VERSION" =~ ^[A-Za-z0-9._+-]+$ ]] || die "VERSION=$VERSION: use letters, digits and . _ + -"
+# Every timestamp in the image is this one, so equal inputs give equal bytes.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)}
+export SOURCE_DATE_EPOCH
+variant=$GPU$([ "$DEBUG" = 1 ] && echo -debug || true)
+name=lockstep-$VERSION$([ "$variant" = lavapipe ] || echo "-$variant")
+work=$OUT/work-$variant
+root=$work/root
+mkdir -p "$OUT/debs"
+
+# Deterministic ids (disk GUID, partition UUIDs, verity salt) from the
+# version, so two builds of one version lay out the same bytes.
+derive() { printf '%s' "lockstep-image:$VERSION:$variant:$1" | sha256sum | cut -c1-"${2:-64}"; }
+guid() { local h; h=$(derive "$1" 32); echo "${h:0:8}-${h:8:4}-4${h:13:3}-8${h:17:3}-${h:20:12}"; }
+
+if [ -n "${LOCKSTEPD:-}" ]; then
+    daemon_bin=$LOCKSTEPD
+else
+    step "building lockstepd (release, no test features)"
+    (cd "$repo" && cargo build --release --locked -q -p lockstep-daemon)
+    daemon_bin=$repo/target/release/lockstepd
+fi
+[ -x "$daemon_bin" ] || die "no lockstepd binary at $daemon_bin"
+
+step "debootstrap $SUITE ($variant) into $root"
+rm -rf "$work" && mkdir -p "$work"
+packages=$(grep -v '^#' "$here/packages.list" | xargs | tr ' ' ',')
+components=main
+if [ "$GPU" = nvidia ]; then
+    # The proprietary driver (kernel module built by DKMS against the
+    # image's kernel) and its Vulkan ICD.
+    packages="$packages,linux-headers-amd64,nvidia-driver,nvidia-vulkan-icd,nvidia-kernel-dkms"
+    components=main,contrib,non-free,non-free-firmware
+fi
+debootstrap --variant=minbase --components="$components" --cache-dir="$OUT/debs" \
+    --include="$packages" "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed (log: $work/debootstrap.log)"; }
+
+step "checking package versions against packages.lock"
+chroot "$root" dpkg-query -W -f='${Package}=${Version}\n' | LC_ALL=C sort >"$work/packages.resolved"
+lock=$here/packages.lock
+[ "$GPU" = nvidia ] && lock=$here/packages-nvidia.lock
+if [ "${LOCK:-}" = update ] || [ ! -f "$lock" ]; then
+    cp "$work/packages.resolved" "$lock"
+    echo "image: pinned $(wc -l <"$lock") packages in $lock (commit it)" >&2
+elif ! diff -u "$lock" "$work/packages.resolved" >"$work/packages.diff"; then
+    cat "$work/packages.diff" >&2
+    [ "${LOCK:-}" = warn ] && echo "image: WARNING: building with versions $lock does not pin (LOCK=warn); the manifest lists what is inside" >&2 || \
+    die "Debian resolved other package versions than $lock pins (diff above); review and re-pin with 'make image LOCK=update'"
+fi
+
+step "installing lockstepd and the appliance configuration"
+cp -a "$here/overlay/." "$root/"
+install -m 0755 "$daemon_bin" "$root/usr/bin/lockstepd"
+chmod 0755 "$root"/usr/lib/lockstep/* "$root"/etc/initramfs-tools/hooks/* \
+    "$root"/etc/initramfs-tools/scripts/local-top/*
+# A fixed uid/gid: the state partition keeps its owner across images.
+chroot "$root" groupadd --system --gid 990 lockstep
+chroot "$root" useradd --system --uid 990 --gid 990 --home-dir /var/lib/lockstep \
+    --no-create-home --shell /usr/sbin/nologin lockstep
+# No login anywhere: root is locked, every getty and rescue shell masked.
+chroot "$root" passwd --lock root >/dev/null
+chroot "$root" usermod --shell /usr/sbin/nologin root
+for unit in getty@.service serial-getty@.service console-getty.service \
+    container-getty@.service autovt@.service rescue.service emergency.service \
+    debug-shell.service systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer; do
+    ln -sf /dev/null "$root/etc/systemd/system/$unit"
+done
+if [ "$DEBUG" = 1 ]; then
+    # DEBUG variant only: a root shell on the serial console, no password.
+    rm -f "$root/etc/systemd/system/serial-getty@.service"
+    mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d"
+    printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200,38400,9600 %%I $TERM\n' \
+        >"$root/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
+    chroot "$root" usermod --shell /bin/bash root
+    mkdir -p "$root/etc/systemd/system/getty.target.wants"
+    ln -sf /lib/systemd/system/serial-getty@.service \
+        "$root/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+    printf '*** LOCKSTEP DEBUG IMAGE: root console without password. Never deploy. ***\n' >"$root/etc/issue"
+fi
+if [ "$GPU" = nvidia ]; then
+    mkdir -p "$root/etc/systemd/system/lockstepd.service.d"
+    # The NVIDIA driver needs its device nodes; everything else stays shut.
+    printf '[Service]\nPrivateDevices=no\nDevicePolicy=closed\nDeviceAllow=/dev/nvidiactl rw\nDeviceAllow=/dev/nvidia0 rw\nDeviceAllow=/dev/nvidia-uvm rw\nDeviceAllow=/dev/nvidia-uvm-tools rw\n' \
+        >"$root/etc/systemd/system/lockstepd.service.d/nvidia.conf"
+fi
+for unit in lockstepd.service lockstep-state.service lockstep-boot-report.service \
+    systemd-networkd.service systemd-resolved.service systemd-timesyncd.service nftables.service; do
+    chroot "$root" systemctl enable "$unit" >/dev/null 2>&1 || die "cannot enable $unit"
+done
+ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+# An empty machine-id: systemd makes a transient one on the read-only root.
+: >"$root/etc/machine-id"
+printf 'IMAGE_ID=lockstep\nIMAGE_VERSION=%s\nVARIANT_ID=%s\n' "$VERSION" "$variant" >>"$root/etc/os-release"
+
+step "building the initramfs (dm-verity root)"
+mount -t proc proc "$root/proc"
+trap 'umount "$root/proc" 2>/dev/null || true' EXIT
+kver=$(basename "$(ls -d "$root"/lib/modules/* | head -n 1)")
+chroot "$root" update-initramfs -u -k "$kver" >"$work/initramfs.log" 2>&1 \
+    || { tail -n 20 "$work/initramfs.log" >&2; die "update-initramfs failed"; }
+umount "$root/proc"; trap - EXIT
+cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
+cp "$root/boot/initrd.img-$kver" "$work/initrd"
+
+step "trimming the root"
+chroot "$root" dpkg-query -W -f='${Package}\t${Version}\n' | LC_ALL=C sort >"$work/packages.tsv"
+# Nothing to install packages with on an appliance, and nothing to read.
+chroot "$root" dpkg --purge --force-remove-essential --force-depends apt >/dev/null 2>&1 || true
+rm -rf "$root"/boot/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+    "$root"/var/cache/* "$root"/var/log/* "$root"/var/lib/apt "$root"/tmp/* \
+    "$root"/etc/ssh "$root"/usr/share/locale/*
+find "$root/usr/share/locale" -mindepth 1 -delete 2>/dev/null || true
+mkdir -p "$root/efi" "$root/var/lib/lockstep"
+
+step "squashfs root and dm-verity hash tree"
+# mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (exported above).
+mksquashfs "$root" "$work/root.squashfs" -comp zstd -noappend -no-progress -quiet \
+    -processors 2 >/dev/null
+veritysetup format "$work/root.squashfs" "$work/root.verity" \
+    --salt="$(derive verity-salt)" --uuid="$(guid verity-uuid)" >"$work/verity.txt"
+roothash=$(sed -n 's/^Root hash:[[:space:]]*//p' "$work/verity.txt")
+[ ${#roothash} = 64 ] || die "veritysetup printed no root hash"
+
+step "unified kernel image (kernel + initramfs + command line with the root hash)"
+cmdline="root=/dev/mapper/root ro rootfstype=squashfs lockstep.roothash=$roothash console=tty0 console=ttyS0,115200 panic=10 loglevel=4"
+[ "$DEBUG" = 1 ] && cmdline="$cmdline lockstep.debug=1"
+printf '%s' "$cmdline" >"$work/cmdline"
+stub=$root/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+objcopy \
+    --add-section .osrel="$root/etc/os-release" --change-section-vma .osrel=0x20000 \
+    --add-section .cmdline="$work/cmdline" --change-section-vma .cmdline=0x30000 \
+    --add-section .linux="$work/vmlinuz" --change-section-vma .linux=0x2000000 \
+    --add-section .initrd="$work/initrd" --change-section-vma .initrd=0x3000000 \
+    "$stub" "$work/lockstep.efi"
+
+step "EFI system partition"
+esp_mib=$(( ($(stat -c %s "$work/lockstep.efi") >> 20) + 32 ))
+rm -f "$work/esp.img"
+mkfs.vfat -C -F 32 -n ESP -i "$(derive esp-id 8)" "$work/esp.img" $((esp_mib * 1024)) >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/Linux ::/loader ::/lockstep
+mcopy -i "$work/esp.img" "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$work/esp.img" "$work/lockstep.efi" "::/EFI/Linux/$name.efi"
+printf 'timeout 0\neditor no\nconsole-mode keep\n' >"$work/loader.conf"
+mcopy -i "$work/esp.img" "$work/loader.conf" ::/loader/loader.conf
+if [ -n "${PROVISION:-}" ]; then
+    [ -f "$PROVISION" ] || die "PROVISION=$PROVISION: no such file"
+    mcopy -i "$work/esp.img" "$PROVISION" ::/lockstep/provision.toml
+fi
+
+step "disk image"
+mkdir -p "$OUT"
+img=$OUT/$name.raw
+mib() { echo $(( ($(stat -c %s "$1") + 1048575) >> 20 )); }
+esp=$(mib "$work/esp.img"); rootp=$(mib "$work/root.squashfs"); verity=$(mib "$work/root.verity")
+total=$((1 + esp + rootp + verity + STATE_SPACE_MIB + 1))
+rm -f "$img"
+truncate -s "${total}M" "$img"
+sfdisk --quiet --no-reread --no-tell-kernel "$img" <<EOF
+label: gpt
+label-id: $(guid disk)
+first-lba: 2048
+start=1MiB, size=${esp}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$(guid esp), name="ESP"
+size=${rootp}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$(guid root), name="lockstep-root"
+size=${verity}MiB, type=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5, uuid=$(guid verity), name="lockstep-verity"
+EOF
+place() { # file, partition number
+    local start
+    start=$(sfdisk --json "$img" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][$2-1]['start'])")
+    dd if="$1" of="$img" bs=512 seek="$start" conv=notrunc,sparse status=none
+}
+place "$work/esp.img" 1
+place "$work/root.squashfs" 2
+place "$work/root.verity" 3
+
+step "manifest and signatures"
+image_sha=$(sha256sum "$img" | cut -d' ' -f1)
+python3 - "$work/packages.tsv" >"$OUT/$name.manifest.json" <<EOF
+import json, sys
+packages = [dict(zip(("name", "version"), l.rstrip("\n").split("\t"))) for l in open(sys.argv[1])]
+print(json.dumps({
+    "format": 1,
+    "name": "$name",
+    "version": "$VERSION",
+    "variant": "$variant",
+    "debug": $([ "$DEBUG" = 1 ] && echo True || echo False),
+    "source_commit": "$commit",
+    "source_date_epoch": $SOURCE_DATE_EPOCH,
+    "suite": "$SUITE",
+    "kernel": "$kver",
+    "kernel_cmdline": "$cmdline",
+    "root_hash": "$roothash",
+    "image": "$name.raw",
+    "image_sha256": "$image_sha",
+    "image_bytes": $(stat -c %s "$img"),
+    "lockstepd_sha256": "$(sha256sum "$daemon_bin" | cut -d' ' -f1)",
+    "packages": packages,
+}, indent=2, sort_keys=True))
+EOF
+key=${SIGNING_KEY:-$OUT/dev-signing.key}
+if [ -z "${SIGNING_KEY:-}" ] && [ ! -f "$key" ]; then
+    echo "image: no SIGNING_KEY given: making a DEVELOPMENT signing key $key (not for release)" >&2
+    minisign -G -W -p "$OUT/dev-signing.pub" -s "$key" >/dev/null
+fi
+for f in "$img" "$OUT/$name.manifest.json"; do
+    minisign -S -s "$key" -m "$f" -t "lockstep image $name ($(basename "$f"))" </dev/null >/dev/null \
+        || die "minisign could not sign $f (encrypted key? sign by hand: minisign -S -s KEY -m $f)"
+done
+rm -rf "$work/root"
+echo "image: $img"
+echo "image: root hash $roothash, sha256 $image_sha"
