@@ -8,11 +8,15 @@
 //!   id everywhere (`lockstep identity`, `--node-key`, receipts).
 //! - [`minisign`]: signatures in minisign's prehashed format, verifiable by
 //!   the stock `minisign -Vm FILE -P NODE_KEY`.
+//! - [`SigningKey`]: keys that are not device keys (operators, certifiers,
+//!   referees), in stock minisign secret key files, plain or encrypted.
 
 mod key;
 pub mod minisign;
 mod node_id;
+mod secret_key;
 
 pub use key::{DeviceKey, KeyError, KEY_FILE};
 pub use minisign::{Signature, SignatureError};
 pub use node_id::{NodeId, NodeIdError};
+pub use secret_key::{KdfCost, SecretKeyError, SigningKey};

@@ -43,18 +43,34 @@ impl DeviceKey {
     /// Signs `message`; `trusted_comment` is covered by the signature (one
     /// line).
     pub fn sign_minisign(&self, message: &[u8], trusted_comment: &str) -> Signature {
-        let trusted_comment = trusted_comment.replace(['\n', '\r'], " ");
-        let digest = Blake2b512::digest(message);
-        let signature = self.signing_key().sign(&digest).to_bytes();
-        let mut global = signature.to_vec();
-        global.extend_from_slice(trusted_comment.as_bytes());
-        let global_signature = self.signing_key().sign(&global).to_bytes();
-        Signature {
-            key_id: self.node_id().key_id,
-            signature,
+        sign_prehashed(
+            self.signing_key(),
+            self.node_id().key_id,
+            message,
             trusted_comment,
-            global_signature,
-        }
+        )
+    }
+}
+
+/// minisign's prehashed signature by any Ed25519 key: the device key and
+/// operator/certifier keys sign the same way, so one verifier serves both.
+pub(crate) fn sign_prehashed(
+    key: &ed25519_dalek::SigningKey,
+    key_id: [u8; 8],
+    message: &[u8],
+    trusted_comment: &str,
+) -> Signature {
+    let trusted_comment = trusted_comment.replace(['\n', '\r'], " ");
+    let digest = Blake2b512::digest(message);
+    let signature = key.sign(&digest).to_bytes();
+    let mut global = signature.to_vec();
+    global.extend_from_slice(trusted_comment.as_bytes());
+    let global_signature = key.sign(&global).to_bytes();
+    Signature {
+        key_id,
+        signature,
+        trusted_comment,
+        global_signature,
     }
 }
 
@@ -66,7 +82,7 @@ impl Signature {
         sig.extend_from_slice(&self.key_id);
         sig.extend_from_slice(&self.signature);
         format!(
-            "untrusted comment: signature from lockstep node {:016X}\n{}\ntrusted comment: {}\n{}\n",
+            "untrusted comment: signature from lockstep key {:016X}\n{}\ntrusted comment: {}\n{}\n",
             u64::from_le_bytes(self.key_id),
             STANDARD.encode(sig),
             self.trusted_comment,
