@@ -1,6 +1,8 @@
 //! The CPU reference backend: the kernels' Rust twins behind [`Backend`].
 
+use lockstep_kernels::reference::probe::{self, ProbeKernel};
 use lockstep_kernels::reference::{elementwise, layout, matmul, random, reduce, rows};
+use lockstep_limits::MAX_TENSOR_ELEMENTS;
 use lockstep_tensor::Tensor;
 
 use crate::{Backend, BackendError, DeviceFingerprint, Op};
@@ -42,6 +44,11 @@ impl CpuBackend {
 impl Backend for CpuBackend {
     fn fingerprint(&self) -> &DeviceFingerprint {
         &self.fingerprint
+    }
+
+    fn run_probe(&mut self, kernel: ProbeKernel, input: &[u32]) -> Result<Vec<u32>, BackendError> {
+        check_probe_input(kernel, input)?;
+        Ok(probe::run(kernel, input))
     }
 
     fn run(&mut self, op: &Op, inputs: &[&Tensor]) -> Result<Tensor, BackendError> {
@@ -110,4 +117,20 @@ impl Backend for CpuBackend {
         };
         Ok(Tensor::new(out_shape, out).expect("output shape matches the reference's length"))
     }
+}
+
+/// Probe inputs are whole records within the tensor bound, on every backend.
+pub fn check_probe_input(kernel: ProbeKernel, input: &[u32]) -> Result<(), BackendError> {
+    let records = input.len() / probe::IN_WORDS;
+    if !input.len().is_multiple_of(probe::IN_WORDS)
+        || records * kernel.out_words.max(probe::IN_WORDS) > MAX_TENSOR_ELEMENTS
+    {
+        return Err(BackendError::Unsupported(format!(
+            "probe {} input of {} words is not whole {}-word records within {MAX_TENSOR_ELEMENTS} elements",
+            kernel.name,
+            input.len(),
+            probe::IN_WORDS
+        )));
+    }
+    Ok(())
 }

@@ -30,6 +30,8 @@ pub enum BackendError {
     },
     #[error("kernel bundle refused: {0}")]
     Bundle(#[from] BundleError),
+    #[error("unsupported: {0}; use a backend built from this repository")]
+    Unsupported(String),
     #[error("Vulkan call {call} failed: {code}")]
     Vulkan { call: &'static str, code: String },
 }

@@ -10,10 +10,11 @@ mod cpu;
 mod error;
 mod op;
 
-pub use cpu::CpuBackend;
+pub use cpu::{check_probe_input, CpuBackend};
 pub use error::BackendError;
 pub use op::{Op, OpError, OP_NAMES};
 
+use lockstep_kernels::reference::probe::ProbeKernel;
 use lockstep_tensor::Tensor;
 
 /// Identity of the device a backend runs on, as receipts and reports will
@@ -33,6 +34,15 @@ pub struct DeviceFingerprint {
     pub api_version: u32,
 }
 
+/// A device limit the kernels depend on: what they need and what the
+/// device offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLimit {
+    pub name: String,
+    pub needed: u64,
+    pub device: u64,
+}
+
 /// An executor of ops. Implementations must be bit-identical to
 /// [`CpuBackend`] for every op and input.
 pub trait Backend {
@@ -45,6 +55,29 @@ pub trait Backend {
     /// The most device memory this backend has held at once, in bytes, if it
     /// has device memory of its own.
     fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Runs one float-model probe kernel of the bundle over whole records of
+    /// [`lockstep_kernels::reference::probe::IN_WORDS`] words (the
+    /// certification suite's view of the device, below the ops).
+    fn run_probe(&mut self, probe: ProbeKernel, input: &[u32]) -> Result<Vec<u32>, BackendError> {
+        let _ = input;
+        Err(BackendError::Unsupported(format!(
+            "{} cannot run the probe kernel {}",
+            self.fingerprint().name,
+            probe.name
+        )))
+    }
+
+    /// The device limits the kernels need, with the device's values (empty
+    /// where the backend has no device limits).
+    fn device_limits(&self) -> Vec<DeviceLimit> {
+        Vec::new()
+    }
+
+    /// Bytes of device-local memory, if the backend has memory of its own.
+    fn device_memory_bytes(&self) -> Option<u64> {
         None
     }
 }

@@ -11,14 +11,17 @@ use gpu_allocator::vulkan::{
     Allocation, AllocationCreateDesc, AllocationScheme, Allocator, AllocatorCreateDesc,
 };
 use gpu_allocator::MemoryLocation;
-use lockstep_backend::{Backend, BackendError, DeviceFingerprint, Op};
+use lockstep_backend::{
+    check_probe_input, Backend, BackendError, DeviceFingerprint, DeviceLimit, Op,
+};
+use lockstep_kernels::reference::probe::{ProbeKernel, IN_WORDS};
 use lockstep_kernels::{Bundle, Variant};
 use lockstep_limits::{DEVICE_WAIT_TIMEOUT_NS, STAGING_CHUNK_BYTES};
 use lockstep_tensor::Tensor;
 
 use crate::error::{alloc_err, vk_err};
 use crate::instance::{DeviceInfo, Instance};
-use crate::plan::{plan, MatmulKernels, Plan, Slot, Target};
+use crate::plan::{plan, probe_plan, MatmulKernels, Plan, Slot, Target};
 
 /// A pipeline built from one verified kernel of the bundle.
 struct KernelPipeline {
@@ -774,6 +777,45 @@ impl Backend for VulkanBackend {
 
     fn peak_device_bytes(&self) -> Option<u64> {
         Some(self.peak_device_bytes)
+    }
+
+    fn run_probe(&mut self, kernel: ProbeKernel, input: &[u32]) -> Result<Vec<u32>, BackendError> {
+        check_probe_input(kernel, input)?;
+        let records = input.len() / IN_WORDS;
+        if records == 0 {
+            return Ok(Vec::new());
+        }
+        let plan = probe_plan(kernel, records, self.target);
+        // The words travel as f32 bit patterns: to_le_bytes/from_le_bytes
+        // move them untouched, NaN payloads included.
+        let words = Tensor::new(
+            vec![input.len()],
+            input.iter().map(|&w| f32::from_bits(w)).collect(),
+        )
+        .expect("check_probe_input bounds the length");
+        let mut buffers: Vec<Buffer> = Vec::new();
+        let result = self.execute(&plan, &[&words], 1, &mut buffers);
+        for b in buffers {
+            self.destroy_buffer(b);
+        }
+        let (data, _) = result?;
+        Ok(data.into_iter().map(f32::to_bits).collect())
+    }
+
+    fn device_limits(&self) -> Vec<DeviceLimit> {
+        self.info
+            .requirements()
+            .into_iter()
+            .map(|(name, needed, device)| DeviceLimit {
+                name: name.to_string(),
+                needed,
+                device,
+            })
+            .collect()
+    }
+
+    fn device_memory_bytes(&self) -> Option<u64> {
+        Some(self.info.device_local_bytes)
     }
 }
 

@@ -51,6 +51,19 @@ impl DeviceInfo {
     /// Why this device cannot run the bundle, if it cannot: the first
     /// requirement (what, needed, device's value) it falls short of.
     pub fn unsupported(&self) -> Option<BackendError> {
+        self.requirements()
+            .into_iter()
+            .find(|&(_, needed, have)| needed > have)
+            .map(|(what, needed, limit)| BackendError::UnsupportedLimit {
+                what: format!("{what} on {}", self.name),
+                needed,
+                limit,
+            })
+    }
+
+    /// Every requirement of the bundle as (what, needed, device's value);
+    /// the certification report lists them all.
+    pub fn requirements(&self) -> [(&'static str, u64, u64); 8] {
         let api = |v: u32| {
             u64::from(vk::api_version_major(v)) * 1000 + u64::from(vk::api_version_minor(v))
         };
@@ -99,13 +112,6 @@ impl DeviceInfo {
             ),
         ];
         requirements
-            .into_iter()
-            .find(|&(_, needed, have)| needed > have)
-            .map(|(what, needed, limit)| BackendError::UnsupportedLimit {
-                what: format!("{what} on {}", self.name),
-                needed,
-                limit,
-            })
     }
 
     /// Preference when no device is named: discrete GPUs first, a CPU device

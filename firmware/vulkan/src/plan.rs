@@ -3,6 +3,7 @@
 
 use lockstep_backend::{Op, OpError};
 use lockstep_kernels::reference::matmul::Transpose;
+use lockstep_kernels::reference::probe::ProbeKernel;
 use lockstep_kernels::reference::reduce::{CHUNK, FAN};
 
 /// Rows and columns of C one matmul workgroup computes (TM and TN = WG*CN in
@@ -11,6 +12,8 @@ const MATMUL_TILE_M: usize = 16;
 const MATMUL_TILE_N: usize = 256;
 /// Rows per workgroup of rows.comp.
 const ROWS_WORKGROUP: usize = 64;
+/// Records per workgroup of probe.comp.
+const PROBE_WORKGROUP: usize = 64;
 /// The square tile of matmul_tiled.comp.
 const MATMUL_TILED_TILE: usize = 64;
 
@@ -62,6 +65,25 @@ pub(crate) struct Plan {
 /// output exactly as they would in a larger dispatch.
 fn clamp(needed: usize, limit: u32) -> u32 {
     (needed.max(1) as u64).min(limit.max(1) as u64) as u32
+}
+
+/// One dispatch of a probe kernel over `records` records: input words in
+/// slot 0, output words in the output slot.
+pub(crate) fn probe_plan(kernel: ProbeKernel, records: usize, target: Target) -> Plan {
+    Plan {
+        out_shape: vec![records * kernel.out_words],
+        temps: Vec::new(),
+        dispatches: vec![Dispatch {
+            kernel: kernel.name,
+            bindings: vec![Slot::Input(0), Slot::Output],
+            push: vec![records as u32],
+            groups: [
+                clamp(records.div_ceil(PROBE_WORKGROUP), target.max_groups[0]),
+                1,
+                1,
+            ],
+        }],
+    }
 }
 
 pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan, OpError> {

@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod math;
 pub mod matmul;
+pub mod probe;
 pub mod random;
 pub mod reduce;
 pub mod rows;
