@@ -11,6 +11,9 @@ use lockstep_tensor::{shape_string, Tensor};
 use crate::trace::{Hash, MerkleBuilder};
 use crate::validate::{Node, OpPath, Site, ValidatedProgram};
 
+/// Sees each traced op's entry and output as it is produced.
+pub type Observer<'a> = &'a mut dyn FnMut(&TraceEntry, &Tensor);
+
 /// How to run.
 pub struct ExecOptions<'a> {
     /// Hash every op's output into the trace (on by default).
@@ -20,6 +23,14 @@ pub struct ExecOptions<'a> {
     /// Stop before the next op once this instant has passed (a node's job
     /// time limit); the run then ends with [`ExecError::Deadline`].
     pub deadline: Option<Instant>,
+    /// Called after each traced op with its trace entry and its output, so
+    /// a node can retain every intermediate tensor as evidence. Only with
+    /// `trace` on (the entry is what it is called with).
+    pub observer: Option<Observer<'a>>,
+    /// Corrupt some ops' outputs on purpose (tests of verification only).
+    /// Takes effect only in builds with the `fault-injection` feature
+    /// ([`crate::FAULT_INJECTION`]); callers must refuse it otherwise.
+    pub fault: Option<crate::fault::Fault>,
 }
 
 impl Default for ExecOptions<'_> {
@@ -28,6 +39,8 @@ impl Default for ExecOptions<'_> {
             trace: true,
             progress: None,
             deadline: None,
+            observer: None,
+            fault: None,
         }
     }
 }
@@ -141,6 +154,8 @@ pub fn execute(
         hashing: Duration::ZERO,
         progress: options.progress,
         deadline: options.deadline,
+        observer: options.observer,
+        fault: options.fault,
     };
     run.current = run.slots.iter().flatten().map(bytes).sum();
     for &slot in &program.free_at_start {
@@ -185,6 +200,9 @@ struct Run<'a, 'p> {
     hashing: Duration,
     progress: Option<&'p mut dyn FnMut(u64, u64)>,
     deadline: Option<Instant>,
+    observer: Option<Observer<'p>>,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    fault: Option<crate::fault::Fault>,
 }
 
 impl Run<'_, '_> {
@@ -223,7 +241,8 @@ impl Run<'_, '_> {
         if !vop.input_slots.contains(&vop.output_slot) {
             self.free(vop.output_slot);
         }
-        let output = {
+        #[allow(unused_mut)]
+        let mut output = {
             let inputs: Vec<&Tensor> = vop
                 .input_slots
                 .iter()
@@ -243,6 +262,12 @@ impl Run<'_, '_> {
                 expected: shape_string(&vop.output_shape),
             });
         }
+        // Before hashing, so the corrupted bits are committed and used
+        // downstream exactly as a faulty device's would be.
+        #[cfg(feature = "fault-injection")]
+        if let Some(fault) = &self.fault {
+            fault.apply(self.done, &mut output);
+        }
         self.peak = self.peak.max(self.current + bytes(&output));
         if let Some((builder, ops)) = &mut self.trace {
             let t0 = Instant::now();
@@ -255,6 +280,10 @@ impl Run<'_, '_> {
                 output_sha256: digest,
             });
             self.hashing += t0.elapsed();
+            if let Some(observer) = &mut self.observer {
+                let entry = ops.last().expect("pushed just above");
+                observer(entry, &output);
+            }
         }
         self.free(vop.output_slot);
         self.current += bytes(&output);

@@ -14,11 +14,16 @@
 //! The formats and the exact hash construction: docs/protocol.md.
 
 mod exec;
+pub mod fault;
 pub mod model;
 pub mod trace;
 mod validate;
 
-pub use exec::{execute, ExecError, ExecOptions, ExecReport, Trace, TraceEntry};
+/// Whether this build can corrupt op outputs on purpose (the test-only
+/// `fault-injection` feature); a node refuses `--inject-fault` otherwise.
+pub const FAULT_INJECTION: bool = cfg!(feature = "fault-injection");
+
+pub use exec::{execute, ExecError, ExecOptions, ExecReport, Observer, Trace, TraceEntry};
 pub use model::{DecodeError, OpStep, Program, RepeatStep, Step, TensorDecl, PROGRAM_VERSION};
 pub use validate::{
     check_name, validate, CarriedShape, NamedShape, OpPath, ProgramError, Site, StepProblem,

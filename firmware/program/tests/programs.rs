@@ -251,6 +251,7 @@ fn progress_and_no_trace() {
             trace: false,
             progress: Some(&mut progress),
             deadline: None,
+            ..ExecOptions::default()
         },
     )
     .unwrap();
