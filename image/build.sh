@@ -70,20 +70,53 @@ else
     daemon_bin=$repo/target/release/lockstepd
 fi
 [ -x "$daemon_bin" ] || die "no lockstepd binary at $daemon_bin"
-
-step "debootstrap $SUITE ($variant) into $root"
-rm -rf "$work" && mkdir -p "$work"
-packages=$(grep -v '^#' "$here/packages.list" | xargs | tr ' ' ',')
-components=main
-if [ "$GPU" = nvidia ]; then
-    # The proprietary driver (kernel module built by DKMS against the
-    # image's kernel) and its Vulkan ICD.
-    packages="$packages,linux-headers-amd64,nvidia-driver,nvidia-vulkan-icd,nvidia-kernel-dkms"
-    components=main,contrib,non-free,non-free-firmware
+# A test build (cargo feature fault-injection) can corrupt results on
+# purpose: it must never reach an image.
+if fault_out=$(timeout 10 "$daemon_bin" --listen 127.0.0.1:0 --state "$OUT/.fault-check" \
+    --inject-fault op=0 2>&1 </dev/null); then
+    die "$daemon_bin accepted --inject-fault: it is a test build; build it with 'cargo build --release -p lockstep-daemon'"
 fi
-debootstrap --variant=minbase --components="$components" --cache-dir="$OUT/debs" \
+grep -q "needs a test build" <<<"$fault_out" \
+    || die "$daemon_bin did not refuse --inject-fault as a release build does: $fault_out"
+rm -rf "$OUT/.fault-check"
+
+# One build at a time per output directory; an interrupted build may have
+# left its chroot's mounts behind, and rm -rf must never walk into those.
+exec 9>"$OUT/.build.lock"
+flock -n 9 || die "another image build is running in $OUT"
+if [ -d "$work" ]; then
+    { findmnt -rn -o TARGET | grep -F "$work/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
+    rm -rf --one-file-system "$work"
+fi
+mkdir -p "$work"
+step "debootstrap $SUITE ($variant) into $root"
+packages=$(grep -v '^#' "$here/packages.list" | xargs | tr ' ' ',')
+debootstrap --variant=minbase --cache-dir="$OUT/debs" \
     --include="$packages" "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
     || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed (log: $work/debootstrap.log)"; }
+if [ "$GPU" = nvidia ]; then
+    # The proprietary driver, its kernel module built by DKMS against the
+    # image's kernel, and its Vulkan ICD. apt (not debootstrap) resolves
+    # these: they depend on virtual packages.
+    step "adding the NVIDIA driver (non-free, DKMS)"
+    echo "deb $MIRROR $SUITE main contrib non-free non-free-firmware" >"$root/etc/apt/sources.list"
+    # The build host's resolver, for apt in the chroot only (the image's
+    # own /etc/resolv.conf is set below).
+    rm -f "$root/etc/resolv.conf" && cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+    for fs in proc sys dev; do mount --bind "/$fs" "$root/$fs"; done
+    trap 'for fs in proc sys dev; do umount -l "$root/$fs" 2>/dev/null || true; done' EXIT
+    chroot "$root" apt-get update -q >"$work/nvidia.log" 2>&1 &&
+        chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            linux-headers-amd64 nvidia-driver nvidia-vulkan-icd nvidia-kernel-dkms >>"$work/nvidia.log" 2>&1 \
+        || { tail -n 30 "$work/nvidia.log" >&2; die "installing the NVIDIA driver failed (log: $work/nvidia.log)"; }
+    ls "$root"/lib/modules/*/updates/dkms/nvidia-current.ko* >/dev/null 2>&1 \
+        || die "DKMS built no nvidia module for the image's kernel (log: $work/nvidia.log)"
+    # The compiler and headers DKMS used stay: removing them would remove
+    # nvidia-kernel-dkms and its module with them (a prebuilt module
+    # package would let this variant drop them).
+    for fs in proc sys dev; do umount -l "$root/$fs"; done
+    trap - EXIT
+fi
 
 step "checking package versions against packages.lock"
 chroot "$root" dpkg-query -W -f='${Package}=${Version}\n' | LC_ALL=C sort >"$work/packages.resolved"

@@ -79,6 +79,14 @@ disk=$run/disk.raw
 cp --sparse=always "$IMAGE" "$disk"
 # A flashed disk is bigger than the image: so is this one.
 truncate -s +1G "$disk"
+# The provisioning input, as a fleet writes it before flashing: a config
+# fragment on the ESP. The boot test has no certifier, so it serves
+# uncertified (receipts say so); certification is tested in hwtests.
+esp_offset=$(sfdisk --json "$disk" | python3 -c '
+import json, sys
+print([p for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p.get("name") == "ESP"][0]["start"] * 512)')
+printf '# boot test only: no certifier here\nuncertified = true\n' >"$run/provision.toml"
+MTOOLS_SKIP_CHECK=1 mcopy -o -i "$disk@@$esp_offset" "$run/provision.toml" ::/lockstep/provision.toml
 port=$(free_udp_port)
 console=$run/console.log
 start=$SECONDS
@@ -99,7 +107,8 @@ grep -aq "lockstep-state: first boot: creating the state partition" "$console" \
 
 "$lockstep" random --shape 64,48 --seed 1 --out "$run/a.npy"
 "$lockstep" random --shape 48,32 --seed 2 --out "$run/b.npy"
-"$lockstep" status --node "127.0.0.1:$port" --node-key "$key" >&2 || die "lockstep status failed"
+"$lockstep" status --node "127.0.0.1:$port" --node-key "$key" >"$run/status.txt" || die "lockstep status failed"
+cat "$run/status.txt" >&2
 "$lockstep" submit --node "127.0.0.1:$port" --node-key "$key" --receipt "$run/receipt.json" \
     run matmul "$run/a.npy" "$run/b.npy" --out "$run/c.npy" >&2 || die "lockstep submit failed"
 minisign -Vm "$run/receipt.json" -P "$key" >&2 || die "minisign rejected the node's receipt"
