@@ -50,15 +50,21 @@ demo: deps
 	@root_v=$$(grep '"root"' $(DEMO_DIR)/vulkan/trace.json); root_c=$$(grep '"root"' $(DEMO_DIR)/cpu/trace.json); \
 	if [ "$$root_v" = "$$root_c" ]; then echo "== bit-identical: outputs and trace root agree with the CPU reference ($$root_v)"; \
 	else echo "== MISMATCH: trace roots differ"; exit 1; fi
-	@echo "== the same job through a node: lockstepd on loopback, lockstep submit, signed receipt"
-	@$(CARGO) build --release -q -p lockstep-daemon
+	@echo "== the same job through a node: lockstepd on loopback, certified, lockstep submit, signed receipt"
+	@$(CARGO) build --release -q -p lockstep-daemon -p lockstep-certify
 	@rm -rf $(DEMO_DIR)/node && mkdir -p $(DEMO_DIR)/node
-	@target/release/lockstepd --listen 127.0.0.1:0 --state $(DEMO_DIR)/node/state > $(DEMO_DIR)/node/stdout 2> $(DEMO_DIR)/node/log & echo $$! > $(DEMO_DIR)/node/pid; \
+	@minisign -G -W -p $(DEMO_DIR)/node/certifier.pub -s $(DEMO_DIR)/node/certifier.key > /dev/null
+	@target/release/lockstepd --listen 127.0.0.1:0 --state $(DEMO_DIR)/node/state \
+	  --trust-certifier $(DEMO_DIR)/node/certifier.pub > $(DEMO_DIR)/node/stdout 2> $(DEMO_DIR)/node/log & echo $$! > $(DEMO_DIR)/node/pid; \
 	trap 'kill $$(cat $(DEMO_DIR)/node/pid) 2>/dev/null' EXIT; \
 	for i in $$(seq 100); do grep -q listening $(DEMO_DIR)/node/stdout 2>/dev/null && break; sleep 0.1; done; \
 	addr=$$(sed -n 's/lockstepd listening on \([^ ]*\) as .*/\1/p' $(DEMO_DIR)/node/stdout); \
 	key=$$($(LOCKSTEP) identity --state $(DEMO_DIR)/node/state | tail -n 1); \
 	echo "node $$key at $$addr"; \
+	echo "== the node refuses jobs until certified; certify it with a throw-away demo certifier key (docs/certification.md)"; \
+	target/release/lockstep-certify --node $$addr --node-key $$key --key $(DEMO_DIR)/node/certifier.key \
+	  --out $(DEMO_DIR)/node/certification.json --repeats 1 -q && \
+	target/release/lockstep-certify install --node $$addr --node-key $$key $(DEMO_DIR)/node/certification.json && \
 	$(LOCKSTEP) submit --node $$addr --node-key $$key --receipt $(DEMO_DIR)/node/receipt.json \
 	  exec examples/mlp-train.json --out-dir $(DEMO_DIR)/node/out && \
 	echo "== receipt" && cat $(DEMO_DIR)/node/receipt.json && echo && \

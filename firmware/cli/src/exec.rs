@@ -201,6 +201,7 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
             None
         },
         deadline: None,
+        ..ExecOptions::default()
     };
     let report =
         execute(&program, backend.as_mut(), inputs, exec_options).map_err(|e| match e {

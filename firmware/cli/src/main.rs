@@ -6,9 +6,13 @@
 
 mod bench;
 mod commands;
+mod dispute;
+mod evidence;
 mod exec;
 mod failure;
+mod fleet_check;
 mod submit;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,7 +141,11 @@ enum Command {
         #[arg(value_name = "R.json")]
         receipt: PathBuf,
         #[arg(long, value_name = "KEY")]
-        node_key: String,
+        node_key: Option<String>,
+        /// Also check the node against this fleet's inventory (lockstep-fleet):
+        /// unknown and revoked nodes are reported.
+        #[arg(long, value_name = "FLEET")]
+        fleet: Option<PathBuf>,
         #[arg(long, value_name = "FILE.npy", num_args = 1..)]
         outputs: Vec<PathBuf>,
     },
@@ -149,6 +157,16 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         limit: usize,
     },
+    /// Check a node's job: re-execute it in full (locally or on another
+    /// node), or spot-check a sample of its ops (--sample) from the node's
+    /// retained evidence.
+    Verify(verify::VerifyArgs),
+    /// Settle a disagreement between two nodes: bisect their traces to the
+    /// first differing op, re-run it here, write a signed dispute record.
+    Dispute(dispute::DisputeArgs),
+    /// Check a dispute record: the referee's signature, both receipts, every
+    /// proof, and optionally the op itself.
+    VerifyDispute(dispute::VerifyDisputeArgs),
     /// Write a deterministic tensor (for demos and test inputs).
     Random {
         /// Shape, e.g. 1024,1024.
@@ -197,8 +215,12 @@ fn main() -> ExitCode {
         Command::VerifyReceipt {
             receipt,
             node_key,
+            fleet,
             outputs,
-        } => submit::verify_receipt(&receipt, &node_key, &outputs),
+        } => fleet_check::verify_receipt(&receipt, node_key.as_deref(), fleet.as_deref(), &outputs),
+        Command::Verify(args) => verify::verify(&args),
+        Command::Dispute(args) => dispute::dispute(&args),
+        Command::VerifyDispute(args) => dispute::verify_dispute(&args),
         Command::Random {
             shape,
             seed,

@@ -171,12 +171,12 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
     Ok(())
 }
 
-struct Done {
-    receipt: Vec<u8>,
-    signature: String,
+pub(crate) struct Done {
+    pub(crate) receipt: Vec<u8>,
+    pub(crate) signature: String,
 }
 
-async fn exchange(
+pub(crate) async fn exchange(
     addr: SocketAddr,
     pinned: &NodeId,
     request: JobRequest,
@@ -266,7 +266,10 @@ async fn exchange_on(
 
 /// The node's answer: the first frame of its side of the stream, which is
 /// always a control message.
-async fn first_reply(reader: &mut FrameReader, addr: SocketAddr) -> Result<Message, Failure> {
+pub(crate) async fn first_reply(
+    reader: &mut FrameReader,
+    addr: SocketAddr,
+) -> Result<Message, Failure> {
     let net = |e: &dyn std::fmt::Display| Failure::Runtime(format!("node at {addr}: {e}"));
     match reader.next().await.map_err(|e| net(&e))? {
         Some(Frame::Control(p)) => Message::decode(&p).map_err(|e| net(&e)),
@@ -298,7 +301,11 @@ pub fn status(node: &NodeArgs) -> Result<(), Failure> {
     println!("node     {}", status.node_id);
     println!("device   {}", status.device);
     println!("bundle   {}", status.bundle_id);
-    println!("certified {}", status.certified);
+    println!(
+        "certified {} ({})",
+        if status.certified { "yes" } else { "no" },
+        status.certification
+    );
     println!("queue    {} of {}", status.queue_depth, status.queue_bound);
     println!(
         "jobs     {} done, {} failed",

@@ -6,6 +6,14 @@
 //! runs each job with tracing on, and signs its receipt with the device
 //! key, which is created in `--state` on first start and reused after.
 
+mod admin;
+mod bundle_store;
+mod bundle_switch;
+mod certification;
+mod certify_stream;
+mod evidence;
+mod retention;
+mod self_test;
 mod stream;
 mod worker;
 
@@ -65,6 +73,26 @@ struct Args {
     /// appliance it is on the ESP, written by the fleet before flashing.
     #[arg(long, value_name = "FILE")]
     provision: Option<PathBuf>,
+    /// Seconds each job's evidence (every intermediate tensor, for spot
+    /// checks and disputes) is kept.
+    #[arg(long)]
+    retention_window_s: Option<u64>,
+    /// Disk budget for retained evidence, all jobs together; the oldest go
+    /// first. 0 keeps none.
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    /// Test builds only (the `fault-injection` feature): flip a bit of op
+    /// K's output, `op=K[,bit=B]` or `op=all[,bit=B]`.
+    #[arg(long, hide = true, value_name = "op=K[,bit=B]")]
+    inject_fault: Option<String>,
+    /// A certifier's minisign public key whose certification reports this
+    /// node accepts (repeatable; added to the config's trusted_certifiers).
+    #[arg(long, value_name = "KEY")]
+    trust_certifier: Vec<String>,
+    /// Development only: serve without a passing certification report;
+    /// every receipt then says "certified": false.
+    #[arg(long)]
+    uncertified: bool,
 }
 
 /// The configuration file: every field optional.
@@ -76,6 +104,17 @@ struct FileConfig {
     device: Option<usize>,
     backend: Option<BackendKind>,
     job_timeout_s: Option<u64>,
+    retention_window_s: Option<u64>,
+    retention_bytes: Option<u64>,
+    /// Operator public keys (minisign) allowed to administer this node;
+    /// set by the image. None: the first enrolling operator is trusted.
+    trusted_operators: Option<Vec<String>>,
+    /// The appliance image's version, reported at enrollment.
+    image_version: Option<String>,
+    /// Certifier public keys (minisign) whose reports this node accepts.
+    trusted_certifiers: Option<Vec<String>>,
+    /// Development only: serve without certification (receipts say so).
+    uncertified: Option<bool>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
@@ -140,14 +179,58 @@ fn run() -> Result<()> {
             .unwrap_or(lockstep_limits::DEFAULT_JOB_TIMEOUT_S),
     );
 
+    let fault = match &args.inject_fault {
+        None => None,
+        Some(_) if !lockstep_program::FAULT_INJECTION => bail!(
+            "--inject-fault needs a test build (cargo feature fault-injection); this lockstepd cannot corrupt results"
+        ),
+        Some(spec) => Some(lockstep_program::fault::Fault::parse(spec)?),
+    };
+    let retention = Arc::new(retention::Retention::open(
+        &state,
+        Duration::from_secs(
+            args.retention_window_s
+                .or(file.retention_window_s)
+                .unwrap_or(lockstep_limits::DEFAULT_RETENTION_WINDOW_S),
+        ),
+        args.retention_bytes
+            .or(file.retention_bytes)
+            .unwrap_or(lockstep_limits::DEFAULT_RETENTION_BYTES),
+    )?);
+
     let (key, created) = DeviceKey::load_or_create(&state)?;
     let key = Arc::new(key);
     if created {
         tracing::info!(state = %state.display(), "generated a new device key");
     }
     let node_id = key.node_id().to_base64();
-    let bundle = Bundle::embedded()?;
+    let mut image_operators = Vec::new();
+    for k in file.trusted_operators.iter().flatten() {
+        image_operators.push(lockstep_identity::NodeId::parse(k).with_context(|| {
+            format!("trusted_operators entry {k:?} is not a minisign public key")
+        })?);
+    }
+    let trusted = admin::trusted_at_start(&state, &image_operators);
+    // A bundle the fleet pushed earlier, verified again (hashes, float
+    // model, operator signature); else the image's own.
+    let (bundle, bundle_version) = match bundle_store::BundleStore::new(&state).active(&trusted) {
+        Ok(Some(stored)) => (stored.bundle, stored.release.version),
+        Ok(None) => (Bundle::embedded()?, 0),
+        Err(e) => {
+            tracing::error!(error = %e, "the active pushed bundle does not verify; serving the image's bundle: push a bundle again");
+            (Bundle::embedded()?, 0)
+        }
+    };
     let bundle_id = bundle.id_hex();
+
+    let certification = Arc::new(certification_from(
+        &state,
+        &args.trust_certifier,
+        file.trusted_certifiers.as_deref().unwrap_or_default(),
+        args.uncertified || file.uncertified.unwrap_or(false),
+        backend_kind,
+        device,
+    )?);
 
     // The worker thread owns the device: open it there and report back.
     let counters = Arc::new(Counters::default());
@@ -155,9 +238,16 @@ fn run() -> Result<()> {
     let ctx = WorkerContext {
         key: key.clone(),
         bundle_id: bundle_id.clone(),
-        // Certification (issue 5) is not enforced yet: every receipt says so.
-        certified: false,
+        certification: certification.clone(),
         counters: counters.clone(),
+        reopen: Box::new(move |bundle| match backend_kind {
+            BackendKind::Cpu => Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>),
+            BackendKind::Vulkan => VulkanBackend::new(bundle, device)
+                .map(|b| Box::new(b) as Box<dyn Backend>)
+                .map_err(|e| e.to_string()),
+        }),
+        retention: retention.clone(),
+        fault,
     };
     std::thread::Builder::new()
         .name("gpu-worker".into())
@@ -170,7 +260,13 @@ fn run() -> Result<()> {
             };
             match backend {
                 Ok(b) => {
-                    let _ = ready_tx.send(Ok(b.fingerprint().name.clone()));
+                    ctx.certification
+                        .set_device(lockstep_certify::DeviceIdentity::of(b.fingerprint()));
+                    let record = worker::device_record(b.fingerprint());
+                    let _ = ready_tx.send(Ok((
+                        b.fingerprint().name.clone(),
+                        admin::device_fingerprint(&record),
+                    )));
                     worker::run(&QUEUE, b, ctx);
                 }
                 Err(e) => {
@@ -178,10 +274,19 @@ fn run() -> Result<()> {
                 }
             }
         })?;
-    let device_name = ready_rx
+    let (device_name, device_fingerprint) = ready_rx
         .recv()
         .context("the GPU worker stopped while opening the device")?
         .map_err(anyhow::Error::msg)?;
+
+    let verdict = certification.verdict(&bundle_id);
+    if certification.uncertified_override {
+        tracing::warn!(reason = %verdict.reason, "serving UNCERTIFIED (--uncertified): every receipt says certified: false");
+    } else if verdict.certified {
+        tracing::info!(reason = %verdict.reason, "certified");
+    } else {
+        tracing::warn!(reason = %verdict.reason, "not certified: refusing jobs until a passing report is installed");
+    }
 
     let endpoint = lockstep_transport::server_endpoint(&key, listen)?;
     let local = endpoint.local_addr()?;
@@ -194,13 +299,24 @@ fn run() -> Result<()> {
         counters,
         node_id,
         device: device_name,
-        bundle_id,
-        certified: false,
+        bundle_id: std::sync::RwLock::new(bundle_id),
+        certification,
         started: Instant::now(),
         job_timeout,
         memory_limit: lockstep_limits::DEFAULT_PROGRAM_MEMORY_BYTES,
         in_flight: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
+        admin: Arc::new(admin::AdminState::new(
+            key.clone(),
+            state.clone(),
+            file.image_version
+                .clone()
+                .unwrap_or_else(|| format!("dev (lockstepd {})", env!("CARGO_PKG_VERSION"))),
+            device_fingerprint,
+            image_operators,
+            bundle_version,
+        )?),
+        retention,
     });
 
     // SIGTERM / SIGINT: stop accepting, let running jobs finish (bounded),
@@ -264,4 +380,44 @@ fn run() -> Result<()> {
         tracing::info!("stopped");
     });
     Ok(())
+}
+
+/// Trusted certifier keys (config, then flags), the --uncertified override,
+/// and the load backend a remote suite run uses.
+fn certification_from(
+    state: &Path,
+    flag_keys: &[String],
+    config_keys: &[String],
+    uncertified: bool,
+    backend_kind: BackendKind,
+    device: Option<usize>,
+) -> Result<certification::Certification> {
+    let mut trusted = Vec::new();
+    for k in config_keys.iter().chain(flag_keys) {
+        let text = std::fs::read_to_string(k).unwrap_or_else(|_| k.clone());
+        trusted.push(lockstep_identity::NodeId::parse(&text).with_context(|| {
+            format!(
+                "trusted certifier {k:?} is not a minisign public key (or a .pub file holding one)"
+            )
+        })?);
+    }
+    if trusted.len() > lockstep_limits::MAX_TRUSTED_CERTIFIERS {
+        bail!(
+            "{} trusted certifier keys; at most {}",
+            trusted.len(),
+            lockstep_limits::MAX_TRUSTED_CERTIFIERS
+        );
+    }
+    let load: certification::SharedLoad = Arc::new(move || match backend_kind {
+        BackendKind::Cpu => Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>),
+        BackendKind::Vulkan => {
+            VulkanBackend::new(Bundle::embedded()?, device).map(|b| Box::new(b) as Box<dyn Backend>)
+        }
+    });
+    Ok(certification::Certification::new(
+        state,
+        trusted,
+        uncertified,
+        Some(load),
+    ))
 }

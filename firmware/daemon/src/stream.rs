@@ -23,8 +23,10 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     pub node_id: String,
     pub device: String,
-    pub bundle_id: String,
-    pub certified: bool,
+    /// Changes when the fleet pushes a new bundle (admin.rs).
+    pub bundle_id: std::sync::RwLock<String>,
+    /// Whether this node may serve, and what receipts say (certification.rs).
+    pub certification: Arc<crate::certification::Certification>,
     pub started: Instant,
     pub job_timeout: Duration,
     pub memory_limit: u64,
@@ -32,6 +34,32 @@ pub struct Shared {
     pub in_flight: AtomicUsize,
     /// Set on SIGTERM: new jobs are refused, running ones finish.
     pub stopping: AtomicBool,
+    /// Fleet trust, admin sessions and the bundle store.
+    pub admin: Arc<crate::admin::AdminState>,
+    /// Retained evidence of past jobs, served to spot checks and disputes.
+    pub retention: Arc<crate::retention::Retention>,
+}
+
+impl Shared {
+    pub fn current_bundle_id(&self) -> String {
+        self.bundle_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether receipts (and status) say this node is certified.
+    pub fn certified(&self) -> bool {
+        self.certification
+            .receipts_certified(&self.current_bundle_id())
+    }
+
+    /// Why jobs are refused now, if they are.
+    pub fn refusal(&self) -> Option<String> {
+        self.certification
+            .may_serve(&self.current_bundle_id())
+            .err()
+    }
 }
 
 /// Counts a stream as in flight for as long as it lives.
@@ -101,8 +129,15 @@ async fn serve(
             let status = Message::Status(NodeStatus {
                 node_id: shared.node_id.clone(),
                 device: shared.device.clone(),
-                bundle_id: shared.bundle_id.clone(),
-                certified: shared.certified,
+                bundle_id: shared
+                    .bundle_id
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+                certified: shared.certified(),
+                certification: shared
+                    .certification
+                    .status_line(&shared.current_bundle_id()),
                 queue_depth: shared.queue.len() as u32,
                 queue_bound: lockstep_limits::JOB_QUEUE_BOUND as u32,
                 jobs_done: shared.counters.done.load(Ordering::Relaxed),
@@ -116,7 +151,20 @@ async fn serve(
             ErrorKind::Internal,
             "the node is shutting down; retry after it restarts, or on another node",
         )),
+        Message::Submit(_) if shared.refusal().is_some() => Err(err(
+            ErrorKind::Uncertified,
+            shared.refusal().unwrap_or_default(),
+        )),
         Message::Submit(request) => submit(send, reader, shared, request).await,
+        Message::CertifyRequest(r) => crate::certify_stream::certify(send, shared, r).await,
+        Message::InstallReport(r) => crate::certify_stream::install(send, shared, r).await,
+        Message::AdminHello(hello) => crate::admin::serve(send, reader, shared, hello).await,
+        Message::FetchLeaf(request) => {
+            crate::evidence::leaf(send, &shared.retention, request).await
+        }
+        Message::FetchInput(request) => {
+            crate::evidence::input(send, &shared.retention, request).await
+        }
         _ => Err(err(
             ErrorKind::BadFrame,
             "clients send StatusRequest or Submit",

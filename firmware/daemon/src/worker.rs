@@ -36,9 +36,18 @@ pub struct Finished {
 
 /// What the worker does next. Everything that needs the device goes through
 /// this one queue, so the backend has a single owner.
+// The queue holds JOB_QUEUE_BOUND slots of the largest variant (a job, a
+// few hundred bytes): boxing it would cost an allocation per job to save
+// a few KiB in total.
+#[allow(clippy::large_enum_variant)]
 pub enum Work {
     /// Run a client's program and sign its receipt.
     Run(Job),
+    /// Open a backend with a new kernel bundle, self-test it, and switch to
+    /// it only if it passes (fleet bundle push).
+    SwitchBundle(crate::bundle_switch::BundleSwitch),
+    /// Run the certification suite for a remote certifier.
+    Certify(crate::certification::CertifyJob),
 }
 
 /// The queue between network tasks and the worker: bounded, so a full
@@ -56,16 +65,31 @@ pub struct Counters {
 pub struct WorkerContext {
     pub key: Arc<DeviceKey>,
     pub bundle_id: String,
-    pub certified: bool,
+    /// Whether receipts say certified (evaluated for the current bundle).
+    pub certification: Arc<crate::certification::Certification>,
     pub counters: Arc<Counters>,
+    /// Where each job's intermediate tensors are kept as evidence.
+    pub retention: Arc<crate::retention::Retention>,
+    /// Test builds only: corrupt op outputs on purpose (`--inject-fault`).
+    pub fault: Option<lockstep_program::fault::Fault>,
+    /// Opens a backend of this node's kind and device with a given bundle
+    /// (a bundle switch).
+    pub reopen: crate::bundle_switch::Reopen,
 }
 
 /// Runs jobs until the process ends.
-pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, ctx: WorkerContext) {
+pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
     let device = device_record(backend.fingerprint());
     loop {
         match smol::block_on(queue.receive()) {
             Work::Run(job) => run_one(job, backend.as_mut(), &device, &ctx),
+            Work::SwitchBundle(switch) => {
+                crate::bundle_switch::switch(switch, &mut backend, &mut ctx)
+            }
+            Work::Certify(job) => {
+                let load = ctx.certification.load.clone();
+                crate::certification::run_remote(job, backend.as_mut(), &ctx, load.as_ref())
+            }
         }
     }
 }
@@ -101,11 +125,27 @@ fn run_job(
         .collect();
     // The deadline stops the run between ops, so a job past its time limit
     // frees the worker instead of finishing for nobody.
+    let mut pending = ctx.retention.begin(
+        &job.job_id,
+        &job.program.program().to_postcard(),
+        &job.inputs,
+    );
+    let mut retain = |entry: &lockstep_program::TraceEntry, t: &Tensor| {
+        if let Some(p) = &mut pending {
+            p.push(&entry.output_sha256, t);
+        }
+    };
     let options = ExecOptions {
         deadline: Some(job.deadline),
+        observer: Some(&mut retain),
+        fault: ctx.fault,
         ..ExecOptions::default()
     };
-    let report = execute(&job.program, backend, job.inputs.clone(), options).map_err(|e| {
+    let report = execute(&job.program, backend, job.inputs.clone(), options);
+    let report = report.map_err(|e| {
+        if let Some(p) = pending.take() {
+            p.abandon();
+        }
         let kind = match e {
             lockstep_program::ExecError::Deadline { .. } => ErrorKind::Timeout,
             _ => ErrorKind::Internal,
@@ -132,13 +172,17 @@ fn run_job(
         trace_root: hex::encode(trace.root),
         started_at: rfc3339(started),
         finished_at: rfc3339(SystemTime::now()),
-        certified: ctx.certified,
+        certified: ctx.certification.receipts_certified(&ctx.bundle_id),
     };
     let (bytes, signature) = receipt.sign(&ctx.key);
+    let signature = signature.to_file();
+    if let Some(p) = pending {
+        ctx.retention.commit(p, &bytes, &signature);
+    }
     Ok(Finished {
         outputs: report.outputs,
         receipt: bytes,
-        signature: signature.to_file(),
+        signature,
     })
 }
 

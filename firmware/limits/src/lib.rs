@@ -110,3 +110,75 @@ pub const DEFAULT_JOB_TIMEOUT_S: u64 = 600;
 /// How long lockstepd waits for in-flight jobs after SIGTERM before it
 /// exits anyway.
 pub const SHUTDOWN_GRACE_S: u64 = 60;
+
+/// Most hashes in one RFC 6962 audit path a verifier accepts. A trace has at
+/// most `MAX_PROGRAM_OPS` = 2^20 leaves, so an honest path has at most 20;
+/// 64 covers any tree a u64 can count.
+pub const MAX_AUDIT_PATH_HASHES: usize = 64;
+
+/// Largest operand a dispute record embeds (its `.npy` bytes), so a checker
+/// can re-execute the disputed op from the record alone; larger operands are
+/// carried by hash and proof only. Keeps a record small enough to mail.
+pub const MAX_DISPUTE_OPERAND_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default age after which a node deletes a job's retained evidence (every
+/// intermediate tensor, its inputs, program and receipt): one day, long
+/// enough for a submitter to spot-check or dispute a result.
+pub const DEFAULT_RETENTION_WINDOW_S: u64 = 24 * 3600;
+
+/// Default disk budget for retained evidence, all jobs together; the oldest
+/// jobs are evicted first to stay under it (`lockstepd --retention-bytes`).
+pub const DEFAULT_RETENTION_BYTES: u64 = 8 << 30;
+
+/// Most jobs whose evidence a node retains at once, whatever their size:
+/// bounds the retention index and the directory.
+pub const MAX_RETAINED_JOBS: usize = 4096;
+
+/// Most bytes of kernel binaries one bundle push carries: a full bundle
+/// (`MAX_KERNELS` kernels, two variants, `MAX_SPIRV_BYTES` each) is far more
+/// than any real one (ours is well under 2 MiB), so this is what a node
+/// buffers before verifying.
+pub const MAX_BUNDLE_UPLOAD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Bundles a node keeps in its state directory: the active one, the one it
+/// replaced (for a manual roll-forward), and one being installed. Older
+/// ones are deleted after a switch so pushes cannot fill the disk.
+pub const MAX_STORED_BUNDLES: usize = 3;
+
+/// Most operator keys a node trusts (its image's list plus TOFU).
+pub const MAX_TRUSTED_OPERATORS: usize = 64;
+
+/// Nodes one `lockstep-fleet bundle push --all` works on at once: enough to
+/// overlap network waits, few enough not to flood the operator's uplink.
+pub const FLEET_PUSH_PARALLELISM: usize = 8;
+
+/// How long an SQLite writer waits for another `lockstep-fleet` process
+/// holding the inventory lock before giving up with a clear error.
+pub const INVENTORY_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Most bytes of one certification report (JSON): a passing report is about
+/// 3 KiB; a failing one adds one first mismatch per check. A node reads an
+/// installed report before it serves, so it must not be able to be huge.
+pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// Most repetitions of the stability job one certification run may ask
+/// for: each costs about one attention block on the device, and a remote
+/// run holds the node's worker for all of them.
+pub const MAX_STABILITY_REPEATS: u32 = 64;
+
+/// Most trusted certifier keys a node holds (config plus flags).
+pub const MAX_TRUSTED_CERTIFIERS: usize = 64;
+
+/// How long a remote certification run may hold a node's worker before the
+/// requester is told it timed out (the suite takes ~20 s on lavapipe and
+/// less on a GPU; a driver that hangs must not hold the node for ever).
+pub const CERTIFY_TIMEOUT_S: u64 = 600;
+
+/// Largest dispute record file `lockstep verify-dispute` reads: two
+/// receipts, audit paths and the embedded operands
+/// (`MAX_DISPUTE_OPERAND_BYTES` each, base64, at most a few operands).
+pub const MAX_DISPUTE_RECORD_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most bytes of a minisign signature file a node reads (from a message or
+/// its state directory): one is about 300 bytes.
+pub const MAX_SIGNATURE_FILE_BYTES: usize = 4096;

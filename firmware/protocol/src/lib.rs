@@ -6,15 +6,23 @@
 //! - [`message`]: the versioned control messages (postcard).
 //! - [`tensors`]: tensors streamed as bounded data chunks, checked against
 //!   their announced SHA-256.
+//! - [`admin`]: fleet enrollment and signed admin commands.
+//! - [`evidence`]: leaves and inputs of retained jobs, for spot checks
+//!   and disputes.
 //! - [`receipt`]: the statement a node signs for every job.
 //!
 //! Wire format and rules: docs/protocol.md, "Wire protocol".
 
+pub mod admin;
+pub mod certify;
+pub mod evidence;
 pub mod frame;
 pub mod message;
 pub mod receipt;
 pub mod tensors;
 
+pub use certify::{CertifyReply, CertifyRequest, InstallReport, Installed};
+pub use evidence::{InputRequest, LeafEvidence, LeafRequest};
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use message::{
     Envelope, ErrorKind, JobError, JobRequest, JobResult, Message, MessageError, NodeStatus,

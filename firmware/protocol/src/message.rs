@@ -32,6 +32,31 @@ pub enum Message {
     /// Node → client: the job's outputs (their data chunks follow, in
     /// order) and its signed receipt.
     Done(JobResult),
+    /// Fleet → node: start an admin session (enrollment, bundle push).
+    AdminHello(crate::admin::AdminHello),
+    /// Node → fleet: its info and a session nonce, signed by the device key.
+    AdminChallenge(crate::admin::AdminChallenge),
+    /// Fleet → node: a command signed by an operator key; a bundle's files
+    /// follow as data chunks.
+    AdminCommand(crate::admin::AdminCommand),
+    /// Node → fleet: the command's outcome.
+    AdminReply(crate::admin::AdminReply),
+    /// Client → node: one leaf of a retained job's trace (evidence.rs).
+    FetchLeaf(crate::evidence::LeafRequest),
+    /// Node → client: the leaf; its tensor's data chunks follow if sent.
+    Leaf(crate::evidence::LeafEvidence),
+    /// Client → node: one retained input of a job.
+    FetchInput(crate::evidence::InputRequest),
+    /// Node → client: the input's header; its data chunks follow.
+    Input(TensorHeader),
+    /// Certifier → node: run the certification suite on this device.
+    CertifyRequest(crate::certify::CertifyRequest),
+    /// Node → certifier: the report, signed by the device key.
+    CertifyReport(crate::certify::CertifyReply),
+    /// Certifier → node: install a report signed by a certifier.
+    InstallReport(crate::certify::InstallReport),
+    /// Node → certifier: the node's certification after an install.
+    Installed(crate::certify::Installed),
 }
 
 /// One named tensor's shape and the SHA-256 of its canonical `.npy` bytes.
@@ -74,8 +99,14 @@ pub enum ErrorKind {
     TooLarge,
     /// The job ran past the node's time limit.
     Timeout,
+    /// The node holds no passing certification report for its device and
+    /// bundle (and does not run with --uncertified); the message says why.
+    Uncertified,
     /// The node failed (device lost, ...); the job may be retried.
     Internal,
+    /// Evidence was asked for a job the node does not hold (never run
+    /// here, or evicted after its retention window or for space).
+    NotRetained,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +122,8 @@ pub struct NodeStatus {
     pub device: String,
     pub bundle_id: String,
     pub certified: bool,
+    /// One line: who certified the node, or why it is not certified.
+    pub certification: String,
     pub queue_depth: u32,
     pub queue_bound: u32,
     pub jobs_done: u64,
@@ -164,6 +197,16 @@ fn check_bounds(m: &Message) -> Result<(), MessageError> {
     match m {
         Message::Submit(r) => check_headers(&r.inputs),
         Message::Done(r) => check_headers(&r.outputs),
+        Message::AdminCommand(c) => crate::admin::check_command(c).map_err(MessageError::Bound),
+        Message::Leaf(e) => {
+            crate::evidence::check_leaf(e)?;
+            check_headers(e.tensor.as_slice())
+        }
+        Message::FetchInput(r) => crate::evidence::check_name(&r.name),
+        Message::Input(h) => check_headers(std::slice::from_ref(h)),
+        Message::CertifyRequest(r) => crate::certify::check_request(r).map_err(MessageError::Bound),
+        Message::CertifyReport(r) => crate::certify::check_reply(r).map_err(MessageError::Bound),
+        Message::InstallReport(r) => crate::certify::check_install(r).map_err(MessageError::Bound),
         _ => Ok(()),
     }
 }

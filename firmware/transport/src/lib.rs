@@ -40,6 +40,7 @@
 pub mod frames;
 mod pin;
 mod server;
+mod tofu;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Once};
@@ -153,6 +154,67 @@ pub fn client_config(
 /// handshake is bounded by `IDLE_TIMEOUT_MS`.
 pub async fn connect(addr: SocketAddr, node: &NodeId) -> Result<quinn::Connection, TransportError> {
     let (config, verifier) = client_config(addr, node)?;
+    let endpoint = client_endpoint(addr, config)?;
+    let connecting = endpoint
+        .connect(addr, SERVER_NAME)
+        .map_err(|source| TransportError::Connect { addr, source })?;
+    match connecting.await {
+        Ok(connection) => Ok(connection),
+        // quinn reports a refused certificate only as a TLS alert with a
+        // string; the verifier kept the typed reason.
+        Err(source) => Err(match verifier.take_refusal() {
+            Some(refusal) => TransportError::Pin(refusal),
+            None => TransportError::Connection { addr, source },
+        }),
+    }
+}
+
+/// Connects to whatever node answers at `addr`, for enrollment, when the
+/// node id is not known yet. The node still proves in the handshake that
+/// it holds the key its certificate carries; that key, in node-id form, is
+/// returned so the caller can check that the node signs its enrollment
+/// challenge with the same key (`lockstep-fleet enroll`). Never use this
+/// to submit jobs: it trusts the first key it sees.
+pub async fn connect_unpinned(
+    addr: SocketAddr,
+) -> Result<(quinn::Connection, String), TransportError> {
+    let verifier = Arc::new(tofu::PresentedKeyVerifier::new(addr));
+    let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = transport_config();
+    transport.keep_alive_interval(Some(Duration::from_millis(limits::KEEP_ALIVE_INTERVAL_MS)));
+    config.transport_config(Arc::new(transport));
+    let endpoint = client_endpoint(addr, config)?;
+    let connecting = endpoint
+        .connect(addr, SERVER_NAME)
+        .map_err(|source| TransportError::Connect { addr, source })?;
+    match connecting.await {
+        Ok(connection) => match verifier.presented() {
+            Some(key) => Ok((connection, key)),
+            None => Err(TransportError::Pin(PinError::Malformed {
+                addr,
+                reason: "no certificate was presented".into(),
+            })),
+        },
+        Err(source) => Err(match verifier.take_refusal() {
+            Some(refusal) => TransportError::Pin(refusal),
+            None => TransportError::Connection { addr, source },
+        }),
+    }
+}
+
+/// A client endpoint on an ephemeral port (on the loopback interface when
+/// `addr` is loopback), driven by smol.
+fn client_endpoint(
+    addr: SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<quinn::Endpoint, TransportError> {
     let ip = match (addr.is_ipv4(), addr.ip().is_loopback()) {
         (true, true) => Ipv4Addr::LOCALHOST.into(),
         (true, false) => Ipv4Addr::UNSPECIFIED.into(),
@@ -173,16 +235,5 @@ pub async fn connect(addr: SocketAddr, node: &NodeId) -> Result<quinn::Connectio
     )
     .map_err(bind)?;
     endpoint.set_default_client_config(config);
-    let connecting = endpoint
-        .connect(addr, SERVER_NAME)
-        .map_err(|source| TransportError::Connect { addr, source })?;
-    match connecting.await {
-        Ok(connection) => Ok(connection),
-        // quinn reports a refused certificate only as a TLS alert with a
-        // string; the verifier kept the typed reason.
-        Err(source) => Err(match verifier.take_refusal() {
-            Some(refusal) => TransportError::Pin(refusal),
-            None => TransportError::Connection { addr, source },
-        }),
-    }
+    Ok(endpoint)
 }

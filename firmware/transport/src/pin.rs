@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 /// DER of an Ed25519 SubjectPublicKeyInfo up to the 32 key bytes (RFC 8410):
 /// SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING (0 unused bits) }.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
+pub(crate) const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 

@@ -249,3 +249,18 @@ fn concurrent_streams() {
         connection.close(0u32.into(), b"done");
     });
 }
+
+/// Enrollment's unpinned connect: whatever node answers, its handshake
+/// proved the key that is returned, and the connection works.
+#[test]
+fn unpinned_connect_returns_the_key_the_handshake_proved() {
+    run(async {
+        let (_dir, key) = new_key();
+        let (_node, addr) = start_node(&key);
+        let (connection, presented) = lockstep_transport::connect_unpinned(addr).await.unwrap();
+        assert_eq!(presented, key.node_id().to_string());
+        let data = b"enroll me".to_vec();
+        assert_eq!(echo(&connection, data.clone()).await, data);
+        connection.close(0u32.into(), b"done");
+    });
+}

@@ -21,8 +21,18 @@ impl Drop for Node {
 }
 
 /// Starts `lockstepd` on an ephemeral loopback port with `backend` and any
-/// extra flags, and waits for its "listening" line.
+/// extra flags, and waits for its "listening" line. The node serves
+/// uncertified (`--uncertified`): most tests are not about certification.
 pub fn start(state: &Path, backend: &str, extra: &[&str]) -> Node {
+    let mut flags = vec!["--uncertified"];
+    flags.extend_from_slice(extra);
+    start_certified(state, backend, &flags)
+}
+
+/// Starts `lockstepd` without `--uncertified`: it serves only with a
+/// passing certification report (give `--trust-certifier KEY` in `extra`).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn start_certified(state: &Path, backend: &str, extra: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
         .args(["--listen", "127.0.0.1:0", "--backend", backend, "--state"])
         .arg(state)

@@ -1,0 +1,179 @@
+//! The whole suite on one backend: probes, conformance, stability, limits
+//! and performance, into one [`Report`].
+
+use std::time::{Instant, SystemTime};
+
+use lockstep_backend::{Backend, Op};
+use lockstep_kernels::reference::matmul::Transpose;
+use lockstep_protocol::rfc3339;
+use lockstep_tensor::{Fill, Tensor};
+
+use crate::conformance::{self, Golden};
+use crate::report::{
+    Check, DeviceIdentity, LimitRecord, Mismatch, Performance, Report, REPORT_FORMAT, SUITE_VERSION,
+};
+use crate::stability::{self, LoadFactory};
+use lockstep_kernels::reference::probe::PROBES;
+
+/// How a run goes.
+pub struct SuiteOptions {
+    /// The bundle the backend runs (the CPU reference is its twin).
+    pub bundle_id: String,
+    /// Repetitions of the stability job, alone and under load (at most
+    /// `MAX_STABILITY_REPEATS`).
+    pub repeats: u32,
+    /// A second backend on the same device, for the load.
+    pub load: Option<LoadFactory>,
+    /// The node that runs the suite, in the remote form.
+    pub node: Option<String>,
+    pub golden: Golden,
+}
+
+/// Default repetitions of the stability job.
+pub const DEFAULT_REPEATS: u32 = 3;
+
+/// Side of the square matmul whose GFLOP/s the report gives.
+const PERF_MATMUL: usize = 512;
+
+/// Where the suite is, for a progress display.
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub check: &'a str,
+    pub what: &'a str,
+}
+
+/// Runs everything. Backend failures do not abort: they fail the check
+/// they happen in, so a report always comes back.
+pub fn run(
+    backend: &mut dyn Backend,
+    options: &SuiteOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Report {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let repeats = options
+        .repeats
+        .clamp(1, lockstep_limits::MAX_STABILITY_REPEATS);
+    let total =
+        PROBES.len() + conformance::progress_steps() + stability::progress_steps(repeats) + 2;
+    let mut done = 0;
+    let mut step = |check: &str, what: &str| {
+        done += 1;
+        progress(&Progress {
+            done,
+            total,
+            check,
+            what,
+        });
+    };
+
+    let mut checks = Vec::new();
+    checks.push(
+        crate::probes::run(backend, &mut |w| step("probes", w))
+            .unwrap_or_else(|e| failed_check("probes", "probe kernels", e.to_string())),
+    );
+
+    let (mut mlp_wall, mut mlp_steps) = (0.0f64, 0u64);
+    match conformance::compute(backend, &mut |w| step("conformance", w)) {
+        Ok(outcome) => {
+            checks.push(conformance::compare(&outcome.hashes, &options.golden));
+            mlp_wall = outcome.mlp_wall.as_secs_f64();
+            mlp_steps = outcome.mlp_steps;
+        }
+        Err(e) => checks.push(failed_check("conformance", "a case", e.to_string())),
+    }
+
+    checks.push(stability::run(
+        backend,
+        repeats,
+        options.load.as_ref(),
+        &mut |w| step("stability", w),
+    ));
+
+    step("limits", "device limits");
+    let limits: Vec<LimitRecord> = backend
+        .device_limits()
+        .into_iter()
+        .map(|l| LimitRecord {
+            name: l.name,
+            needed: l.needed,
+            device: l.device,
+        })
+        .collect();
+    let short: Vec<&LimitRecord> = limits.iter().filter(|l| l.device < l.needed).collect();
+    checks.push(Check::new(
+        "limits",
+        limits.len() as u64,
+        short.len() as u64,
+        short.first().map(|l| Mismatch {
+            kernel: "device".into(),
+            case: l.name.clone(),
+            expected: format!(">= {}", l.needed),
+            got: l.device.to_string(),
+        }),
+    ));
+
+    step(
+        "performance",
+        &format!("matmul {PERF_MATMUL}x{PERF_MATMUL}x{PERF_MATMUL}"),
+    );
+    let gflops =
+        matmul_gflops(backend).map_or_else(|e| format!("error: {e}"), |g| format!("{g:.2}"));
+    let performance = Performance {
+        matmul_gflops: gflops,
+        matmul_shape: format!("{PERF_MATMUL}x{PERF_MATMUL}x{PERF_MATMUL}"),
+        mlp_steps_per_s: if mlp_wall > 0.0 {
+            format!("{:.1}", mlp_steps as f64 / mlp_wall)
+        } else {
+            "n/a".into()
+        },
+        device_memory_bytes: backend.device_memory_bytes(),
+        peak_device_bytes: backend.peak_device_bytes(),
+        suite_seconds: format!("{:.1}", clock.elapsed().as_secs_f64()),
+    };
+    let passed = checks.iter().all(|c| c.passed);
+    Report {
+        format: REPORT_FORMAT,
+        suite_version: SUITE_VERSION.to_string(),
+        bundle_id: options.bundle_id.clone(),
+        device: DeviceIdentity::of(backend.fingerprint()),
+        node: options.node.clone(),
+        checks,
+        limits,
+        performance,
+        passed,
+        started_at: rfc3339(started),
+        finished_at: rfc3339(SystemTime::now()),
+    }
+}
+
+fn failed_check(name: &str, what: &str, error: String) -> Check {
+    Check::new(
+        name,
+        1,
+        1,
+        Some(Mismatch {
+            kernel: what.to_string(),
+            case: "the run stopped".into(),
+            expected: "a result".into(),
+            got: error,
+        }),
+    )
+}
+
+/// Best of three host-to-host runs of a square matmul, in GFLOP/s.
+fn matmul_gflops(backend: &mut dyn Backend) -> Result<f64, lockstep_backend::BackendError> {
+    let shape = vec![PERF_MATMUL, PERF_MATMUL];
+    let a = Tensor::filled(shape.clone(), 21, Fill::Uniform).expect("within the tensor bound");
+    let b = Tensor::filled(shape, 22, Fill::Uniform).expect("within the tensor bound");
+    let op = Op::Matmul(Transpose::None);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        backend.run(&op, &[&a, &b])?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let flops = 2.0 * (PERF_MATMUL as f64).powi(3);
+    Ok(flops / best / 1e9)
+}

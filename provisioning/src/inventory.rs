@@ -1,0 +1,476 @@
+//! The fleet inventory: one SQLite file (`FLEET/inventory.sqlite3`).
+//!
+//! Concurrency: WAL journal (readers never block the writer), every write
+//! in a `BEGIN IMMEDIATE` transaction (the writer lock is taken up front, so
+//! two invocations never deadlock upgrading read locks), and a busy timeout
+//! (`INVENTORY_BUSY_TIMEOUT_MS`) so a second `lockstep-fleet` waits for the
+//! first instead of failing. Schema changes are numbered migrations applied
+//! in one transaction, recorded in SQLite's `user_version`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lockstep_limits::INVENTORY_BUSY_TIMEOUT_MS;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+/// File name of the inventory inside the fleet directory.
+pub const INVENTORY_FILE: &str = "inventory.sqlite3";
+
+/// Migration N (1-based) brings the schema from version N-1 to N. Append
+/// only: a shipped migration is never edited. Plain SQL that PostgreSQL
+/// also accepts (docs/operations.md).
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes and bundle releases.
+    "CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        device_fingerprint TEXT NOT NULL,
+        device TEXT NOT NULL,
+        bundle_id TEXT NOT NULL,
+        bundle_version BIGINT NOT NULL,
+        image_version TEXT NOT NULL,
+        certified BOOLEAN NOT NULL,
+        certification_report_sha256 TEXT,
+        enrolled_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE releases (
+        version BIGINT PRIMARY KEY,
+        bundle_id TEXT NOT NULL,
+        dir TEXT NOT NULL,
+        signed_at TEXT NOT NULL
+    );",
+    // 2: what was done to which node, for the operator's audit.
+    "CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        what TEXT NOT NULL
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(
+        "inventory {path}: {source}; if another lockstep-fleet is running, wait for it and retry"
+    )]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("inventory {path} has schema version {found}, newer than this lockstep-fleet knows ({known}); upgrade lockstep-fleet")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "no inventory at {0}: run `lockstep-fleet init --dir FLEET` first, or pass the right --dir"
+    )]
+    Missing(PathBuf),
+    #[error("no node {0} in the inventory: see `lockstep-fleet list`")]
+    UnknownNode(String),
+    #[error("{0} matches several nodes; give the full node id")]
+    Ambiguous(String),
+}
+
+/// One enrolled node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    pub node_id: String,
+    pub address: String,
+    pub device_fingerprint: String,
+    pub device: String,
+    pub bundle_id: String,
+    pub bundle_version: u64,
+    pub image_version: String,
+    pub certified: bool,
+    pub certification_report_sha256: Option<String>,
+    pub enrolled_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// A signed bundle release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Release {
+    pub version: u64,
+    pub bundle_id: String,
+    pub dir: String,
+    pub signed_at: String,
+}
+
+pub struct Inventory {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Inventory {
+    /// Creates (or opens and migrates) the inventory in `dir`.
+    pub fn create(dir: &Path) -> Result<Inventory, InventoryError> {
+        Inventory::open_at(dir.join(INVENTORY_FILE), true)
+    }
+
+    /// Opens an existing inventory, migrating it if it is older.
+    pub fn open(dir: &Path) -> Result<Inventory, InventoryError> {
+        Inventory::open_at(dir.join(INVENTORY_FILE), false)
+    }
+
+    fn open_at(path: PathBuf, create: bool) -> Result<Inventory, InventoryError> {
+        if !create && !path.exists() {
+            return Err(InventoryError::Missing(path));
+        }
+        let sql = |source| InventoryError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(Duration::from_millis(INVENTORY_BUSY_TIMEOUT_MS))
+            .map_err(sql)?;
+        // WAL: readers see the last commit while a writer works.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
+        let mut inv = Inventory { conn, path };
+        inv.migrate()?;
+        Ok(inv)
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> InventoryError + '_ {
+        |source| InventoryError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Applies every migration newer than the file's `user_version`, in
+    /// one immediate transaction (two processes migrating at once: the
+    /// second waits, then finds nothing to do).
+    fn migrate(&mut self) -> Result<(), InventoryError> {
+        let path = self.path.clone();
+        let sql = |source| InventoryError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(InventoryError::TooNew {
+                path: path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for m in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(m).map_err(sql)?;
+        }
+        tx.pragma_update(None, "user_version", known).map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<i64, InventoryError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.sql())
+    }
+
+    /// Records (or re-records, un-revoking nothing) an enrolled node.
+    pub fn upsert_node(&mut self, n: &NodeRecord) -> Result<(), InventoryError> {
+        let path = self.path.clone();
+        let sql = |source| InventoryError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
+                bundle_version, image_version, certified, certification_report_sha256,
+                enrolled_at, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)
+             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
+                device_fingerprint = excluded.device_fingerprint, device = excluded.device,
+                bundle_id = excluded.bundle_id, bundle_version = excluded.bundle_version,
+                image_version = excluded.image_version, certified = excluded.certified,
+                certification_report_sha256 = excluded.certification_report_sha256",
+            params![
+                n.node_id,
+                n.address,
+                n.device_fingerprint,
+                n.device,
+                n.bundle_id,
+                n.bundle_version as i64,
+                n.image_version,
+                n.certified,
+                n.certification_report_sha256,
+                n.enrolled_at,
+            ],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, 'enrolled')",
+            params![n.node_id, n.enrolled_at],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, InventoryError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
+                    image_version, certified, certification_report_sha256, enrolled_at,
+                    revoked_at
+                 FROM nodes ORDER BY enrolled_at, node_id",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt.query_map([], row_to_node).map_err(self.sql())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+    }
+
+    /// A node by full id, by address, or by a unique prefix of its id.
+    pub fn find(&self, which: &str) -> Result<NodeRecord, InventoryError> {
+        let nodes = self.nodes()?;
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.node_id == which || n.address == which)
+        {
+            return Ok(n.clone());
+        }
+        let mut matches = nodes.iter().filter(|n| n.node_id.starts_with(which));
+        match (matches.next(), matches.next()) {
+            (Some(n), None) if !which.is_empty() => Ok(n.clone()),
+            (Some(_), Some(_)) => Err(InventoryError::Ambiguous(which.to_string())),
+            _ => Err(InventoryError::UnknownNode(which.to_string())),
+        }
+    }
+
+    /// Looks a node up by exact id.
+    pub fn get(&self, node_id: &str) -> Result<Option<NodeRecord>, InventoryError> {
+        self.conn
+            .query_row(
+                "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
+                    image_version, certified, certification_report_sha256, enrolled_at,
+                    revoked_at
+                 FROM nodes WHERE node_id = ?1",
+                [node_id],
+                row_to_node,
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// Marks a node revoked (idempotent: the first revocation time stays).
+    pub fn revoke(&mut self, node_id: &str, at: &str) -> Result<(), InventoryError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE nodes SET revoked_at = COALESCE(revoked_at, ?2) WHERE node_id = ?1",
+                params![node_id, at],
+            )?;
+            tx.execute(
+                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, 'revoked')",
+                params![node_id, at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a node's bundle after a successful push.
+    pub fn set_bundle(
+        &mut self,
+        node_id: &str,
+        bundle_id: &str,
+        version: u64,
+        at: &str,
+    ) -> Result<(), InventoryError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE nodes SET bundle_id = ?2, bundle_version = ?3 WHERE node_id = ?1",
+                params![node_id, bundle_id, version as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
+                params![node_id, at, format!("bundle {bundle_id} release {version}")],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The next release version: one above every version signed so far.
+    pub fn next_release_version(&self) -> Result<u64, InventoryError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(version) FROM releases", [], |r| r.get(0))
+            .map_err(self.sql())?;
+        Ok(max.map_or(1, |v| v as u64 + 1))
+    }
+
+    pub fn add_release(&mut self, r: &Release) -> Result<(), InventoryError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO releases (version, bundle_id, dir, signed_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![r.version as i64, r.bundle_id, r.dir, r.signed_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn latest_release(&self) -> Result<Option<Release>, InventoryError> {
+        self.conn
+            .query_row(
+                "SELECT version, bundle_id, dir, signed_at FROM releases
+                 ORDER BY version DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Release {
+                        version: r.get::<_, i64>(0)? as u64,
+                        bundle_id: r.get(1)?,
+                        dir: r.get(2)?,
+                        signed_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    fn write(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), InventoryError> {
+        let path = self.path.clone();
+        let sql = |source| InventoryError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        f(&tx).map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+}
+
+fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
+    Ok(NodeRecord {
+        node_id: r.get(0)?,
+        address: r.get(1)?,
+        device_fingerprint: r.get(2)?,
+        device: r.get(3)?,
+        bundle_id: r.get(4)?,
+        bundle_version: r.get::<_, i64>(5)? as u64,
+        image_version: r.get(6)?,
+        certified: r.get(7)?,
+        certification_report_sha256: r.get(8)?,
+        enrolled_at: r.get(9)?,
+        revoked_at: r.get(10)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeRecord {
+        NodeRecord {
+            node_id: id.into(),
+            address: format!("10.0.0.{}:4433", id.len()),
+            device_fingerprint: "f".repeat(64),
+            device: "cpu".into(),
+            bundle_id: "b".repeat(64),
+            bundle_version: 0,
+            image_version: "dev".into(),
+            certified: false,
+            certification_report_sha256: None,
+            enrolled_at: "2026-01-01T00:00:00Z".into(),
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn migrates_once_and_round_trips_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = Inventory::create(dir.path()).unwrap();
+        assert_eq!(inv.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        inv.upsert_node(&node("RWQabc")).unwrap();
+        drop(inv);
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        assert_eq!(inv.find("RWQa").unwrap().node_id, "RWQabc");
+        inv.revoke("RWQabc", "2026-02-01T00:00:00Z").unwrap();
+        inv.revoke("RWQabc", "2026-03-01T00:00:00Z").unwrap();
+        assert_eq!(
+            inv.get("RWQabc").unwrap().unwrap().revoked_at.as_deref(),
+            Some("2026-02-01T00:00:00Z")
+        );
+        assert!(matches!(
+            inv.find("nope"),
+            Err(InventoryError::UnknownNode(_))
+        ));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Inventory::create(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(INVENTORY_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            Inventory::open(dir.path()),
+            Err(InventoryError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn release_versions_count_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = Inventory::create(dir.path()).unwrap();
+        assert_eq!(inv.next_release_version().unwrap(), 1);
+        inv.add_release(&Release {
+            version: 4,
+            bundle_id: "x".into(),
+            dir: "/b".into(),
+            signed_at: "t".into(),
+        })
+        .unwrap();
+        assert_eq!(inv.next_release_version().unwrap(), 5);
+        assert_eq!(inv.latest_release().unwrap().unwrap().version, 4);
+    }
+
+    /// Several threads, each with its own connection (as separate
+    /// processes would have), writing at once: every write lands.
+    #[test]
+    fn concurrent_writers_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Inventory::create(dir.path()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let mut inv = Inventory::open(&dir).unwrap();
+                    for i in 0..25 {
+                        inv.upsert_node(&node(&format!("RWQ-{t}-{i}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let inv = Inventory::open(dir.path()).unwrap();
+        assert_eq!(inv.nodes().unwrap().len(), 200);
+    }
+}

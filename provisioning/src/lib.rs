@@ -1,0 +1,27 @@
+//! `lockstep-fleet`: the fleet manager's tool.
+//!
+//! - [`operator`]: the operator's minisign key pair in the fleet directory.
+//! - [`inventory`]: the SQLite inventory (migrations, transactions, busy
+//!   timeout; docs/operations.md).
+//! - [`session`]: an admin session with one node: challenge, proof of key
+//!   possession, one signed command.
+//! - [`release`]: signing a kernel bundle's release, reading a bundle for
+//!   a push.
+//! - [`push`]: a push across many nodes, every outcome reported.
+//! - [`image`]: the provisioning file written into an appliance image's
+//!   ESP before flashing.
+//! - [`registry`]: signed identity records for a registry contract
+//!   (docs/identity.md).
+
+pub mod image;
+pub mod inventory;
+pub mod operator;
+pub mod push;
+pub mod registry;
+pub mod release;
+pub mod session;
+
+/// The current time as RFC 3339 UTC (what the inventory stores).
+pub fn now() -> String {
+    lockstep_protocol::rfc3339(std::time::SystemTime::now())
+}

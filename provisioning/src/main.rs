@@ -1,0 +1,427 @@
+//! `lockstep-fleet`: enroll nodes, keep the inventory, sign and push kernel
+//! bundles, export identity records. Errors are one line; exit 2 for bad
+//! input or usage, 1 for node or network problems (and for a push in which
+//! any node failed).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lockstep_fleet::inventory::{Inventory, NodeRecord, Release};
+use lockstep_fleet::push::{push_all, Outcome};
+use lockstep_fleet::session::Session;
+use lockstep_fleet::{now, operator, registry, release};
+use lockstep_identity::NodeId;
+use lockstep_protocol::admin::AdminAction;
+
+#[derive(Parser)]
+#[command(
+    name = "lockstep-fleet",
+    version,
+    about = "Lockstep fleet manager: enrollment, inventory, signed bundle rollout"
+)]
+struct Cli {
+    /// The fleet directory (operator key and inventory).
+    #[arg(long, global = true, default_value = ".")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the operator key pair and the inventory.
+    Init {
+        /// Leave the secret key unencrypted (automation only).
+        #[arg(long)]
+        unencrypted: bool,
+    },
+    /// Enroll the node at ADDR:PORT: it must prove it holds its device key.
+    Enroll {
+        addr: String,
+        /// Expect this node id (from the node's label or console): any
+        /// other key at the address is refused.
+        #[arg(long)]
+        node_key: Option<String>,
+    },
+    /// List enrolled nodes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one node (id, id prefix or address) as JSON.
+    Show { node: String },
+    /// Mark a node revoked: its later receipts are reported as such.
+    Revoke { node: String },
+    /// Kernel bundles.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Write the fleet's provisioning file (this operator's key, trusted
+    /// certifiers, listen address) into an appliance image's ESP, before
+    /// flashing it. Only the ESP changes; the verified root does not.
+    ProvisionImage {
+        #[arg(value_name = "IMAGE.raw")]
+        image: PathBuf,
+        /// A certifier key the nodes trust (repeatable).
+        #[arg(long = "trust-certifier", value_name = "KEY")]
+        trust_certifier: Vec<String>,
+        /// The address lockstepd listens on (default: the image's).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+    },
+    /// One operator-signed identity record per node, for a registry.
+    ExportRegistry {
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Sign the bundle in DIR: a release statement {bundle id, version}.
+    Sign {
+        #[arg(value_name = "DIR")]
+        bundle_dir: PathBuf,
+        /// Release version; default: one above every version signed so far.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Push a signed bundle (default: the latest signed) to a node or all.
+    Push {
+        /// Node id, id prefix or address.
+        node: Option<String>,
+        #[arg(long, conflicts_with = "node")]
+        all: bool,
+        /// The bundle directory (default: the latest `bundle sign`).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+}
+
+/// A failure: its one line and exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn usage(m: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 2,
+        message: m.to_string(),
+    }
+}
+
+fn machine(m: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: m.to_string(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("lockstep-fleet: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let dir = cli.dir.as_path();
+    match cli.command {
+        Command::Init { unencrypted } => init(dir, unencrypted),
+        Command::Enroll { addr, node_key } => enroll(dir, &addr, node_key.as_deref()),
+        Command::List { json } => list(dir, json),
+        Command::Show { node } => {
+            let inv = Inventory::open(dir).map_err(usage)?;
+            let n = inv.find(&node).map_err(usage)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&n).expect("records serialise")
+            );
+            Ok(())
+        }
+        Command::Revoke { node } => {
+            let mut inv = Inventory::open(dir).map_err(usage)?;
+            let n = inv.find(&node).map_err(usage)?;
+            inv.revoke(&n.node_id, &now()).map_err(machine)?;
+            eprintln!("revoked {}", n.node_id);
+            Ok(())
+        }
+        Command::Bundle {
+            command:
+                BundleCommand::Sign {
+                    bundle_dir,
+                    version,
+                },
+        } => sign(dir, &bundle_dir, version),
+        Command::Bundle {
+            command: BundleCommand::Push { node, all, bundle },
+        } => push(dir, node.as_deref(), all, bundle.as_deref()),
+        Command::ProvisionImage {
+            image,
+            trust_certifier,
+            listen,
+        } => provision_image(dir, &image, &trust_certifier, listen),
+        Command::ExportRegistry {
+            format: Format::Json,
+        } => {
+            let inv = Inventory::open(dir).map_err(usage)?;
+            let key = operator::load(dir).map_err(usage)?;
+            let records = registry::export(&inv.nodes().map_err(machine)?, &key);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&records).expect("records serialise")
+            );
+            Ok(())
+        }
+    }
+}
+
+fn provision_image(
+    dir: &Path,
+    image: &Path,
+    certifiers: &[String],
+    listen: Option<SocketAddr>,
+) -> Result<(), Failure> {
+    let pub_path = dir.join(operator::PUBLIC_FILE);
+    let text = std::fs::read_to_string(&pub_path).map_err(|e| {
+        usage(format!(
+            "{}: {e} (run `lockstep-fleet init` first)",
+            pub_path.display()
+        ))
+    })?;
+    let op = NodeId::parse(&text).map_err(|e| usage(format!("{}: {e}", pub_path.display())))?;
+    let trusted_certifiers = certifiers
+        .iter()
+        .map(|k| NodeId::parse(k).map_err(|e| usage(format!("--trust-certifier {k}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let provision = lockstep_fleet::image::Provision {
+        trusted_operators: vec![op],
+        trusted_certifiers,
+        listen,
+    };
+    lockstep_fleet::image::write_provision(image, &provision).map_err(usage)?;
+    eprintln!(
+        "wrote {}/{} into the ESP of {}:",
+        lockstep_fleet::image::PROVISION_DIR,
+        lockstep_fleet::image::PROVISION_FILE,
+        image.display()
+    );
+    print!("{}", provision.to_toml());
+    Ok(())
+}
+
+fn init(dir: &Path, unencrypted: bool) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+    let key = operator::create(dir, !unencrypted).map_err(usage)?;
+    Inventory::create(dir).map_err(machine)?;
+    eprintln!(
+        "fleet initialised in {}; operator key {} ({})",
+        dir.display(),
+        key.public().key_id_hex(),
+        if unencrypted {
+            "unencrypted"
+        } else {
+            "encrypted"
+        }
+    );
+    println!("{}", key.public());
+    Ok(())
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, Failure> {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            usage(format!(
+                "{addr:?} is not an ADDR:PORT this machine can resolve"
+            ))
+        })
+}
+
+fn enroll(dir: &Path, addr: &str, node_key: Option<&str>) -> Result<(), Failure> {
+    let sock = resolve(addr)?;
+    let expected = node_key
+        .map(NodeId::parse)
+        .transpose()
+        .map_err(|e| usage(format!("--node-key: {e}")))?;
+    // Open the inventory and key first: a typo in --dir fails before the
+    // node is touched.
+    let mut inv = Inventory::open(dir).map_err(usage)?;
+    let key = operator::load(dir).map_err(usage)?;
+    let info = smol::block_on(async {
+        let session = Session::open(sock, expected.as_ref()).await?;
+        let info = session.info.clone();
+        let command = session.sign(&key, AdminAction::Enroll, None);
+        session.send(command, &[]).await?;
+        Ok::<_, lockstep_fleet::session::SessionError>(info)
+    })
+    .map_err(machine)?;
+    let record = NodeRecord {
+        node_id: info.node_id.clone(),
+        address: sock.to_string(),
+        device_fingerprint: info.device_fingerprint,
+        device: info.device,
+        bundle_id: info.bundle_id,
+        bundle_version: info.bundle_version,
+        image_version: info.image_version,
+        certified: info.certified,
+        certification_report_sha256: info.certification_report_sha256,
+        enrolled_at: now(),
+        revoked_at: None,
+    };
+    inv.upsert_node(&record).map_err(machine)?;
+    eprintln!("enrolled {} at {}", record.node_id, record.address);
+    println!("{}", record.node_id);
+    Ok(())
+}
+
+fn list(dir: &Path, json: bool) -> Result<(), Failure> {
+    let inv = Inventory::open(dir).map_err(usage)?;
+    let nodes = inv.nodes().map_err(machine)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&nodes).expect("records serialise")
+        );
+        return Ok(());
+    }
+    for n in &nodes {
+        println!(
+            "{}  {}  bundle {} (release {})  {}  {}{}",
+            n.node_id,
+            n.address,
+            &n.bundle_id[..n.bundle_id.len().min(12)],
+            n.bundle_version,
+            if n.certified {
+                "certified"
+            } else {
+                "uncertified"
+            },
+            n.image_version,
+            if n.revoked_at.is_some() {
+                "  REVOKED"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+fn sign(dir: &Path, bundle: &Path, version: Option<u64>) -> Result<(), Failure> {
+    let mut inv = Inventory::open(dir).map_err(usage)?;
+    let key = operator::load(dir).map_err(usage)?;
+    let version = match version {
+        Some(v) => v,
+        None => inv.next_release_version().map_err(machine)?,
+    };
+    if version == 0 {
+        return Err(usage(
+            "release version 0 is the image's own bundle; use 1 or more",
+        ));
+    }
+    let statement = release::sign(bundle, &key, version).map_err(usage)?;
+    let abs = std::fs::canonicalize(bundle).unwrap_or_else(|_| bundle.to_path_buf());
+    inv.add_release(&Release {
+        version,
+        bundle_id: statement.bundle_id.clone(),
+        dir: abs.display().to_string(),
+        signed_at: now(),
+    })
+    .map_err(machine)?;
+    eprintln!("signed bundle {} as release {version}", statement.bundle_id);
+    Ok(())
+}
+
+fn push(dir: &Path, node: Option<&str>, all: bool, bundle: Option<&Path>) -> Result<(), Failure> {
+    let inv = Inventory::open(dir).map_err(usage)?;
+    let bundle_dir = match bundle {
+        Some(b) => b.to_path_buf(),
+        None => PathBuf::from(
+            inv.latest_release()
+                .map_err(machine)?
+                .ok_or_else(|| usage("no signed bundle yet: run `lockstep-fleet bundle sign DIR`, or pass --bundle DIR"))?
+                .dir,
+        ),
+    };
+    let targets: Vec<NodeRecord> = match (node, all) {
+        (Some(n), false) => {
+            let n = inv.find(n).map_err(usage)?;
+            if n.revoked_at.is_some() {
+                return Err(usage(format!(
+                    "{} is revoked; not pushing to it",
+                    n.node_id
+                )));
+            }
+            vec![n]
+        }
+        (None, true) => inv
+            .nodes()
+            .map_err(machine)?
+            .into_iter()
+            .filter(|n| n.revoked_at.is_none())
+            .collect(),
+        _ => return Err(usage("name a NODE or give --all")),
+    };
+    if targets.is_empty() {
+        return Err(usage("no (unrevoked) nodes in the inventory"));
+    }
+    let upload = release::read_upload(&bundle_dir).map_err(usage)?;
+    let key = operator::load(dir).map_err(usage)?;
+    drop(inv);
+    eprintln!(
+        "pushing bundle {} (release {}) to {} node(s)",
+        if upload.bundle_id.is_empty() {
+            "(unsigned)"
+        } else {
+            &upload.bundle_id
+        },
+        upload.version,
+        targets.len()
+    );
+    let progress = |i: usize, n: usize, o: &Outcome| match &o.result {
+        Ok(r) => eprintln!("[{i}/{n}] {} ok: {}", o.node.node_id, r.message),
+        Err(e) => eprintln!("[{i}/{n}] {} FAILED: {e}", o.node.node_id),
+    };
+    let outcomes = push_all(&targets, &upload, &key, &progress);
+    let mut inv = Inventory::open(dir).map_err(machine)?;
+    let mut failed = Vec::new();
+    for o in &outcomes {
+        match &o.result {
+            Ok(r) => inv
+                .set_bundle(&o.node.node_id, &r.bundle_id, r.bundle_version, &now())
+                .map_err(machine)?,
+            Err(e) => failed.push(format!("{}: {e}", o.node.node_id)),
+        }
+    }
+    eprintln!(
+        "{} of {} node(s) switched",
+        outcomes.len() - failed.len(),
+        outcomes.len()
+    );
+    if failed.is_empty() {
+        return Ok(());
+    }
+    for f in &failed {
+        eprintln!("failed: {f}");
+    }
+    Err(machine(format!(
+        "{} of {} node(s) failed the push (listed above)",
+        failed.len(),
+        outcomes.len()
+    )))
+}

@@ -1,0 +1,170 @@
+//! The fleet's side of an admin session with one node (the rules are in
+//! `lockstep_protocol::admin`): connect, challenge, check the node's proof
+//! of key possession, then send one signed command.
+
+use std::net::SocketAddr;
+
+use lockstep_identity::{NodeId, Signature, SigningKey};
+use lockstep_protocol::admin::{
+    challenge_statement, AdminAction, AdminCommand, AdminHello, AdminReply, AdminStatement,
+    BundleUpload, NodeInfo, ADMIN_FORMAT,
+};
+use lockstep_protocol::{Frame, Message};
+use lockstep_transport::frames::{write_frame, FrameReader};
+use rand_core::RngCore;
+
+/// Why a session with a node failed. Each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Transport(#[from] lockstep_transport::TransportError),
+    #[error("node at {addr}: {reason}")]
+    Wire { addr: SocketAddr, reason: String },
+    #[error("node at {addr} failed to prove it holds the key it claims ({reason}); it may be an impostor: nothing was recorded")]
+    Impostor { addr: SocketAddr, reason: String },
+    #[error("node at {addr} refused: {message}")]
+    Refused { addr: SocketAddr, message: String },
+}
+
+/// An open session: the node's verified info and this session's nonce.
+pub struct Session {
+    pub addr: SocketAddr,
+    pub info: NodeInfo,
+    nonce: [u8; 32],
+    // Kept so the connection lives as long as the session.
+    _connection: quinn::Connection,
+    send: quinn::SendStream,
+    reader: FrameReader,
+}
+
+impl Session {
+    /// Connects (pinned to `expected` if given, else to whatever key the
+    /// node presents), challenges the node, and checks that the info is
+    /// signed by the very key that the TLS handshake proved.
+    pub async fn open(
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+    ) -> Result<Session, SessionError> {
+        let (connection, presented) = match expected {
+            Some(id) => (lockstep_transport::connect(addr, id).await?, id.to_base64()),
+            None => lockstep_transport::connect_unpinned(addr).await?,
+        };
+        let wire = |reason: String| SessionError::Wire { addr, reason };
+        let (mut send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| wire(e.to_string()))?;
+        let mut reader = FrameReader::new(recv);
+        let mut challenge = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut challenge);
+        write_frame(
+            &mut send,
+            &Message::AdminHello(AdminHello { challenge }).to_frame(),
+        )
+        .await
+        .map_err(|e| wire(e.to_string()))?;
+        let answer = match next_message(&mut reader).await.map_err(wire)? {
+            Message::AdminChallenge(c) => c,
+            Message::Rejected(e) => {
+                return Err(wire(format!(
+                    "does not support fleet administration: {}",
+                    e.message
+                )))
+            }
+            other => return Err(wire(format!("unexpected reply {other:?}"))),
+        };
+        let impostor = |reason: String| SessionError::Impostor { addr, reason };
+        if answer.info.node_id != presented {
+            return Err(impostor(format!(
+                "its TLS key is {presented} but it claims node id {}",
+                answer.info.node_id
+            )));
+        }
+        let claimed = NodeId::parse(&answer.info.node_id)
+            .map_err(|e| impostor(format!("claimed node id is not a key: {e}")))?;
+        Signature::parse(&answer.signature)
+            .and_then(|s| {
+                s.verify(
+                    &claimed,
+                    &challenge_statement(&challenge, &answer.info, &answer.nonce),
+                )
+            })
+            .map_err(|e| impostor(format!("challenge signature: {e}")))?;
+        Ok(Session {
+            addr,
+            info: answer.info,
+            nonce: answer.nonce,
+            _connection: connection,
+            send,
+            reader,
+        })
+    }
+
+    /// Signs `action` for this node and this session's nonce.
+    pub fn sign(
+        &self,
+        key: &SigningKey,
+        action: AdminAction,
+        bundle: Option<BundleUpload>,
+    ) -> AdminCommand {
+        let statement = AdminStatement {
+            format: ADMIN_FORMAT.to_string(),
+            node: self.info.node_id.clone(),
+            nonce: hex::encode(self.nonce),
+            action,
+        };
+        let bytes =
+            lockstep_canonical_json::to_vec(&statement).expect("admin statements serialise");
+        let signature = key
+            .sign_minisign(&bytes, "lockstep admin command")
+            .to_file();
+        AdminCommand {
+            operator: key.public().to_base64(),
+            statement: bytes,
+            signature,
+            bundle,
+        }
+    }
+
+    /// Sends a command (and the bundle's files, in order) and waits for the
+    /// node's reply; a refusal is an error.
+    pub async fn send(
+        mut self,
+        command: AdminCommand,
+        files: &[Vec<u8>],
+    ) -> Result<AdminReply, SessionError> {
+        let addr = self.addr;
+        let wire = |reason: String| SessionError::Wire { addr, reason };
+        write_frame(&mut self.send, &Message::AdminCommand(command).to_frame())
+            .await
+            .map_err(|e| wire(e.to_string()))?;
+        for file in files {
+            for chunk in file.chunks(lockstep_limits::WIRE_CHUNK_BYTES) {
+                write_frame(&mut self.send, &Frame::Data(chunk.to_vec()))
+                    .await
+                    .map_err(|e| wire(e.to_string()))?;
+            }
+        }
+        let _ = self.send.finish();
+        match next_message(&mut self.reader).await.map_err(wire)? {
+            Message::AdminReply(r) if r.ok => Ok(r),
+            Message::AdminReply(r) => Err(SessionError::Refused {
+                addr,
+                message: r.message,
+            }),
+            Message::Rejected(e) => Err(SessionError::Refused {
+                addr,
+                message: e.message,
+            }),
+            other => Err(wire(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+async fn next_message(reader: &mut FrameReader) -> Result<Message, String> {
+    match reader.next().await.map_err(|e| e.to_string())? {
+        Some(Frame::Control(payload)) => Message::decode(&payload).map_err(|e| e.to_string()),
+        Some(Frame::Data(_)) => Err("data where a control message was expected".into()),
+        None => Err("the node closed the stream without answering".into()),
+    }
+}

@@ -1,0 +1,646 @@
+//! `lockstep-fleet` against real `lockstepd` processes on loopback (CPU
+//! backend: the bundle is still verified, signed and self-tested).
+//!
+//! `lockstepd` is found beside this crate's binary in the target
+//! directory; `cargo test --workspace` (make test) builds it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use lockstep_fleet::session::{Session, SessionError};
+use lockstep_identity::{NodeId, SigningKey};
+use lockstep_protocol::admin::AdminAction;
+
+fn fleet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lockstep-fleet"))
+}
+
+fn lockstepd_bin() -> PathBuf {
+    let path = fleet_bin().with_file_name("lockstepd");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p lockstep-daemon), or run make test",
+        path.display()
+    );
+    path
+}
+
+struct Node {
+    child: Child,
+    addr: String,
+    key: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(state: &Path, extra: &[&str]) -> Node {
+    let mut child = Command::new(lockstepd_bin())
+        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+        .arg(state)
+        // Certification is another issue's concern: serve jobs uncertified.
+        .arg("--uncertified")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rest = line
+        .strip_prefix("lockstepd listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let (addr, key) = rest.trim().split_once(" as ").unwrap();
+    Node {
+        child,
+        addr: addr.to_string(),
+        key: key.to_string(),
+    }
+}
+
+fn fleet(dir: &Path, args: &[&str]) -> Output {
+    Command::new(fleet_bin())
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LOCKSTEP_KEY_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn init(dir: &Path) -> SigningKey {
+    ok(&fleet(dir, &["init", "--unencrypted"]));
+    SigningKey::read_file(&dir.join("operator.key"), None).unwrap()
+}
+
+fn list(dir: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(&fleet(dir, &["list", "--json"]))).unwrap()
+}
+
+/// A copy of the repository's kernel bundle.
+fn bundle_copy(to: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-spirv/src/kernels");
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "manifest.json" || name.ends_with(".spv") {
+            std::fs::copy(&p, to.join(&name)).unwrap();
+        }
+    }
+    to.to_path_buf()
+}
+
+/// The node's info as it reports it in a fresh session (no command).
+fn info(node: &Node) -> lockstep_protocol::admin::NodeInfo {
+    let id = NodeId::parse(&node.key).unwrap();
+    smol::block_on(Session::open(node.addr.parse().unwrap(), Some(&id)))
+        .unwrap()
+        .info
+}
+
+#[test]
+fn enrollment_records_the_node_and_trusts_the_operator_on_first_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(&tmp.path().join("node"), &[]);
+    let f = tmp.path().join("fleet");
+    let op = init(&f);
+    assert_eq!(
+        std::fs::metadata(f.join("operator.key"))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap(),
+        0o600
+    );
+    let out = ok(&fleet(&f, &["enroll", &node.addr]));
+    assert_eq!(out.trim(), node.key);
+    let nodes = list(&f);
+    assert_eq!(nodes.len(), 1);
+    let n = &nodes[0];
+    assert_eq!(n["node_id"], node.key.as_str());
+    assert_eq!(n["address"], node.addr.as_str());
+    assert_eq!(n["device_fingerprint"].as_str().unwrap().len(), 64);
+    assert_eq!(n["bundle_id"].as_str().unwrap().len(), 64);
+    assert_eq!(n["certified"], false);
+    assert!(n["image_version"].as_str().unwrap().contains("lockstepd"));
+    assert!(n["enrolled_at"].as_str().unwrap().ends_with('Z'));
+    // The node now trusts this operator (TOFU, persisted).
+    assert_eq!(info(&node).trusted_operators, vec![op.public().to_base64()]);
+    let shown = ok(&fleet(&f, &["show", &node.key[..12]]));
+    assert!(shown.contains(&node.addr));
+
+    // A second operator is refused by the node now, and records nothing.
+    let other = tmp.path().join("other");
+    init(&other);
+    let out = fleet(&other, &["enroll", &node.addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
+    assert!(list(&other).is_empty());
+
+    // Revoked nodes are marked and skipped by --all.
+    ok(&fleet(&f, &["revoke", &node.key]));
+    assert!(list(&f)[0]["revoked_at"].is_string());
+}
+
+#[test]
+fn an_impostor_fails_and_nothing_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = start(&tmp.path().join("real"), &[]);
+    let impostor = start(&tmp.path().join("impostor"), &[]);
+    let f = tmp.path().join("fleet");
+    init(&f);
+    // The operator expects the real node's key, but the impostor answers
+    // at that address.
+    let out = fleet(&f, &["enroll", &impostor.addr, "--node-key", &real.key]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("not the pinned key"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(list(&f).is_empty());
+    // Nor did the impostor learn to trust the operator.
+    assert!(info(&impostor).trusted_operators.is_empty());
+}
+
+#[test]
+fn a_replayed_admin_command_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(&tmp.path().join("node"), &[]);
+    let op = SigningKey::generate();
+    let addr = node.addr.parse().unwrap();
+    let id = NodeId::parse(&node.key).unwrap();
+    let command = smol::block_on(async {
+        let s = Session::open(addr, Some(&id)).await.unwrap();
+        let c = s.sign(&op, AdminAction::Enroll, None);
+        s.send(c.clone(), &[]).await.unwrap();
+        c
+    });
+    let err = smol::block_on(async {
+        let s = Session::open(addr, Some(&id)).await.unwrap();
+        s.send(command, &[]).await.unwrap_err()
+    });
+    match err {
+        SessionError::Refused { message, .. } => assert!(message.contains("nonce"), "{message}"),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[test]
+fn configured_operators_are_the_only_ones_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("fleet");
+    let op = init(&f);
+    let config = tmp.path().join("lockstepd.toml");
+    std::fs::write(
+        &config,
+        format!("trusted_operators = [\"{}\"]\n", op.public()),
+    )
+    .unwrap();
+    let node = start(
+        &tmp.path().join("node"),
+        &["--config", config.to_str().unwrap()],
+    );
+    // Not the first-come operator: the image's.
+    let other = tmp.path().join("other");
+    init(&other);
+    let out = fleet(&other, &["enroll", &node.addr]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    ok(&fleet(&f, &["enroll", &node.addr]));
+}
+
+#[test]
+fn bad_bundles_are_refused_and_the_node_keeps_its_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("node");
+    let mut node = start(&state, &[]);
+    let f = tmp.path().join("fleet");
+    init(&f);
+    ok(&fleet(&f, &["enroll", &node.addr]));
+    let original = info(&node).bundle_id;
+    let key = node.key.clone();
+    let push = |dir: &Path| {
+        fleet(
+            &f,
+            &["bundle", "push", &key, "--bundle", dir.to_str().unwrap()],
+        )
+    };
+    let refused = |out: Output, what: &str| {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(what), "{what}: {}", stderr(&out));
+    };
+
+    // Unsigned.
+    let unsigned = bundle_copy(&tmp.path().join("unsigned"));
+    refused(push(&unsigned), "unsigned");
+
+    // Tampered after signing: one byte of one binary.
+    let tampered = bundle_copy(&tmp.path().join("tampered"));
+    ok(&fleet(
+        &f,
+        &[
+            "bundle",
+            "sign",
+            tampered.to_str().unwrap(),
+            "--version",
+            "5",
+        ],
+    ));
+    let spv = std::fs::read_dir(&tampered)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "spv"))
+        .unwrap();
+    let mut bytes = std::fs::read(&spv).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&spv, bytes).unwrap();
+    refused(push(&tampered), "SHA-256");
+
+    // Signed by an operator the node does not trust.
+    let stranger = tmp.path().join("stranger");
+    init(&stranger);
+    let foreign = bundle_copy(&tmp.path().join("foreign"));
+    ok(&fleet(
+        &stranger,
+        &[
+            "bundle",
+            "sign",
+            foreign.to_str().unwrap(),
+            "--version",
+            "9",
+        ],
+    ));
+    refused(push(&foreign), "not signed by a key this node trusts");
+
+    assert_eq!(info(&node).bundle_id, original);
+    assert_eq!(info(&node).bundle_version, 0);
+
+    // A good release switches; an older one is then a rollback.
+    let good = bundle_copy(&tmp.path().join("good"));
+    ok(&fleet(
+        &f,
+        &["bundle", "sign", good.to_str().unwrap(), "--version", "3"],
+    ));
+    let out = push(&good);
+    assert!(stderr(&ok_status(out)).contains("switched"));
+    assert_eq!(info(&node).bundle_version, 3);
+    let old = bundle_copy(&tmp.path().join("old"));
+    ok(&fleet(
+        &f,
+        &["bundle", "sign", old.to_str().unwrap(), "--version", "2"],
+    ));
+    refused(push(&old), "rollback refused");
+    assert_eq!(info(&node).bundle_version, 3);
+    assert_eq!(list(&f)[0]["bundle_version"], 3);
+
+    // After a restart the node loads the pushed bundle again (verified).
+    drop(node);
+    node = start(&state, &[]);
+    let after = info(&node);
+    assert_eq!(after.bundle_version, 3);
+    // It listens on a new port: enrolling again records the address (the
+    // node still trusts this operator).
+    ok(&fleet(&f, &["enroll", &node.addr]));
+    refused(push(&old), "rollback refused");
+}
+
+fn ok_status(out: Output) -> Output {
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+#[test]
+fn a_push_to_five_nodes_reports_each_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("fleet");
+    init(&f);
+    let mut nodes: Vec<Node> = (0..5)
+        .map(|i| start(&tmp.path().join(format!("node{i}")), &[]))
+        .collect();
+    // Enroll all five at once: concurrent invocations share the inventory.
+    let children: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            Command::new(fleet_bin())
+                .arg("--dir")
+                .arg(&f)
+                .args(["enroll", &n.addr])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(list(&f).len(), 5);
+    // One node goes down before the push.
+    let down = nodes.remove(2);
+    let down_key = down.key.clone();
+    drop(down);
+    let bundle = bundle_copy(&tmp.path().join("bundle"));
+    ok(&fleet(&f, &["bundle", "sign", bundle.to_str().unwrap()]));
+    let out = fleet(&f, &["bundle", "push", "--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for n in &nodes {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&n.key) && l.contains(" ok: ")),
+            "{err}"
+        );
+    }
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&down_key) && l.contains("FAILED")),
+        "{err}"
+    );
+    assert!(err.contains("1 of 5 node(s) failed"), "{err}");
+    assert!(err.contains("4 of 5 node(s) switched"), "{err}");
+    let versions: Vec<u64> = list(&f)
+        .iter()
+        .map(|n| n["bundle_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions.iter().filter(|&&v| v == 1).count(), 4);
+}
+
+#[test]
+fn registry_records_are_signed_by_the_operator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(&tmp.path().join("node"), &[]);
+    let f = tmp.path().join("fleet");
+    let op = init(&f);
+    ok(&fleet(&f, &["enroll", &node.addr]));
+    let out = ok(&fleet(&f, &["export-registry", "--format", "json"]));
+    let records: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["record"]["node"], node.key.as_str());
+    assert_eq!(r["record"]["operator"], op.public().to_base64().as_str());
+    assert!(r["record"]["certification_report_sha256"].is_null());
+    // The stock minisign verifies the record with the operator's key.
+    let file = tmp.path().join("record.json");
+    std::fs::write(&file, r["canonical"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        tmp.path().join("record.json.minisig"),
+        r["signature"].as_str().unwrap(),
+    )
+    .unwrap();
+    let v = Command::new("minisign")
+        .arg("-Vm")
+        .arg(&file)
+        .args(["-P", &op.public().to_base64()])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fleet(tmp.path(), &["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("lockstep-fleet init"));
+    assert_eq!(stderr(&out).lines().count(), 1);
+    // An encrypted key with no password and no terminal: a clear error.
+    let enc = fleet(&tmp.path().join("enc"), &["init"]);
+    assert_eq!(enc.status.code(), Some(2));
+    assert!(
+        stderr(&enc).contains("LOCKSTEP_KEY_PASSWORD"),
+        "{}",
+        stderr(&enc)
+    );
+}
+
+fn lockstep_bin() -> PathBuf {
+    let path = fleet_bin().with_file_name("lockstep");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p lockstep-cli), or run make test",
+        path.display()
+    );
+    path
+}
+
+fn submit(node: &Node, receipt: &Path, out: &Path) {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/attention.json");
+    let o = Command::new(lockstep_bin())
+        .args([
+            "submit",
+            "--node",
+            &node.addr,
+            "--node-key",
+            &node.key,
+            "--receipt",
+        ])
+        .arg(receipt)
+        .arg("exec")
+        .arg(&program)
+        .arg("--out-dir")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn verify(receipt: &Path, fleet_dir: &Path) -> Output {
+    Command::new(lockstep_bin())
+        .arg("verify-receipt")
+        .arg(receipt)
+        .arg("--fleet")
+        .arg(fleet_dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn receipts_from_revoked_or_unknown_nodes_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(&tmp.path().join("node"), &[]);
+    let f = tmp.path().join("fleet");
+    init(&f);
+    ok(&fleet(&f, &["enroll", &node.addr]));
+    let before = tmp.path().join("before.json");
+    submit(&node, &before, &tmp.path().join("out1"));
+    let out = ok(&verify(&before, &f));
+    assert!(out.contains("enrolled in the fleet"), "{out}");
+
+    // A fleet that never enrolled the node: unknown.
+    let other = tmp.path().join("other");
+    init(&other);
+    let o = verify(&before, &other);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown to the fleet"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Times have one-second resolution, and a receipt from the very second
+    // of the revocation counts as after it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(&fleet(&f, &["revoke", &node.key]));
+    // Signed before the revocation: verified, with a note.
+    let out = ok(&verify(&before, &f));
+    assert!(out.contains("was revoked"), "{out}");
+    // Signed after it: reported as from a revoked node.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let after = tmp.path().join("after.json");
+    submit(&node, &after, &tmp.path().join("out2"));
+    let o = verify(&after, &f);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("from a revoked node"), "{}", stderr(&o));
+}
+
+/// The default: an encrypted operator key (minisign's own scrypt cost),
+/// its password from the environment.
+#[test]
+fn an_encrypted_operator_key_needs_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("fleet");
+    let with = |pw: &str, args: &[&str]| {
+        Command::new(fleet_bin())
+            .arg("--dir")
+            .arg(&f)
+            .args(args)
+            .env("LOCKSTEP_KEY_PASSWORD", pw)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    ok(&with("hunter2", &["init"]));
+    let text = std::fs::read_to_string(f.join("operator.key")).unwrap();
+    assert!(text.starts_with("untrusted comment: minisign encrypted secret key"));
+    assert!(SigningKey::read_file(&f.join("operator.key"), None).is_err());
+    let bundle = bundle_copy(&tmp.path().join("bundle"));
+    let b = bundle.to_str().unwrap();
+    let wrong = with("hunter3", &["bundle", "sign", b]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("wrong password"),
+        "{}",
+        stderr(&wrong)
+    );
+    ok(&with("hunter2", &["bundle", "sign", b]));
+    let public = NodeId::parse(&std::fs::read_to_string(f.join("operator.pub")).unwrap()).unwrap();
+    let sig = lockstep_identity::Signature::parse(
+        &std::fs::read_to_string(bundle.join("release.json.minisig")).unwrap(),
+    )
+    .unwrap();
+    sig.verify(
+        &public,
+        &std::fs::read(bundle.join("release.json")).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A fake node whose TLS key is `tls` but which answers the enrollment
+/// challenge as `claims`, signing with `signs`: the shapes an impostor
+/// takes when it does not hold the key it claims.
+fn fake_node(
+    tls: lockstep_identity::DeviceKey,
+    claims: String,
+    signs: lockstep_identity::DeviceKey,
+) -> std::net::SocketAddr {
+    use lockstep_protocol::admin::{challenge_statement, AdminChallenge, NodeInfo};
+    use lockstep_protocol::{Frame, Message};
+    use lockstep_transport::frames::{write_frame, FrameReader};
+    let endpoint =
+        lockstep_transport::server_endpoint(&tls, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    std::thread::spawn(move || {
+        smol::block_on(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let Ok(connection) = incoming.await else {
+                    continue;
+                };
+                while let Ok((mut send, recv)) = connection.accept_bi().await {
+                    let mut reader = FrameReader::new(recv);
+                    let Ok(Some(Frame::Control(p))) = reader.next().await else {
+                        continue;
+                    };
+                    let Ok(Message::AdminHello(hello)) = Message::decode(&p) else {
+                        continue;
+                    };
+                    let info = NodeInfo {
+                        node_id: claims.clone(),
+                        device_fingerprint: "0".repeat(64),
+                        device: "fake".into(),
+                        bundle_id: "0".repeat(64),
+                        bundle_version: 0,
+                        image_version: "fake".into(),
+                        certified: false,
+                        certification_report_sha256: None,
+                        trusted_operators: vec![],
+                    };
+                    let nonce = [7u8; 32];
+                    let signature = signs
+                        .sign_minisign(&challenge_statement(&hello.challenge, &info, &nonce), "x")
+                        .to_file();
+                    let answer = Message::AdminChallenge(AdminChallenge {
+                        info,
+                        nonce,
+                        signature,
+                    });
+                    let _ = write_frame(&mut send, &answer.to_frame()).await;
+                    let _ = reader.next().await;
+                }
+            }
+        })
+    });
+    addr
+}
+
+#[test]
+fn a_node_that_cannot_prove_the_key_it_claims_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = |name: &str| {
+        lockstep_identity::DeviceKey::load_or_create(&tmp.path().join(name))
+            .unwrap()
+            .0
+    };
+    let f = tmp.path().join("fleet");
+    init(&f);
+    // TLS key A, claims to be B and signs as B (B's key was stolen, or
+    // the answer is relayed from B): the claim is not the handshake's key.
+    let b = key("b");
+    let relay = fake_node(key("a"), b.node_id().to_string(), key("b"));
+    let out = fleet(&f, &["enroll", &relay.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("impostor"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("claims node id"), "{}", stderr(&out));
+    // TLS key A, claims A, but signs the challenge with C.
+    let a2 = key("a2");
+    let claim = a2.node_id().to_string();
+    let forger = fake_node(a2, claim, key("c"));
+    let out = fleet(&f, &["enroll", &forger.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("challenge signature"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(list(&f).is_empty());
+}
