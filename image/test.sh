@@ -27,9 +27,10 @@ ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 # a five-second probe boot decides.
 kvm_usable() {
     [ -r /dev/kvm ] && [ -w /dev/kvm ] || { why="no read/write /dev/kvm"; return 1; }
-    timeout 5 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 -display none \
-        -serial none -monitor none -nodefaults >/dev/null 2>&1
-    [ $? = 124 ] && return 0
+    local rc=0
+    (timeout 5 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 -display none \
+        -serial none -monitor none -nodefaults >/dev/null 2>&1) 2>/dev/null || rc=$?
+    [ "$rc" = 124 ] && return 0
     why="QEMU with KVM fails on this machine (nested virtualisation?)"
     return 1
 }
@@ -82,7 +83,7 @@ truncate -s +1G "$disk"
 # The provisioning input, as a fleet writes it before flashing: a config
 # fragment on the ESP. The boot test has no certifier, so it serves
 # uncertified (receipts say so); certification is tested in hwtests.
-esp_offset=$(sfdisk --json "$disk" | python3 -c '
+esp_offset=$(sfdisk --json "$disk" 2>/dev/null | python3 -c '
 import json, sys
 print([p for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p.get("name") == "ESP"][0]["start"] * 512)')
 printf '# boot test only: no certifier here\nuncertified = true\n' >"$run/provision.toml"
@@ -120,7 +121,7 @@ stop_vm
 # 2. One flipped byte in the root partition: must not serve.
 bad=$run/tampered.raw
 cp --sparse=always "$IMAGE" "$bad"
-read -r root_start root_size < <(sfdisk --json "$bad" | python3 -c '
+read -r root_start root_size < <(sfdisk --json "$bad" 2>/dev/null | python3 -c '
 import json, sys
 p = [p for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p.get("name") == "lockstep-root"][0]
 print(p["start"], p["size"])')
