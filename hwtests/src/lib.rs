@@ -24,7 +24,8 @@ pub mod suite;
 
 pub use conformance::Golden;
 pub use report::{
-    Check, DeviceIdentity, Mismatch, Report, ReportError, REPORT_FORMAT, SUITE_VERSION,
+    Check, DeviceIdentity, Mismatch, Report, ReportError, REPORT_FORMAT, REQUIRED_CHECKS,
+    SUITE_VERSION,
 };
 pub use stability::LoadFactory;
 pub use suite::{run as run_suite, Progress, SuiteOptions, DEFAULT_REPEATS};

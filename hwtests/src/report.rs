@@ -72,6 +72,10 @@ pub struct Mismatch {
     pub got: String,
 }
 
+/// The checks every passing report holds (issue 5: probes, conformance,
+/// stability, limits and performance).
+pub const REQUIRED_CHECKS: [&str; 4] = ["probes", "conformance", "stability", "limits"];
+
 /// One check of the suite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,7 +204,40 @@ impl Report {
         if report.canonical_bytes() != bytes {
             return Err(ReportError::NotCanonical);
         }
+        report.check_consistent()?;
         Ok(report)
+    }
+
+    /// A report's verdicts must follow from its own figures: a signer (or a
+    /// node, in the remote form) cannot call failed checks a pass.
+    fn check_consistent(&self) -> Result<(), ReportError> {
+        for c in &self.checks {
+            let follows = c.failed == 0 && c.first_mismatch.is_none();
+            if c.passed != follows {
+                return Err(ReportError::Malformed(format!(
+                    "check '{}' says passed={} but lists {} failed case(s){}",
+                    c.name,
+                    c.passed,
+                    c.failed,
+                    if c.first_mismatch.is_some() {
+                        " and a mismatch"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        let all = !self.checks.is_empty() && self.checks.iter().all(|c| c.passed);
+        let complete = REQUIRED_CHECKS
+            .iter()
+            .all(|name| self.checks.iter().any(|c| c.name == *name));
+        if self.passed && !(all && complete) {
+            return Err(ReportError::Malformed(format!(
+                "the report says passed, but not every one of the checks {} is present and passing",
+                REQUIRED_CHECKS.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// Parses `bytes` and checks `signature` (a `.minisig` file) against the
@@ -333,4 +370,49 @@ impl Report {
 
 fn short_id(id: &str) -> &str {
     id.get(..16).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod consistency_tests {
+    use super::*;
+
+    const LAVAPIPE: &[u8] = include_bytes!("../reports/lavapipe.json");
+
+    /// The committed report with `edit` applied, in canonical form (as a
+    /// signer would produce it).
+    fn edited(edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_slice(LAVAPIPE).unwrap();
+        edit(&mut v);
+        lockstep_canonical_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn the_committed_report_is_consistent() {
+        assert!(Report::parse(LAVAPIPE).unwrap().passed);
+    }
+
+    #[test]
+    fn a_pass_over_failed_cases_is_refused() {
+        let bytes = edited(|v| v["checks"][1]["failed"] = 3.into());
+        let err = Report::parse(&bytes).unwrap_err();
+        assert!(matches!(err, ReportError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn a_pass_over_a_failed_check_is_refused() {
+        let bytes = edited(|v| {
+            v["checks"][0]["failed"] = 1.into();
+            v["checks"][0]["passed"] = false.into();
+        });
+        let err = Report::parse(&bytes).unwrap_err();
+        assert!(err.to_string().contains("not every one"), "{err}");
+    }
+
+    #[test]
+    fn a_pass_without_every_check_is_refused() {
+        let bytes = edited(|v| {
+            v["checks"].as_array_mut().unwrap().remove(2);
+        });
+        assert!(Report::parse(&bytes).is_err());
+    }
 }

@@ -343,7 +343,10 @@ mod tests {
             bundle_id: "aa".repeat(32),
             device: device(),
             node: None,
-            checks: vec![Check::new("probes", 1, u64::from(!passed), None)],
+            checks: lockstep_certify::REQUIRED_CHECKS
+                .iter()
+                .map(|name| Check::new(name, 1, u64::from(!passed), None))
+                .collect(),
             limits: Vec::new(),
             performance: Performance {
                 matmul_gflops: "1".into(),

@@ -195,6 +195,7 @@ fn reports_for_another_bundle_or_by_an_untrusted_key_are_refused() {
     let mut failing = cpu_report().clone();
     failing.passed = false;
     failing.checks[0].passed = false;
+    failing.checks[0].failed = 1;
     install_files(&state, &failing, &c.key);
     let node = common::start_certified(&state, "cpu", &trust);
     let st = status(&node);
