@@ -1,6 +1,7 @@
 //! The network side of certification: a remote suite run queued for the
 //! worker (bounded by the certify timeout), and report installation.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use embassy_sync::channel::TrySendError;
@@ -22,6 +23,20 @@ fn wire(e: lockstep_transport::frames::WireError) -> JobError {
     err(ErrorKind::BadFrame, e.to_string())
 }
 
+/// Set while a suite run is queued or running: anyone may ask for one (the
+/// report proves nothing until a trusted certifier signs it), so at most
+/// one at a time may hold the device, and jobs keep the other queue slots.
+static CERTIFYING: AtomicBool = AtomicBool::new(false);
+
+/// Clears [`CERTIFYING`] however the request ends.
+struct Turn;
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        CERTIFYING.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Runs the suite on this node's device and answers with the report signed
 /// by the device key.
 pub async fn certify(
@@ -29,6 +44,14 @@ pub async fn certify(
     shared: &Shared,
     request: CertifyRequest,
 ) -> Result<(), JobError> {
+    if CERTIFYING.swap(true, Ordering::SeqCst) {
+        let busy = Message::Busy {
+            retry_after_ms: 10_000,
+        };
+        write_frame(send, &busy.to_frame()).await.map_err(wire)?;
+        return Ok(());
+    }
+    let _turn = Turn;
     let (reply, outcome) = smol::channel::bounded(1);
     let job = CertifyJob {
         repeats: request.repeats,

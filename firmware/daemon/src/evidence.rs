@@ -12,6 +12,10 @@ use lockstep_transport::frames::write_frame;
 
 use crate::retention::{Retention, RetentionError};
 
+/// Node-wide turns for evidence requests (see the limit's note).
+static EVIDENCE_TURNS: smol::lock::Semaphore =
+    smol::lock::Semaphore::new(lockstep_limits::MAX_CONCURRENT_EVIDENCE);
+
 fn refused(e: RetentionError) -> JobError {
     let kind = match e {
         RetentionError::NotRetained(_) => ErrorKind::NotRetained,
@@ -37,6 +41,7 @@ pub async fn leaf(
     retention: &Arc<Retention>,
     request: LeafRequest,
 ) -> Result<(), JobError> {
+    let _turn = EVIDENCE_TURNS.acquire().await;
     let r = retention.clone();
     let (evidence, tensor) = smol::unblock(move || {
         let leaves = r.leaves(&request.job_id)?;
@@ -82,6 +87,7 @@ pub async fn input(
     retention: &Arc<Retention>,
     request: InputRequest,
 ) -> Result<(), JobError> {
+    let _turn = EVIDENCE_TURNS.acquire().await;
     let r = retention.clone();
     let name = request.name.clone();
     let t = smol::unblock(move || r.input(&request.job_id, &request.name))

@@ -116,6 +116,18 @@ impl Retention {
         self.dir.join(job)
     }
 
+    /// Whether evidence for `job_id` is held now. A new job must not reuse
+    /// such an id: anyone who saw a receipt could otherwise replace the
+    /// evidence behind it.
+    pub fn holds(&self, job_id: &[u8; 16]) -> bool {
+        let job = hex::encode(job_id);
+        self.jobs
+            .lock()
+            .expect("retention index lock")
+            .iter()
+            .any(|e| e.job == job)
+    }
+
     /// Starts retaining a job; `None` when retention is off.
     pub fn begin(
         &self,
@@ -181,9 +193,12 @@ impl Retention {
             let fin = self.job_dir(&job);
             let mut jobs = self.jobs.lock().expect("retention index lock");
             if fin.exists() {
-                // A job id reused by a client: the newer job replaces it.
-                fs::remove_dir_all(&fin)?;
-                jobs.retain(|e| e.job != job);
+                // Two jobs with one id raced past the check at submission:
+                // the evidence already committed stays, the newer is dropped.
+                drop(jobs);
+                fs::remove_dir_all(&pending.tmp)?;
+                tracing::warn!(job = %job, "job id reused; its first evidence is kept");
+                return Ok(0);
             }
             fs::rename(&pending.tmp, &fin)?;
             let bytes = pending.bytes + receipt.len() as u64 + signature.len() as u64;
@@ -440,6 +455,18 @@ mod tests {
         let big = job(&r, 4, 100);
         assert!(r.leaves(&big).is_err());
         assert!(r.leaves(&c).is_ok());
+    }
+
+    #[test]
+    fn a_reused_job_id_never_replaces_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20).unwrap();
+        assert!(!r.holds(&[1; 16]));
+        let id = job(&r, 1, 3);
+        assert!(r.holds(&id));
+        // The same id committed again (a race past the submission check).
+        job(&r, 1, 1);
+        assert_eq!(r.leaves(&id).unwrap().len(), 3);
     }
 
     #[test]

@@ -178,6 +178,15 @@ async fn submit(
     shared: &Shared,
     request: JobRequest,
 ) -> Result<(), JobError> {
+    if shared.retention.holds(&request.job_id) {
+        return Err(err(
+            ErrorKind::BadInput,
+            format!(
+                "job id {} is already used on this node; give every job a fresh random id",
+                hex::encode(request.job_id)
+            ),
+        ));
+    }
     let program = Program::from_postcard(&request.program)
         .map_err(|e| err(ErrorKind::InvalidProgram, e.to_string()))?;
     let validated = validate(

@@ -134,6 +134,11 @@ pub const DEFAULT_RETENTION_BYTES: u64 = 8 << 30;
 /// bounds the retention index and the directory.
 pub const MAX_RETAINED_JOBS: usize = 4096;
 
+/// Evidence requests (leaves, inputs) a node serves at once, node-wide:
+/// each may hold one retained tensor in memory while it is sent, so this
+/// bounds that memory and the disk reads; further requests wait their turn.
+pub const MAX_CONCURRENT_EVIDENCE: usize = 4;
+
 /// Most bytes of kernel binaries one bundle push carries: a full bundle
 /// (`MAX_KERNELS` kernels, two variants, `MAX_SPIRV_BYTES` each) is far more
 /// than any real one (ours is well under 2 MiB), so this is what a node
