@@ -286,18 +286,27 @@ impl Inventory {
         })
     }
 
-    /// Records a node's bundle after a successful push.
+    /// Records a node's bundle after a successful push, with its
+    /// certification for that bundle (a report names the bundle it
+    /// certifies, so a new bundle usually leaves the node uncertified).
     pub fn set_bundle(
         &mut self,
         node_id: &str,
-        bundle_id: &str,
-        version: u64,
+        reply: &lockstep_protocol::admin::AdminReply,
         at: &str,
     ) -> Result<(), InventoryError> {
+        let (bundle_id, version) = (reply.bundle_id.as_str(), reply.bundle_version);
         self.write(|tx| {
             tx.execute(
-                "UPDATE nodes SET bundle_id = ?2, bundle_version = ?3 WHERE node_id = ?1",
-                params![node_id, bundle_id, version as i64],
+                "UPDATE nodes SET bundle_id = ?2, bundle_version = ?3, certified = ?4,
+                 certification_report_sha256 = ?5 WHERE node_id = ?1",
+                params![
+                    node_id,
+                    bundle_id,
+                    version as i64,
+                    reply.certified,
+                    reply.certification_report_sha256
+                ],
             )?;
             tx.execute(
                 "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",

@@ -304,7 +304,9 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
             "{}  {}  bundle {} (release {})  {}  {}{}",
             n.node_id,
             n.address,
-            &n.bundle_id[..n.bundle_id.len().min(12)],
+            // The node reported this string: cut by characters, never
+            // inside one.
+            n.bundle_id.chars().take(12).collect::<String>(),
             n.bundle_version,
             if n.certified {
                 "certified"
@@ -403,7 +405,7 @@ fn push(dir: &Path, node: Option<&str>, all: bool, bundle: Option<&Path>) -> Res
     for o in &outcomes {
         match &o.result {
             Ok(r) => inv
-                .set_bundle(&o.node.node_id, &r.bundle_id, r.bundle_version, &now())
+                .set_bundle(&o.node.node_id, r, &now())
                 .map_err(machine)?,
             Err(e) => failed.push(format!("{}: {e}", o.node.node_id)),
         }

@@ -312,6 +312,13 @@ fn bad_bundles_are_refused_and_the_node_keeps_its_old_one() {
     refused(push(&old), "rollback refused");
     assert_eq!(info(&node).bundle_version, 3);
     assert_eq!(list(&f)[0]["bundle_version"], 3);
+    // The same release again (a rollout run twice) succeeds and changes
+    // nothing.
+    let out = push(&good);
+    assert!(stderr(&ok_status(out)).contains("already running"));
+    assert_eq!(info(&node).bundle_version, 3);
+    // After every refusal the node still serves jobs.
+    submit(&node, &tmp.path().join("r.json"), &tmp.path().join("out"));
 
     // After a restart the node loads the pushed bundle again (verified).
     drop(node);

@@ -180,11 +180,14 @@ pub async fn serve(
             (false, m)
         }
     };
+    let info = node_info(shared);
     let reply = Message::AdminReply(AdminReply {
         ok,
         message,
-        bundle_id: current_bundle(shared),
-        bundle_version: admin.bundle_version.load(Ordering::SeqCst),
+        bundle_id: info.bundle_id,
+        bundle_version: info.bundle_version,
+        certified: info.certified,
+        certification_report_sha256: info.certification_report_sha256,
     });
     write_frame(send, &reply.to_frame()).await.map_err(wire)
 }
@@ -294,6 +297,14 @@ async fn execute(
                 }
             }
             let current = admin.bundle_version.load(Ordering::SeqCst);
+            // Re-running a rollout reaches nodes that already switched: the
+            // same release again is a success that changes nothing, not a
+            // rollback.
+            if version == current && bundle_id == current_bundle(shared) {
+                return Ok(format!(
+                    "already running bundle {bundle_id} (release {version}); nothing changed"
+                ));
+            }
             let files = receiver.into_files();
             let upload = crate::bundle_store::Upload {
                 manifest: &upload.manifest,

@@ -141,6 +141,10 @@ pub struct AdminReply {
     /// The node's state after the command.
     pub bundle_id: String,
     pub bundle_version: u64,
+    /// Whether the node is certified for that bundle (a new bundle needs a
+    /// new report), and the SHA-256 of the report it serves under.
+    pub certified: bool,
+    pub certification_report_sha256: Option<String>,
 }
 
 /// Why a release statement or admin statement is not accepted. Messages
