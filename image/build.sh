@@ -194,6 +194,8 @@ rm -rf "$root"/boot/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/us
     "$root"/etc/ssh "$root"/usr/share/locale/*
 find "$root/usr/share/locale" -mindepth 1 -delete 2>/dev/null || true
 mkdir -p "$root/efi" "$root/var/lib/lockstep"
+# dbus's postinst made a random id here; the only random bytes in the root.
+[ -e "$root/var/lib/dbus/machine-id" ] && ln -sf /etc/machine-id "$root/var/lib/dbus/machine-id"
 
 step "squashfs root and dm-verity hash tree"
 # mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (exported above).

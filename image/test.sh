@@ -27,9 +27,10 @@ ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 # a five-second probe boot decides.
 kvm_usable() {
     [ -r /dev/kvm ] && [ -w /dev/kvm ] || { why="no read/write /dev/kvm"; return 1; }
-    local rc=0
-    (timeout 5 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 -display none \
-        -serial none -monitor none -nodefaults >/dev/null 2>&1) 2>/dev/null || rc=$?
+    local rc
+    # An inner shell waits for QEMU, so an abort notice goes nowhere.
+    rc=$(bash -c 'timeout 5 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 \
+        -display none -serial none -monitor none -nodefaults >/dev/null 2>&1; echo $?' 2>/dev/null)
     [ "$rc" = 124 ] && return 0
     why="QEMU with KVM fails on this machine (nested virtualisation?)"
     return 1
@@ -110,6 +111,9 @@ grep -aq "lockstep-state: first boot: creating the state partition" "$console" \
 "$lockstep" random --shape 48,32 --seed 2 --out "$run/b.npy"
 "$lockstep" status --node "127.0.0.1:$port" --node-key "$key" >"$run/status.txt" || die "lockstep status failed"
 cat "$run/status.txt" >&2
+grep -q "serving uncertified" "$run/status.txt" \
+    || die "the provisioning file on the ESP was not applied (lockstepd is not in its uncertified test mode)"
+say "the provisioning file on the ESP was applied"
 "$lockstep" submit --node "127.0.0.1:$port" --node-key "$key" --receipt "$run/receipt.json" \
     run matmul "$run/a.npy" "$run/b.npy" --out "$run/c.npy" >&2 || die "lockstep submit failed"
 minisign -Vm "$run/receipt.json" -P "$key" >&2 || die "minisign rejected the node's receipt"
