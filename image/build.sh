@@ -217,6 +217,26 @@ objcopy \
     --add-section .linux="$work/vmlinuz" --change-section-vma .linux=0x2000000 \
     --add-section .initrd="$work/initrd" --change-section-vma .initrd=0x3000000 \
     "$stub" "$work/lockstep.efi"
+# objcopy stamps the PE header with the current time (and a checksum over
+# it): stamp SOURCE_DATE_EPOCH instead and recompute the checksum, so equal
+# inputs give an equal UKI.
+python3 - "$work/lockstep.efi" "$SOURCE_DATE_EPOCH" <<'PY'
+import struct, sys
+path, epoch = sys.argv[1], int(sys.argv[2])
+raw = open(path, "rb").read()
+d = bytearray(raw)
+pe = struct.unpack_from("<I", d, 0x3C)[0]
+assert d[pe:pe + 4] == b"PE\0\0", "not a PE file"
+struct.pack_into("<I", d, pe + 8, epoch & 0xFFFFFFFF)
+ck = pe + 24 + 64  # CheckSum in the optional header
+struct.pack_into("<I", d, ck, 0)
+total = 0
+for (w,) in struct.iter_unpack("<H", bytes(d) + b"\0" * (len(d) % 2)):
+    total += w
+    total = (total & 0xFFFF) + (total >> 16)
+struct.pack_into("<I", d, ck, (total + len(raw)) & 0xFFFFFFFF)
+open(path, "wb").write(d)
+PY
 
 step "EFI system partition"
 esp_mib=$(( ($(stat -c %s "$work/lockstep.efi") >> 20) + 32 ))
