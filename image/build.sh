@@ -241,13 +241,18 @@ PY
 step "EFI system partition"
 esp_mib=$(( ($(stat -c %s "$work/lockstep.efi") >> 20) + 32 ))
 rm -f "$work/esp.img"
-mkfs.vfat -C -F 32 -n ESP -i "$(derive esp-id 8)" "$work/esp.img" $((esp_mib * 1024)) >/dev/null
+# No file-system label: mkfs.vfat stamps the label's directory entry with
+# the time of the build. The partition is found by its GPT name, ESP.
+mkfs.vfat -C -F 32 -i "$(derive esp-id 8)" "$work/esp.img" $((esp_mib * 1024)) >/dev/null
 export MTOOLS_SKIP_CHECK=1
 mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/Linux ::/loader ::/lockstep
-mcopy -i "$work/esp.img" "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
-mcopy -i "$work/esp.img" "$work/lockstep.efi" "::/EFI/Linux/$name.efi"
 printf 'timeout 0\neditor no\nconsole-mode keep\n' >"$work/loader.conf"
-mcopy -i "$work/esp.img" "$work/loader.conf" ::/loader/loader.conf
+# -m keeps the files' times, which are SOURCE_DATE_EPOCH: FAT entries do
+# not record when the build ran.
+touch -d "@$SOURCE_DATE_EPOCH" "$work/lockstep.efi" "$work/loader.conf"
+mcopy -m -i "$work/esp.img" "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -m -i "$work/esp.img" "$work/lockstep.efi" "::/EFI/Linux/$name.efi"
+mcopy -m -i "$work/esp.img" "$work/loader.conf" ::/loader/loader.conf
 if [ -n "${PROVISION:-}" ]; then
     [ -f "$PROVISION" ] || die "PROVISION=$PROVISION: no such file"
     mcopy -i "$work/esp.img" "$PROVISION" ::/lockstep/provision.toml
