@@ -79,44 +79,47 @@ pub fn write_provision(image: &Path, provision: &Provision) -> Result<(u64, u64)
     if text.len() > MAX_PROVISION_BYTES {
         return Err(ImageError::TooLarge(text.len()));
     }
-    let io_err = |source| ImageError::Io {
-        path: image.to_path_buf(),
-        source,
-    };
-    let mut file = File::options()
-        .read(true)
-        .write(true)
-        .open(image)
-        .map_err(io_err)?;
-    let (start, len) = find_esp(&mut file, image)?;
-    let fat_err = |e: io::Error| ImageError::Fat {
-        path: image.to_path_buf(),
-        message: e.to_string(),
-    };
-    let part = Slice {
-        file: &mut file,
-        start,
-        len,
-        pos: 0,
-    };
-    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(fat_err)?;
-    {
-        let dir = fs.root_dir().create_dir(PROVISION_DIR).map_err(fat_err)?;
-        let mut f = dir.create_file(PROVISION_FILE).map_err(fat_err)?;
-        f.truncate().map_err(fat_err)?;
-        f.write_all(text.as_bytes()).map_err(fat_err)?;
-        f.flush().map_err(fat_err)?;
-    }
-    fs.unmount().map_err(fat_err)?;
-    file.sync_all().map_err(io_err)?;
-    Ok((start, len))
+    with_esp(image, |fs| {
+        let dir = fs.root_dir().create_dir(PROVISION_DIR)?;
+        let mut f = dir.create_file(PROVISION_FILE)?;
+        f.truncate()?;
+        f.write_all(text.as_bytes())?;
+        f.flush()
+    })
+    .map(|((start, len), ())| (start, len))
 }
 
 /// Reads the provisioning file back (for checks and `--show`).
 pub fn read_provision(image: &Path) -> Result<Option<String>, ImageError> {
+    with_esp(image, |fs| {
+        let path = format!("{PROVISION_DIR}/{PROVISION_FILE}");
+        let Ok(mut f) = fs.root_dir().open_file(&path) else {
+            return Ok(None);
+        };
+        let mut s = String::new();
+        Read::by_ref(&mut f)
+            .take(MAX_PROVISION_BYTES as u64 + 1)
+            .read_to_string(&mut s)?;
+        Ok(Some(s))
+    })
+    .map(|(_, text)| text)
+}
+
+type EspFs<'a> = fatfs::FileSystem<Slice<'a>>;
+
+/// Opens the ESP's FAT file system inside `image`, runs `work` on it, and
+/// unmounts and syncs; returns the ESP's byte range and `work`'s result.
+fn with_esp<R>(
+    image: &Path,
+    work: impl FnOnce(&EspFs<'_>) -> io::Result<R>,
+) -> Result<((u64, u64), R), ImageError> {
     let io_err = |source| ImageError::Io {
         path: image.to_path_buf(),
         source,
+    };
+    let fat_err = |e: io::Error| ImageError::Fat {
+        path: image.to_path_buf(),
+        message: e.to_string(),
     };
     let mut file = File::options()
         .read(true)
@@ -124,10 +127,6 @@ pub fn read_provision(image: &Path) -> Result<Option<String>, ImageError> {
         .open(image)
         .map_err(io_err)?;
     let (start, len) = find_esp(&mut file, image)?;
-    let fat_err = |e: io::Error| ImageError::Fat {
-        path: image.to_path_buf(),
-        message: e.to_string(),
-    };
     let part = Slice {
         file: &mut file,
         start,
@@ -135,19 +134,10 @@ pub fn read_provision(image: &Path) -> Result<Option<String>, ImageError> {
         pos: 0,
     };
     let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(fat_err)?;
-    let path = format!("{PROVISION_DIR}/{PROVISION_FILE}");
-    let text = match fs.root_dir().open_file(&path) {
-        Ok(mut f) => {
-            let mut s = String::new();
-            Read::by_ref(&mut f)
-                .take(MAX_PROVISION_BYTES as u64 + 1)
-                .read_to_string(&mut s)
-                .map_err(fat_err)?;
-            Some(s)
-        }
-        Err(_) => None,
-    };
-    Ok(text)
+    let out = work(&fs).map_err(fat_err)?;
+    fs.unmount().map_err(fat_err)?;
+    file.sync_all().map_err(io_err)?;
+    Ok(((start, len), out))
 }
 
 /// The byte range of the partition named `ESP`, from the primary GPT.
