@@ -2,6 +2,8 @@
 //! crate, so a `lockstep` binary carries exactly the kernels it was built
 //! with. The hashes are still checked at load time, like any other bundle's.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::path::Path;
 

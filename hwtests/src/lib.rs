@@ -14,6 +14,8 @@
 //! The library does no I/O of its own but the backend's; the binary
 //! (`src/main.rs`) opens devices, files and connections.
 
+#![forbid(unsafe_code)]
+
 pub mod cases;
 pub mod conformance;
 mod probe_cases;

@@ -5,6 +5,8 @@
 //! Exit codes: 0 every check passed; 1 a check failed or the machine or
 //! network failed; 2 bad usage or input.
 
+#![forbid(unsafe_code)]
+
 mod remote;
 
 use std::io::{IsTerminal, Write as _};

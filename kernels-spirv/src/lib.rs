@@ -11,6 +11,8 @@
 //! `kernels-spirv/build.sh` rebuilds the binaries with glslangValidator;
 //! nothing is ever compiled at run time.
 
+#![forbid(unsafe_code)]
+
 pub mod bundle;
 pub mod manifest;
 pub mod rebuild;

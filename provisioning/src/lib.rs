@@ -13,6 +13,8 @@
 //! - [`registry`]: signed identity records for a registry contract
 //!   (docs/identity.md).
 
+#![forbid(unsafe_code)]
+
 pub mod image;
 pub mod inventory;
 pub mod operator;

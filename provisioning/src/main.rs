@@ -3,6 +3,8 @@
 //! input or usage, 1 for node or network problems (and for a push in which
 //! any node failed).
 
+#![forbid(unsafe_code)]
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -6,6 +6,8 @@
 //!   reference ([`CpuBackend`]) sit; they are interchangeable and must give
 //!   the same bits.
 
+#![forbid(unsafe_code)]
+
 mod cpu;
 mod error;
 mod op;

@@ -11,6 +11,8 @@
 //! that map is sorted depends on a cargo feature any crate in the build could
 //! switch on.
 
+#![forbid(unsafe_code)]
+
 use serde::Serialize;
 use serde_json::Value;
 

@@ -4,6 +4,8 @@
 //! shapes that do not fit, unknown op, bad flag); 1 anything else (no
 //! Vulkan, device lost, ...). Every error is one line on stderr.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod commands;
 mod dispute;

@@ -6,6 +6,8 @@
 //! runs each job with tracing on, and signs its receipt with the device
 //! key, which is created in `--state` on first start and reused after.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod bundle_store;
 mod bundle_switch;

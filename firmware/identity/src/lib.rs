@@ -11,6 +11,8 @@
 //! - [`SigningKey`]: keys that are not device keys (operators, certifiers,
 //!   referees), in stock minisign secret key files, plain or encrypted.
 
+#![forbid(unsafe_code)]
+
 mod key;
 pub mod minisign;
 mod node_id;

@@ -5,6 +5,8 @@
 //! from this crate, so an operator can read the appliance's whole envelope on
 //! one page and a reviewer can grep for the checks.
 
+#![forbid(unsafe_code)]
+
 /// Largest number of dimensions a tensor may have.
 pub const MAX_RANK: usize = 8;
 

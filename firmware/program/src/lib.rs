@@ -13,6 +13,8 @@
 //!
 //! The formats and the exact hash construction: docs/protocol.md.
 
+#![forbid(unsafe_code)]
+
 mod exec;
 pub mod fault;
 pub mod model;

@@ -13,6 +13,8 @@
 //!
 //! Wire format and rules: docs/protocol.md, "Wire protocol".
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod certify;
 pub mod evidence;

@@ -7,6 +7,8 @@
 //! and identity is [`Tensor::sha256`] of the canonical `.npy` bytes, because a
 //! deterministic runtime is judged on exact bits, not on float comparison.
 
+#![forbid(unsafe_code)]
+
 mod fill;
 pub mod npy;
 mod tensor;

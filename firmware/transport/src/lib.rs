@@ -37,6 +37,8 @@
 //! This crate holds no policy: what to do on a connection (jobs, busy
 //! replies, time limits) is the daemon's and the client's business.
 
+#![forbid(unsafe_code)]
+
 pub mod frames;
 mod pin;
 mod server;

@@ -12,6 +12,8 @@
 //!
 //! The three levels of assurance and their costs: docs/verification.md.
 
+#![forbid(unsafe_code)]
+
 pub mod bisect;
 pub mod compare;
 pub mod dataflow;

@@ -10,6 +10,10 @@
 //!
 //! `kernels-spirv/build.sh` is the front door; CI runs `check`.
 
+#![forbid(unsafe_code)]
+
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use lockstep_kernels::rebuild::{build, check, committed_dir};
