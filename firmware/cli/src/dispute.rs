@@ -105,14 +105,14 @@ pub fn dispute(args: &DisputeArgs) -> Result<(), Failure> {
     let root_b = hex32(&rb.trace_root)?;
     let n = program.op_count();
     let mut a = Party {
-        remote: Remote::connect(args.a, &key_a)?,
+        remote: Remote::connect(args.a, &key_a, ba.clone(), sa.clone())?,
         job: job_id(&ra)?,
         receipt: ra,
         bytes: ba,
         signature: sa,
     };
     let mut b = Party {
-        remote: Remote::connect(args.b, &key_b)?,
+        remote: Remote::connect(args.b, &key_b, bb.clone(), sb.clone())?,
         job: job_id(&rb)?,
         receipt: rb,
         bytes: bb,

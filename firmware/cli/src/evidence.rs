@@ -11,8 +11,8 @@ use lockstep_identity::{NodeId, SigningKey};
 use lockstep_program::trace::Hash;
 use lockstep_program::ValidatedProgram;
 use lockstep_protocol::{
-    header, ErrorKind, Frame, InputRequest, JobRequest, LeafRequest, Message, Receipt,
-    TensorReceiver,
+    header, ErrorKind, EvidenceAccess, Frame, InputRequest, JobRequest, LeafRequest, Message,
+    Receipt, TensorReceiver,
 };
 use lockstep_tensor::Tensor;
 use lockstep_transport::frames::{write_frame, FrameReader};
@@ -25,6 +25,9 @@ use crate::failure::Failure;
 pub struct Remote {
     connection: quinn::Connection,
     addr: SocketAddr,
+    /// The job's receipt, which every evidence request carries: a node
+    /// serves a job's evidence only to holders of its receipt.
+    access: EvidenceAccess,
     /// Tensor data, hashes and audit paths received.
     pub bytes: u64,
     /// Requests made.
@@ -32,12 +35,20 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn connect(addr: SocketAddr, key: &NodeId) -> Result<Remote, Failure> {
+    /// Connects to the node that signed a job's receipt (`receipt` and
+    /// `signature`, as the node sent them), to fetch that job's evidence.
+    pub fn connect(
+        addr: SocketAddr,
+        key: &NodeId,
+        receipt: Vec<u8>,
+        signature: String,
+    ) -> Result<Remote, Failure> {
         let connection = smol::block_on(lockstep_transport::connect(addr, key))
             .map_err(|e| Failure::Runtime(e.to_string()))?;
         Ok(Remote {
             connection,
             addr,
+            access: EvidenceAccess::Receipt { receipt, signature },
             bytes: 0,
             requests: 0,
         })
@@ -58,9 +69,16 @@ impl Remote {
             let _ = send.finish();
             let mut reader = FrameReader::new(recv);
             let reply = crate::submit::first_reply(&mut reader, self.addr).await?;
+            if let Message::Busy { retry_after_ms } = &reply {
+                return Err(Failure::Runtime(format!(
+                    "node at {} is busy serving evidence; retry after {retry_after_ms} ms",
+                    self.addr
+                )));
+            }
             if let Message::Rejected(e) = &reply {
                 let what = match e.kind {
                     ErrorKind::NotRetained => "no longer holds the evidence",
+                    ErrorKind::Unauthorized => "refused to serve the evidence",
                     _ => "refused",
                 };
                 return Err(Failure::Runtime(format!(
@@ -105,6 +123,7 @@ impl Remote {
             job_id,
             index,
             with_data,
+            access: self.access.clone(),
         }))?;
         let Message::Leaf(e) = reply else {
             return Err(self.net(&"unexpected reply to a leaf request"));
@@ -139,6 +158,7 @@ impl Remote {
         let (reply, mut reader) = self.ask(Message::FetchInput(InputRequest {
             job_id,
             name: name.to_string(),
+            access: self.access.clone(),
         }))?;
         let Message::Input(h) = reply else {
             return Err(self.net(&"unexpected reply to an input request"));

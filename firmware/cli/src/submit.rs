@@ -205,9 +205,15 @@ async fn exchange_on(
         .map_err(|e| net(&e))?;
     let total: usize = order.iter().map(|n| inputs[n].len() * 4).sum();
     let mut progress = Progress::new("upload", total);
-    for name in &order {
+    // A node that refuses the job (busy, over a bound) stops the upload at
+    // once: its reply says why, so read it rather than report the write.
+    let mut stopped = None;
+    'upload: for name in &order {
         for chunk in tensor_chunks(&inputs[name]) {
-            write_frame(&mut send, &chunk).await.map_err(|e| net(&e))?;
+            if let Err(e) = write_frame(&mut send, &chunk).await {
+                stopped = Some(e);
+                break 'upload;
+            }
             if let Frame::Data(d) = &chunk {
                 progress.advance(d.len());
             }
@@ -216,11 +222,16 @@ async fn exchange_on(
     progress.done();
     let _ = send.finish();
     let mut reader = FrameReader::new(recv);
-    let result = match first_reply(&mut reader, addr).await? {
+    let first = match (first_reply(&mut reader, addr).await, stopped) {
+        (Ok(m), _) => m,
+        (Err(_), Some(e)) => return Err(net(&e)),
+        (Err(e), None) => return Err(e),
+    };
+    let result = match first {
         Message::Done(r) => r,
         Message::Busy { retry_after_ms } => {
             return Err(Failure::Runtime(format!(
-                "node at {addr} is busy: its job queue is full; retry after {retry_after_ms} ms"
+                "node at {addr} is busy (its job slots or memory budget are full); retry after {retry_after_ms} ms"
             )))
         }
         Message::Rejected(e) => {

@@ -57,9 +57,13 @@ pub struct VerifyArgs {
     seed: Option<u64>,
 }
 
-fn load(args: &VerifyArgs) -> Result<(Receipt, ValidatedProgram), Failure> {
+/// The receipt (with its bytes and signature, which evidence requests
+/// carry) and the program it is for.
+type Loaded = (Receipt, (Vec<u8>, String), ValidatedProgram);
+
+fn load(args: &VerifyArgs) -> Result<Loaded, Failure> {
     let key = parse_key("--node-key", &args.node_key)?;
-    let (receipt, _, _) = read_receipt(&args.receipt, &key)?;
+    let (receipt, bytes, signature) = read_receipt(&args.receipt, &key)?;
     let program = crate::exec::load_program(&args.program)?;
     let validated = validate(&program, &ValidateOptions::default())
         .map_err(|e| Failure::Input(format!("{}: {e}", args.program.display())))?;
@@ -71,7 +75,7 @@ fn load(args: &VerifyArgs) -> Result<(Receipt, ValidatedProgram), Failure> {
             receipt.program_sha256
         )));
     }
-    Ok((receipt, validated))
+    Ok((receipt, (bytes, signature), validated))
 }
 
 fn target(args: &VerifyArgs) -> Target {
@@ -93,7 +97,7 @@ pub fn verify(args: &VerifyArgs) -> Result<(), Failure> {
 }
 
 fn full(args: &VerifyArgs) -> Result<(), Failure> {
-    let (receipt, program) = load(args)?;
+    let (receipt, (receipt_bytes, receipt_sig), program) = load(args)?;
     let files = crate::exec::input_files(&args.program, &args.inputs, &program)?;
     let inputs = crate::exec::read_inputs(&args.program, &program, &files)?;
     let input_hashes: BTreeMap<String, String> = inputs
@@ -104,10 +108,10 @@ fn full(args: &VerifyArgs) -> Result<(), Failure> {
     let (outputs, root, mut mine, where_) = match (&args.on, &args.on_key) {
         (Some(addr), Some(key)) => {
             let key = parse_key("--on-key", key)?;
-            let (r, _, _) = run_on(*addr, &key, &program, &inputs)?;
+            let (r, bytes, sig) = run_on(*addr, &key, &program, &inputs)?;
             let root = hex32(&r.trace_root)?;
             let side = Side::Node {
-                remote: Remote::connect(*addr, &key)?,
+                remote: Remote::connect(*addr, &key, bytes, sig)?,
                 job_id: job_id(&r)?,
             };
             (r.outputs, root, side, format!("node at {addr}"))
@@ -162,7 +166,7 @@ fn full(args: &VerifyArgs) -> Result<(), Failure> {
     };
     let key = parse_key("--node-key", &args.node_key)?;
     let mut theirs = Side::Node {
-        remote: Remote::connect(addr, &key)?,
+        remote: Remote::connect(addr, &key, receipt_bytes, receipt_sig)?,
         job_id: job_id(&receipt)?,
     };
     let (index, rounds) = first_difference(
@@ -216,7 +220,7 @@ pub fn first_difference(
 }
 
 fn spot_check(args: &VerifyArgs, fraction: f64) -> Result<(), Failure> {
-    let (receipt, program) = load(args)?;
+    let (receipt, (receipt_bytes, receipt_sig), program) = load(args)?;
     let root = hex32(&receipt.trace_root)?;
     let seed = args.seed.unwrap_or_else(|| rand_core::OsRng.next_u64());
     let flow = Dataflow::of(&program);
@@ -229,7 +233,7 @@ fn spot_check(args: &VerifyArgs, fraction: f64) -> Result<(), Failure> {
     let key = parse_key("--node-key", &args.node_key)?;
     let addr = args.node.expect("clap requires --node with --sample");
     let job = job_id(&receipt)?;
-    let mut remote = Remote::connect(addr, &key)?;
+    let mut remote = Remote::connect(addr, &key, receipt_bytes, receipt_sig)?;
     let mut backend = crate::commands::open_backend(&target(args))?;
     let start = Instant::now();
     let mut failures = Vec::new();

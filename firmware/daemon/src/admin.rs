@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::stream::write_frame;
 use lockstep_identity::{DeviceKey, NodeId, Signature};
 use lockstep_limits::MAX_TRUSTED_OPERATORS;
 use lockstep_protocol::admin::{
@@ -20,7 +21,7 @@ use lockstep_protocol::admin::{
     AdminStatement, NodeInfo, UploadReceiver, ADMIN_FORMAT,
 };
 use lockstep_protocol::{ErrorKind, Frame, JobError, Message};
-use lockstep_transport::frames::{write_frame, FrameReader};
+use lockstep_transport::frames::FrameReader;
 use rand_core::RngCore;
 
 use crate::bundle_store::BundleStore;

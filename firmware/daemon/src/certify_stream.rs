@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::stream::write_frame;
 use embassy_sync::channel::TrySendError;
 use lockstep_protocol::{CertifyRequest, ErrorKind, InstallReport, Installed, JobError, Message};
-use lockstep_transport::frames::write_frame;
 
 use crate::certification::{timeout, CertifyJob};
 use crate::stream::Shared;

@@ -1,16 +1,30 @@
 //! Serving retained evidence: a trace leaf (hash, audit path, optionally
-//! the tensor) or a job input. Disk reads run on smol's blocking pool so a
-//! large leaf never stalls the other streams.
+//! the tensor) or a job input.
+//!
+//! Who may read it: whoever holds the job's receipt as this node signed it
+//! (the submitter, or a verifier or referee the submitter gave it to);
+//! knowing a job id is not enough (docs/protocol.md, "Evidence").
+//!
+//! What it may cost: a requester takes one of `MAX_CONCURRENT_EVIDENCE`
+//! node-wide turns (waiting at most `EVIDENCE_QUEUE_WAIT_MS`), and one
+//! source never holds more than `MAX_CONCURRENT_EVIDENCE_PER_SOURCE` of
+//! them. A tensor is streamed from disk one wire chunk at a time, never
+//! read whole, and every write is bounded by `WRITE_STALL_TIMEOUT_MS`, so a
+//! reader that stops reading frees its turn. Disk reads run on the blocking
+//! pool so a large leaf never stalls the other streams.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use lockstep_program::trace;
 use lockstep_protocol::{
-    header, tensor_chunks, ErrorKind, InputRequest, JobError, LeafEvidence, LeafRequest, Message,
+    ErrorKind, EvidenceAccess, Frame, InputRequest, JobError, LeafEvidence, LeafRequest, Message,
+    Receipt, TensorHeader,
 };
-use lockstep_transport::frames::write_frame;
+use smol::io::AsyncReadExt;
 
-use crate::retention::{Retention, RetentionError};
+use crate::admission::{Peer, Slot};
+use crate::retention::{RetentionError, StoredData};
+use crate::stream::{wire, write_frame, Shared};
 
 /// Node-wide turns for evidence requests (see the limit's note).
 static EVIDENCE_TURNS: smol::lock::Semaphore =
@@ -20,7 +34,9 @@ fn refused(e: RetentionError) -> JobError {
     let kind = match e {
         RetentionError::NotRetained(_) => ErrorKind::NotRetained,
         RetentionError::NoLeaf { .. } | RetentionError::NoInput { .. } => ErrorKind::BadInput,
-        RetentionError::Damaged { .. } | RetentionError::Io(_) => ErrorKind::Internal,
+        RetentionError::Damaged { .. } | RetentionError::Io(_) | RetentionError::NoRoom { .. } => {
+            ErrorKind::Internal
+        }
     };
     JobError {
         kind,
@@ -28,22 +44,111 @@ fn refused(e: RetentionError) -> JobError {
     }
 }
 
-fn wire(e: lockstep_transport::frames::WireError) -> JobError {
+fn err(kind: ErrorKind, message: impl Into<String>) -> JobError {
     JobError {
-        kind: ErrorKind::BadFrame,
-        message: e.to_string(),
+        kind,
+        message: message.into(),
     }
+}
+
+/// Checks that the requester may read job `job_id`'s evidence; returns the
+/// receipt it proved that with.
+fn authorize(
+    shared: &Shared,
+    job_id: &[u8; 16],
+    access: &EvidenceAccess,
+) -> Result<Receipt, JobError> {
+    match access {
+        EvidenceAccess::Receipt { receipt, signature } => {
+            let node = shared.admin.key.node_id();
+            let r = Receipt::verify(receipt, signature, &node).map_err(|e| {
+                err(
+                    ErrorKind::Unauthorized,
+                    format!("evidence is served to holders of the job's receipt from this node; the receipt given does not verify: {e}"),
+                )
+            })?;
+            if r.job_id != hex::encode(job_id) {
+                return Err(err(
+                    ErrorKind::Unauthorized,
+                    format!(
+                        "the receipt given is for job {}, not job {}; send the receipt of the job you ask about",
+                        r.job_id,
+                        hex::encode(job_id)
+                    ),
+                ));
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// An evidence turn: this source's slot, then a node-wide turn.
+struct Turn {
+    _slot: Slot,
+    _turn: smol::lock::SemaphoreGuard<'static>,
+}
+
+async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobError> {
+    let slot = shared
+        .budgets
+        .evidence
+        .try_enter(peer.source)
+        .map_err(|full| {
+            err(
+                ErrorKind::Busy,
+                format!("evidence requests: {full}; retry when one finishes"),
+            )
+        })?;
+    let wait = Duration::from_millis(lockstep_limits::EVIDENCE_QUEUE_WAIT_MS);
+    let turn = smol::future::or(async { Some(EVIDENCE_TURNS.acquire().await) }, async {
+        smol::Timer::after(wait).await;
+        None
+    })
+    .await
+    .ok_or_else(|| {
+        err(
+            ErrorKind::Busy,
+            "every evidence turn of this node is taken; retry later",
+        )
+    })?;
+    Ok(Turn {
+        _slot: slot,
+        _turn: turn,
+    })
+}
+
+/// Streams a stored tensor's data as wire chunks, one read and one bounded
+/// write at a time.
+async fn stream_data(send: &mut quinn::SendStream, data: StoredData) -> Result<(), JobError> {
+    let chunk = lockstep_limits::WIRE_CHUNK_BYTES as u64;
+    let mut left = data.len;
+    let mut file = smol::Unblock::with_capacity(chunk as usize, data.file);
+    while left > 0 {
+        let n = left.min(chunk) as usize;
+        let mut buf = vec![0u8; n];
+        file.read_exact(&mut buf).await.map_err(|e| {
+            err(
+                ErrorKind::Internal,
+                format!("reading retained evidence: {e}"),
+            )
+        })?;
+        write_frame(send, &Frame::Data(buf)).await.map_err(wire)?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Answers a [`LeafRequest`].
 pub async fn leaf(
     send: &mut quinn::SendStream,
-    retention: &Arc<Retention>,
+    shared: &Shared,
+    peer: &Peer,
     request: LeafRequest,
 ) -> Result<(), JobError> {
-    let _turn = EVIDENCE_TURNS.acquire().await;
-    let r = retention.clone();
-    let (evidence, tensor) = smol::unblock(move || {
+    authorize(shared, &request.job_id, &request.access)?;
+    let _turn = take_turn(shared, peer).await?;
+    let r = shared.retention.clone();
+    let (evidence, data) = smol::unblock(move || {
         let leaves = r.leaves(&request.job_id)?;
         let size = leaves.len() as u64;
         let path = usize::try_from(request.index)
@@ -54,29 +159,34 @@ pub async fn leaf(
                 index: request.index,
                 size,
             })?;
-        let tensor = if request.with_data {
-            Some(r.leaf_tensor(&request.job_id, request.index)?)
+        let data = if request.with_data {
+            Some(r.leaf_data(&request.job_id, request.index)?.1)
         } else {
             None
         };
+        let leaf = leaves[request.index as usize];
         let evidence = LeafEvidence {
             index: request.index,
             size,
-            leaf: leaves[request.index as usize],
+            leaf,
             path,
-            tensor: tensor.as_ref().map(|t| header("leaf", t)),
+            // The hash is the index's: the client checks the data it
+            // receives against it (and the leaf against the signed root).
+            tensor: data.as_ref().map(|d| TensorHeader {
+                name: "leaf".into(),
+                shape: d.shape.clone(),
+                sha256: leaf,
+            }),
         };
-        Ok::<_, RetentionError>((evidence, tensor))
+        Ok::<_, RetentionError>((evidence, data))
     })
     .await
     .map_err(refused)?;
     write_frame(send, &Message::Leaf(evidence).to_frame())
         .await
         .map_err(wire)?;
-    if let Some(t) = &tensor {
-        for chunk in tensor_chunks(t) {
-            write_frame(send, &chunk).await.map_err(wire)?;
-        }
+    if let Some(d) = data {
+        stream_data(send, d).await?;
     }
     Ok(())
 }
@@ -84,20 +194,39 @@ pub async fn leaf(
 /// Answers an [`InputRequest`].
 pub async fn input(
     send: &mut quinn::SendStream,
-    retention: &Arc<Retention>,
+    shared: &Shared,
+    peer: &Peer,
     request: InputRequest,
 ) -> Result<(), JobError> {
-    let _turn = EVIDENCE_TURNS.acquire().await;
-    let r = retention.clone();
+    let receipt = authorize(shared, &request.job_id, &request.access)?;
+    // The input's hash is the one the node signed in the receipt.
+    let sha256 = receipt
+        .inputs
+        .get(&request.name)
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(|| {
+            err(
+                ErrorKind::BadInput,
+                format!(
+                    "job {} has no input named '{}'",
+                    receipt.job_id, request.name
+                ),
+            )
+        })?;
+    let _turn = take_turn(shared, peer).await?;
+    let r = shared.retention.clone();
     let name = request.name.clone();
-    let t = smol::unblock(move || r.input(&request.job_id, &request.name))
+    let data = smol::unblock(move || r.input_data(&request.job_id, &request.name))
         .await
         .map_err(refused)?;
-    write_frame(send, &Message::Input(header(&name, &t)).to_frame())
+    let header = TensorHeader {
+        name,
+        shape: data.shape.clone(),
+        sha256,
+    };
+    write_frame(send, &Message::Input(header).to_frame())
         .await
         .map_err(wire)?;
-    for chunk in tensor_chunks(&t) {
-        write_frame(send, &chunk).await.map_err(wire)?;
-    }
-    Ok(())
+    stream_data(send, data).await
 }

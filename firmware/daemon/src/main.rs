@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admission;
 mod bundle_store;
 mod bundle_switch;
 mod certification;
 mod certify_stream;
+mod connection;
 mod evidence;
 mod retention;
 mod self_test;
@@ -95,6 +97,20 @@ struct Args {
     /// every receipt then says "certified": false.
     #[arg(long)]
     uncertified: bool,
+    /// Host memory, in bytes, that strangers' frames and admitted jobs
+    /// (program, inputs, outputs) may hold at once; what does not fit is
+    /// answered busy. Size `MemoryMax=` from it (docs/protocol.md).
+    #[arg(long)]
+    memory_budget_bytes: Option<u64>,
+    /// Connections held at once, from everyone together.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections held at once from one address (IPv6: one /64).
+    #[arg(long)]
+    max_connections_per_source: Option<usize>,
+    /// Free bytes that retained evidence never takes from its filesystem.
+    #[arg(long)]
+    state_free_floor_bytes: Option<u64>,
 }
 
 /// The configuration file: every field optional.
@@ -117,6 +133,10 @@ struct FileConfig {
     trusted_certifiers: Option<Vec<String>>,
     /// Development only: serve without certification (receipts say so).
     uncertified: Option<bool>,
+    memory_budget_bytes: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
+    state_free_floor_bytes: Option<u64>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
@@ -198,7 +218,30 @@ fn run() -> Result<()> {
         args.retention_bytes
             .or(file.retention_bytes)
             .unwrap_or(lockstep_limits::DEFAULT_RETENTION_BYTES),
+        args.state_free_floor_bytes
+            .or(file.state_free_floor_bytes)
+            .unwrap_or(lockstep_limits::DEFAULT_STATE_FREE_FLOOR_BYTES),
     )?);
+    let memory_budget = args
+        .memory_budget_bytes
+        .or(file.memory_budget_bytes)
+        .unwrap_or(lockstep_limits::DEFAULT_NODE_MEMORY_BUDGET_BYTES);
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(lockstep_limits::MAX_CONNECTIONS);
+    let max_per_source = args
+        .max_connections_per_source
+        .or(file.max_connections_per_source)
+        .unwrap_or(lockstep_limits::MAX_CONNECTIONS_PER_SOURCE);
+    if max_connections == 0 || max_per_source == 0 {
+        bail!("max_connections and max_connections_per_source must be at least 1");
+    }
+    let budgets = Arc::new(admission::NodeBudgets::new(
+        memory_budget,
+        max_connections,
+        max_per_source,
+    ));
 
     let (key, created) = DeviceKey::load_or_create(&state)?;
     let key = Arc::new(key);
@@ -319,7 +362,14 @@ fn run() -> Result<()> {
             bundle_version,
         )?),
         retention,
+        budgets: budgets.clone(),
     });
+    tracing::info!(
+        memory_budget_bytes = memory_budget,
+        max_connections,
+        max_per_source,
+        "admission budgets"
+    );
 
     // SIGTERM / SIGINT: stop accepting, let running jobs finish (bounded),
     // exit 0. The device key is never touched on the way out.
@@ -344,20 +394,23 @@ fn run() -> Result<()> {
             let Some(Some(incoming)) = next else {
                 break;
             };
-            let shared = shared.clone();
-            smol::spawn(async move {
-                let connection = match incoming.await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::info!(error = %e, "handshake failed");
-                        return;
-                    }
-                };
-                while let Ok((send, recv)) = connection.accept_bi().await {
-                    smol::spawn(stream::handle(send, recv, shared.clone())).detach();
+            // A source address is counted only once a QUIC Retry proved it
+            // (the peer echoed a token sent to that address): a spoofed
+            // flood of first packets costs one stateless reply each.
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                let _ = incoming.retry();
+                continue;
+            }
+            let source = admission::Source::of(incoming.remote_address());
+            let slot = match budgets.connections.try_enter(source) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    tracing::debug!(%source, reason = %full, "connection refused");
+                    incoming.refuse();
+                    continue;
                 }
-            })
-            .detach();
+            };
+            smol::spawn(connection::serve(incoming, slot, source, shared.clone())).detach();
         }
         shared.stopping.store(true, Ordering::SeqCst);
         endpoint.set_server_config(None);
@@ -370,6 +423,12 @@ fn run() -> Result<()> {
         while shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < grace {
             smol::Timer::after(Duration::from_millis(50)).await;
         }
+        tracing::info!(
+            memory_reserved_bytes_peak = shared.budgets.memory.peak(),
+            memory_budget_bytes = shared.budgets.memory.limit(),
+            jobs_admitted_peak = shared.budgets.jobs.peak(),
+            "admission figures since start"
+        );
         let left = shared.in_flight.load(Ordering::SeqCst);
         if left > 0 {
             tracing::warn!(left, "grace period over; exiting with jobs unfinished");

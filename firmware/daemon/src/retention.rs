@@ -11,12 +11,25 @@
 //! - `inputs/NAME.npy`, `program.bin` (canonical postcard), `receipt.json`
 //!   and `receipt.json.minisig`.
 //!
+//! - `source`: who submitted the job (admission.rs `Source`), for quotas.
+//!
 //! A job is written under `NAME.tmp` and renamed into place once complete,
 //! so a crash leaves either a whole job or a `.tmp` directory, which the
-//! next start deletes. Jobs older than the retention window, then the
-//! oldest jobs until the rest fit the byte budget and `MAX_RETAINED_JOBS`,
-//! are evicted after each new job. The worker writes (so evidence never
-//! slows the network tasks); network tasks only read.
+//! next start deletes. After each new job: the submitting source's oldest
+//! jobs while it holds more than its quota (`RETAINED_JOBS_PER_SOURCE_MAX`
+//! jobs, or its share of the byte budget), then jobs older than the
+//! retention window, then the oldest jobs until the rest fit the byte
+//! budget and `MAX_RETAINED_JOBS`, are evicted. So a flood from one source
+//! only ever evicts that source's own evidence.
+//!
+//! Nothing is written without room: before a job's first byte the free
+//! space above the floor (`DEFAULT_STATE_FREE_FLOOR_BYTES`) is measured,
+//! and the job writes no more than that (the worker is the only writer of
+//! job data), so evidence can never fill the disk that holds the device
+//! key, trust files and bundles. A job that does not
+//! fit is run and receipted all the same; only its evidence is not kept.
+//! The worker writes (so evidence never slows the network tasks); network
+//! tasks only read.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -25,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use lockstep_limits::MAX_RETAINED_JOBS;
+use lockstep_limits::{MAX_RETAINED_JOBS, RETAINED_JOBS_PER_SOURCE_MAX, RETENTION_SOURCES_MIN};
+
+use crate::admission::Source;
 use lockstep_program::trace::Hash;
 use lockstep_tensor::{npy, Tensor};
 
@@ -44,12 +59,17 @@ pub enum RetentionError {
     Damaged { job: String, problem: String },
     #[error("writing evidence: {0}")]
     Io(#[from] std::io::Error),
+    #[error("no room for evidence: {needed} bytes needed, {room} free above the {floor}-byte floor kept for the node's own files")]
+    NoRoom { needed: u64, room: u64, floor: u64 },
 }
 
 struct Entry {
     job: String,
     created: SystemTime,
     bytes: u64,
+    /// None for a job whose `source` file is missing or unreadable: it
+    /// counts against no source's quota and is evicted by age.
+    source: Option<Source>,
 }
 
 /// The retained jobs of one node.
@@ -57,8 +77,31 @@ pub struct Retention {
     dir: PathBuf,
     window: Duration,
     budget: u64,
+    /// Free bytes evidence never takes from its filesystem.
+    free_floor: u64,
     /// Oldest first.
     jobs: Mutex<VecDeque<Entry>>,
+}
+
+/// Free bytes an unprivileged writer may still use on `dir`'s filesystem.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+fn encode_source(s: Source) -> Vec<u8> {
+    match s {
+        Source::V4(o) => [&[4u8][..], &o].concat(),
+        Source::V6Prefix(o) => [&[6u8][..], &o].concat(),
+    }
+}
+
+fn decode_source(b: &[u8]) -> Option<Source> {
+    match b.split_first()? {
+        (4, o) => Some(Source::V4(o.try_into().ok()?)),
+        (6, o) => Some(Source::V6Prefix(o.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -80,7 +123,12 @@ fn dir_bytes(dir: &Path) -> u64 {
 impl Retention {
     /// Opens (creating) `STATE/retained`, deletes half-written jobs, and
     /// indexes the rest. A budget of 0 retains nothing.
-    pub fn open(state: &Path, window: Duration, budget: u64) -> Result<Retention, RetentionError> {
+    pub fn open(
+        state: &Path,
+        window: Duration,
+        budget: u64,
+        free_floor: u64,
+    ) -> Result<Retention, RetentionError> {
         let dir = state.join("retained");
         fs::create_dir_all(&dir)?;
         let mut jobs = Vec::new();
@@ -95,10 +143,14 @@ impl Retention {
                 .metadata()
                 .and_then(|m| m.modified())
                 .unwrap_or(SystemTime::UNIX_EPOCH);
+            let source = fs::read(path.join("source"))
+                .ok()
+                .and_then(|b| decode_source(&b));
             jobs.push(Entry {
                 job: name,
                 created,
                 bytes: dir_bytes(&path),
+                source,
             });
         }
         jobs.sort_by_key(|e| e.created);
@@ -106,6 +158,7 @@ impl Retention {
             dir,
             window,
             budget,
+            free_floor,
             jobs: Mutex::new(jobs.into()),
         };
         r.evict();
@@ -132,6 +185,7 @@ impl Retention {
     pub fn begin(
         &self,
         job_id: &[u8; 16],
+        source: Source,
         program: &[u8],
         inputs: &std::collections::BTreeMap<String, Tensor>,
     ) -> Option<Pending> {
@@ -141,8 +195,26 @@ impl Retention {
         let job = hex::encode(job_id);
         let tmp = self.dir.join(format!("{job}.tmp"));
         let start = || -> Result<Pending, RetentionError> {
+            // Room first, before anything is written: what the filesystem
+            // has above the floor, and no more than the whole budget.
+            let room = free_bytes(&self.dir)?
+                .saturating_sub(self.free_floor)
+                .min(self.budget);
+            let first = program.len() as u64
+                + inputs
+                    .values()
+                    .map(|t| t.len() as u64 * 4 + 128)
+                    .sum::<u64>();
+            if first > room {
+                return Err(RetentionError::NoRoom {
+                    needed: first,
+                    room,
+                    floor: self.free_floor,
+                });
+            }
             let _ = fs::remove_dir_all(&tmp);
             fs::create_dir_all(tmp.join("inputs"))?;
+            fs::write(tmp.join("source"), encode_source(source))?;
             let mut bytes = program.len() as u64;
             fs::write(tmp.join("program.bin"), program)?;
             for (name, t) in inputs {
@@ -155,7 +227,8 @@ impl Retention {
                 index: Vec::new(),
                 offset: 0,
                 bytes,
-                budget: self.budget,
+                budget: room,
+                source,
                 over_budget: false,
                 failed: None,
                 tmp: tmp.clone(),
@@ -181,8 +254,8 @@ impl Retention {
             }
             if pending.over_budget {
                 return Err(RetentionError::Io(std::io::Error::other(format!(
-                    "the job's evidence is over the retention budget of {} bytes",
-                    self.budget
+                    "the job's evidence is over the {} bytes it had room for (retention budget {}, free-space floor {})",
+                    pending.budget, self.budget, self.free_floor
                 ))));
             }
             pending.leaves.flush()?;
@@ -206,6 +279,7 @@ impl Retention {
                 job: job.clone(),
                 created: SystemTime::now(),
                 bytes,
+                source: Some(pending.source),
             });
             Ok(bytes)
         })();
@@ -216,6 +290,36 @@ impl Retention {
                 let _ = fs::remove_dir_all(&pending.tmp);
             }
         }
+        self.evict_for(pending.source);
+    }
+
+    /// Most bytes one source may keep retained.
+    fn source_bytes_max(&self) -> u64 {
+        self.budget / RETENTION_SOURCES_MIN
+    }
+
+    /// Evicts `source`'s own oldest jobs while it holds more than its
+    /// quota, then what [`evict`](Self::evict) evicts.
+    fn evict_for(&self, source: Source) {
+        let mut jobs = self.jobs.lock().expect("retention index lock");
+        let (mut count, mut bytes) = jobs
+            .iter()
+            .filter(|e| e.source == Some(source))
+            .fold((0usize, 0u64), |(n, b), e| (n + 1, b + e.bytes));
+        // The job just committed is the source's newest and is never the
+        // one evicted: a source always keeps its latest job, however big.
+        while count > 1 && (count > RETAINED_JOBS_PER_SOURCE_MAX || bytes > self.source_bytes_max())
+        {
+            let Some(at) = jobs.iter().position(|e| e.source == Some(source)) else {
+                break;
+            };
+            let e = jobs.remove(at).expect("position is in range");
+            count -= 1;
+            bytes -= e.bytes;
+            let _ = fs::remove_dir_all(self.job_dir(&e.job));
+            tracing::info!(job = %e.job, %source, "evidence evicted: its source is over its quota");
+        }
+        drop(jobs);
         self.evict();
     }
 
@@ -262,7 +366,48 @@ impl Retention {
         Ok(idx.iter().map(|r| r.2).collect())
     }
 
+    /// Leaf `index`'s output hash and its stored data, to be streamed a
+    /// chunk at a time (never read whole into memory).
+    pub fn leaf_data(
+        &self,
+        job_id: &[u8; 16],
+        index: u64,
+    ) -> Result<(Hash, StoredData), RetentionError> {
+        let dir = self.find(job_id)?;
+        let idx = read_index(&dir, job_id)?;
+        let &(offset, len, hash) =
+            idx.get(index as usize)
+                .ok_or_else(|| RetentionError::NoLeaf {
+                    job: hex::encode(job_id),
+                    index,
+                    size: idx.len() as u64,
+                })?;
+        let data = open_stored(&dir.join("leaves.bin"), offset, Some(len), job_id)?;
+        Ok((hash, data))
+    }
+
+    /// The job's program input `name`, to be streamed.
+    pub fn input_data(&self, job_id: &[u8; 16], name: &str) -> Result<StoredData, RetentionError> {
+        let dir = self.find(job_id)?;
+        let no_input = || RetentionError::NoInput {
+            job: hex::encode(job_id),
+            name: name.to_string(),
+        };
+        // Names were checked against the program's declared names when the
+        // job was accepted, so only those files exist; a name with a path
+        // separator or `..` cannot match one.
+        if lockstep_program::check_name(name).is_err() {
+            return Err(no_input());
+        }
+        let path = dir.join("inputs").join(format!("{name}.npy"));
+        if !path.exists() {
+            return Err(no_input());
+        }
+        open_stored(&path, 0, None, job_id)
+    }
+
     /// Leaf `index`'s output tensor.
+    #[cfg(test)]
     pub fn leaf_tensor(&self, job_id: &[u8; 16], index: u64) -> Result<Tensor, RetentionError> {
         let dir = self.find(job_id)?;
         let idx = read_index(&dir, job_id)?;
@@ -296,6 +441,7 @@ impl Retention {
     }
 
     /// The job's program input `name`.
+    #[cfg(test)]
     pub fn input(&self, job_id: &[u8; 16], name: &str) -> Result<Tensor, RetentionError> {
         let dir = self.find(job_id)?;
         let job = hex::encode(job_id);
@@ -320,6 +466,56 @@ impl Retention {
             problem: e.to_string(),
         })
     }
+}
+
+/// A stored tensor's data, ready to stream: its shape, and its file
+/// positioned at the first data byte (`len` bytes of little-endian f32
+/// follow, exactly the wire's data chunks).
+pub struct StoredData {
+    pub shape: Vec<u64>,
+    pub file: File,
+    pub len: u64,
+}
+
+/// Opens the `.npy` bytes at `offset` of `path` (`len` of them, or to the
+/// end of the file), checking that header and length agree.
+fn open_stored(
+    path: &Path,
+    offset: u64,
+    len: Option<u64>,
+    job_id: &[u8; 16],
+) -> Result<StoredData, RetentionError> {
+    let damaged = |problem: String| RetentionError::Damaged {
+        job: hex::encode(job_id),
+        problem,
+    };
+    let mut f = File::open(path)?;
+    let file_len = f.metadata()?.len();
+    let len = len.unwrap_or(file_len.saturating_sub(offset));
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        return Err(damaged(format!(
+            "{} is shorter than its index says",
+            path.display()
+        )));
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let head_len = len.min(lockstep_limits::MAX_NPY_HEADER_BYTES as u64 + 16) as usize;
+    let mut head = vec![0u8; head_len];
+    f.read_exact(&mut head)?;
+    let (shape, data_start) = npy::decode_prefix(&head).map_err(|e| damaged(e.to_string()))?;
+    let data_len = shape.iter().product::<usize>() as u64 * 4;
+    if data_start as u64 + data_len != len {
+        return Err(damaged(format!(
+            "a tensor in {} does not fill its record",
+            path.display()
+        )));
+    }
+    f.seek(SeekFrom::Start(offset + data_start as u64))?;
+    Ok(StoredData {
+        shape: shape.iter().map(|&d| d as u64).collect(),
+        file: f,
+        len: data_len,
+    })
 }
 
 fn read_index(dir: &Path, job_id: &[u8; 16]) -> Result<Vec<(u64, u64, Hash)>, RetentionError> {
@@ -348,7 +544,10 @@ pub struct Pending {
     index: Vec<u8>,
     offset: u64,
     bytes: u64,
+    /// The most this job may write: the byte budget, or less when the
+    /// filesystem had less room above its floor at the start.
     budget: u64,
+    source: Source,
     over_budget: bool,
     failed: Option<RetentionError>,
     tmp: PathBuf,
@@ -398,6 +597,7 @@ mod tests {
         let mut p = r
             .begin(
                 &job_id,
+                Source::V4([10, 0, 0, id]),
                 b"program",
                 &BTreeMap::from([("x".to_string(), x.clone())]),
             )
@@ -412,7 +612,7 @@ mod tests {
     #[test]
     fn leaves_and_inputs_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20).unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20, 0).unwrap();
         let id = job(&r, 1, 3);
         assert_eq!(r.leaves(&id).unwrap().len(), 3);
         let t = r.leaf_tensor(&id, 2).unwrap();
@@ -433,7 +633,7 @@ mod tests {
         // Reopening finds it again; a half-written job is cleaned up.
         fs::create_dir_all(dir.path().join("retained").join("ab.tmp")).unwrap();
         drop(r);
-        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20).unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20, 0).unwrap();
         assert_eq!(r.leaves(&id).unwrap().len(), 3);
         assert!(!dir.path().join("retained").join("ab.tmp").exists());
     }
@@ -443,7 +643,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Each job is about 2.1 KB (a 384-byte .npy input, four leaves of
         // 384 bytes plus 48 of index): two fit in 5000 bytes, three do not.
-        let r = Retention::open(dir.path(), Duration::from_secs(60), 5000).unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 5000, 0).unwrap();
         let a = job(&r, 1, 4);
         let b = job(&r, 2, 4);
         assert!(r.leaves(&a).is_ok() && r.leaves(&b).is_ok());
@@ -457,10 +657,90 @@ mod tests {
         assert!(r.leaves(&c).is_ok());
     }
 
+    fn job_from(r: &Retention, job_id: [u8; 16], source: Source) -> bool {
+        let x = Tensor::filled(vec![4], 1, lockstep_tensor::Fill::Uniform).unwrap();
+        let Some(mut p) = r.begin(
+            &job_id,
+            source,
+            b"p",
+            &BTreeMap::from([("x".to_string(), x.clone())]),
+        ) else {
+            return false;
+        };
+        p.push(&x.sha256(), &x);
+        r.commit(p, b"{}", "sig");
+        true
+    }
+
+    #[test]
+    fn a_flood_from_one_source_evicts_only_its_own_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 30, 0).unwrap();
+        let honest = Source::V4([10, 0, 0, 1]);
+        let flood = Source::V4([10, 0, 0, 2]);
+        assert!(job_from(&r, [0xaa; 16], honest));
+        let n = RETAINED_JOBS_PER_SOURCE_MAX + 20;
+        for i in 0..n {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert!(job_from(&r, id, flood));
+        }
+        assert!(r.holds(&[0xaa; 16]), "the honest job survives the flood");
+        let jobs = r.jobs.lock().unwrap();
+        let flooded = jobs.iter().filter(|e| e.source == Some(flood)).count();
+        assert_eq!(flooded, RETAINED_JOBS_PER_SOURCE_MAX);
+        // The flood's oldest went; its newest stayed.
+        assert!(!jobs.iter().any(|e| e.job == hex::encode([0u8; 16])));
+        drop(jobs);
+        // Sources survive a restart.
+        drop(r);
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 30, 0).unwrap();
+        let jobs = r.jobs.lock().unwrap();
+        assert_eq!(
+            jobs.iter().filter(|e| e.source == Some(honest)).count(),
+            1,
+            "the honest job's source is read back"
+        );
+    }
+
+    #[test]
+    fn nothing_is_written_below_the_free_space_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let r =
+            Retention::open(dir.path(), Duration::from_secs(60), 1 << 20, u64::MAX / 2).unwrap();
+        assert!(!job_from(&r, [1; 16], Source::V4([10, 0, 0, 1])));
+        let left: Vec<_> = fs::read_dir(dir.path().join("retained")).unwrap().collect();
+        assert!(left.is_empty(), "no directory, no file: {left:?}");
+    }
+
+    #[test]
+    fn stored_data_streams_what_the_tensor_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20, 0).unwrap();
+        let id = job(&r, 1, 3);
+        let (hash, mut d) = r.leaf_data(&id, 1).unwrap();
+        let t = r.leaf_tensor(&id, 1).unwrap();
+        assert_eq!(hash, t.sha256());
+        assert_eq!(d.shape, vec![64]);
+        let mut bytes = Vec::new();
+        d.file.read_to_end(&mut bytes).unwrap();
+        // Leaves are stored back to back: the data is the first len bytes.
+        let want: Vec<u8> = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(&bytes[..d.len as usize], &want[..]);
+        let mut input = r.input_data(&id, "x").unwrap();
+        let mut got = Vec::new();
+        input.file.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len() as u64, input.len);
+        assert!(matches!(
+            r.input_data(&id, "../x"),
+            Err(RetentionError::NoInput { .. })
+        ));
+    }
+
     #[test]
     fn a_reused_job_id_never_replaces_evidence() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20).unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20, 0).unwrap();
         assert!(!r.holds(&[1; 16]));
         let id = job(&r, 1, 3);
         assert!(r.holds(&id));
@@ -472,7 +752,7 @@ mod tests {
     #[test]
     fn jobs_past_the_window_are_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Retention::open(dir.path(), Duration::from_millis(50), 1 << 20).unwrap();
+        let r = Retention::open(dir.path(), Duration::from_millis(50), 1 << 20, 0).unwrap();
         let a = job(&r, 1, 2);
         assert!(r.leaves(&a).is_ok());
         std::thread::sleep(Duration::from_millis(100));

@@ -14,8 +14,25 @@ use lockstep_protocol::{
     TensorReceiver,
 };
 
+use crate::admission::Peer;
 use crate::worker::{Counters, Job, JobQueue, Work};
-use lockstep_transport::frames::{write_frame, FrameReader, WireError};
+use lockstep_protocol::FrameError;
+use lockstep_transport::frames::{write_frame_within, FrameReader, WireError};
+
+/// Writes one frame to a stranger, giving up (and so freeing whatever the
+/// stream holds) when the peer has not taken it within
+/// `WRITE_STALL_TIMEOUT_MS`. Every reply a node sends goes through here.
+pub async fn write_frame(
+    send: &mut quinn::SendStream,
+    frame: &lockstep_protocol::Frame,
+) -> Result<(), WireError> {
+    let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS);
+    write_frame_within(send, frame, limit).await
+}
+
+/// QUIC stream error code when the node resets a stream whose peer
+/// stalled (stopped reading, or stopped sending mid-frame).
+const RESET_STALLED: u32 = 2;
 
 /// What every stream handler shares.
 pub struct Shared {
@@ -38,6 +55,8 @@ pub struct Shared {
     pub admin: Arc<crate::admin::AdminState>,
     /// Retained evidence of past jobs, served to spot checks and disputes.
     pub retention: Arc<crate::retention::Retention>,
+    /// What strangers may make the node hold (admission.rs).
+    pub budgets: Arc<crate::admission::NodeBudgets>,
 }
 
 impl Shared {
@@ -78,37 +97,80 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> JobError {
     }
 }
 
-fn wire(e: WireError) -> JobError {
-    err(ErrorKind::BadFrame, e.to_string())
+/// The typed refusal for a wire failure: a frame refused at admission is
+/// `Busy` (retry later), a stalled peer a `Timeout`, anything else a
+/// `BadFrame`.
+pub fn wire(e: WireError) -> JobError {
+    let kind = match &e {
+        WireError::Frame(FrameError::Refused(_)) => ErrorKind::Busy,
+        WireError::Stalled(_) => ErrorKind::Timeout,
+        _ => ErrorKind::BadFrame,
+    };
+    err(kind, e.to_string())
 }
 
-/// Serves one stream; any failure is answered with a typed `Rejected`.
-pub async fn handle(mut send: quinn::SendStream, recv: quinn::RecvStream, shared: Arc<Shared>) {
+/// Serves one stream; any failure is answered with a typed `Rejected` (or
+/// `Busy`), unless the peer is gone or stalled, when the stream is reset.
+pub async fn handle(
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    peer: Peer,
+) {
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
     let _in_flight = InFlight(&shared.in_flight);
-    let mut reader = FrameReader::new(recv);
-    let answer = match serve(&mut send, &mut reader, &shared).await {
+    let mut reader = FrameReader::guarded(
+        recv,
+        peer.frame_admission(),
+        Duration::from_millis(lockstep_limits::FRAME_READ_TIMEOUT_MS),
+    );
+    let answer = match serve(&mut send, &mut reader, &shared, &peer).await {
         Ok(()) => return finish(send).await,
         Err(e) => e,
     };
-    tracing::info!(kind = ?answer.kind, message = %answer.message, "job refused");
-    if answer.kind != ErrorKind::BadFrame || !answer.message.contains("reset") {
-        let _ = write_frame(&mut send, &Message::Rejected(answer).to_frame()).await;
+    tracing::info!(kind = ?answer.kind, message = %answer.message, source = %peer.source, "request refused");
+    // Whatever the peer still sends on this stream is not wanted: stop it,
+    // so a client still uploading learns at once and reads the refusal.
+    reader.stop();
+    let gone = answer.message.contains("reset") || answer.message.contains("stalled");
+    if gone {
+        let _ = send.reset(RESET_STALLED.into());
+        return;
+    }
+    let reply = match answer.kind {
+        ErrorKind::Busy => Message::Busy {
+            retry_after_ms: 1000,
+        },
+        _ => Message::Rejected(answer),
+    };
+    if write_frame(&mut send, &reply.to_frame()).await.is_err() {
+        let _ = send.reset(RESET_STALLED.into());
+        return;
     }
     finish(send).await;
 }
 
 async fn finish(mut send: quinn::SendStream) {
     let _ = send.finish();
-    // Wait (bounded by the connection's idle timeout) until the peer has
-    // the data, so closing the connection does not cut the reply.
-    let _ = send.stopped().await;
+    // Wait until the peer has the data, so closing the connection does not
+    // cut the reply; bounded, since a peer that never acknowledges would
+    // otherwise hold the stream (keep-alives defeat the idle timeout).
+    let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS);
+    let acked = smol::future::or(async { send.stopped().await.is_ok() }, async {
+        smol::Timer::after(limit).await;
+        false
+    })
+    .await;
+    if !acked {
+        let _ = send.reset(RESET_STALLED.into());
+    }
 }
 
 async fn serve(
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
     shared: &Shared,
+    peer: &Peer,
 ) -> Result<(), JobError> {
     let Some(Frame::Control(payload)) = reader.next().await.map_err(wire)? else {
         return Err(err(
@@ -155,16 +217,12 @@ async fn serve(
             ErrorKind::Uncertified,
             shared.refusal().unwrap_or_default(),
         )),
-        Message::Submit(request) => submit(send, reader, shared, request).await,
+        Message::Submit(request) => submit(send, reader, shared, peer, request).await,
         Message::CertifyRequest(r) => crate::certify_stream::certify(send, shared, r).await,
         Message::InstallReport(r) => crate::certify_stream::install(send, shared, r).await,
         Message::AdminHello(hello) => crate::admin::serve(send, reader, shared, hello).await,
-        Message::FetchLeaf(request) => {
-            crate::evidence::leaf(send, &shared.retention, request).await
-        }
-        Message::FetchInput(request) => {
-            crate::evidence::input(send, &shared.retention, request).await
-        }
+        Message::FetchLeaf(request) => crate::evidence::leaf(send, shared, peer, request).await,
+        Message::FetchInput(request) => crate::evidence::input(send, shared, peer, request).await,
         _ => Err(err(
             ErrorKind::BadFrame,
             "clients send StatusRequest or Submit",
@@ -176,6 +234,7 @@ async fn submit(
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
     shared: &Shared,
+    peer: &Peer,
     request: JobRequest,
 ) -> Result<(), JobError> {
     if shared.retention.holds(&request.job_id) {
@@ -234,6 +293,45 @@ async fn submit(
             format!("input '{extra}' is not declared by the program"),
         ));
     }
+    // Admission, before any input byte is accepted: a job slot, and the
+    // host memory the job will hold (its program, inputs and outputs) from
+    // the node-wide budget. The reservations travel with the job and are
+    // released when its outputs have been sent (or it fails).
+    let tensor_bytes = |shape: &[usize]| shape.iter().product::<usize>() as u64 * 4;
+    let job_bytes = request.program.len() as u64
+        + validated
+            .inputs()
+            .iter()
+            .map(|d| tensor_bytes(&d.shape))
+            .sum::<u64>()
+        + validated
+            .outputs()
+            .iter()
+            .map(|d| tensor_bytes(&d.shape))
+            .sum::<u64>();
+    let memory = &shared.budgets.memory;
+    if job_bytes > memory.limit() {
+        return Err(err(
+            ErrorKind::TooLarge,
+            format!(
+                "the job's program, inputs and outputs take {job_bytes} bytes; this node admits at most {} at once",
+                memory.limit()
+            ),
+        ));
+    }
+    let slot = shared
+        .budgets
+        .jobs
+        .try_reserve(1)
+        .ok_or_else(|| err(ErrorKind::Busy, shared.budgets.jobs.refusal(1)))?;
+    let reserved = memory
+        .try_reserve(job_bytes)
+        .ok_or_else(|| err(ErrorKind::Busy, memory.refusal(job_bytes)))?;
+    let admitted = crate::worker::Admitted {
+        _slot: slot,
+        _memory: reserved,
+    };
+    tracing::debug!(source = %peer.source, job_bytes, "job admitted");
     let mut receiver =
         TensorReceiver::new(request.inputs).map_err(|e| err(ErrorKind::TooLarge, e.to_string()))?;
     let mut inputs: BTreeMap<String, _> = receiver.take_ready().into_iter().collect();
@@ -265,6 +363,8 @@ async fn submit(
         inputs,
         reply,
         deadline: Instant::now() + shared.job_timeout,
+        admitted,
+        source: peer.source,
     };
     if let Err(TrySendError::Full(_)) = shared.queue.try_send(Work::Run(job)) {
         let busy = Message::Busy {

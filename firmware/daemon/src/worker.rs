@@ -25,6 +25,17 @@ pub struct Job {
     /// When the network task stops waiting; a job picked up later is
     /// dropped unrun.
     pub deadline: Instant,
+    /// The job's slot and memory reservation (admission.rs), held until
+    /// its outputs have been sent.
+    pub admitted: Admitted,
+    /// Who submitted it: retention quotas are per source.
+    pub source: crate::admission::Source,
+}
+
+/// What an admitted job holds of the node's budgets; released on drop.
+pub struct Admitted {
+    pub _slot: crate::admission::Reservation,
+    pub _memory: crate::admission::Reservation,
 }
 
 /// A completed job: outputs and the signed receipt.
@@ -32,6 +43,8 @@ pub struct Finished {
     pub outputs: BTreeMap<String, Tensor>,
     pub receipt: Vec<u8>,
     pub signature: String,
+    /// Still held while the outputs are sent.
+    pub _admitted: Admitted,
 }
 
 /// What the worker does next. Everything that needs the device goes through
@@ -99,20 +112,23 @@ fn run_one(job: Job, backend: &mut dyn Backend, device: &DeviceRecord, ctx: &Wor
         ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let outcome = run_job(&job, backend, device, ctx);
+    let reply = job.reply.clone();
+    let outcome = run_job(job, backend, device, ctx);
     let counter = if outcome.is_ok() {
         &ctx.counters.done
     } else {
         &ctx.counters.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    // The client may have gone: nothing to do then, the job's memory is
-    // freed with it.
-    let _ = job.reply.try_send(outcome);
+    // The client may have gone: nothing to do then, the job's memory (and
+    // its reservation) is freed with it.
+    let _ = reply.try_send(outcome);
 }
 
+/// Runs a job, consuming it: its inputs move into the executor (no copy),
+/// and its reservation moves into the outcome.
 fn run_job(
-    job: &Job,
+    job: Job,
     backend: &mut dyn Backend,
     device: &DeviceRecord,
     ctx: &WorkerContext,
@@ -127,6 +143,7 @@ fn run_job(
     // frees the worker instead of finishing for nobody.
     let mut pending = ctx.retention.begin(
         &job.job_id,
+        job.source,
         &job.program.program().to_postcard(),
         &job.inputs,
     );
@@ -141,7 +158,7 @@ fn run_job(
         fault: ctx.fault,
         ..ExecOptions::default()
     };
-    let report = execute(&job.program, backend, job.inputs.clone(), options);
+    let report = execute(&job.program, backend, job.inputs, options);
     let report = report.map_err(|e| {
         if let Some(p) = pending.take() {
             p.abandon();
@@ -183,6 +200,7 @@ fn run_job(
         outputs: report.outputs,
         receipt: bytes,
         signature,
+        _admitted: job.admitted,
     })
 }
 

@@ -91,12 +91,12 @@ pub const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
 
 /// Bytes a QUIC peer may send on one stream beyond what the application has
 /// read (the per-stream receive window).
-pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Bytes a QUIC peer may send on one connection, all streams together,
 /// beyond what the application has read: the most received data the
 /// transport buffers for one connection.
-pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
 /// Bytes of unacknowledged data one QUIC connection buffers for sending.
 pub const CONNECTION_SEND_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
@@ -137,9 +137,18 @@ pub const DEFAULT_RETENTION_BYTES: u64 = 8 << 30;
 pub const MAX_RETAINED_JOBS: usize = 4096;
 
 /// Evidence requests (leaves, inputs) a node serves at once, node-wide:
-/// each may hold one retained tensor in memory while it is sent, so this
-/// bounds that memory and the disk reads; further requests wait their turn.
-pub const MAX_CONCURRENT_EVIDENCE: usize = 4;
+/// each streams one retained tensor from disk a wire chunk at a time, so
+/// this bounds that memory and the disk reads; further requests wait their
+/// turn (at most `EVIDENCE_QUEUE_WAIT_MS`).
+pub const MAX_CONCURRENT_EVIDENCE: usize = 8;
+
+/// Evidence requests served at once for one source address (an IPv4
+/// address or an IPv6 /64): one requester cannot take every node-wide turn.
+pub const MAX_CONCURRENT_EVIDENCE_PER_SOURCE: usize = 2;
+
+/// How long an evidence request waits for a node-wide turn before it is
+/// answered `Busy`.
+pub const EVIDENCE_QUEUE_WAIT_MS: u64 = 10_000;
 
 /// Most bytes of kernel binaries one bundle push carries: a full bundle
 /// (`MAX_KERNELS` kernels, two variants, `MAX_SPIRV_BYTES` each) is far more
@@ -189,3 +198,95 @@ pub const MAX_DISPUTE_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// Most bytes of a minisign signature file a node reads (from a message or
 /// its state directory): one is about 300 bytes.
 pub const MAX_SIGNATURE_FILE_BYTES: usize = 4096;
+
+// ---------------------------------------------------------------------------
+// Admission: what a node lets strangers hold before it has admitted them.
+// The node's whole envelope is the sum of these (docs/protocol.md,
+// "Admission"), and the service unit's MemoryMax= is sized from it.
+// ---------------------------------------------------------------------------
+
+/// QUIC connections a node holds at once, from everyone together; more are
+/// refused at the first packet (CONNECTION_REFUSED), before any handshake
+/// state is kept.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// QUIC connections a node holds at once from one source (an IPv4 address,
+/// or an IPv6 /64, which one party usually holds whole). Source addresses
+/// are validated with a QUIC Retry before they are counted, so a spoofed
+/// address costs the node nothing.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
+
+/// A connection with no open stream for this long is closed by the node:
+/// client keep-alives keep QUIC's idle timer from ever firing, so without
+/// this a silent peer would hold its connection slot for ever.
+pub const CONNECTION_IDLE_NO_STREAM_MS_MAX: u64 = 60_000;
+
+/// Bytes of frames being assembled (control messages and data chunks
+/// received but not yet handed on) that one connection may hold, all its
+/// streams together, beyond QUIC's own receive window. A frame whose
+/// header announces more than is left is refused `Busy` before any of its
+/// payload is buffered.
+pub const CONNECTION_FRAME_BUFFER_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// Default node-wide memory budget, in bytes, for everything strangers make
+/// the node hold on the host: frames being assembled, and every admitted
+/// job's program, inputs and outputs from the moment it is admitted until
+/// its outputs are sent (`lockstepd --memory-budget-bytes`). A job reserves
+/// its share *before* any input byte is accepted; a job that does not fit
+/// now is answered `Busy`, one that could never fit `TooLarge`.
+pub const DEFAULT_NODE_MEMORY_BUDGET_BYTES: u64 = 8 << 30;
+
+/// Jobs admitted at once (receiving inputs, queued, or running): the queue
+/// plus the one on the device. A job beyond this is answered `Busy` before
+/// its inputs are sent.
+pub const MAX_ADMITTED_JOBS: usize = JOB_QUEUE_BOUND + 1;
+
+/// How long a node waits for the next frame a stream owes it (the first
+/// request, the next input chunk, the admin command) before it resets the
+/// stream: a half-sent frame cannot hold its buffer for ever.
+pub const FRAME_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// How long one frame write to a peer may stall (the peer not reading, so
+/// QUIC flow control holds it) before the node resets the stream and frees
+/// what the stream held (an evidence turn, a job's outputs).
+pub const WRITE_STALL_TIMEOUT_MS: u64 = 10_000;
+
+/// Largest receipt (canonical JSON) a node accepts back as proof that a
+/// requester may read a job's evidence; a real one is about 1 KiB.
+pub const MAX_RECEIPT_BYTES: usize = 64 * 1024;
+
+/// Most jobs whose evidence a node retains for one source (IPv4 address or
+/// IPv6 /64); that source's oldest jobs are evicted first, so a flood of
+/// tiny jobs from one client never evicts another client's evidence.
+pub const RETAINED_JOBS_PER_SOURCE_MAX: usize = 256;
+
+/// Default share of the retention byte budget one source may hold
+/// (`retention_bytes` / this).
+pub const RETENTION_SOURCES_MIN: u64 = 8;
+
+/// Free space, in bytes, that evidence never takes from the filesystem it
+/// is written to (checked before every write): the device key, the trust
+/// files, certification reports and pushed bundles (at most
+/// `MAX_STORED_BUNDLES` of `MAX_BUNDLE_UPLOAD_BYTES`) keep room to be
+/// written even if evidence shares their partition
+/// (`lockstepd --state-free-floor-bytes`).
+pub const DEFAULT_STATE_FREE_FLOOR_BYTES: u64 = 512 << 20;
+
+/// Bytes the service unit allows lockstepd beyond the budgets above, for
+/// the binary, the GPU driver and its shader compiler, and thread stacks
+/// (image/overlay/.../lockstepd.service `MemoryMax=`).
+pub const PROCESS_BASE_BYTES: u64 = 2 << 30;
+
+/// Threads of the blocking pool (disk reads of evidence, file writes);
+/// the service unit sets BLOCKING_MAX_THREADS to this and TasksMax= above
+/// it.
+pub const BLOCKING_THREADS_MAX: usize = 16;
+
+/// The most host memory lockstepd may use with the default budgets: the
+/// node-wide budget, every connection's QUIC receive window full, and the
+/// base (`MemoryMax=` in the service unit is this, rounded up to GiB).
+pub const fn node_memory_envelope_bytes(node_budget_bytes: u64) -> u64 {
+    node_budget_bytes
+        + MAX_CONNECTIONS as u64 * CONNECTION_RECEIVE_WINDOW_BYTES as u64
+        + PROCESS_BASE_BYTES
+}

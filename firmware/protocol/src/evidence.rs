@@ -4,10 +4,25 @@
 //! The client checks every answer against the trace root and input hashes
 //! of the receipt it holds, so nothing here needs to be trusted.
 
-use lockstep_limits::{MAX_AUDIT_PATH_HASHES, MAX_TENSOR_NAME_BYTES};
+use lockstep_limits::{
+    MAX_AUDIT_PATH_HASHES, MAX_RECEIPT_BYTES, MAX_SIGNATURE_FILE_BYTES, MAX_TENSOR_NAME_BYTES,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::message::{MessageError, TensorHeader};
+
+/// Why the requester may read a job's evidence. Evidence is the job's
+/// inputs and every intermediate tensor: the submitter's data, so a node
+/// serves it only to whoever holds the job's signed receipt: the submitter,
+/// and anyone the submitter handed the receipt to (a verifier, a referee
+/// settling a dispute). Knowing a job id is not enough.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvidenceAccess {
+    /// The job's receipt exactly as this node signed it (canonical JSON
+    /// bytes and the minisign signature file). The node checks its own
+    /// signature and that the receipt names the requested job.
+    Receipt { receipt: Vec<u8>, signature: String },
+}
 
 /// Client → node: leaf `index` of job `job_id`'s trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +32,7 @@ pub struct LeafRequest {
     /// Send the output tensor too (else only its hash and audit path: the
     /// cheap answer a bisection step needs).
     pub with_data: bool,
+    pub access: EvidenceAccess,
 }
 
 /// Node → client: the leaf; when `tensor` is set, its data chunks follow.
@@ -37,6 +53,22 @@ pub struct LeafEvidence {
 pub struct InputRequest {
     pub job_id: [u8; 16],
     pub name: String,
+    pub access: EvidenceAccess,
+}
+
+pub(crate) fn check_access(a: &EvidenceAccess) -> Result<(), MessageError> {
+    match a {
+        EvidenceAccess::Receipt { receipt, signature } => {
+            if receipt.len() > MAX_RECEIPT_BYTES || signature.len() > MAX_SIGNATURE_FILE_BYTES {
+                return Err(MessageError::Bound(format!(
+                    "an access receipt of {} bytes with a {}-byte signature; at most {MAX_RECEIPT_BYTES} and {MAX_SIGNATURE_FILE_BYTES}",
+                    receipt.len(),
+                    signature.len()
+                )));
+            }
+            Ok(())
+        }
+    }
 }
 
 pub(crate) fn check_leaf(e: &LeafEvidence) -> Result<(), MessageError> {
@@ -72,6 +104,13 @@ mod tests {
         p
     }
 
+    fn access(receipt_bytes: usize) -> EvidenceAccess {
+        EvidenceAccess::Receipt {
+            receipt: vec![b'{'; receipt_bytes],
+            signature: "sig".into(),
+        }
+    }
+
     #[test]
     fn evidence_messages_round_trip_and_are_bounded() {
         let leaf = |n: usize| {
@@ -88,11 +127,13 @@ mod tests {
                 job_id: [3; 16],
                 index: 5,
                 with_data: true,
+                access: access(10),
             }),
             leaf(4),
             Message::FetchInput(InputRequest {
                 job_id: [3; 16],
                 name: "x".into(),
+                access: access(10),
             }),
         ] {
             assert_eq!(Message::decode(&payload(&m)).unwrap(), m);
@@ -105,9 +146,20 @@ mod tests {
         let long_name = Message::FetchInput(InputRequest {
             job_id: [0; 16],
             name: "n".repeat(MAX_TENSOR_NAME_BYTES + 1),
+            access: access(10),
         });
         assert!(matches!(
             Message::decode(&payload(&long_name)),
+            Err(MessageError::Bound(_))
+        ));
+        let huge_receipt = Message::FetchLeaf(LeafRequest {
+            job_id: [0; 16],
+            index: 0,
+            with_data: false,
+            access: access(MAX_RECEIPT_BYTES + 1),
+        });
+        assert!(matches!(
+            Message::decode(&payload(&huge_receipt)),
             Err(MessageError::Bound(_))
         ));
     }

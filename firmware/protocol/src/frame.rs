@@ -29,7 +29,24 @@ pub enum FrameError {
     },
     #[error("the stream ended inside a frame ({0} bytes pending)")]
     Truncated(usize),
+    /// The receiver's admission check refused the frame at its header
+    /// (over a memory budget): nothing of its payload was buffered. The
+    /// peer may retry later.
+    #[error("{0}")]
+    Refused(String),
 }
+
+/// A frame's kind, as its header announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Control,
+    Data,
+}
+
+/// Called with each frame's kind and payload length as soon as its header
+/// is complete, before any of the payload is buffered: the receiver's
+/// chance to reserve that memory from a budget or refuse the frame.
+pub type Admit<'a> = &'a mut dyn FnMut(FrameKind, usize) -> Result<(), FrameError>;
 
 impl Frame {
     /// The frame's bytes on the wire.
@@ -59,13 +76,36 @@ impl FrameDecoder {
     }
 
     /// Appends received bytes and returns the frames they complete.
-    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
+        self.push_admitted(bytes, &mut |_, _| Ok(()))
+    }
+
+    /// [`push`](Self::push), asking `admit` about each frame as its header
+    /// completes; a refusal stops decoding with its error. An admitted
+    /// frame's buffer is allocated at exactly the announced size, so what
+    /// was admitted is what is held.
+    pub fn push_admitted(
+        &mut self,
+        mut bytes: &[u8],
+        admit: Admit<'_>,
+    ) -> Result<Vec<Frame>, FrameError> {
         let mut frames = Vec::new();
         while !bytes.is_empty() {
+            let had_header = self.buf.len() >= HEADER_BYTES;
             let need = self.needed()?;
             let take = need.min(bytes.len());
             self.buf.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
+            if !had_header && self.buf.len() == HEADER_BYTES {
+                let len = self.payload_len()?;
+                let kind = if self.buf[0] == KIND_CONTROL {
+                    FrameKind::Control
+                } else {
+                    FrameKind::Data
+                };
+                admit(kind, len)?;
+                self.buf.reserve_exact(len);
+            }
             if let Some(frame) = self.complete()? {
                 frames.push(frame);
             }
@@ -112,9 +152,10 @@ impl FrameDecoder {
         if self.buf.len() < HEADER_BYTES + len {
             return Ok(None);
         }
-        let payload = self.buf[HEADER_BYTES..].to_vec();
-        let kind = self.buf[0];
-        self.buf.clear();
+        // The payload keeps the buffer (no copy); the header is shifted out.
+        let mut payload = std::mem::take(&mut self.buf);
+        let kind = payload[0];
+        payload.drain(..HEADER_BYTES);
         Ok(Some(if kind == KIND_CONTROL {
             Frame::Control(payload)
         } else {
@@ -157,5 +198,34 @@ mod tests {
         let mut d = FrameDecoder::new();
         d.push(&[0, 3, 0, 0, 0, 1]).unwrap();
         assert_eq!(d.finish(), Err(FrameError::Truncated(6)));
+    }
+
+    #[test]
+    fn admission_sees_every_header_before_its_payload() {
+        let frames = vec![Frame::Control(vec![1; 10]), Frame::Data(vec![2; 8])];
+        let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        for step in [1, 3, wire.len()] {
+            let mut seen = Vec::new();
+            let mut d = FrameDecoder::new();
+            let mut got = Vec::new();
+            for piece in wire.chunks(step) {
+                got.extend(
+                    d.push_admitted(piece, &mut |k, n| {
+                        seen.push((k, n));
+                        Ok(())
+                    })
+                    .unwrap(),
+                );
+            }
+            assert_eq!(got, frames);
+            assert_eq!(seen, [(FrameKind::Control, 10), (FrameKind::Data, 8)]);
+        }
+        // A refusal stops at the header: the payload is never buffered.
+        let mut d = FrameDecoder::new();
+        let r = d.push_admitted(&wire[..HEADER_BYTES + 2], &mut |_, n| {
+            Err(FrameError::Refused(format!("{n} bytes: busy")))
+        });
+        assert_eq!(r, Err(FrameError::Refused("10 bytes: busy".into())));
+        assert!(d.buf.capacity() < 10);
     }
 }

@@ -24,8 +24,8 @@ pub mod receipt;
 pub mod tensors;
 
 pub use certify::{CertifyReply, CertifyRequest, InstallReport, Installed};
-pub use evidence::{InputRequest, LeafEvidence, LeafRequest};
-pub use frame::{Frame, FrameDecoder, FrameError};
+pub use evidence::{EvidenceAccess, InputRequest, LeafEvidence, LeafRequest};
+pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
 pub use message::{
     Envelope, ErrorKind, JobError, JobRequest, JobResult, Message, MessageError, NodeStatus,
     TensorHeader, PROTOCOL_VERSION,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::Frame;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -107,6 +107,14 @@ pub enum ErrorKind {
     /// Evidence was asked for a job the node does not hold (never run
     /// here, or evicted after its retention window or for space).
     NotRetained,
+    /// Over a budget of this node *now* (connections, memory, job slots,
+    /// evidence turns): nothing was kept; the same request may succeed
+    /// later. Sent on the wire as [`Message::Busy`].
+    Busy,
+    /// The requester may not do this: it did not prove it holds what the
+    /// request needs (a job's receipt for its evidence; an operator or
+    /// certifier key for administration and certification).
+    Unauthorized,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +210,11 @@ fn check_bounds(m: &Message) -> Result<(), MessageError> {
             crate::evidence::check_leaf(e)?;
             check_headers(e.tensor.as_slice())
         }
-        Message::FetchInput(r) => crate::evidence::check_name(&r.name),
+        Message::FetchInput(r) => {
+            crate::evidence::check_name(&r.name)?;
+            crate::evidence::check_access(&r.access)
+        }
+        Message::FetchLeaf(r) => crate::evidence::check_access(&r.access),
         Message::Input(h) => check_headers(std::slice::from_ref(h)),
         Message::CertifyRequest(r) => crate::certify::check_request(r).map_err(MessageError::Bound),
         Message::CertifyReport(r) => crate::certify::check_reply(r).map_err(MessageError::Bound),

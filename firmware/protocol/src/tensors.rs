@@ -103,6 +103,16 @@ impl TensorReceiver {
                 remaining,
             });
         }
+        // Grow as data arrives (doubling, capped at the announced size): a
+        // header alone costs nothing, and a sender must actually send the
+        // bytes it makes the receiver hold.
+        let wanted = self.data.len() + chunk.len() / 4;
+        if wanted > self.data.capacity() {
+            let target = (self.data.capacity() * 2)
+                .max(wanted)
+                .min(self.expected_len);
+            self.data.reserve_exact(target - self.data.len());
+        }
         self.data.extend(
             chunk
                 .chunks_exact(4)
@@ -132,7 +142,7 @@ impl TensorReceiver {
     fn start_next(&mut self) -> Result<(), TensorStreamError> {
         while self.at < self.headers.len() {
             self.expected_len = self.shape().iter().product();
-            self.data = Vec::with_capacity(self.expected_len);
+            self.data = Vec::new();
             if self.expected_len > 0 {
                 return Ok(());
             }
@@ -157,5 +167,37 @@ impl TensorReceiver {
         self.ready.push((h.name.clone(), t));
         self.at += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::*;
+
+    #[test]
+    fn a_header_alone_allocates_nothing_and_data_grows_as_it_arrives() {
+        let h = TensorHeader {
+            name: "x".into(),
+            shape: vec![1 << 15, 1 << 15],
+            sha256: [0; 32],
+        };
+        let mut r = TensorReceiver::new(vec![h]).unwrap();
+        assert_eq!(r.data.capacity(), 0, "nothing reserved for 4 GiB announced");
+        r.push(&[0u8; 4096]).unwrap();
+        assert!(r.data.capacity() < 1 << 20, "{}", r.data.capacity());
+    }
+
+    #[test]
+    fn growth_never_passes_the_announced_size() {
+        let t = Tensor::new(vec![1000], (0..1000).map(|i| i as f32).collect()).unwrap();
+        let mut r = TensorReceiver::new(vec![header("t", &t)]).unwrap();
+        let bytes: Vec<u8> = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut got = Vec::new();
+        for piece in bytes.chunks(12) {
+            assert!(r.data.capacity() <= 1000);
+            got.extend(r.push(piece).unwrap());
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.sha256(), t.sha256());
     }
 }

@@ -231,6 +231,14 @@ fn preamble(bytes: &[u8]) -> Result<(usize, usize, u8), NpyError> {
     Ok((start, len, major))
 }
 
+/// The shape and the offset of the data of the `.npy` bytes that begin
+/// with `prefix` (which must hold at least the whole header): for streaming
+/// a stored tensor's data without reading it all into memory.
+pub fn decode_prefix(prefix: &[u8]) -> Result<(Vec<usize>, usize), NpyError> {
+    let layout = parse_prefix(prefix)?;
+    Ok((layout.shape, layout.data_start))
+}
+
 /// Parses everything before the data; `bytes` must hold at least the header.
 fn parse_prefix(bytes: &[u8]) -> Result<Layout, NpyError> {
     let (start, len, major) = preamble(bytes)?;

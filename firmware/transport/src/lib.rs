@@ -44,7 +44,7 @@ mod pin;
 mod server;
 mod tofu;
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -84,6 +84,10 @@ pub enum TransportError {
         addr: SocketAddr,
         source: quinn::ConnectError,
     },
+    /// The node refused the connection at its first packet: it holds as
+    /// many connections as it allows (in all, or from this address).
+    #[error("node at {addr} refused the connection: it is at its connection limit (in all, or for your address); close other connections to it or retry later")]
+    Refused { addr: SocketAddr },
     #[error("connection to node at {addr} failed: {source}")]
     Connection {
         addr: SocketAddr,
@@ -155,8 +159,19 @@ pub fn client_config(
 /// A node presenting another key gives [`TransportError::Pin`]; the
 /// handshake is bounded by `IDLE_TIMEOUT_MS`.
 pub async fn connect(addr: SocketAddr, node: &NodeId) -> Result<quinn::Connection, TransportError> {
+    connect_from(default_local_ip(addr), addr, node).await
+}
+
+/// [`connect`] from a chosen local address: a multi-homed client picks its
+/// interface, and tests play several peers from several loopback addresses
+/// (a node counts connections per source address).
+pub async fn connect_from(
+    local: IpAddr,
+    addr: SocketAddr,
+    node: &NodeId,
+) -> Result<quinn::Connection, TransportError> {
     let (config, verifier) = client_config(addr, node)?;
-    let endpoint = client_endpoint(addr, config)?;
+    let endpoint = bind_client(local, config)?;
     let connecting = endpoint
         .connect(addr, SERVER_NAME)
         .map_err(|source| TransportError::Connect { addr, source })?;
@@ -166,7 +181,7 @@ pub async fn connect(addr: SocketAddr, node: &NodeId) -> Result<quinn::Connectio
         // string; the verifier kept the typed reason.
         Err(source) => Err(match verifier.take_refusal() {
             Some(refusal) => TransportError::Pin(refusal),
-            None => TransportError::Connection { addr, source },
+            None => connection_error(addr, source),
         }),
     }
 }
@@ -206,8 +221,30 @@ pub async fn connect_unpinned(
         },
         Err(source) => Err(match verifier.take_refusal() {
             Some(refusal) => TransportError::Pin(refusal),
-            None => TransportError::Connection { addr, source },
+            None => connection_error(addr, source),
         }),
+    }
+}
+
+fn connection_error(addr: SocketAddr, source: quinn::ConnectionError) -> TransportError {
+    match source {
+        quinn::ConnectionError::ConnectionClosed(ref c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            TransportError::Refused { addr }
+        }
+        source => TransportError::Connection { addr, source },
+    }
+}
+
+/// The local address a client binds to reach `addr`: the loopback
+/// interface when `addr` is loopback, else any.
+fn default_local_ip(addr: SocketAddr) -> IpAddr {
+    match (addr.is_ipv4(), addr.ip().is_loopback()) {
+        (true, true) => Ipv4Addr::LOCALHOST.into(),
+        (true, false) => Ipv4Addr::UNSPECIFIED.into(),
+        (false, true) => Ipv6Addr::LOCALHOST.into(),
+        (false, false) => Ipv6Addr::UNSPECIFIED.into(),
     }
 }
 
@@ -217,12 +254,10 @@ fn client_endpoint(
     addr: SocketAddr,
     config: quinn::ClientConfig,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let ip = match (addr.is_ipv4(), addr.ip().is_loopback()) {
-        (true, true) => Ipv4Addr::LOCALHOST.into(),
-        (true, false) => Ipv4Addr::UNSPECIFIED.into(),
-        (false, true) => Ipv6Addr::LOCALHOST.into(),
-        (false, false) => Ipv6Addr::UNSPECIFIED.into(),
-    };
+    bind_client(default_local_ip(addr), config)
+}
+
+fn bind_client(ip: IpAddr, config: quinn::ClientConfig) -> Result<quinn::Endpoint, TransportError> {
     let local = SocketAddr::new(ip, 0);
     let bind = |source| TransportError::Bind {
         addr: local,

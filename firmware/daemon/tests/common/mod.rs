@@ -38,7 +38,12 @@ pub fn start_certified(state: &Path, backend: &str, extra: &[&str]) -> Node {
         .arg(state)
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // LOCKSTEP_TEST_LOG=1 shows the node's log, for debugging a test.
+        .stderr(if std::env::var_os("LOCKSTEP_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -53,5 +58,153 @@ pub fn start_certified(state: &Path, backend: &str, extra: &[&str]) -> Node {
         child,
         addr: addr.to_string(),
         key: key.to_string(),
+    }
+}
+
+impl Node {
+    /// The node's address, parsed.
+    #[allow(dead_code)]
+    pub fn socket(&self) -> std::net::SocketAddr {
+        self.addr.parse().unwrap()
+    }
+
+    /// The node's id, parsed.
+    #[allow(dead_code)]
+    pub fn node_id(&self) -> lockstep_identity::NodeId {
+        lockstep_identity::NodeId::parse(&self.key).unwrap()
+    }
+
+    /// The node's resident memory now and its peak so far, in KiB
+    /// (`VmRSS` and `VmHWM` of /proc/PID/status).
+    #[allow(dead_code)]
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Whether the process is still running.
+    #[allow(dead_code)]
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A client of a node over QUIC, from a chosen loopback address: tests
+/// play several peers (127.0.0.1 honest, 127.0.0.2 hostile, ...) because
+/// a node counts connections, evidence turns and retention per source.
+#[allow(dead_code)]
+pub mod client {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use lockstep_protocol::{
+        header, tensor_chunks, EvidenceAccess, Frame, JobRequest, LeafRequest, Message,
+    };
+    use lockstep_tensor::Tensor;
+    use lockstep_transport::frames::{write_frame, FrameReader};
+    use lockstep_transport::TransportError;
+
+    use super::Node;
+
+    pub async fn connect_from(
+        node: &Node,
+        local: &str,
+    ) -> Result<quinn::Connection, TransportError> {
+        let local: IpAddr = local.parse().unwrap();
+        lockstep_transport::connect_from(local, node.socket(), &node.node_id()).await
+    }
+
+    /// The reply to one request, and the stream's reader for what follows.
+    pub async fn ask(
+        conn: &quinn::Connection,
+        request: &Message,
+        data: &[Frame],
+    ) -> Option<(Message, FrameReader)> {
+        let (mut send, recv) = conn.open_bi().await.ok()?;
+        let _ = write_frame(&mut send, &request.to_frame()).await;
+        for f in data {
+            if write_frame(&mut send, f).await.is_err() {
+                break;
+            }
+        }
+        let _ = send.finish();
+        let mut reader = FrameReader::new(recv);
+        match reader.next().await {
+            Ok(Some(Frame::Control(p))) => Some((Message::decode(&p).ok()?, reader)),
+            _ => None,
+        }
+    }
+
+    /// A program applying `op` (no attributes) to input `x` of `shape`.
+    pub fn one_op(op: &str, shape: &[usize]) -> lockstep_program::Program {
+        let json = format!(
+            r#"{{"version":1,"inputs":[{{"name":"x","shape":{shape:?}}}],"outputs":["y"],
+                "body":[{{"op":"{op}","inputs":["x"],"output":"y"}}]}}"#
+        );
+        lockstep_program::Program::from_json(json.as_bytes()).unwrap()
+    }
+
+    /// Submits `program` on input `x`; the node's first reply.
+    pub async fn submit(
+        conn: &quinn::Connection,
+        job_id: [u8; 16],
+        program: &lockstep_program::Program,
+        x: &Tensor,
+    ) -> Option<Message> {
+        let request = Message::Submit(JobRequest {
+            job_id,
+            program: program.to_postcard(),
+            inputs: vec![header("x", x)],
+        });
+        let data: Vec<Frame> = tensor_chunks(x).collect();
+        ask(conn, &request, &data).await.map(|(m, _)| m)
+    }
+
+    /// The receipt of a finished job, as evidence access.
+    pub fn access(reply: &Message) -> EvidenceAccess {
+        let Message::Done(done) = reply else {
+            panic!("the job did not finish: {reply:?}")
+        };
+        EvidenceAccess::Receipt {
+            receipt: done.receipt.clone(),
+            signature: done.signature.clone(),
+        }
+    }
+
+    /// Leaf `index` of a job, with its data; the first reply.
+    pub fn leaf_request(
+        job_id: [u8; 16],
+        index: u64,
+        with_data: bool,
+        access: EvidenceAccess,
+    ) -> Message {
+        Message::FetchLeaf(LeafRequest {
+            job_id,
+            index,
+            with_data,
+            access,
+        })
+    }
+
+    /// A fresh random-looking job id from a counter and a tag.
+    pub fn job_id(tag: u8, n: u64) -> [u8; 16] {
+        let mut id = [tag; 16];
+        id[..8].copy_from_slice(&n.to_le_bytes());
+        id
+    }
+
+    pub fn tensors(pairs: &[(&str, Tensor)]) -> BTreeMap<String, Tensor> {
+        pairs
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect()
     }
 }

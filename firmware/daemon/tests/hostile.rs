@@ -1,0 +1,337 @@
+//! The node against hostile peers on loopback: floods of connections and
+//! streams, half-sent frames, a reader that stops reading, thousands of
+//! tiny jobs, a full state disk. Every attack is bounded in count and time;
+//! after each, an honest client from another address is served. Peers play
+//! from different loopback addresses (127.0.0.1 honest, 127.0.0.2 and up
+//! hostile) because the node counts per source.
+//!
+//! The figures each test prints (peak memory of the node) are recorded in
+//! docs/benchmarks.md; run with `--nocapture` to see them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::client::{self, ask, connect_from, one_op, submit};
+use lockstep_protocol::{ErrorKind, Frame, Message};
+use lockstep_tensor::{Fill, Tensor};
+use lockstep_transport::TransportError;
+
+const HONEST: &str = "127.0.0.1";
+const HOSTILE: &str = "127.0.0.2";
+
+fn tiny() -> Tensor {
+    Tensor::filled(vec![4], 1, Fill::Uniform).unwrap()
+}
+
+/// An honest client from 127.0.0.1 runs a tiny job and gets its receipt.
+async fn honest_job(node: &common::Node, n: u64) -> Message {
+    let conn = connect_from(node, HONEST).await.expect("honest connection");
+    let reply = submit(
+        &conn,
+        client::job_id(0xa0, n),
+        &one_op("relu", &[4]),
+        &tiny(),
+    )
+    .await
+    .expect("a reply");
+    conn.close(0u32.into(), b"");
+    reply
+}
+
+#[test]
+fn connection_floods_are_capped_per_source_and_in_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start(
+        &dir.path().join("state"),
+        "cpu",
+        &[
+            "--max-connections",
+            "24",
+            "--max-connections-per-source",
+            "8",
+        ],
+    );
+    smol::block_on(async {
+        // One source asks for 30 connections: 8 are admitted, the rest
+        // refused at the first packet.
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..30 {
+            match connect_from(&node, HOSTILE).await {
+                Ok(c) => held.push(c),
+                Err(TransportError::Refused { .. }) => refused += 1,
+                Err(e) => panic!("unexpected failure: {e}"),
+            }
+        }
+        assert_eq!((held.len(), refused), (8, 22));
+        // Another source is still served.
+        assert!(matches!(honest_job(&node, 1).await, Message::Done(_)));
+        // Many sources together reach the node-wide cap and no further.
+        for i in 3..8 {
+            for _ in 0..8 {
+                match connect_from(&node, &format!("127.0.0.{i}")).await {
+                    Ok(c) => held.push(c),
+                    Err(TransportError::Refused { .. }) => {}
+                    Err(e) => panic!("unexpected failure: {e}"),
+                }
+            }
+        }
+        assert_eq!(held.len(), 24, "the node-wide cap");
+        assert!(matches!(
+            connect_from(&node, HONEST).await,
+            Err(TransportError::Refused { .. })
+        ));
+        // Connections given back are slots free again.
+        for c in held.drain(..) {
+            c.close(0u32.into(), b"");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match connect_from(&node, HONEST).await {
+                Ok(c) => {
+                    c.close(0u32.into(), b"");
+                    break;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("slots never came back: {e}"),
+            }
+        }
+        assert!(matches!(honest_job(&node, 2).await, Message::Done(_)));
+    });
+}
+
+#[test]
+fn half_sent_frames_on_every_stream_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget_mib = 512u64;
+    let budget = (budget_mib << 20).to_string();
+    let node = common::start(
+        &dir.path().join("state"),
+        "cpu",
+        &["--memory-budget-bytes", &budget],
+    );
+    let (rss_before_kib, _) = node.memory_kib();
+    smol::block_on(async {
+        // Every connection one source may hold, every stream QUIC lets it
+        // open, each sending all but the last byte of the largest control
+        // frame there is, and then nothing.
+        let conns = lockstep_limits::MAX_CONNECTIONS_PER_SOURCE;
+        let streams = lockstep_limits::MAX_CONCURRENT_STREAMS_PER_CONNECTION as usize;
+        let len = lockstep_limits::MAX_FRAME_BYTES;
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(len as u32).to_le_bytes());
+        frame.resize(5 + len - 1, 7);
+        let frame: std::sync::Arc<[u8]> = frame.into();
+        let mut held = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let conn = connect_from(&node, HOSTILE).await.unwrap();
+            for _ in 0..streams {
+                let (mut send, recv) = conn.open_bi().await.unwrap();
+                let frame = frame.clone();
+                tasks.push(smol::spawn(async move {
+                    let _ = send.write_all(&frame).await;
+                    let mut reader = lockstep_transport::frames::FrameReader::new(recv);
+                    let reply = match reader.next().await {
+                        Ok(Some(Frame::Control(p))) => Message::decode(&p).ok(),
+                        _ => None,
+                    };
+                    (reply, send)
+                }));
+            }
+            held.push(conn);
+        }
+        // Let the node take in what it will, then see what it answered the
+        // streams it refused.
+        smol::Timer::after(Duration::from_secs(3)).await;
+        // Meanwhile an honest client from elsewhere is served.
+        assert!(matches!(honest_job(&node, 1).await, Message::Done(_)));
+        let (rss_kib, peak_kib) = node.memory_kib();
+        // The bound: what the budgets let one source make the node hold
+        // (its connections' frame buffers, within the node budget) plus
+        // QUIC's receive windows for those connections, over the node's
+        // own memory before the attack.
+        let source_frames = conns as u64 * lockstep_limits::CONNECTION_FRAME_BUFFER_BYTES_MAX;
+        let windows = conns as u64 * lockstep_limits::CONNECTION_RECEIVE_WINDOW_BYTES as u64;
+        let bound_kib = rss_before_kib + (source_frames.min(budget_mib << 20) + windows) / 1024;
+        println!(
+            "half-sent frames: {conns} connections x {streams} streams x {len} bytes announced; node RSS {} MiB, peak {} MiB (before {} MiB, bound {} MiB)",
+            rss_kib / 1024,
+            peak_kib / 1024,
+            rss_before_kib / 1024,
+            bound_kib / 1024
+        );
+        assert!(
+            peak_kib < bound_kib,
+            "peak {peak_kib} KiB over {bound_kib} KiB"
+        );
+        // Streams over the connection's frame budget were refused Busy at
+        // once (the others hold their frame until the read timeout).
+        let mut busy = 0;
+        for conn in &held {
+            conn.close(0u32.into(), b"");
+        }
+        for t in tasks {
+            if let (Some(Message::Busy { .. }), _) = t.await {
+                busy += 1;
+            }
+        }
+        assert!(busy > 0, "no stream was refused busy");
+    });
+}
+
+#[test]
+fn a_reader_that_stops_reading_frees_its_evidence_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start(&dir.path().join("state"), "cpu", &[]);
+    // A 16 MiB leaf: more than the client's stream receive window, so a
+    // reader that never reads stalls the node's writes.
+    let shape = [2048, 2048];
+    let x = Tensor::filled(shape.to_vec(), 3, Fill::Uniform).unwrap();
+    let program = one_op("relu", &shape);
+    smol::block_on(async {
+        let hostile = connect_from(&node, HOSTILE).await.unwrap();
+        let job = client::job_id(0xb0, 1);
+        let done = submit(&hostile, job, &program, &x).await.unwrap();
+        let access = client::access(&done);
+        // Knowing a job id is not enough: no receipt, no evidence.
+        let honest = connect_from(&node, HONEST).await.unwrap();
+        let honest_job = client::job_id(0xa0, 1);
+        let mine = submit(&honest, honest_job, &program, &x).await.unwrap();
+        let (reply, _) = ask(
+            &honest,
+            &client::leaf_request(job, 0, true, client::access(&mine)),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(&reply, Message::Rejected(e) if e.kind == ErrorKind::Unauthorized),
+            "{reply:?}"
+        );
+        // The hostile reader asks for its leaf twice (its source's share of
+        // turns) and reads nothing after the header.
+        let mut stalled = Vec::new();
+        for _ in 0..lockstep_limits::MAX_CONCURRENT_EVIDENCE_PER_SOURCE {
+            let (reply, reader) = ask(
+                &hostile,
+                &client::leaf_request(job, 0, true, access.clone()),
+                &[],
+            )
+            .await
+            .unwrap();
+            assert!(matches!(reply, Message::Leaf(_)), "{reply:?}");
+            stalled.push(reader);
+        }
+        let started = Instant::now();
+        // A third is refused at once: that source holds its share.
+        let (reply, _) = ask(
+            &hostile,
+            &client::leaf_request(job, 0, false, access.clone()),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(reply, Message::Busy { .. }), "{reply:?}");
+        // An honest requester is served meanwhile, data and all.
+        let (reply, mut reader) = ask(
+            &honest,
+            &client::leaf_request(honest_job, 0, true, client::access(&mine)),
+            &[],
+        )
+        .await
+        .unwrap();
+        let Message::Leaf(leaf) = reply else {
+            panic!("{reply:?}")
+        };
+        let mut receiver =
+            lockstep_protocol::TensorReceiver::new(vec![leaf.tensor.unwrap()]).unwrap();
+        while !receiver.is_done() {
+            let Ok(Some(Frame::Data(chunk))) = reader.next().await else {
+                panic!("the leaf's data stopped")
+            };
+            receiver.push(&chunk).unwrap();
+        }
+        // After the write stall limit the stalled turns are given back.
+        let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS);
+        smol::Timer::at(started + limit + Duration::from_secs(2)).await;
+        let (reply, _) = ask(
+            &hostile,
+            &client::leaf_request(job, 0, false, access.clone()),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(reply, Message::Leaf(_)), "{reply:?}");
+        drop(stalled);
+    });
+}
+
+#[test]
+fn five_thousand_tiny_jobs_from_one_client_leave_another_clients_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start(&dir.path().join("state"), "cpu", &[]);
+    let program = one_op("relu", &[4]);
+    smol::block_on(async {
+        let honest = connect_from(&node, HONEST).await.unwrap();
+        let mine = client::job_id(0xa0, 0);
+        let done = submit(&honest, mine, &program, &tiny()).await.unwrap();
+        let access = client::access(&done);
+        honest.close(0u32.into(), b"");
+
+        let hostile = connect_from(&node, HOSTILE).await.unwrap();
+        let jobs = 5000u64;
+        let parallel = 8u64;
+        let started = Instant::now();
+        let workers: Vec<_> = (0..parallel)
+            .map(|w| {
+                let conn = hostile.clone();
+                let program = program.clone();
+                smol::spawn(async move {
+                    let mut done = 0;
+                    let mut n = w;
+                    while n < jobs {
+                        match submit(&conn, client::job_id(0xb0, n), &program, &tiny()).await {
+                            Some(Message::Done(_)) => {
+                                done += 1;
+                                n += parallel;
+                            }
+                            // Busy: the node's job slots are full; retry.
+                            Some(Message::Busy { .. }) => {
+                                smol::Timer::after(Duration::from_millis(5)).await;
+                            }
+                            other => panic!("job {n}: {other:?}"),
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut done = 0;
+        for w in workers {
+            done += w.await;
+        }
+        assert_eq!(done, jobs);
+        println!(
+            "{jobs} tiny jobs from one source in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        // The honest client's evidence is still there.
+        let honest = connect_from(&node, HONEST).await.unwrap();
+        let (reply, _) = ask(&honest, &client::leaf_request(mine, 0, false, access), &[])
+            .await
+            .unwrap();
+        assert!(matches!(reply, Message::Leaf(_)), "{reply:?}");
+    });
+    // And the flood kept only its own quota on disk.
+    let retained = std::fs::read_dir(dir.path().join("state").join("retained"))
+        .unwrap()
+        .count();
+    assert!(
+        retained <= lockstep_limits::RETAINED_JOBS_PER_SOURCE_MAX + 1,
+        "{retained} jobs retained"
+    );
+}
