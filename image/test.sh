@@ -104,8 +104,15 @@ say "node id $key"
 grep -aq "lockstep-boot: root ro squashfs on /dev/mapper/root verity=yes" "$console" \
     || { grep -a "lockstep-boot" "$console" >&2 || true; die "the root is not a read-only squashfs on dm-verity"; }
 say "root is read-only squashfs on dm-verity"
-grep -aq "lockstep-state: first boot: creating the state partition" "$console" \
+grep -aq "lockstep-state: first boot: creating the state and data partitions" "$console" \
     || say "note: no first-boot state partition message on the console"
+mounts=$(grep -a "lockstep-state: key and bundles on" "$console" | tail -n 1 | tr -d '\r')
+[ -n "$mounts" ] || die "no state/evidence mount line on the console"
+key_fs=$(echo "$mounts" | sed -n 's/.*key and bundles on \([^,]*\), evidence on \(.*\)$/\1/p')
+data_fs=$(echo "$mounts" | sed -n 's/.*key and bundles on \([^,]*\), evidence on \(.*\)$/\2/p')
+{ [ -n "$key_fs" ] && [ -n "$data_fs" ] && [ "$key_fs" != "$data_fs" ]; } \
+    || die "evidence is not on its own file system ($mounts)"
+say "evidence on $data_fs, key and bundles on $key_fs"
 
 "$lockstep" random --shape 64,48 --seed 1 --out "$run/a.npy"
 "$lockstep" random --shape 48,32 --seed 2 --out "$run/b.npy"

@@ -317,6 +317,27 @@ mod tests {
     }
 
     #[test]
+    fn the_service_unit_is_sized_from_the_budgets() {
+        let unit = include_str!("../../../image/overlay/etc/systemd/system/lockstepd.service");
+        let value = |key: &str| -> &str {
+            unit.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{key} in lockstepd.service"))
+        };
+        let envelope = lockstep_limits::node_memory_envelope_bytes(
+            lockstep_limits::DEFAULT_NODE_MEMORY_BUDGET_BYTES,
+        );
+        let gib = envelope.div_ceil(1 << 30);
+        assert_eq!(value("MemoryMax="), format!("{gib}G"));
+        assert_eq!(
+            value("Environment=BLOCKING_MAX_THREADS="),
+            lockstep_limits::BLOCKING_THREADS_MAX.to_string()
+        );
+        let tasks: usize = value("TasksMax=").parse().unwrap();
+        assert!(tasks > lockstep_limits::BLOCKING_THREADS_MAX + 64);
+    }
+
+    #[test]
     fn sources_are_ipv4_addresses_or_ipv6_slash_64s() {
         assert_eq!(src("10.0.0.1:5"), src("10.0.0.1:6"));
         assert_ne!(src("10.0.0.1:5"), src("10.0.0.2:5"));

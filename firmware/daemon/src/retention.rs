@@ -135,6 +135,10 @@ impl Retention {
         for e in fs::read_dir(&dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
+            // The data partition's own directory, when evidence has one.
+            if name == "lost+found" {
+                continue;
+            }
             if name.ends_with(".tmp") || name.len() != 32 {
                 let _ = fs::remove_dir_all(&path);
                 continue;

@@ -78,6 +78,12 @@ fn connection_floods_are_capped_per_source_and_in_all() {
             }
         }
         assert_eq!(held.len(), 24, "the node-wide cap");
+        let (rss, peak) = node.memory_kib();
+        println!(
+            "connection flood: 30 from one source, 40 from five more; 24 held; node RSS {} MiB, peak {} MiB",
+            rss / 1024,
+            peak / 1024
+        );
         assert!(matches!(
             connect_from(&node, HONEST).await,
             Err(TransportError::Refused { .. })
@@ -267,6 +273,13 @@ fn a_reader_that_stops_reading_frees_its_evidence_turn() {
         .unwrap();
         assert!(matches!(reply, Message::Leaf(_)), "{reply:?}");
         drop(stalled);
+        let (rss, peak) = node.memory_kib();
+        println!(
+            "stalled evidence readers: turns back after {:.1} s; node RSS {} MiB, peak {} MiB (two 16 MiB jobs held)",
+            started.elapsed().as_secs_f64(),
+            rss / 1024,
+            peak / 1024
+        );
     });
 }
 
@@ -315,9 +328,12 @@ fn five_thousand_tiny_jobs_from_one_client_leave_another_clients_evidence() {
             done += w.await;
         }
         assert_eq!(done, jobs);
+        let (rss, peak) = node.memory_kib();
         println!(
-            "{jobs} tiny jobs from one source in {:.1} s",
-            started.elapsed().as_secs_f64()
+            "{jobs} tiny jobs from one source in {:.1} s; node RSS {} MiB, peak {} MiB",
+            started.elapsed().as_secs_f64(),
+            rss / 1024,
+            peak / 1024
         );
         // The honest client's evidence is still there.
         let honest = connect_from(&node, HONEST).await.unwrap();
@@ -334,4 +350,101 @@ fn five_thousand_tiny_jobs_from_one_client_leave_another_clients_evidence() {
         retained <= lockstep_limits::RETAINED_JOBS_PER_SOURCE_MAX + 1,
         "{retained} jobs retained"
     );
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Needs root (CI runs as root). `None` where mounting is not allowed.
+    fn mount(at: &std::path::Path, size_mib: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_state_disk_keeps_the_node_serving_and_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let Some(_fs) = Tmpfs::mount(&state, 48) else {
+        // Only where tmpfs cannot be mounted (not root); CI runs as root.
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let floor = (4u64 << 20).to_string();
+    let shape = [1024, 1024];
+    let program = one_op("relu", &shape);
+    let x = Tensor::filled(shape.to_vec(), 5, Fill::Uniform).unwrap();
+    let mut node = common::start(&state, "cpu", &["--state-free-floor-bytes", &floor]);
+    let key_file = state.join(lockstep_identity::KEY_FILE);
+    let key_bytes = std::fs::read(&key_file).unwrap();
+    let first = client::job_id(0xa0, 1);
+    let access = smol::block_on(async {
+        let conn = connect_from(&node, HONEST).await.unwrap();
+        let done = submit(&conn, first, &program, &x).await.unwrap();
+        client::access(&done)
+    });
+    assert!(state.join("retained").join(hex::encode(first)).is_dir());
+    // Something fills the disk to the last byte.
+    let filler = state.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0xffu8; 1 << 20];
+    let mut small = vec![0xffu8; 4096];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    while std::io::Write::write_all(&mut f, &small[..]).is_ok() {}
+    small.truncate(1);
+    while std::io::Write::write_all(&mut f, &small).is_ok() {}
+    drop(f);
+    smol::block_on(async {
+        let conn = connect_from(&node, HONEST).await.unwrap();
+        // Jobs are still served and receipted; their evidence is not kept.
+        for n in 2..5 {
+            let job = client::job_id(0xa0, n);
+            let reply = submit(&conn, job, &program, &x).await.unwrap();
+            assert!(matches!(reply, Message::Done(_)), "job {n}: {reply:?}");
+            assert!(!state.join("retained").join(hex::encode(job)).exists());
+        }
+        // Evidence kept before the disk filled is still served.
+        let (reply, _) = ask(&conn, &client::leaf_request(first, 0, false, access), &[])
+            .await
+            .unwrap();
+        assert!(matches!(reply, Message::Leaf(_)), "{reply:?}");
+    });
+    assert!(node.alive());
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        key_bytes,
+        "the key is intact"
+    );
+    // A restart on the full disk comes back as the same node.
+    let id = node.key.clone();
+    drop(node);
+    let node = common::start(&state, "cpu", &["--state-free-floor-bytes", &floor]);
+    assert_eq!(node.key, id);
+    assert!(matches!(
+        smol::block_on(honest_job(&node, 9)),
+        Message::Done(_)
+    ));
 }
