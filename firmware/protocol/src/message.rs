@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::Frame;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -49,14 +49,22 @@ pub enum Message {
     FetchInput(crate::evidence::InputRequest),
     /// Node → client: the input's header; its data chunks follow.
     Input(TensorHeader),
-    /// Certifier → node: run the certification suite on this device.
+    /// Certifier or operator → node, after a `CertifyChallenge`: run the
+    /// certification suite on this device (a signed request).
     CertifyRequest(crate::certify::CertifyRequest),
     /// Node → certifier: the report, signed by the device key.
     CertifyReport(crate::certify::CertifyReply),
-    /// Certifier → node: install a report signed by a certifier.
+    /// Certifier or operator → node, after a `CertifyChallenge`: install a
+    /// report signed by a certifier (a signed request).
     InstallReport(crate::certify::InstallReport),
     /// Node → certifier: the node's certification after an install.
     Installed(crate::certify::Installed),
+    /// Certifier or operator → node: start a certification session (a
+    /// suite run or a report install); the node answers `CertifyChallenge`.
+    CertifyHello,
+    /// Node → requester: the nonce the session's request must be signed
+    /// over.
+    CertifyChallenge(crate::certify::CertifyChallenge),
 }
 
 /// One named tensor's shape and the SHA-256 of its canonical `.npy` bytes.
@@ -107,6 +115,10 @@ pub enum ErrorKind {
     /// Evidence was asked for a job the node does not hold (never run
     /// here, or evicted after its retention window or for space).
     NotRetained,
+    /// A certification run or report install that is not signed by an
+    /// operator or trusted certifier of this node over this session's
+    /// nonce; the message says what to do.
+    Unauthorized,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
