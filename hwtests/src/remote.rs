@@ -143,6 +143,20 @@ pub(crate) fn run(
             "names another node than the one pinned",
         ));
     }
+    // The certifier signs what the node wrote: the validity must be the
+    // one asked for, not one the node chose.
+    let validity = report
+        .expires_unix()
+        .and_then(|e| report.finished_unix().map(|f| e.saturating_sub(f)));
+    if validity != Ok(u64::from(valid_days) * 86_400) {
+        return Err(net(
+            "the node's report",
+            format!(
+                "is valid from {} to {}, not the {valid_days} days asked for",
+                report.finished_at, report.expires_at
+            ),
+        ));
+    }
     Ok((reply.report, reply.signature))
 }
 

@@ -627,3 +627,54 @@ fn the_demo_flow_certifies_a_node() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("newer report"), "{text}");
 }
+
+/// The one-run-at-a-time turn is held by the run, not by its requester: a
+/// requester that goes away does not free it early, and the run's end does.
+#[test]
+fn a_run_holds_the_device_until_it_ends_even_when_its_requester_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certifier(dir.path());
+    let node = common::start_certified(
+        &dir.path().join("state"),
+        "cpu",
+        &["--trust-certifier", s(&c.public)],
+    );
+    // Ask for a run, then hang up without waiting for it.
+    smol::block_on(async {
+        let addr = node.addr.parse().unwrap();
+        let connection = lockstep_transport::connect(addr, &node_id(&node))
+            .await
+            .unwrap();
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        let mut reader = FrameReader::new(recv);
+        write_frame(&mut send, &Message::CertifyHello.to_frame())
+            .await
+            .unwrap();
+        let Message::CertifyChallenge(challenge) = next_message(&mut reader).await else {
+            panic!("no challenge")
+        };
+        let request = run_request(&node, &challenge.nonce, &c.key);
+        write_frame(&mut send, &request.to_frame()).await.unwrap();
+        let _ = send.finish();
+        // Long enough for the request to reach the node before the close.
+        smol::Timer::after(std::time::Duration::from_millis(300)).await;
+        connection.close(0u32.into(), b"gone");
+    });
+    // The run is still going: another one is told to retry.
+    let answer = session(&node, |nonce| run_request(&node, nonce, &c.key));
+    assert!(
+        matches!(answer, Message::Busy { .. }),
+        "expected Busy, got {answer:?}"
+    );
+    // Once it has ended, the next run is served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        match session(&node, |nonce| run_request(&node, nonce, &c.key)) {
+            Message::CertifyReport(_) => break,
+            Message::Busy { .. } if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(500))
+            }
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+}
