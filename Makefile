@@ -64,7 +64,8 @@ demo: deps
 	echo "== the node refuses jobs until certified; certify it with a throw-away demo certifier key (docs/certification.md)"; \
 	target/release/lockstep-certify --node $$addr --node-key $$key --key $(DEMO_DIR)/node/certifier.key \
 	  --out $(DEMO_DIR)/node/certification.json --repeats 1 -q && \
-	target/release/lockstep-certify install --node $$addr --node-key $$key $(DEMO_DIR)/node/certification.json && \
+	target/release/lockstep-certify install --node $$addr --node-key $$key --key $(DEMO_DIR)/node/certifier.key \
+	  $(DEMO_DIR)/node/certification.json && \
 	$(LOCKSTEP) submit --node $$addr --node-key $$key --receipt $(DEMO_DIR)/node/receipt.json \
 	  exec examples/mlp-train.json --out-dir $(DEMO_DIR)/node/out && \
 	echo "== receipt" && cat $(DEMO_DIR)/node/receipt.json && echo && \

@@ -26,8 +26,8 @@ pub mod suite;
 
 pub use conformance::Golden;
 pub use report::{
-    Check, DeviceIdentity, Mismatch, Report, ReportError, REPORT_FORMAT, REQUIRED_CHECKS,
-    SUITE_VERSION,
+    format_rfc3339, parse_rfc3339, Check, DeviceIdentity, Mismatch, NotCertified, Report,
+    ReportError, REPORT_FORMAT, REQUIRED_CHECKS, SUITE_VERSION,
 };
 pub use stability::LoadFactory;
 pub use suite::{run as run_suite, Progress, SuiteOptions, DEFAULT_REPEATS};

@@ -52,13 +52,19 @@ struct RunArgs {
     /// Ask a running node to run the suite on its own device.
     #[arg(long, value_name = "ADDR:PORT", requires = "node_key")]
     node: Option<String>,
-    /// The node's id (minisign public key, or a .pub file) to pin.
+    /// The node's id (minisign public key, or a .pub file): pinned with
+    /// --node; in the local form, the node the report is for. A report
+    /// that names no node is installed by no node.
     #[arg(long, value_name = "KEY")]
     node_key: Option<String>,
     /// The certifier's minisign secret key file (password from
-    /// LOCKSTEP_KEY_PASSWORD, or asked on a terminal).
+    /// LOCKSTEP_KEY_PASSWORD, or asked on a terminal); it signs the report
+    /// and, with --node, the request to the node.
     #[arg(long, value_name = "CERTIFIER.key")]
     key: Option<PathBuf>,
+    /// Days the report is valid (at most the bound in lockstep-limits).
+    #[arg(long, default_value_t = lockstep_limits::DEFAULT_CERTIFICATION_VALIDITY_DAYS)]
+    valid_days: u32,
     /// Where the report goes; REPORT.json.minisig is written beside it.
     #[arg(long, value_name = "REPORT.json")]
     out: Option<PathBuf>,
@@ -81,13 +87,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
     },
-    /// Install a passing report on a node, which checks it is for its
-    /// device and bundle and signed by a certifier it trusts.
+    /// Install a report on a node, which checks it is for itself, its
+    /// device and bundle, unexpired, newer than the one it holds, and
+    /// signed by a certifier it trusts. A newer failing report revokes.
     Install {
         #[arg(long, value_name = "ADDR:PORT")]
         node: String,
         #[arg(long, value_name = "KEY")]
         node_key: String,
+        /// The certifier's (or the node operator's) minisign secret key:
+        /// signs the install request.
+        #[arg(long, value_name = "CERTIFIER.key")]
+        key: PathBuf,
         /// The report; its certifier signature is REPORT.json.minisig.
         report: PathBuf,
     },
@@ -123,8 +134,9 @@ fn main() -> ExitCode {
         Some(Command::Install {
             node,
             node_key,
+            key,
             report,
-        }) => remote::install(&node, &node_key, &report),
+        }) => read_signing_key(&key).and_then(|k| remote::install(&node, &node_key, &k, &report)),
         Some(Command::Show { report, certifier }) => show(&report, &certifier),
         None => certify(&cli.run),
     };
@@ -232,13 +244,30 @@ fn certify(args: &RunArgs) -> Result<ExitCode, Failure> {
             lockstep_limits::MAX_STABILITY_REPEATS
         )));
     }
+    if args.valid_days == 0 || args.valid_days > lockstep_limits::MAX_CERTIFICATION_VALIDITY_DAYS {
+        return Err(usage(format!(
+            "--valid-days must be 1 to {}",
+            lockstep_limits::MAX_CERTIFICATION_VALIDITY_DAYS
+        )));
+    }
+    let node_key = args.node_key.as_deref().map(parse_public_key).transpose()?;
     let key = read_signing_key(key_path)?;
     let (report_bytes, node_signature) = if let Some(node) = &args.node {
-        let node_key = parse_public_key(args.node_key.as_deref().unwrap_or_default())?;
-        let (bytes, sig) = remote::run(node, &node_key, args.repeats, args.quiet)?;
+        let node_key = node_key.expect("clap requires --node-key with --node");
+        let (bytes, sig) = remote::run(
+            node,
+            &node_key,
+            &key,
+            args.repeats,
+            args.valid_days,
+            args.quiet,
+        )?;
         (bytes, Some(sig))
     } else {
-        let report = run_local(args)?;
+        if node_key.is_none() && !args.quiet {
+            eprintln!("lockstep-certify: no --node-key: the report names no node, so no node will install it");
+        }
+        let report = run_local(args, node_key.map(|k| k.to_base64()))?;
         (report.canonical_bytes(), None)
     };
     let report = Report::parse(&report_bytes).map_err(|e| Failure::Machine(e.into()))?;
@@ -266,7 +295,7 @@ fn certify(args: &RunArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-fn run_local(args: &RunArgs) -> Result<Report, Failure> {
+fn run_local(args: &RunArgs, node: Option<String>) -> Result<Report, Failure> {
     let golden = Golden::committed().map_err(|e| Failure::Machine(e.into()))?;
     let bundle = Bundle::embedded().context("loading the built-in kernel bundle")?;
     let bundle_id = bundle.id_hex();
@@ -297,7 +326,8 @@ fn run_local(args: &RunArgs) -> Result<Report, Failure> {
         bundle_id,
         repeats: args.repeats,
         load: Some(load),
-        node: None,
+        node,
+        valid_days: args.valid_days,
         golden,
     };
     Ok(lockstep_certify::run_suite(

@@ -1,13 +1,21 @@
 //! The certification report: what the suite found, as canonical JSON (the
 //! exact bytes that are signed, so `minisign -Vm REPORT.json` verifies the
 //! file), and the checks a node makes before it trusts one.
+//!
+//! A report binds to one node (its id, the device key), one physical device
+//! (model, driver and `deviceUUID`), one bundle, and a validity period
+//! (`finished_at` to `expires_at`). Every check that needs the time takes
+//! it as an argument (seconds since the Unix epoch): this module reads no
+//! clock.
 
 use lockstep_backend::DeviceFingerprint;
 use lockstep_identity::{NodeId, Signature, SignatureError};
 use serde::{Deserialize, Serialize};
 
 /// Version of the report's own layout.
-pub const REPORT_FORMAT: u32 = 1;
+/// 2: `node` is required for a report a node installs, the device carries
+/// its `device_uuid`, and the report has `expires_at`.
+pub const REPORT_FORMAT: u32 = 2;
 
 /// Version of the suite (its probes, cases and golden hashes). A report
 /// from another suite version is still a report; whether it is accepted is
@@ -29,6 +37,10 @@ pub struct DeviceIdentity {
     pub driver_version: u32,
     pub driver_info: String,
     pub api_version: u32,
+    /// VkPhysicalDeviceIDProperties::deviceUUID, 32 lowercase hex digits:
+    /// which physical device of its model. The CPU backend has none and
+    /// says all zeros ([`lockstep_backend::CPU_DEVICE_UUID`]).
+    pub device_uuid: String,
 }
 
 impl DeviceIdentity {
@@ -42,6 +54,7 @@ impl DeviceIdentity {
             driver_version: fp.driver_version,
             driver_info: fp.driver_info.clone(),
             api_version: fp.api_version,
+            device_uuid: hex::encode(fp.device_uuid),
         }
     }
 
@@ -140,7 +153,8 @@ pub struct Report {
     /// SHA-256 of the kernel bundle's canonical manifest: the kernels that ran.
     pub bundle_id: String,
     pub device: DeviceIdentity,
-    /// The node that ran the suite (its id), for the remote form.
+    /// The node the report is for (its id: the device key, minisign
+    /// base64). Nodes refuse a report without one, or for another node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub checks: Vec<Check>,
@@ -148,9 +162,100 @@ pub struct Report {
     pub performance: Performance,
     /// True only if every check passed.
     pub passed: bool,
-    /// RFC 3339 UTC.
+    /// RFC 3339 UTC, second precision. `finished_at` also orders reports:
+    /// a node installs only a report that finished after the one it holds.
     pub started_at: String,
     pub finished_at: String,
+    /// RFC 3339 UTC: the report certifies nothing from this instant on.
+    /// At most `MAX_CERTIFICATION_VALIDITY_DAYS` after `finished_at`.
+    pub expires_at: String,
+}
+
+/// Why a report does not certify this node (or may not replace the one it
+/// holds): one line each, saying what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotCertified {
+    #[error("the report is a failing one (failed: {failed}); fix the device or driver and certify again")]
+    Failing { failed: String },
+    #[error("the report names no node; certify through the node (lockstep-certify --node) or give --node-key NODE_ID to the local run")]
+    NoNode,
+    #[error("the report is for node {report}, this is node {node}; certify this node")]
+    OtherNode { report: String, node: String },
+    #[error(
+        "the report is for bundle {report}, this node runs bundle {node}; certify this bundle"
+    )]
+    OtherBundle { report: String, node: String },
+    #[error("the report is for {report}, this node has {node}; certify this device and driver")]
+    OtherDevice { report: String, node: String },
+    #[error("the report expired at {expires_at}; certify this node again")]
+    Expired { expires_at: String },
+    #[error("the report's {field} {value:?} is not an RFC 3339 UTC time; certify again")]
+    BadTime { field: &'static str, value: String },
+    #[error("the report finished at {finished_at}, ahead of this node's clock ({now}); check the clocks of the certifier and the node")]
+    FromTheFuture { finished_at: String, now: String },
+    #[error("the report finished at {offered}, not after the installed one ({held}); install only a newer report")]
+    NotNewer { offered: String, held: String },
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC time of the form the
+/// reports use (`YYYY-MM-DDTHH:MM:SSZ`); `None` for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if y < 1970 || !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
+        return None;
+    }
+    if hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 from the civil date (H. Hinnant's algorithm,
+    // the inverse of lockstep_protocol::rfc3339).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// The RFC 3339 UTC form of `unix_s` seconds since the epoch.
+pub fn format_rfc3339(unix_s: u64) -> String {
+    lockstep_protocol::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_s))
 }
 
 /// Why a report is not one to trust.
@@ -176,11 +281,12 @@ impl Report {
     /// The trusted comment a signature of this report carries.
     pub fn trusted_comment(&self, signer: &str) -> String {
         format!(
-            "lockstep certification report suite {} bundle {} device {} {} signed by {signer}",
+            "lockstep certification report suite {} bundle {} device {} {} until {} signed by {signer}",
             self.suite_version,
             &self.bundle_id.get(..16).unwrap_or(&self.bundle_id),
             self.device.short(),
             if self.passed { "PASSED" } else { "FAILED" },
+            self.expires_at,
         )
     }
 
@@ -237,6 +343,30 @@ impl Report {
                 REQUIRED_CHECKS.join(", ")
             )));
         }
+        let time = |field: &str, value: &str| {
+            parse_rfc3339(value).ok_or_else(|| {
+                ReportError::Malformed(format!("{field} {value:?} is not an RFC 3339 UTC time"))
+            })
+        };
+        let started = time("started_at", &self.started_at)?;
+        let finished = time("finished_at", &self.finished_at)?;
+        let expires = time("expires_at", &self.expires_at)?;
+        if finished < started {
+            return Err(ReportError::Malformed(
+                "finished_at is before started_at".into(),
+            ));
+        }
+        // A signer cannot make a report valid for longer than the bound:
+        // a certification must be renewed.
+        let max = u64::from(lockstep_limits::MAX_CERTIFICATION_VALIDITY_DAYS) * 86_400;
+        if expires <= finished || expires - finished > max {
+            return Err(ReportError::Malformed(format!(
+                "expires_at {} must be after finished_at {} and at most {} days later",
+                self.expires_at,
+                self.finished_at,
+                lockstep_limits::MAX_CERTIFICATION_VALIDITY_DAYS
+            )));
+        }
         Ok(())
     }
 
@@ -260,27 +390,23 @@ impl Report {
         Err(ReportError::Untrusted { found })
     }
 
-    /// Why this report does not certify `device` running `bundle_id`, if it
-    /// does not: one line saying what to do.
-    pub fn certifies(&self, device: &DeviceIdentity, bundle_id: &str) -> Result<(), String> {
-        if !self.passed {
-            let failed: Vec<&str> = self
-                .checks
-                .iter()
-                .filter(|c| !c.passed)
-                .map(|c| c.name.as_str())
-                .collect();
-            return Err(format!(
-                "the installed report is a failing one (failed: {}); fix the device or driver and certify again",
-                failed.join(", ")
-            ));
-        }
-        if self.bundle_id != bundle_id {
-            return Err(format!(
-                "the installed report is for bundle {}, this node runs bundle {}; certify this bundle",
-                short_id(&self.bundle_id),
-                short_id(bundle_id)
-            ));
+    /// Whether the report is about node `node` (base64 id), this physical
+    /// `device` and driver, and `bundle_id`, whatever its outcome.
+    pub fn binds(
+        &self,
+        node: &str,
+        device: &DeviceIdentity,
+        bundle_id: &str,
+    ) -> Result<(), NotCertified> {
+        match &self.node {
+            None => return Err(NotCertified::NoNode),
+            Some(n) if n != node => {
+                return Err(NotCertified::OtherNode {
+                    report: short_id(n).to_string(),
+                    node: short_id(node).to_string(),
+                })
+            }
+            Some(_) => {}
         }
         let d = &self.device;
         let same = d.backend == device.backend
@@ -288,13 +414,97 @@ impl Report {
             && d.device_id == device.device_id
             && d.driver_id == device.driver_id
             && d.driver_version == device.driver_version
-            && d.api_version == device.api_version;
+            && d.api_version == device.api_version
+            && d.device_uuid == device.device_uuid;
         if !same {
-            return Err(format!(
-                "the installed report is for {}, this node has {}; certify this device and driver",
-                d.short(),
-                device.short()
-            ));
+            return Err(NotCertified::OtherDevice {
+                report: format!("{} uuid {}", d.short(), d.device_uuid),
+                node: format!("{} uuid {}", device.short(), device.device_uuid),
+            });
+        }
+        if self.bundle_id != bundle_id {
+            return Err(NotCertified::OtherBundle {
+                report: short_id(&self.bundle_id).to_string(),
+                node: short_id(bundle_id).to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn time(&self, field: &'static str, value: &str) -> Result<u64, NotCertified> {
+        parse_rfc3339(value).ok_or_else(|| NotCertified::BadTime {
+            field,
+            value: value.to_string(),
+        })
+    }
+
+    /// `expires_at` in seconds since the Unix epoch.
+    pub fn expires_unix(&self) -> Result<u64, NotCertified> {
+        self.time("expires_at", &self.expires_at)
+    }
+
+    /// `finished_at` in seconds since the Unix epoch.
+    pub fn finished_unix(&self) -> Result<u64, NotCertified> {
+        self.time("finished_at", &self.finished_at)
+    }
+
+    /// Whether the report is still valid at `now_unix_s`.
+    pub fn valid_at(&self, now_unix_s: u64) -> Result<(), NotCertified> {
+        if now_unix_s >= self.expires_unix()? {
+            return Err(NotCertified::Expired {
+                expires_at: self.expires_at.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Why this report does not certify node `node` with `device` running
+    /// `bundle_id` at `now_unix_s`, if it does not: bound to exactly these,
+    /// passing, and not expired.
+    pub fn certifies(
+        &self,
+        node: &str,
+        device: &DeviceIdentity,
+        bundle_id: &str,
+        now_unix_s: u64,
+    ) -> Result<(), NotCertified> {
+        self.binds(node, device, bundle_id)?;
+        if !self.passed {
+            let failed: Vec<&str> = self
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(NotCertified::Failing {
+                failed: failed.join(", "),
+            });
+        }
+        self.valid_at(now_unix_s)
+    }
+
+    /// Whether this report may replace `held` (the installed one, if any)
+    /// at `now_unix_s`: it finished strictly after `held`, so an old report
+    /// can never displace a newer verdict (a newer failing report revokes),
+    /// and not ahead of the clock by more than the allowed skew, so one
+    /// report from the future cannot block every honest one after it.
+    pub fn may_replace(&self, held: Option<&Report>, now_unix_s: u64) -> Result<(), NotCertified> {
+        let finished = self.finished_unix()?;
+        if finished > now_unix_s.saturating_add(lockstep_limits::MAX_CERTIFICATION_CLOCK_SKEW_S) {
+            return Err(NotCertified::FromTheFuture {
+                finished_at: self.finished_at.clone(),
+                now: format_rfc3339(now_unix_s),
+            });
+        }
+        if let Some(held) = held {
+            // A held report whose time does not parse is ordered first: any
+            // well-formed report replaces it.
+            if held.finished_unix().is_ok_and(|h| finished <= h) {
+                return Err(NotCertified::NotNewer {
+                    offered: self.finished_at.clone(),
+                    held: held.finished_at.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -316,9 +526,17 @@ impl Report {
             ),
         );
         line(&mut s, format!("bundle   {}", self.bundle_id));
-        if let Some(node) = &self.node {
-            line(&mut s, format!("node     {node}"));
+        match &self.node {
+            Some(node) => line(&mut s, format!("node     {node}")),
+            None => line(
+                &mut s,
+                "node     (none: no node installs this report; give --node-key)".into(),
+            ),
         }
+        line(
+            &mut s,
+            format!("uuid     {} (the physical device)", self.device.device_uuid),
+        );
         for c in &self.checks {
             line(
                 &mut s,
@@ -354,14 +572,15 @@ impl Report {
         line(
             &mut s,
             format!(
-                "{} ({} .. {})",
+                "{} ({} .. {}, valid until {})",
                 if self.passed {
                     "CERTIFIED: every check passed"
                 } else {
                     "NOT CERTIFIED: a check failed"
                 },
                 self.started_at,
-                self.finished_at
+                self.finished_at,
+                self.expires_at
             ),
         );
         s
@@ -414,5 +633,178 @@ mod consistency_tests {
             v["checks"].as_array_mut().unwrap().remove(2);
         });
         assert!(Report::parse(&bytes).is_err());
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    const NODE: &str = "RWQnodeA";
+    const DAY: u64 = 86_400;
+    /// 2026-11-24T00:00:01Z, when the sample report finished.
+    const FINISHED: u64 = 1_795_478_401;
+
+    fn device() -> DeviceIdentity {
+        DeviceIdentity {
+            backend: "vulkan".into(),
+            name: "GPU".into(),
+            vendor_id: 0x10de,
+            device_id: 0x2330,
+            driver_id: 4,
+            driver_version: 7,
+            driver_info: "driver".into(),
+            api_version: 0x403000,
+            device_uuid: "11".repeat(16),
+        }
+    }
+
+    fn sample() -> Report {
+        Report {
+            format: REPORT_FORMAT,
+            suite_version: SUITE_VERSION.into(),
+            bundle_id: "aa".repeat(32),
+            device: device(),
+            node: Some(NODE.into()),
+            checks: REQUIRED_CHECKS
+                .iter()
+                .map(|name| Check::new(name, 1, 0, None))
+                .collect(),
+            limits: Vec::new(),
+            performance: Performance {
+                matmul_gflops: "1".into(),
+                matmul_shape: "1".into(),
+                mlp_steps_per_s: "1".into(),
+                device_memory_bytes: None,
+                peak_device_bytes: None,
+                suite_seconds: "1".into(),
+            },
+            passed: true,
+            started_at: "2026-11-24T00:00:00Z".into(),
+            finished_at: "2026-11-24T00:00:01Z".into(),
+            expires_at: format_rfc3339(FINISHED + 90 * DAY),
+        }
+    }
+
+    #[test]
+    fn rfc3339_parses_what_the_reports_write_and_nothing_else() {
+        for t in [0, 951_782_400, FINISHED, 4_102_444_799] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        }
+        assert_eq!(parse_rfc3339("2026-11-24T00:00:01Z"), Some(FINISHED));
+        for bad in [
+            "",
+            "2026-11-24 00:00:01Z",
+            "2026-11-24T00:00:01+00:00",
+            "2026-02-30T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T24:00:00Z",
+            "+026-11-24T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(parse_rfc3339("2024-02-29T23:59:59Z").is_some());
+    }
+
+    #[test]
+    fn a_report_certifies_only_its_node_device_and_bundle() {
+        let r = sample();
+        let bundle = "aa".repeat(32);
+        let now = FINISHED + DAY;
+        r.certifies(NODE, &device(), &bundle, now).unwrap();
+        assert!(matches!(
+            r.certifies("RWQnodeB", &device(), &bundle, now),
+            Err(NotCertified::OtherNode { .. })
+        ));
+        // Same model and driver, another physical device.
+        let mut twin = device();
+        twin.device_uuid = "22".repeat(16);
+        let e = r.certifies(NODE, &twin, &bundle, now).unwrap_err();
+        assert!(matches!(e, NotCertified::OtherDevice { .. }), "{e}");
+        assert!(e.to_string().contains(&"22".repeat(16)), "{e}");
+        let mut newer_driver = device();
+        newer_driver.driver_version = 8;
+        assert!(r.certifies(NODE, &newer_driver, &bundle, now).is_err());
+        assert!(matches!(
+            r.certifies(NODE, &device(), &"bb".repeat(32), now),
+            Err(NotCertified::OtherBundle { .. })
+        ));
+        let mut nodeless = sample();
+        nodeless.node = None;
+        assert_eq!(
+            nodeless.certifies(NODE, &device(), &bundle, now),
+            Err(NotCertified::NoNode)
+        );
+        let mut failing = sample();
+        failing.passed = false;
+        failing.checks[0] = Check::new("probes", 1, 1, None);
+        let e = failing
+            .certifies(NODE, &device(), &bundle, now)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("failing one (failed: probes)"),
+            "{e}"
+        );
+        // A failing report still binds: it may be installed to revoke.
+        failing.binds(NODE, &device(), &bundle).unwrap();
+    }
+
+    #[test]
+    fn a_report_expires_at_its_expiry_by_the_clock_it_is_given() {
+        let r = sample();
+        let bundle = "aa".repeat(32);
+        let expires = FINISHED + 90 * DAY;
+        r.certifies(NODE, &device(), &bundle, expires - 1).unwrap();
+        for now in [expires, expires + 365 * DAY] {
+            let e = r.certifies(NODE, &device(), &bundle, now).unwrap_err();
+            assert!(matches!(e, NotCertified::Expired { .. }), "{e}");
+            assert!(e.to_string().contains("certify this node again"), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_a_strictly_newer_report_replaces_the_held_one() {
+        let held = sample();
+        let now = FINISHED + DAY;
+        let same = sample();
+        assert!(matches!(
+            same.may_replace(Some(&held), now),
+            Err(NotCertified::NotNewer { .. })
+        ));
+        let mut older = sample();
+        older.started_at = "2026-11-23T00:00:00Z".into();
+        older.finished_at = "2026-11-23T00:00:01Z".into();
+        let e = older.may_replace(Some(&held), now).unwrap_err();
+        assert!(e.to_string().contains("install only a newer report"), "{e}");
+        let mut newer = sample();
+        newer.finished_at = "2026-11-24T00:00:02Z".into();
+        newer.may_replace(Some(&held), now).unwrap();
+        newer.may_replace(None, now).unwrap();
+        // From further ahead than the skew allows: refused, whatever is held.
+        let e = newer.may_replace(None, FINISHED - 3600).unwrap_err();
+        assert!(matches!(e, NotCertified::FromTheFuture { .. }), "{e}");
+    }
+
+    #[test]
+    fn validity_must_follow_the_run_and_stay_within_the_bound() {
+        let bytes = |r: &Report| r.canonical_bytes();
+        Report::parse(&bytes(&sample())).unwrap();
+        let max = u64::from(lockstep_limits::MAX_CERTIFICATION_VALIDITY_DAYS);
+        for expires in [FINISHED, FINISHED - 1, FINISHED + max * DAY + 1] {
+            let mut r = sample();
+            r.expires_at = format_rfc3339(expires);
+            assert!(
+                matches!(Report::parse(&bytes(&r)), Err(ReportError::Malformed(_))),
+                "{}",
+                r.expires_at
+            );
+        }
+        let mut r = sample();
+        r.expires_at = format_rfc3339(FINISHED + max * DAY);
+        Report::parse(&bytes(&r)).unwrap();
+        let mut r = sample();
+        r.finished_at = "yesterday".into();
+        assert!(Report::parse(&bytes(&r)).is_err());
     }
 }

@@ -24,8 +24,13 @@ pub struct SuiteOptions {
     pub repeats: u32,
     /// A second backend on the same device, for the load.
     pub load: Option<LoadFactory>,
-    /// The node that runs the suite, in the remote form.
+    /// The node the report is for (its id): the node that runs the suite
+    /// in the remote form, `--node-key` in the local one. A report without
+    /// one is installed by no node.
     pub node: Option<String>,
+    /// Days the report is valid after the run (clamped to 1 to
+    /// `MAX_CERTIFICATION_VALIDITY_DAYS`).
+    pub valid_days: u32,
     pub golden: Golden,
 }
 
@@ -133,6 +138,15 @@ pub fn run(
         suite_seconds: format!("{:.1}", clock.elapsed().as_secs_f64()),
     };
     let passed = checks.iter().all(|c| c.passed);
+    let finished = SystemTime::now();
+    let valid_days = options
+        .valid_days
+        .clamp(1, lockstep_limits::MAX_CERTIFICATION_VALIDITY_DAYS);
+    // Second precision, as the report writes it, so expiry minus finish is
+    // exactly the validity asked for.
+    let finished_s = finished
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     Report {
         format: REPORT_FORMAT,
         suite_version: SUITE_VERSION.to_string(),
@@ -144,7 +158,8 @@ pub fn run(
         performance,
         passed,
         started_at: rfc3339(started),
-        finished_at: rfc3339(SystemTime::now()),
+        finished_at: crate::report::format_rfc3339(finished_s),
+        expires_at: crate::report::format_rfc3339(finished_s + u64::from(valid_days) * 86_400),
     }
 }
 

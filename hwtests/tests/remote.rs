@@ -136,6 +136,8 @@ fn a_node_runs_the_suite_and_a_signed_report_certifies_it() {
         &node.addr,
         "--node-key",
         &node.key,
+        "--key",
+        &s(&d.join("c.key")),
         &s(&report),
     ]);
     assert!(o.status.success(), "{}", text(&o));
@@ -158,10 +160,35 @@ fn a_node_runs_the_suite_and_a_signed_report_certifies_it() {
         &node.addr,
         "--node-key",
         &node.key,
+        "--key",
+        &s(&d.join("c.key")),
         &s(&other),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("not a trusted certifier"), "{}", text(&o));
-    let installed = std::fs::read(d.join("state/certification/report.json")).unwrap();
-    assert_eq!(installed, bytes);
+    let installed: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.join("state/certification/installed.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(installed["report"].as_str().unwrap().as_bytes(), bytes);
+
+    // An install request signed by a key the node does not trust is
+    // refused as unauthorized (exit 2), before the report is looked at.
+    stranger.write_file(&d.join("s.key"), None).unwrap();
+    let o = certify(&[
+        "install",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--key",
+        &s(&d.join("s.key")),
+        &s(&report),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("neither an operator nor a trusted certifier"),
+        "{}",
+        text(&o)
+    );
 }

@@ -16,6 +16,7 @@ fn options(load: Option<LoadFactory>) -> SuiteOptions {
         repeats: 2,
         load,
         node: None,
+        valid_days: 1,
         golden: Golden::committed().unwrap(),
     }
 }

@@ -35,6 +35,7 @@ impl CpuBackend {
                 driver_version: 0,
                 driver_info: concat!("lockstep-backend ", env!("CARGO_PKG_VERSION")).to_string(),
                 api_version: 0,
+                device_uuid: crate::CPU_DEVICE_UUID,
             },
             threads,
         }

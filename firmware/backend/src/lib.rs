@@ -34,7 +34,16 @@ pub struct DeviceFingerprint {
     /// Driver name and info string, as the driver reports them.
     pub driver_info: String,
     pub api_version: u32,
+    /// VkPhysicalDeviceIDProperties::deviceUUID: tells apart two devices of
+    /// the same model and driver, so a certification report binds to one
+    /// physical device. The CPU backend has none and uses all zeros
+    /// ([`CPU_DEVICE_UUID`]); its reports bind to the node key alone.
+    pub device_uuid: [u8; 16],
 }
+
+/// The device UUID of the CPU backend, which has no physical device of its
+/// own: all zeros.
+pub const CPU_DEVICE_UUID: [u8; 16] = [0; 16];
 
 /// A device limit the kernels depend on: what they need and what the
 /// device offers.

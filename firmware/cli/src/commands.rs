@@ -139,6 +139,7 @@ pub fn devices(json: bool) -> Result<(), Failure> {
                     "driver_info": d.driver_info,
                     "driver_version": d.driver_version,
                     "api_version": d.api_version_string(),
+                    "device_uuid": hex::encode(d.device_uuid),
                     "float32": {
                         "rounding_mode_rte": d.float_controls.rounding_mode_rte,
                         "denorm_preserve": d.float_controls.denorm_preserve,
@@ -173,6 +174,9 @@ pub fn devices(json: bool) -> Result<(), Failure> {
             d.api_version_string()
         );
         println!("    driver: {} {}", d.driver_name, d.driver_info);
+        // Certification reports bind to this UUID: it tells apart two
+        // devices of the same model.
+        println!("    device UUID: {}", hex::encode(d.device_uuid));
         let fc = d.float_controls;
         println!(
             "    float32 controls: RTE {}  DenormPreserve {}  SignedZeroInfNanPreserve {}  (DenormFlushToZero {})",

@@ -1,14 +1,22 @@
-//! The network side of certification: a remote suite run queued for the
-//! worker (bounded by the certify timeout), and report installation.
+//! The network side of certification: one certification session per
+//! stream (`CertifyHello`, the node's nonce, then one request signed over
+//! it by an operator or a trusted certifier; lockstep_protocol::certify),
+//! a remote suite run queued for the worker (bounded by the certify
+//! timeout), and report installation.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::stream::write_frame;
 use embassy_sync::channel::TrySendError;
-use lockstep_protocol::{CertifyRequest, ErrorKind, InstallReport, Installed, JobError, Message};
+use lockstep_identity::NodeId;
+use lockstep_protocol::{
+    verify_authorization, Authorization, CertifyAction, CertifyChallenge, CertifyRequest,
+    ErrorKind, Frame, InstallReport, Installed, JobError, Message, MessageError,
+};
+use lockstep_transport::frames::FrameReader;
+use rand_core::RngCore;
 
-use crate::certification::{timeout, CertifyJob};
+use crate::certification::{now_unix, timeout, CertifyJob};
 use crate::stream::Shared;
 use crate::worker::Work;
 
@@ -19,45 +27,103 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> JobError {
     }
 }
 
-fn wire(e: lockstep_transport::frames::WireError) -> JobError {
+fn wire(e: impl std::fmt::Display) -> JobError {
     err(ErrorKind::BadFrame, e.to_string())
 }
 
-/// Set while a suite run is queued or running: anyone may ask for one (the
-/// report proves nothing until a trusted certifier signs it), so at most
-/// one at a time may hold the device, and jobs keep the other queue slots.
-static CERTIFYING: AtomicBool = AtomicBool::new(false);
-
-/// Clears [`CERTIFYING`] however the request ends.
-struct Turn;
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        CERTIFYING.store(false, Ordering::SeqCst);
+/// Serves one certification session: issues a nonce, then runs or
+/// installs only for a request signed over it by a key this node trusts
+/// for certification (an operator key, or a trusted certifier key).
+pub async fn session(
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+    shared: &Shared,
+) -> Result<(), JobError> {
+    // The nonce lives only in this task: a request recorded on another
+    // stream names a nonce this session never issued.
+    let mut nonce = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut nonce);
+    let challenge = Message::CertifyChallenge(CertifyChallenge { nonce });
+    write_frame(send, &challenge.to_frame())
+        .await
+        .map_err(wire)?;
+    let request = match reader.next().await.map_err(wire)? {
+        Some(Frame::Control(payload)) => Message::decode(&payload).map_err(|e| {
+            let kind = match e {
+                MessageError::Version(_) => ErrorKind::UnsupportedVersion,
+                MessageError::Bound(_) => ErrorKind::TooLarge,
+                MessageError::Decode(_) => ErrorKind::BadFrame,
+            };
+            err(kind, e.to_string())
+        })?,
+        // The requester went away without asking: nothing to do.
+        None => return Ok(()),
+        Some(Frame::Data(_)) => return Err(wire("data before the certification request")),
+    };
+    match request {
+        Message::CertifyRequest(r) => {
+            let by = authorize(shared, &nonce, &r.auth, &r.action())?;
+            tracing::info!(by = %by.key_id_hex(), repeats = r.repeats, valid_days = r.valid_days, "certification run authorized");
+            certify(send, shared, r).await
+        }
+        Message::InstallReport(r) => {
+            let by = authorize(shared, &nonce, &r.auth, &r.action())?;
+            tracing::info!(by = %by.key_id_hex(), "report install authorized");
+            install(send, shared, r).await
+        }
+        _ => Err(wire(
+            "after CertifyChallenge the requester sends CertifyRequest or InstallReport",
+        )),
     }
+}
+
+/// The refusal for a certification request sent without a session: it
+/// cannot name a nonce this node issued.
+pub fn unsessioned() -> JobError {
+    err(
+        ErrorKind::Unauthorized,
+        "a certification request must be signed over a nonce this node issued: send CertifyHello first, then the signed request (lockstep-certify --key does)",
+    )
+}
+
+/// Who may certify: this node's operators and its trusted certifiers.
+fn authorize(
+    shared: &Shared,
+    nonce: &[u8; 32],
+    auth: &Authorization,
+    action: &CertifyAction,
+) -> Result<NodeId, JobError> {
+    let mut trusted = shared.admin.trusted();
+    trusted.extend(shared.certification.trusted().iter().cloned());
+    verify_authorization(auth, &trusted, &shared.node_id, nonce, action)
+        .map_err(|e| err(ErrorKind::Unauthorized, e.to_string()))
 }
 
 /// Runs the suite on this node's device and answers with the report signed
 /// by the device key.
-pub async fn certify(
+async fn certify(
     send: &mut quinn::SendStream,
     shared: &Shared,
     request: CertifyRequest,
 ) -> Result<(), JobError> {
-    if CERTIFYING.swap(true, Ordering::SeqCst) {
+    // One run at a time holds the device; jobs keep the other queue slots.
+    // The turn travels with the job and is freed when the run ends.
+    let Some(turn) = shared.certification.try_turn() else {
         let busy = Message::Busy {
             retry_after_ms: 10_000,
         };
         write_frame(send, &busy.to_frame()).await.map_err(wire)?;
         return Ok(());
-    }
-    let _turn = Turn;
+    };
     let (reply, outcome) = smol::channel::bounded(1);
     let job = CertifyJob {
         repeats: request.repeats,
+        valid_days: request.valid_days,
         reply,
         deadline: Instant::now() + timeout(),
+        turn,
     };
+    // A full queue hands the job back and drops it here, turn and all.
     if let Err(TrySendError::Full(_)) = shared.queue.try_send(Work::Certify(job)) {
         let busy = Message::Busy {
             retry_after_ms: 1000,
@@ -86,7 +152,7 @@ pub async fn certify(
 }
 
 /// Checks and stores a certifier-signed report.
-pub async fn install(
+async fn install(
     send: &mut quinn::SendStream,
     shared: &Shared,
     request: InstallReport,
@@ -97,6 +163,7 @@ pub async fn install(
             &request.report,
             &request.signature,
             &shared.current_bundle_id(),
+            now_unix(),
         )
         .map_err(|m| err(ErrorKind::BadInput, m))?;
     let installed = Message::Installed(Installed {

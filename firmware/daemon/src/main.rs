@@ -270,6 +270,7 @@ fn run() -> Result<()> {
 
     let certification = Arc::new(certification_from(
         &state,
+        node_id.clone(),
         &args.trust_certifier,
         file.trusted_certifiers.as_deref().unwrap_or_default(),
         args.uncertified || file.uncertified.unwrap_or(false),
@@ -447,6 +448,7 @@ fn run() -> Result<()> {
 /// and the load backend a remote suite run uses.
 fn certification_from(
     state: &Path,
+    node_id: String,
     flag_keys: &[String],
     config_keys: &[String],
     uncertified: bool,
@@ -477,6 +479,7 @@ fn certification_from(
     });
     Ok(certification::Certification::new(
         state,
+        node_id,
         trusted,
         uncertified,
         Some(load),

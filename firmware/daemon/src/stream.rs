@@ -218,8 +218,10 @@ async fn serve(
             shared.refusal().unwrap_or_default(),
         )),
         Message::Submit(request) => submit(send, reader, shared, peer, request).await,
-        Message::CertifyRequest(r) => crate::certify_stream::certify(send, shared, r).await,
-        Message::InstallReport(r) => crate::certify_stream::install(send, shared, r).await,
+        Message::CertifyHello => crate::certify_stream::session(send, reader, shared).await,
+        Message::CertifyRequest(_) | Message::InstallReport(_) => {
+            Err(crate::certify_stream::unsessioned())
+        }
         Message::AdminHello(hello) => crate::admin::serve(send, reader, shared, hello).await,
         Message::FetchLeaf(request) => crate::evidence::leaf(send, shared, peer, request).await,
         Message::FetchInput(request) => crate::evidence::input(send, shared, peer, request).await,

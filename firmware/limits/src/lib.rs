@@ -199,6 +199,33 @@ pub const MAX_DISPUTE_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// its state directory): one is about 300 bytes.
 pub const MAX_SIGNATURE_FILE_BYTES: usize = 4096;
 
+/// How long a certification report is valid when the certifier does not
+/// say: long enough to outlast a maintenance cycle, short enough that a
+/// driver update or a degrading device is certified again.
+pub const DEFAULT_CERTIFICATION_VALIDITY_DAYS: u32 = 90;
+
+/// The longest validity a certification report may claim; a node refuses
+/// a report whose `expires_at` is further from its `finished_at`.
+pub const MAX_CERTIFICATION_VALIDITY_DAYS: u32 = 365;
+
+/// How far in the future a report's `finished_at` may lie by the node's
+/// clock: a report from further ahead would make every honest report after
+/// it look older, so it is refused.
+pub const MAX_CERTIFICATION_CLOCK_SKEW_S: u64 = 300;
+
+/// Largest signed statement authorizing a certification run or install
+/// (canonical JSON; a few hundred bytes in practice).
+pub const MAX_CERTIFY_STATEMENT_BYTES: usize = 4096;
+
+/// Largest minisign public key (text) naming the signer of a certification
+/// request; a key file is about 100 bytes.
+pub const MAX_PUBLIC_KEY_TEXT_BYTES: usize = 1024;
+
+/// Largest file holding an installed report together with its certifier
+/// signature (JSON-escaped, which can at most double each).
+pub const MAX_INSTALLED_REPORT_FILE_BYTES: usize =
+    2 * (MAX_REPORT_BYTES + MAX_SIGNATURE_FILE_BYTES) + 1024;
+
 // ---------------------------------------------------------------------------
 // Admission: what a node lets strangers hold before it has admitted them.
 // The node's whole envelope is the sum of these (docs/protocol.md,

@@ -9,6 +9,7 @@
 //! - [`admin`]: fleet enrollment and signed admin commands.
 //! - [`evidence`]: leaves and inputs of retained jobs, for spot checks
 //!   and disputes.
+//! - [`certify`]: signed certification runs and report installs.
 //! - [`receipt`]: the statement a node signs for every job.
 //!
 //! Wire format and rules: docs/protocol.md, "Wire protocol".
@@ -23,7 +24,11 @@ pub mod message;
 pub mod receipt;
 pub mod tensors;
 
-pub use certify::{CertifyReply, CertifyRequest, InstallReport, Installed};
+pub use certify::{
+    report_sha256, verify_authorization, AuthError, Authorization, CertifyAction, CertifyChallenge,
+    CertifyReply, CertifyRequest, CertifyStatement, InstallReport, Installed,
+    CERTIFY_REQUEST_FORMAT,
+};
 pub use evidence::{EvidenceAccess, InputRequest, LeafEvidence, LeafRequest};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
 pub use message::{

@@ -49,14 +49,22 @@ pub enum Message {
     FetchInput(crate::evidence::InputRequest),
     /// Node → client: the input's header; its data chunks follow.
     Input(TensorHeader),
-    /// Certifier → node: run the certification suite on this device.
+    /// Certifier or operator → node, after a `CertifyChallenge`: run the
+    /// certification suite on this device (a signed request).
     CertifyRequest(crate::certify::CertifyRequest),
     /// Node → certifier: the report, signed by the device key.
     CertifyReport(crate::certify::CertifyReply),
-    /// Certifier → node: install a report signed by a certifier.
+    /// Certifier or operator → node, after a `CertifyChallenge`: install a
+    /// report signed by a certifier (a signed request).
     InstallReport(crate::certify::InstallReport),
     /// Node → certifier: the node's certification after an install.
     Installed(crate::certify::Installed),
+    /// Certifier or operator → node: start a certification session (a
+    /// suite run or a report install); the node answers `CertifyChallenge`.
+    CertifyHello,
+    /// Node → requester: the nonce the session's request must be signed
+    /// over.
+    CertifyChallenge(crate::certify::CertifyChallenge),
 }
 
 /// One named tensor's shape and the SHA-256 of its canonical `.npy` bytes.
@@ -111,9 +119,10 @@ pub enum ErrorKind {
     /// evidence turns): nothing was kept; the same request may succeed
     /// later. Sent on the wire as [`Message::Busy`].
     Busy,
-    /// The requester may not do this: it did not prove it holds what the
-    /// request needs (a job's receipt for its evidence; an operator or
-    /// certifier key for administration and certification).
+    /// The requester may not do this: it did not prove what the request
+    /// needs (a job's receipt for its evidence; for a certification run or
+    /// report install, a signature by an operator or trusted certifier of
+    /// this node over the session's nonce); the message says what to do.
     Unauthorized,
 }
 

@@ -126,6 +126,7 @@ impl VulkanBackend {
                 .trim()
                 .to_string(),
             api_version: info.api_version,
+            device_uuid: info.device_uuid,
         };
         let mut backend = VulkanBackend {
             target: Target {

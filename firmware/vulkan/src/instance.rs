@@ -25,6 +25,10 @@ pub struct DeviceInfo {
     pub limits: DeviceLimits,
     /// Bytes in device-local heaps.
     pub device_local_bytes: u64,
+    /// VkPhysicalDeviceIDProperties::deviceUUID (all zeros when the device
+    /// predates Vulkan 1.2 and was not asked): certification reports bind
+    /// to it.
+    pub device_uuid: [u8; 16],
 }
 
 /// The 32-bit float controls the device advertises.
@@ -188,12 +192,15 @@ impl Instance {
         let basic = unsafe { self.raw.get_physical_device_properties(pd) };
         let mut driver = vk::PhysicalDeviceDriverProperties::default();
         let mut fc = vk::PhysicalDeviceFloatControlsProperties::default();
+        let mut id = vk::PhysicalDeviceIDProperties::default();
         if basic.api_version >= vk::API_VERSION_1_2 {
             let mut props2 = vk::PhysicalDeviceProperties2::default()
                 .push_next(&mut driver)
-                .push_next(&mut fc);
-            // SAFETY: both chained structs are core in Vulkan 1.2, which this
-            // device reports, and live across the call.
+                .push_next(&mut fc)
+                .push_next(&mut id);
+            // SAFETY: the chained structs are core in Vulkan 1.2 (the ID
+            // properties since 1.1), which this device reports, and live
+            // across the call.
             unsafe { self.raw.get_physical_device_properties2(pd, &mut props2) };
         }
         // SAFETY: `pd` came from this instance.
@@ -237,6 +244,7 @@ impl Instance {
                 max_push_constants_bytes: l.max_push_constants_size,
             },
             device_local_bytes,
+            device_uuid: id.device_uuid,
         }
     }
 

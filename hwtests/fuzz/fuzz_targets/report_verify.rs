@@ -14,16 +14,22 @@ fuzz_target!(|data: &[u8]| {
     let key = NodeId::parse("RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3").ok();
     let trusted: Vec<NodeId> = key.into_iter().collect();
     let _ = Report::verify(report, &sig, &trusted);
+    let _ = lockstep_certify::parse_rfc3339(&String::from_utf8_lossy(report));
     if let Ok(r) = Report::parse(report) {
         let device = r.device.clone();
-        let _ = r.certifies(&device, &r.bundle_id);
+        let node = r.node.clone().unwrap_or_default();
+        let _ = r.certifies(&node, &device, &r.bundle_id, 0);
         let _ = r.certifies(
+            &node,
             &DeviceIdentity {
                 vendor_id: 1,
                 ..device
             },
             "",
+            u64::MAX,
         );
+        let _ = r.may_replace(Some(&r), u64::MAX);
+        let _ = r.may_replace(None, 0);
         let _ = r.summary();
     }
 });
