@@ -109,6 +109,22 @@ pub fn wire(e: WireError) -> JobError {
     err(kind, e.to_string())
 }
 
+/// Whether a refusal is the peer's stream failing under us (it reset or
+/// stopped the stream, or stalled a read or write past its limit): then
+/// nothing more can be said to it, and the stream is reset at once. The
+/// test is on the wire error's own words, which `wire` passes through
+/// unchanged (see `WireError`), so a refusal that merely mentions them
+/// ("installed") is not mistaken for one.
+fn peer_gone(e: &JobError) -> bool {
+    const GONE: [&str; 3] = [
+        "the peer stopped reading or reset the stream",
+        "the peer stalled",
+        "cannot send",
+    ];
+    matches!(e.kind, ErrorKind::BadFrame | ErrorKind::Timeout)
+        && GONE.iter().any(|p| e.message.starts_with(p))
+}
+
 /// Serves one stream; any failure is answered with a typed `Rejected` (or
 /// `Busy`), unless the peer is gone or stalled, when the stream is reset.
 pub async fn handle(
@@ -132,8 +148,7 @@ pub async fn handle(
     // Whatever the peer still sends on this stream is not wanted: stop it,
     // so a client still uploading learns at once and reads the refusal.
     reader.stop();
-    let gone = answer.message.contains("reset") || answer.message.contains("stalled");
-    if gone {
+    if peer_gone(&answer) {
         let _ = send.reset(RESET_STALLED.into());
         return;
     }
@@ -405,4 +420,28 @@ async fn submit(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failing_stream_counts_as_the_peer_gone() {
+        assert!(peer_gone(&wire(WireError::Stalled(10_000))));
+        assert!(peer_gone(&wire(WireError::Read(quinn::ReadError::Reset(
+            0u32.into()
+        )))));
+        // Refusals that merely use the words are answered, not cut off.
+        for message in [
+            "report refused: not after the installed one",
+            "the stream was reset by the fleet; start again",
+        ] {
+            assert!(!peer_gone(&err(ErrorKind::BadInput, message)));
+            assert!(!peer_gone(&err(ErrorKind::BadFrame, message)));
+        }
+        let busy = wire(WireError::Frame(FrameError::Refused("full".into())));
+        assert_eq!(busy.kind, ErrorKind::Busy);
+        assert!(!peer_gone(&busy));
+    }
 }
