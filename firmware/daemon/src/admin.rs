@@ -551,3 +551,56 @@ fn untrusted(operator: &NodeId, trusted: &[NodeId]) -> String {
             .join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_identity::SigningKey;
+
+    fn key() -> NodeId {
+        SigningKey::generate().public().clone()
+    }
+
+    #[test]
+    fn the_first_configured_set_is_pinned_and_wins_afterwards() {
+        let state = tempfile::tempdir().unwrap();
+        let (a, b) = (key(), key());
+        // Unprovisioned: nothing pinned, nothing written.
+        assert!(pin_operators(state.path(), &[]).unwrap().is_empty());
+        assert!(!state.path().join(OPERATORS_FILE).exists());
+        // First start with a set: pinned.
+        let pinned = pin_operators(state.path(), &[a.clone(), a.clone()]).unwrap();
+        assert_eq!(pinned, vec![a.clone()]);
+        // Another set in the config (a rewritten ESP): ignored.
+        assert_eq!(
+            pin_operators(state.path(), std::slice::from_ref(&b)).unwrap(),
+            vec![a.clone()]
+        );
+        // No set in the config (the ESP did not mount): still pinned.
+        assert_eq!(pin_operators(state.path(), &[]).unwrap(), vec![a.clone()]);
+        // The order of a set does not matter.
+        write_operators(state.path(), &normalise(&[a.clone(), b.clone()])).unwrap();
+        assert_eq!(
+            pin_operators(state.path(), &[b.clone(), a.clone()]).unwrap(),
+            normalise(&[a, b])
+        );
+    }
+
+    #[test]
+    fn a_legacy_tofu_key_is_migrated_and_a_damaged_pin_is_an_error() {
+        let state = tempfile::tempdir().unwrap();
+        let a = key();
+        std::fs::write(state.path().join(LEGACY_TOFU_FILE), a.to_public_key_file()).unwrap();
+        assert_eq!(pin_operators(state.path(), &[]).unwrap(), vec![a.clone()]);
+        assert!(!state.path().join(LEGACY_TOFU_FILE).exists());
+        assert_eq!(read_operators(state.path()).unwrap(), Some(vec![a]));
+        std::fs::write(state.path().join(OPERATORS_FILE), "not a key\n").unwrap();
+        let err = pin_operators(state.path(), &[key()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a minisign public key"), "{err}");
+        std::fs::write(state.path().join(OPERATORS_FILE), "# empty\n").unwrap();
+        let err = pin_operators(state.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("0 operator keys"), "{err}");
+    }
+}
