@@ -264,7 +264,7 @@ fn run() -> Result<()> {
     // is kept either way.
     let boot = bundle_store::BundleStore::new(&state).boot(&operators);
     if let Some(e) = &boot.problem {
-        tracing::error!(error = %e, floor = boot.floor, "the active pushed bundle does not load; serving the image's bundle: push a bundle again");
+        tracing::error!(error = %e, floor = boot.floor, "the active pushed bundle does not load; serving the image's bundle: push a release newer than the floor");
     }
     let (bundle, bundle_version) = match boot.stored {
         Some(stored) => (stored.bundle, stored.release.version),
