@@ -78,7 +78,18 @@ if fault_out=$(timeout 10 "$daemon_bin" --listen 127.0.0.1:0 --state "$OUT/.faul
 fi
 grep -q "needs a test build" <<<"$fault_out" \
     || die "$daemon_bin did not refuse --inject-fault as a release build does: $fault_out"
+if panic_out=$(timeout 10 "$daemon_bin" --listen 127.0.0.1:0 --state "$OUT/.fault-check" \
+    --inject-worker-panic 2>&1 </dev/null); then
+    die "$daemon_bin accepted --inject-worker-panic: it is a test build; build it with 'cargo build --release -p lockstep-daemon'"
+fi
+grep -q "needs a test build" <<<"$panic_out" \
+    || die "$daemon_bin did not refuse --inject-worker-panic as a release build does: $panic_out"
 rm -rf "$OUT/.fault-check"
+# The first-enrolment window trusts whoever enrolls first: an operator opens
+# it by hand on one node, the image never does.
+if grep -rIl -e "enroll-window" -e "enroll_window" "$here/overlay"; then
+    die "image/overlay opens a first-enrolment window (above): remove it; nodes get their operators from the provisioning file"
+fi
 
 # One build at a time per output directory; an interrupted build may have
 # left its chroot's mounts behind, and rm -rf must never walk into those.

@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// The operator keys a node trusts (pinned in its state partition).
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
     /// Write the fleet's provisioning file (this operator's key, trusted
     /// certifiers, listen address) into an appliance image's ESP, before
     /// flashing it. Only the ESP changes; the verified root does not.
@@ -100,6 +105,19 @@ enum BundleCommand {
         /// The bundle directory (default: the latest `bundle sign`).
         #[arg(long)]
         bundle: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorsCommand {
+    /// Replace a node's operator set with KEY... (minisign public keys or
+    /// .pub files), signed by this fleet's operator key, which the node
+    /// must trust now. Leave this fleet's key out to hand the node over.
+    Set {
+        /// Node id, id prefix or address.
+        node: String,
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
     },
 }
 
@@ -171,6 +189,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bundle {
             command: BundleCommand::Push { node, all, bundle },
         } => push(dir, node.as_deref(), all, bundle.as_deref()),
+        Command::Operators {
+            command: OperatorsCommand::Set { node, keys },
+        } => set_operators(dir, &node, &keys),
         Command::ProvisionImage {
             image,
             trust_certifier,
@@ -288,6 +309,46 @@ fn enroll(dir: &Path, addr: &str, node_key: Option<&str>) -> Result<(), Failure>
     inv.upsert_node(&record).map_err(machine)?;
     eprintln!("enrolled {} at {}", record.node_id, record.address);
     println!("{}", record.node_id);
+    Ok(())
+}
+
+fn set_operators(dir: &Path, node: &str, keys: &[String]) -> Result<(), Failure> {
+    if keys.len() > lockstep_limits::MAX_TRUSTED_OPERATORS {
+        return Err(usage(format!(
+            "{} keys; a node trusts at most {}",
+            keys.len(),
+            lockstep_limits::MAX_TRUSTED_OPERATORS
+        )));
+    }
+    // Each key as text or from a .pub file, checked here so a typo fails
+    // before the node is touched.
+    let keys = keys
+        .iter()
+        .map(|k| {
+            let text = std::fs::read_to_string(k).unwrap_or_else(|_| k.clone());
+            NodeId::parse(&text).map(|id| id.to_base64()).map_err(|e| {
+                usage(format!(
+                    "{k:?} is not a minisign public key (or a .pub file holding one): {e}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let inv = Inventory::open(dir).map_err(usage)?;
+    let n = inv.find(node).map_err(usage)?;
+    if n.revoked_at.is_some() {
+        return Err(usage(format!("{} is revoked; not changing it", n.node_id)));
+    }
+    let key = operator::load(dir).map_err(usage)?;
+    drop(inv);
+    let id = NodeId::parse(&n.node_id).map_err(|e| machine(format!("inventory node id: {e}")))?;
+    let addr = resolve(&n.address)?;
+    let reply = smol::block_on(async {
+        let session = Session::open(addr, Some(&id)).await?;
+        let command = session.sign(&key, AdminAction::SetOperators { keys }, None);
+        session.send(command, &[]).await
+    })
+    .map_err(machine)?;
+    eprintln!("{}: {}", n.node_id, reply.message);
     Ok(())
 }
 

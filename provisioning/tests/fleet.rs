@@ -39,7 +39,16 @@ impl Drop for Node {
     }
 }
 
+/// Starts a node with a first-enrolment window open (most tests enroll an
+/// unprovisioned node the way an operator at its console would).
 fn start(state: &Path, extra: &[&str]) -> Node {
+    let mut flags = vec!["--enroll-window-s", "600"];
+    flags.extend_from_slice(extra);
+    start_bare(state, &flags)
+}
+
+/// Starts a node with exactly these flags: no enrolment window.
+fn start_bare(state: &Path, extra: &[&str]) -> Node {
     let mut child = Command::new(lockstepd_bin())
         .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
         .arg(state)
@@ -122,7 +131,7 @@ fn info(node: &Node) -> lockstep_protocol::admin::NodeInfo {
 }
 
 #[test]
-fn enrollment_records_the_node_and_trusts_the_operator_on_first_use() {
+fn enrollment_in_the_window_records_the_node_and_pins_the_operator() {
     let tmp = tempfile::tempdir().unwrap();
     let node = start(&tmp.path().join("node"), &[]);
     let f = tmp.path().join("fleet");
@@ -145,8 +154,10 @@ fn enrollment_records_the_node_and_trusts_the_operator_on_first_use() {
     assert_eq!(n["certified"], false);
     assert!(n["image_version"].as_str().unwrap().contains("lockstepd"));
     assert!(n["enrolled_at"].as_str().unwrap().ends_with('Z'));
-    // The node now trusts this operator (TOFU, persisted).
+    // The node now trusts this operator (first enrolment, pinned).
     assert_eq!(info(&node).trusted_operators, vec![op.public().to_base64()]);
+    let pinned = std::fs::read_to_string(tmp.path().join("node/operators")).unwrap();
+    assert!(pinned.contains(&op.public().to_base64()), "{pinned}");
     let shown = ok(&fleet(&f, &["show", &node.key[..12]]));
     assert!(shown.contains(&node.addr));
 
@@ -650,4 +661,271 @@ fn a_node_that_cannot_prove_the_key_it_claims_is_refused() {
         stderr(&out)
     );
     assert!(list(&f).is_empty());
+}
+
+#[test]
+fn an_unprovisioned_node_without_a_window_refuses_enrolment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_bare(&tmp.path().join("node"), &[]);
+    let f = tmp.path().join("fleet");
+    init(&f);
+    let out = fleet(&f, &["enroll", &node.addr]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("unprovisioned"), "{err}");
+    assert!(err.contains("--enroll-window-s"), "{err}");
+    assert!(err.contains("provision-image"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(list(&f).is_empty());
+    assert!(info(&node).trusted_operators.is_empty());
+    assert!(!tmp.path().join("node/operators").exists());
+}
+
+#[test]
+fn the_enrolment_window_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_bare(&tmp.path().join("node"), &["--enroll-window-s", "1"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let f = tmp.path().join("fleet");
+    init(&f);
+    let out = fleet(&f, &["enroll", &node.addr]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("window") && err.contains("closed"), "{err}");
+    assert!(info(&node).trusted_operators.is_empty());
+    // Out-of-range windows are usage errors.
+    for bad in ["0", "86401"] {
+        let o = Command::new(lockstepd_bin())
+            .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+            .arg(tmp.path().join("other"))
+            .args(["--enroll-window-s", bad])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
+}
+
+/// Whoever can write the ESP (the provisioning file) or the config cannot
+/// replace the operators once they are pinned in the state partition.
+#[test]
+fn pinned_operators_win_over_a_replaced_provisioning_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = tmp.path().join("a");
+    let a = init(&a_dir);
+    let b_dir = tmp.path().join("b");
+    let b = init(&b_dir);
+    let provision = tmp.path().join("provision.toml");
+    let names = |keys: &[&SigningKey]| {
+        let list: Vec<String> = keys.iter().map(|k| format!("\"{}\"", k.public())).collect();
+        format!("trusted_operators = [{}]\n", list.join(", "))
+    };
+    std::fs::write(&provision, names(&[&a])).unwrap();
+    let state = tmp.path().join("node");
+    let flags = ["--provision", provision.to_str().unwrap()];
+    let node = start_bare(&state, &flags);
+    assert_eq!(info(&node).trusted_operators, vec![a.public().to_base64()]);
+    drop(node);
+    // The ESP now names another operator (and even the window flag is
+    // given): the pinned set wins.
+    std::fs::write(&provision, names(&[&b])).unwrap();
+    let node = start_bare(
+        &state,
+        &[
+            "--provision",
+            provision.to_str().unwrap(),
+            "--enroll-window-s",
+            "600",
+        ],
+    );
+    assert_eq!(info(&node).trusted_operators, vec![a.public().to_base64()]);
+    let out = fleet(&b_dir, &["enroll", &node.addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
+    ok(&fleet(&a_dir, &["enroll", &node.addr]));
+}
+
+/// `SetOperators` (lockstep-fleet operators set) changes the pinned set
+/// when a current operator signs it, and only then.
+#[test]
+fn operators_set_needs_a_current_operator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = tmp.path().join("a");
+    let a = init(&a_dir);
+    let b_dir = tmp.path().join("b");
+    let b = init(&b_dir);
+    let config = tmp.path().join("lockstepd.toml");
+    std::fs::write(
+        &config,
+        format!("trusted_operators = [\"{}\"]\n", a.public()),
+    )
+    .unwrap();
+    let state = tmp.path().join("node");
+    let node = start_bare(&state, &["--config", config.to_str().unwrap()]);
+    let addr = node.addr.parse().unwrap();
+    let id = NodeId::parse(&node.key).unwrap();
+    let set = |signer: &SigningKey, keys: Vec<String>| {
+        smol::block_on(async {
+            let s = Session::open(addr, Some(&id)).await.unwrap();
+            let c = s.sign(signer, AdminAction::SetOperators { keys }, None);
+            s.send(c, &[]).await
+        })
+    };
+    let refused = |r: Result<_, SessionError>, what: &str| match r {
+        Err(SessionError::Refused { message, .. }) => {
+            assert!(message.contains(what), "{what}: {message}")
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal ({what})"),
+    };
+    // Not an operator of this node: refused, nothing changes.
+    refused(set(&b, vec![b.public().to_base64()]), "not trusted");
+    refused(set(&a, vec![]), "1 to");
+    refused(
+        set(&a, vec!["nonsense".into()]),
+        "not a minisign public key",
+    );
+    assert_eq!(info(&node).trusted_operators, vec![a.public().to_base64()]);
+
+    // A adds B, through the fleet tool.
+    ok(&fleet(&a_dir, &["enroll", &node.addr]));
+    let b_pub = b_dir.join("operator.pub");
+    let out = fleet(
+        &a_dir,
+        &[
+            "operators",
+            "set",
+            &node.key,
+            &a.public().to_base64(),
+            b_pub.to_str().unwrap(),
+        ],
+    );
+    assert!(stderr(&ok_status(out)).contains("2 key(s)"));
+    ok(&fleet(&b_dir, &["enroll", &node.addr]));
+
+    // A release signed by A is active: a set without A would orphan it.
+    let bundle = bundle_copy(&tmp.path().join("bundle"));
+    ok(&fleet(
+        &a_dir,
+        &["bundle", "sign", bundle.to_str().unwrap(), "--version", "1"],
+    ));
+    ok(&fleet(
+        &a_dir,
+        &[
+            "bundle",
+            "push",
+            &node.key,
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+    ));
+    refused(set(&b, vec![b.public().to_base64()]), "active bundle");
+    // B re-releases it, then hands the node over to itself alone.
+    let again = bundle_copy(&tmp.path().join("again"));
+    ok(&fleet(
+        &b_dir,
+        &["bundle", "sign", again.to_str().unwrap(), "--version", "2"],
+    ));
+    ok(&fleet(
+        &b_dir,
+        &[
+            "bundle",
+            "push",
+            &node.key,
+            "--bundle",
+            again.to_str().unwrap(),
+        ],
+    ));
+    set(&b, vec![b.public().to_base64()]).unwrap();
+    assert_eq!(info(&node).trusted_operators, vec![b.public().to_base64()]);
+    refused(set(&a, vec![a.public().to_base64()]), "not trusted");
+
+    // After a restart with the config still naming A: B, pinned, and the
+    // bundle B signed still loads.
+    drop(node);
+    let node = start_bare(&state, &["--config", config.to_str().unwrap()]);
+    let after = info(&node);
+    assert_eq!(after.trusted_operators, vec![b.public().to_base64()]);
+    assert_eq!(after.bundle_version, 2);
+}
+
+/// kill -9 of a real lockstepd at different moments of a push: after the
+/// restart it runs the old release or the new one, each with its own
+/// version, never the image's bundle with version 0, and rollbacks stay
+/// refused.
+#[test]
+fn a_node_killed_mid_push_restarts_with_one_consistent_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("node");
+    let mut node = start(&state, &[]);
+    let f = tmp.path().join("fleet");
+    init(&f);
+    ok(&fleet(&f, &["enroll", &node.addr]));
+    let bundle = bundle_copy(&tmp.path().join("bundle"));
+    let b = bundle.to_str().unwrap().to_string();
+    ok(&fleet(&f, &["bundle", "sign", &b, "--version", "1"]));
+    ok(&fleet(&f, &["bundle", "push", &node.key, "--bundle", &b]));
+    let mut current = 1u64;
+    for delay_ms in [0u64, 20, 60, 120, 250, 500] {
+        let next = current + 1;
+        ok(&fleet(
+            &f,
+            &["bundle", "sign", &b, "--version", &next.to_string()],
+        ));
+        let push = Command::new(fleet_bin())
+            .arg("--dir")
+            .arg(&f)
+            .args(["bundle", "push", &node.key, "--bundle", &b])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        drop(node); // SIGKILL
+        let _ = push.wait_with_output();
+        node = start(&state, &[]);
+        let after = info(&node);
+        assert!(
+            after.bundle_version == current || after.bundle_version == next,
+            "killed after {delay_ms} ms: version {} (expected {current} or {next})",
+            after.bundle_version
+        );
+        current = after.bundle_version;
+        // The new port goes to the inventory.
+        ok(&fleet(&f, &["enroll", &node.addr]));
+    }
+    // Release 1 is always a rollback now; the next release still goes in.
+    let old = bundle_copy(&tmp.path().join("old"));
+    ok(&fleet(
+        &f,
+        &["bundle", "sign", old.to_str().unwrap(), "--version", "1"],
+    ));
+    let out = fleet(
+        &f,
+        &[
+            "bundle",
+            "push",
+            &node.key,
+            "--bundle",
+            old.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rollback refused"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&fleet(
+        &f,
+        &[
+            "bundle",
+            "sign",
+            &b,
+            "--version",
+            &(current + 1).to_string(),
+        ],
+    ));
+    ok(&fleet(&f, &["bundle", "push", &node.key, "--bundle", &b]));
+    assert_eq!(info(&node).bundle_version, current + 1);
+    submit(&node, &tmp.path().join("r.json"), &tmp.path().join("out"));
 }

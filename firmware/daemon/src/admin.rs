@@ -2,20 +2,27 @@
 //! (challenge, signed command, bundle push). The wire rules are in
 //! `lockstep_protocol::admin`.
 //!
-//! Trust: the operator keys in the node's read-only config
-//! (`trusted_operators`) if there are any; otherwise the first operator
-//! that enrolls the node (trust on first use, logged and persisted in
-//! `STATE/trusted_operator.pub`). Every command must be signed by a trusted
-//! key over the nonce this session issued, so a recorded command cannot be
-//! replayed.
+//! Trust is never granted to the network by default. The operator set is
+//! pinned in the state partition (`STATE/operators`, written atomically and
+//! synced): on first start from the config or provisioning file
+//! (`trusted_operators`); after that a file naming another set is ignored
+//! with a warning, because whoever can write the ESP must not be able to
+//! replace the operators. The set changes only through `SetOperators`,
+//! signed by a current operator. A node with no operators at all refuses
+//! `Enroll`, unless it was started with `--enroll-window-s N`: then the
+//! first enrolling operator within N seconds of start is pinned (trust on
+//! first use, deliberately opened on the console, never by the image).
+//! Every command must be signed by a trusted key over the nonce this
+//! session issued, so a recorded command cannot be replayed.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::stream::write_frame;
 use lockstep_identity::{DeviceKey, NodeId, Signature};
-use lockstep_limits::MAX_TRUSTED_OPERATORS;
+use lockstep_limits::{MAX_OPERATORS_FILE_BYTES, MAX_TRUSTED_OPERATORS};
 use lockstep_protocol::admin::{
     challenge_statement, AdminAction, AdminChallenge, AdminCommand, AdminHello, AdminReply,
     AdminStatement, NodeInfo, UploadReceiver, ADMIN_FORMAT,
@@ -29,7 +36,10 @@ use crate::bundle_switch::BundleSwitch;
 use crate::stream::Shared;
 use crate::worker::Work;
 
-const TOFU_FILE: &str = "trusted_operator.pub";
+/// The pinned operator set: one minisign public key per line.
+pub const OPERATORS_FILE: &str = "operators";
+/// Where nodes before pinning kept their TOFU operator; migrated.
+const LEGACY_TOFU_FILE: &str = "trusted_operator.pub";
 
 /// The node's admin state, shared by all streams.
 pub struct AdminState {
@@ -38,10 +48,11 @@ pub struct AdminState {
     pub image_version: String,
     /// SHA-256 (hex) of the device record's canonical JSON.
     pub device_fingerprint: String,
-    image_operators: Vec<NodeId>,
-    tofu: Mutex<Option<NodeId>>,
-    /// Version of the active bundle's release (0: the image's own bundle).
-    pub bundle_version: AtomicU64,
+    /// The pinned operator set (empty: unprovisioned).
+    operators: Mutex<Vec<NodeId>>,
+    /// Until when an unprovisioned node accepts its first enrolment
+    /// (`--enroll-window-s`); `None`: never.
+    enroll_until: Option<Instant>,
     pub store: BundleStore,
     /// One admin command at a time: two pushes racing would both pass the
     /// version check.
@@ -49,61 +60,137 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// `image_operators` come from the read-only config; the TOFU operator,
-    /// if any, from the state directory.
+    /// `operators` is the pinned set (`pin_operators`).
     pub fn new(
         key: Arc<DeviceKey>,
         state_dir: PathBuf,
         image_version: String,
         device_fingerprint: String,
-        image_operators: Vec<NodeId>,
-        bundle_version: u64,
-    ) -> anyhow::Result<AdminState> {
-        if image_operators.len() > MAX_TRUSTED_OPERATORS {
-            anyhow::bail!(
-                "{} trusted operators configured; at most {MAX_TRUSTED_OPERATORS}",
-                image_operators.len()
-            );
-        }
-        let tofu = read_tofu(&state_dir)?;
-        Ok(AdminState {
+        operators: Vec<NodeId>,
+        enroll_until: Option<Instant>,
+    ) -> AdminState {
+        AdminState {
             key,
             store: BundleStore::new(&state_dir),
             state_dir,
             image_version,
             device_fingerprint,
-            image_operators,
-            tofu: Mutex::new(tofu),
-            bundle_version: AtomicU64::new(bundle_version),
+            operators: Mutex::new(operators),
+            enroll_until,
             busy: smol::lock::Mutex::new(()),
-        })
+        }
     }
 
     /// The keys admin commands and bundle releases must be signed by.
     pub fn trusted(&self) -> Vec<NodeId> {
-        if !self.image_operators.is_empty() {
-            return self.image_operators.clone();
-        }
-        self.tofu
+        self.operators
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+            .clone()
     }
 }
 
-/// Trusted operator keys as the daemon starts: the config's, else the
-/// persisted TOFU one.
-pub fn trusted_at_start(state_dir: &std::path::Path, image: &[NodeId]) -> Vec<NodeId> {
-    if !image.is_empty() {
-        return image.to_vec();
-    }
-    read_tofu(state_dir).ok().flatten().into_iter().collect()
+/// Sorted and deduplicated, so sets compare equal whatever their order.
+fn normalise(keys: &[NodeId]) -> Vec<NodeId> {
+    let mut v: Vec<NodeId> = keys.to_vec();
+    v.sort_by_key(|k| k.to_base64());
+    v.dedup();
+    v
 }
 
-fn read_tofu(state_dir: &std::path::Path) -> anyhow::Result<Option<NodeId>> {
-    let path = state_dir.join(TOFU_FILE);
+fn key_ids(keys: &[NodeId]) -> String {
+    keys.iter()
+        .map(|k| k.key_id_hex())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The operator set this node trusts, decided once at start:
+///
+/// - `STATE/operators` if it exists: it wins; a config or provisioning
+///   file naming another set is ignored with a warning;
+/// - else the configured set (image config, provisioning file), pinned now;
+/// - else a legacy TOFU key (`trusted_operator.pub`), pinned now;
+/// - else none: the node is unprovisioned.
+pub fn pin_operators(state_dir: &Path, configured: &[NodeId]) -> anyhow::Result<Vec<NodeId>> {
+    if configured.len() > MAX_TRUSTED_OPERATORS {
+        anyhow::bail!(
+            "{} trusted operators configured; at most {MAX_TRUSTED_OPERATORS}: shorten trusted_operators",
+            configured.len()
+        );
+    }
+    let configured = normalise(configured);
+    if let Some(pinned) = read_operators(state_dir)? {
+        if !configured.is_empty() && configured != pinned {
+            tracing::warn!(
+                pinned = %key_ids(&pinned),
+                configured = %key_ids(&configured),
+                "IGNORING trusted_operators from the config/provisioning file: this node's operators are pinned in {}; change them with `lockstep-fleet operators set` (signed by a current operator)",
+                state_dir.join(OPERATORS_FILE).display()
+            );
+        }
+        return Ok(pinned);
+    }
+    let chosen = if !configured.is_empty() {
+        configured
+    } else {
+        match read_legacy_tofu(state_dir)? {
+            Some(k) => vec![k],
+            None => return Ok(Vec::new()),
+        }
+    };
+    write_operators(state_dir, &chosen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot pin the operator set in {}: {e}",
+            state_dir.display()
+        )
+    })?;
+    tracing::info!(operators = %key_ids(&chosen), "operator set pinned in the state directory");
+    Ok(chosen)
+}
+
+fn read_operators(state_dir: &Path) -> anyhow::Result<Option<Vec<NodeId>>> {
+    let path = state_dir.join(OPERATORS_FILE);
+    let mut text = String::new();
+    match std::fs::File::open(&path) {
+        Ok(f) => f
+            .take(MAX_OPERATORS_FILE_BYTES as u64 + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    };
+    let fix = "restore it from a backup of the state partition, or reflash the node";
+    if text.len() > MAX_OPERATORS_FILE_BYTES {
+        anyhow::bail!(
+            "{} is over {MAX_OPERATORS_FILE_BYTES} bytes; {fix}",
+            path.display()
+        );
+    }
+    let mut keys = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        keys.push(NodeId::parse(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {line:?} is not a minisign public key ({e}); {fix}",
+                path.display()
+            )
+        })?);
+    }
+    if keys.is_empty() || keys.len() > MAX_TRUSTED_OPERATORS {
+        anyhow::bail!(
+            "{} holds {} operator keys, not 1 to {MAX_TRUSTED_OPERATORS}; {fix}",
+            path.display(),
+            keys.len()
+        );
+    }
+    Ok(Some(normalise(&keys)))
+}
+
+fn read_legacy_tofu(state_dir: &Path) -> anyhow::Result<Option<NodeId>> {
+    let path = state_dir.join(LEGACY_TOFU_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => NodeId::parse(&text)
             .map(Some)
@@ -113,13 +200,27 @@ fn read_tofu(state_dir: &std::path::Path) -> anyhow::Result<Option<NodeId>> {
     }
 }
 
-fn persist_tofu(state_dir: &std::path::Path, key: &NodeId) -> std::io::Result<()> {
-    let path = state_dir.join(TOFU_FILE);
-    let tmp = state_dir.join(format!(".{TOFU_FILE}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, key.to_public_key_file())?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+/// Replaces `STATE/operators` atomically and durably: a crash leaves the
+/// old set or the new one.
+fn write_operators(state_dir: &Path, keys: &[NodeId]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = state_dir.join(OPERATORS_FILE);
+    let tmp = state_dir.join(format!(".{OPERATORS_FILE}.tmp-{}", std::process::id()));
+    let mut text = String::from(
+        "# lockstepd's pinned operator keys (minisign); change them with `lockstep-fleet operators set`\n",
+    );
+    for k in keys {
+        text.push_str(&k.to_base64());
+        text.push('\n');
+    }
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(state_dir)?.sync_all()
+    std::fs::File::open(state_dir)?.sync_all()?;
+    // The legacy file is superseded; left behind it would only confuse.
+    let _ = std::fs::remove_file(state_dir.join(LEGACY_TOFU_FILE));
+    Ok(())
 }
 
 /// The device fingerprint fleets record: SHA-256 (hex) of the canonical
@@ -193,28 +294,21 @@ pub async fn serve(
     write_frame(send, &reply.to_frame()).await.map_err(wire)
 }
 
-fn current_bundle(shared: &Shared) -> String {
-    shared
-        .bundle_id
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
 fn node_info(shared: &Shared) -> NodeInfo {
     let admin = &shared.admin;
+    let active = shared.active.get();
     NodeInfo {
         node_id: shared.node_id.clone(),
         device_fingerprint: admin.device_fingerprint.clone(),
         device: shared.device.clone(),
-        bundle_id: current_bundle(shared),
-        bundle_version: admin.bundle_version.load(Ordering::SeqCst),
+        bundle_version: active.version,
         image_version: admin.image_version.clone(),
-        certified: shared.certified(),
+        certified: shared.certification.receipts_certified(&active.bundle_id),
         certification_report_sha256: shared
             .certification
-            .verdict(&current_bundle(shared))
+            .verdict(&active.bundle_id)
             .report_sha256,
+        bundle_id: active.bundle_id,
         trusted_operators: admin.trusted().iter().map(|k| k.to_base64()).collect(),
     }
 }
@@ -262,117 +356,189 @@ async fn execute(
             if !trusted.is_empty() {
                 return Err(untrusted(&operator, &trusted));
             }
-            // Trust on first use: this node has no operator in its image
-            // and none enrolled it before.
-            let mut tofu = admin.tofu.lock().unwrap_or_else(|e| e.into_inner());
-            if tofu.is_some() {
-                return Err("another operator enrolled this node at the same moment; retry".into());
+            enroll_first(admin, &operator)
+        }
+        AdminAction::SetOperators { keys } => {
+            if !is_trusted {
+                return Err(untrusted(&operator, &trusted));
             }
-            persist_tofu(&admin.state_dir, &operator)
-                .map_err(|e| format!("cannot persist the trusted operator key: {e}"))?;
-            *tofu = Some(operator.clone());
-            tracing::warn!(
-                operator = %operator,
-                "no trusted operator configured: trusting the first enrolling operator (TOFU)"
-            );
-            Ok(format!(
-                "enrolled; operator {} is now trusted on first use",
-                operator.key_id_hex()
-            ))
+            set_operators(shared, &operator, &keys)
         }
         AdminAction::PushBundle { bundle_id, version } => {
             if !is_trusted {
                 return Err(untrusted(&operator, &trusted));
             }
-            let upload = command
-                .bundle
-                .ok_or("a bundle push without a bundle; nothing changed")?;
-            let mut receiver = UploadReceiver::new(upload.files.clone());
-            while !receiver.is_done() {
-                match reader.next().await.map_err(|e| e.to_string())? {
-                    Some(Frame::Data(chunk)) => receiver.push(&chunk)?,
-                    Some(Frame::Control(_)) => {
-                        return Err("a control message arrived inside bundle data".into())
-                    }
-                    None => return Err("the stream ended before the bundle's files".into()),
-                }
-            }
-            let current = admin.bundle_version.load(Ordering::SeqCst);
-            // Re-running a rollout reaches nodes that already switched: the
-            // same release again is a success that changes nothing, not a
-            // rollback.
-            if version == current && bundle_id == current_bundle(shared) {
-                return Ok(format!(
-                    "already running bundle {bundle_id} (release {version}); nothing changed"
-                ));
-            }
-            let files = receiver.into_files();
-            let upload = crate::bundle_store::Upload {
-                manifest: &upload.manifest,
-                release: &upload.release,
-                release_signature: &upload.release_signature,
-                files: &files,
-            };
-            let stored = admin
-                .store
-                .stage(&upload, &trusted, (&bundle_id, version), current)
-                .map_err(|e| {
-                    format!(
-                        "bundle refused: {e}; still serving bundle {}",
-                        current_bundle(shared)
-                    )
-                })?;
-            let new_id = stored.bundle.id_hex();
-            let previous = current_bundle(shared);
-            let (reply, outcome) = smol::channel::bounded(1);
-            let switch = Work::SwitchBundle(BundleSwitch {
-                bundle: stored.bundle,
-                reply,
-            });
-            if shared.queue.try_send(switch).is_err() {
-                if new_id != previous {
-                    admin.store.discard(&new_id);
-                }
-                return Err("the node is busy with jobs; retry the push later".into());
-            }
-            let switched = outcome
-                .recv()
-                .await
-                .map_err(|_| "the worker stopped during the switch".to_string())?;
-            if let Err(e) = switched {
-                if new_id != previous {
-                    admin.store.discard(&new_id);
-                }
-                return Err(format!(
-                    "the new bundle failed its self-test: {e}; still serving bundle {previous}"
-                ));
-            }
-            admin
-                .store
-                .activate(&new_id, Some(&previous))
-                .map_err(|e| format!("switched, but could not record it: {e}"))?;
-            admin
-                .bundle_version
-                .store(stored.release.version, Ordering::SeqCst);
-            *shared.bundle_id.write().unwrap_or_else(|e| e.into_inner()) = new_id.clone();
-            tracing::info!(bundle = %new_id, version = stored.release.version, "bundle switched by operator {}", operator.key_id_hex());
-            // A certification report names the bundle it certifies: the
-            // verdict for the new bundle is evaluated afresh.
-            let verdict = shared.certification.verdict(&new_id);
-            tracing::info!(certified = verdict.certified, reason = %verdict.reason, "certification re-evaluated for the new bundle");
-            Ok(format!(
-                "switched to bundle {new_id} (release {}); certified: {}",
-                stored.release.version,
-                if verdict.certified { "yes" } else { "no" }
-            ))
+            push(
+                reader,
+                shared,
+                &operator,
+                &trusted,
+                command.bundle,
+                bundle_id,
+                version,
+            )
+            .await
         }
     }
+}
+
+/// The first enrolment of a node that trusts no operator: only inside the
+/// window `--enroll-window-s` opened at start.
+fn enroll_first(admin: &AdminState, operator: &NodeId) -> Result<String, String> {
+    match admin.enroll_until {
+        None => {
+            return Err("this node is unprovisioned (it trusts no operator) and has no enrolment window open, so it refuses to trust whoever asks first: provision it (`lockstep-fleet provision-image` writes trusted_operators into the ESP), or restart lockstepd with --enroll-window-s N to accept the first enrolment within N seconds".into())
+        }
+        Some(until) if Instant::now() > until => {
+            return Err("this node's first-enrolment window (--enroll-window-s) has closed, so it refuses to trust whoever asks first: restart lockstepd with --enroll-window-s N and enroll within N seconds, or provision it".into())
+        }
+        Some(_) => {}
+    }
+    let mut operators = admin.operators.lock().unwrap_or_else(|e| e.into_inner());
+    if !operators.is_empty() {
+        return Err("another operator enrolled this node at the same moment; retry".into());
+    }
+    let pinned = vec![operator.clone()];
+    write_operators(&admin.state_dir, &pinned)
+        .map_err(|e| format!("cannot pin the operator key: {e}; nothing changed"))?;
+    *operators = pinned;
+    tracing::warn!(
+        operator = %operator,
+        "first-enrolment window: trusting and pinning the first enrolling operator (TOFU)"
+    );
+    Ok(format!(
+        "enrolled; operator {} is now this node's pinned operator (first enrolment)",
+        operator.key_id_hex()
+    ))
+}
+
+/// Replaces the pinned operator set (the sender is already trusted).
+fn set_operators(shared: &Shared, operator: &NodeId, keys: &[String]) -> Result<String, String> {
+    let admin = &shared.admin;
+    let mut parsed = Vec::with_capacity(keys.len().min(MAX_TRUSTED_OPERATORS + 1));
+    for k in keys.iter().take(MAX_TRUSTED_OPERATORS + 1) {
+        parsed.push(NodeId::parse(k).map_err(|e| {
+            format!("operator key {k:?} is not a minisign public key: {e}; nothing changed")
+        })?);
+    }
+    let new = normalise(&parsed);
+    if new.is_empty() || keys.len() > MAX_TRUSTED_OPERATORS {
+        return Err(format!(
+            "an operator set has 1 to {MAX_TRUSTED_OPERATORS} keys, not {}; nothing changed",
+            keys.len()
+        ));
+    }
+    // The active bundle is re-verified against the operators at every
+    // start: a set that cannot verify its release would orphan it.
+    let active = shared.active.get();
+    if active.version > 0 {
+        admin.store.release_signed_by(&active, &new).map_err(|e| {
+            format!(
+                "the new set cannot verify the active bundle's release ({e}); include the key that signed release {}, or push a release signed by the new set first; nothing changed",
+                active.version
+            )
+        })?;
+    }
+    let mut operators = admin.operators.lock().unwrap_or_else(|e| e.into_inner());
+    write_operators(&admin.state_dir, &new)
+        .map_err(|e| format!("cannot pin the new operator set: {e}; nothing changed"))?;
+    *operators = new.clone();
+    tracing::warn!(
+        by = %operator.key_id_hex(),
+        operators = %key_ids(&new),
+        "operator set replaced by a signed SetOperators"
+    );
+    Ok(format!(
+        "operator set replaced: {} key(s): {}",
+        new.len(),
+        key_ids(&new)
+    ))
+}
+
+/// A bundle push: receive, verify, stage, then the worker switches and
+/// records it (bundle_switch.rs).
+async fn push(
+    reader: &mut FrameReader,
+    shared: &Shared,
+    operator: &NodeId,
+    trusted: &[NodeId],
+    upload: Option<lockstep_protocol::admin::BundleUpload>,
+    bundle_id: String,
+    version: u64,
+) -> Result<String, String> {
+    let admin = &shared.admin;
+    let upload = upload.ok_or("a bundle push without a bundle; nothing changed")?;
+    let mut receiver = UploadReceiver::new(upload.files.clone());
+    while !receiver.is_done() {
+        match reader.next().await.map_err(|e| e.to_string())? {
+            Some(Frame::Data(chunk)) => receiver.push(&chunk)?,
+            Some(Frame::Control(_)) => {
+                return Err("a control message arrived inside bundle data".into())
+            }
+            None => return Err("the stream ended before the bundle's files".into()),
+        }
+    }
+    let current = shared.active.get();
+    // Re-running a rollout reaches nodes that already switched: the same
+    // release again is a success that changes nothing, not a rollback.
+    if version == current.version && bundle_id == current.bundle_id {
+        return Ok(format!(
+            "already running bundle {bundle_id} (release {version}); nothing changed"
+        ));
+    }
+    let files = receiver.into_files();
+    let upload = crate::bundle_store::Upload {
+        manifest: &upload.manifest,
+        release: &upload.release,
+        release_signature: &upload.release_signature,
+        files: &files,
+    };
+    let stored = admin
+        .store
+        .stage(&upload, trusted, (&bundle_id, version), current.floor)
+        .map_err(|e| {
+            format!(
+                "bundle refused: {e}; still serving bundle {}",
+                current.bundle_id
+            )
+        })?;
+    let new_id = stored.bundle.id_hex();
+    let new_version = stored.release.version;
+    let (reply, outcome) = smol::channel::bounded(1);
+    let switch = Work::SwitchBundle(BundleSwitch {
+        bundle: stored.bundle,
+        version: new_version,
+        reply,
+    });
+    if shared.queue.try_send(switch).is_err() {
+        admin.store.discard(&new_id, new_version);
+        return Err("the node is busy with jobs; retry the push later".into());
+    }
+    let switched = outcome
+        .recv()
+        .await
+        .map_err(|_| "the worker stopped during the switch".to_string())?;
+    let record = switched.map_err(|e| {
+        admin.store.discard(&new_id, new_version);
+        format!("{e}; still serving bundle {}", current.bundle_id)
+    })?;
+    tracing::info!(bundle = %record.bundle_id, version = record.version, "bundle switched by operator {}", operator.key_id_hex());
+    // A certification report names the bundle it certifies: the verdict
+    // for the new bundle is evaluated afresh.
+    let verdict = shared.certification.verdict(&record.bundle_id);
+    tracing::info!(certified = verdict.certified, reason = %verdict.reason, "certification re-evaluated for the new bundle");
+    Ok(format!(
+        "switched to bundle {} (release {}); certified: {}",
+        record.bundle_id,
+        record.version,
+        if verdict.certified { "yes" } else { "no" }
+    ))
 }
 
 fn untrusted(operator: &NodeId, trusted: &[NodeId]) -> String {
     if trusted.is_empty() {
         return format!(
-            "this node trusts no operator yet, so operator {} may not administer it: enroll it first",
+            "this node trusts no operator yet, so operator {} may not administer it: provision it, or enroll it inside its first-enrolment window",
             operator.key_id_hex()
         );
     }
@@ -385,4 +551,57 @@ fn untrusted(operator: &NodeId, trusted: &[NodeId]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_identity::SigningKey;
+
+    fn key() -> NodeId {
+        SigningKey::generate().public().clone()
+    }
+
+    #[test]
+    fn the_first_configured_set_is_pinned_and_wins_afterwards() {
+        let state = tempfile::tempdir().unwrap();
+        let (a, b) = (key(), key());
+        // Unprovisioned: nothing pinned, nothing written.
+        assert!(pin_operators(state.path(), &[]).unwrap().is_empty());
+        assert!(!state.path().join(OPERATORS_FILE).exists());
+        // First start with a set: pinned.
+        let pinned = pin_operators(state.path(), &[a.clone(), a.clone()]).unwrap();
+        assert_eq!(pinned, vec![a.clone()]);
+        // Another set in the config (a rewritten ESP): ignored.
+        assert_eq!(
+            pin_operators(state.path(), std::slice::from_ref(&b)).unwrap(),
+            vec![a.clone()]
+        );
+        // No set in the config (the ESP did not mount): still pinned.
+        assert_eq!(pin_operators(state.path(), &[]).unwrap(), vec![a.clone()]);
+        // The order of a set does not matter.
+        write_operators(state.path(), &normalise(&[a.clone(), b.clone()])).unwrap();
+        assert_eq!(
+            pin_operators(state.path(), &[b.clone(), a.clone()]).unwrap(),
+            normalise(&[a, b])
+        );
+    }
+
+    #[test]
+    fn a_legacy_tofu_key_is_migrated_and_a_damaged_pin_is_an_error() {
+        let state = tempfile::tempdir().unwrap();
+        let a = key();
+        std::fs::write(state.path().join(LEGACY_TOFU_FILE), a.to_public_key_file()).unwrap();
+        assert_eq!(pin_operators(state.path(), &[]).unwrap(), vec![a.clone()]);
+        assert!(!state.path().join(LEGACY_TOFU_FILE).exists());
+        assert_eq!(read_operators(state.path()).unwrap(), Some(vec![a]));
+        std::fs::write(state.path().join(OPERATORS_FILE), "not a key\n").unwrap();
+        let err = pin_operators(state.path(), &[key()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a minisign public key"), "{err}");
+        std::fs::write(state.path().join(OPERATORS_FILE), "# empty\n").unwrap();
+        let err = pin_operators(state.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("0 operator keys"), "{err}");
+    }
 }

@@ -1,11 +1,15 @@
 //! Switching the worker's backend to a new kernel bundle: the new backend
-//! is opened beside the old one and self-tested; only if it passes does it
-//! replace the old one. On any failure the node keeps serving with the
-//! bundle it had.
+//! is opened beside the old one and self-tested; only if it passes is the
+//! switch recorded (`ACTIVE`, one atomic durable rename) and the backend,
+//! the worker's bundle id and the node's shared view of the active bundle
+//! replaced, all here, in that order. So what runs, what receipts and
+//! certification name, and what a restart loads always agree. On any
+//! failure the node keeps serving with the bundle it had.
 
 use lockstep_backend::Backend;
 use lockstep_kernels::Bundle;
 
+use crate::bundle_store::ActiveRecord;
 use crate::worker::WorkerContext;
 
 /// Opens a backend of the node's kind and device with a bundle.
@@ -14,17 +18,31 @@ pub type Reopen = Box<dyn Fn(Bundle) -> Result<Box<dyn Backend>, String> + Send>
 /// A request to the worker (it owns the device).
 pub struct BundleSwitch {
     pub bundle: Bundle,
-    /// Where the outcome goes: the new bundle id, or why the node kept the
-    /// old one.
-    pub reply: smol::channel::Sender<Result<String, String>>,
+    /// The verified release version of `bundle`.
+    pub version: u64,
+    /// Where the outcome goes: the record now active, or why the node kept
+    /// the old bundle.
+    pub reply: smol::channel::Sender<Result<ActiveRecord, String>>,
 }
 
 pub fn switch(request: BundleSwitch, backend: &mut Box<dyn Backend>, ctx: &mut WorkerContext) {
     let id = request.bundle.id_hex();
+    let previous = ctx.active.get();
+    let record = ActiveRecord {
+        bundle_id: id.clone(),
+        version: request.version,
+        floor: previous.floor.max(request.version),
+    };
     let outcome = (ctx.reopen)(request.bundle)
         .map_err(|e| format!("cannot open the device with the new bundle: {e}"))
         .and_then(|mut candidate| {
-            crate::self_test::run(candidate.as_mut())?;
+            crate::self_test::run(candidate.as_mut())
+                .map_err(|e| format!("the new bundle failed its self-test: {e}"))?;
+            // Recorded before it takes effect: a crash after this line
+            // restarts into the new bundle, before it into the old one.
+            ctx.store
+                .activate(&record, (previous.version > 0).then_some(&previous))
+                .map_err(|e| format!("cannot record the switch: {e}"))?;
             Ok(candidate)
         });
     let reply = match outcome {
@@ -32,9 +50,10 @@ pub fn switch(request: BundleSwitch, backend: &mut Box<dyn Backend>, ctx: &mut W
             // The old backend (and its device handles) is dropped here,
             // after the new one proved itself.
             *backend = candidate;
-            tracing::info!(bundle = %id, "switched to the new kernel bundle");
             ctx.bundle_id = id.clone();
-            Ok(id)
+            ctx.active.set(record.clone());
+            tracing::info!(bundle = %id, version = record.version, "switched to the new kernel bundle");
+            Ok(record)
         }
         Err(e) => {
             tracing::warn!(bundle = %id, error = %e, "new kernel bundle refused; keeping the old one");

@@ -85,10 +85,20 @@ struct Args {
     /// first. 0 keeps none.
     #[arg(long)]
     retention_bytes: Option<u64>,
-    /// Test builds only (the `fault-injection` feature): flip a bit of op
-    /// K's output, `op=K[,bit=B]` or `op=all[,bit=B]`.
+    /// Test builds only (this crate's `fault-injection` feature): flip a
+    /// bit of op K's output, `op=K[,bit=B]` or `op=all[,bit=B]`.
     #[arg(long, hide = true, value_name = "op=K[,bit=B]")]
     inject_fault: Option<String>,
+    /// Test builds only (this crate's `fault-injection` feature): the GPU
+    /// worker panics on the first job.
+    #[arg(long, hide = true)]
+    inject_worker_panic: bool,
+    /// An unprovisioned node (no operator pinned, none configured) trusts
+    /// the first operator that enrolls within N seconds of this start; without
+    /// this flag it refuses every enrolment. A flag only, never a config
+    /// key: whoever can write the ESP must not be able to open it.
+    #[arg(long, value_name = "N")]
+    enroll_window_s: Option<u64>,
     /// A certifier's minisign public key whose certification reports this
     /// node accepts (repeatable; added to the config's trusted_certifiers).
     #[arg(long, value_name = "KEY")]
@@ -124,8 +134,9 @@ struct FileConfig {
     job_timeout_s: Option<u64>,
     retention_window_s: Option<u64>,
     retention_bytes: Option<u64>,
-    /// Operator public keys (minisign) allowed to administer this node;
-    /// set by the image. None: the first enrolling operator is trusted.
+    /// Operator public keys (minisign) allowed to administer this node,
+    /// pinned in the state directory on first start; later a different set
+    /// here is ignored (admin.rs).
     trusted_operators: Option<Vec<String>>,
     /// The appliance image's version, reported at enrollment.
     image_version: Option<String>,
@@ -179,7 +190,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lockstepd: {e:#}");
-            std::process::ExitCode::from(2)
+            let code = if e.is::<WorkerPanicked>() { 1 } else { 2 };
+            std::process::ExitCode::from(code)
         }
     }
 }
@@ -203,11 +215,28 @@ fn run() -> Result<()> {
 
     let fault = match &args.inject_fault {
         None => None,
-        Some(_) if !lockstep_program::FAULT_INJECTION => bail!(
-            "--inject-fault needs a test build (cargo feature fault-injection); this lockstepd cannot corrupt results"
+        // This crate's own feature, not lockstep-program's: feature
+        // unification (a test build of another crate) can turn that one on
+        // in a release binary, never this one.
+        Some(_) if !cfg!(feature = "fault-injection") => bail!(
+            "--inject-fault needs a test build (cargo feature lockstep-daemon/fault-injection); this lockstepd cannot corrupt results"
         ),
         Some(spec) => Some(lockstep_program::fault::Fault::parse(spec)?),
     };
+    if args.inject_worker_panic && !cfg!(feature = "fault-injection") {
+        bail!("--inject-worker-panic needs a test build (cargo feature lockstep-daemon/fault-injection)");
+    }
+    let enroll_window = match args.enroll_window_s {
+        Some(0) => {
+            bail!("--enroll-window-s 0 opens no window; leave the flag out, or give seconds")
+        }
+        Some(n) if n > lockstep_limits::MAX_ENROLL_WINDOW_S => bail!(
+            "--enroll-window-s {n} is over {} s; open a shorter window",
+            lockstep_limits::MAX_ENROLL_WINDOW_S
+        ),
+        n => n.map(Duration::from_secs),
+    };
+    let started = Instant::now();
     let retention = Arc::new(retention::Retention::open(
         &state,
         Duration::from_secs(
@@ -255,18 +284,45 @@ fn run() -> Result<()> {
             format!("trusted_operators entry {k:?} is not a minisign public key")
         })?);
     }
-    let trusted = admin::trusted_at_start(&state, &image_operators);
-    // A bundle the fleet pushed earlier, verified again (hashes, float
-    // model, operator signature); else the image's own.
-    let (bundle, bundle_version) = match bundle_store::BundleStore::new(&state).active(&trusted) {
-        Ok(Some(stored)) => (stored.bundle, stored.release.version),
-        Ok(None) => (Bundle::embedded()?, 0),
-        Err(e) => {
-            tracing::error!(error = %e, "the active pushed bundle does not verify; serving the image's bundle: push a bundle again");
-            (Bundle::embedded()?, 0)
+    let operators = admin::pin_operators(&state, &image_operators)?;
+    let enroll_until = match (operators.is_empty(), enroll_window) {
+        (true, Some(w)) => {
+            tracing::warn!(
+                seconds = w.as_secs(),
+                "unprovisioned: the first operator to enroll within the window will be trusted"
+            );
+            Some(started + w)
+        }
+        (true, None) => {
+            tracing::warn!("unprovisioned: no operator is trusted and enrolment is refused; provision the node or start it with --enroll-window-s N");
+            None
+        }
+        (false, w) => {
+            if w.is_some() {
+                tracing::info!("--enroll-window-s ignored: this node's operators are pinned");
+            }
+            None
         }
     };
+    // A bundle the fleet pushed earlier, verified again (hashes, float
+    // model, operator signature); else the image's own. The rollback floor
+    // is kept either way.
+    let boot = bundle_store::BundleStore::new(&state).boot(&operators);
+    if let Some(e) = &boot.problem {
+        tracing::error!(error = %e, floor = boot.floor, "the active pushed bundle does not load; serving the image's bundle: push a release newer than the floor");
+    }
+    let (bundle, bundle_version) = match boot.stored {
+        Some(stored) => (stored.bundle, stored.release.version),
+        None => (Bundle::embedded()?, 0),
+    };
     let bundle_id = bundle.id_hex();
+    let active = Arc::new(bundle_store::ActiveBundle::new(
+        bundle_store::ActiveRecord {
+            bundle_id: bundle_id.clone(),
+            version: bundle_version,
+            floor: boot.floor,
+        },
+    ));
 
     let certification = Arc::new(certification_from(
         &state,
@@ -278,6 +334,9 @@ fn run() -> Result<()> {
         device,
     )?);
 
+    // A worker panic ends the process (non-zero) after the failed jobs'
+    // errors went out, so that systemd restarts the node.
+    let (panic_tx, panic_rx) = smol::channel::bounded::<String>(1);
     // The worker thread owns the device: open it there and report back.
     let counters = Arc::new(Counters::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -294,6 +353,12 @@ fn run() -> Result<()> {
         }),
         retention: retention.clone(),
         fault,
+        store: bundle_store::BundleStore::new(&state),
+        active: active.clone(),
+        inject_panic: args.inject_worker_panic,
+        on_panic: Some(Box::new(move |what| {
+            let _ = panic_tx.try_send(what);
+        })),
     };
     std::thread::Builder::new()
         .name("gpu-worker".into())
@@ -345,9 +410,9 @@ fn run() -> Result<()> {
         counters,
         node_id,
         device: device_name,
-        bundle_id: std::sync::RwLock::new(bundle_id),
+        active,
         certification,
-        started: Instant::now(),
+        started,
         job_timeout,
         memory_limit: lockstep_limits::DEFAULT_PROGRAM_MEMORY_BYTES,
         in_flight: AtomicUsize::new(0),
@@ -359,9 +424,9 @@ fn run() -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| format!("dev (lockstepd {})", env!("CARGO_PKG_VERSION"))),
             device_fingerprint,
-            image_operators,
-            bundle_version,
-        )?),
+            operators,
+            enroll_until,
+        )),
         retention,
         budgets: budgets.clone(),
     });
@@ -386,9 +451,18 @@ fn run() -> Result<()> {
     });
 
     smol::block_on(async move {
+        let mut worker_panic = None;
         loop {
             let next = smol::future::or(async { Some(endpoint.accept().await) }, async {
                 let _ = stop_rx.recv().await;
+                None
+            });
+            let next = smol::future::or(next, async {
+                match panic_rx.recv().await {
+                    Ok(what) => worker_panic = Some(what),
+                    // No worker to panic any more: nothing to wait for.
+                    Err(_) => std::future::pending::<()>().await,
+                }
                 None
             })
             .await;
@@ -415,7 +489,11 @@ fn run() -> Result<()> {
         }
         shared.stopping.store(true, Ordering::SeqCst);
         endpoint.set_server_config(None);
-        let grace = Instant::now() + Duration::from_secs(lockstep_limits::SHUTDOWN_GRACE_S);
+        let grace = Instant::now()
+            + Duration::from_secs(match worker_panic {
+                Some(_) => lockstep_limits::WORKER_PANIC_EXIT_GRACE_S,
+                None => lockstep_limits::SHUTDOWN_GRACE_S,
+            });
         let running = shared.in_flight.load(Ordering::SeqCst);
         tracing::info!(
             running,
@@ -440,9 +518,18 @@ fn run() -> Result<()> {
         })
         .await;
         tracing::info!("stopped");
-    });
-    Ok(())
+        match worker_panic {
+            Some(what) => Err(WorkerPanicked(what).into()),
+            None => Ok(()),
+        }
+    })
 }
+
+/// The GPU worker panicked: a machine problem (exit 1), and systemd's
+/// Restart=on-failure brings the node back with a fresh device.
+#[derive(Debug, thiserror::Error)]
+#[error("the GPU worker panicked ({0}); exiting so that the node restarts")]
+struct WorkerPanicked(String);
 
 /// Trusted certifier keys (config, then flags), the --uncertified override,
 /// and the load backend a remote suite run uses.

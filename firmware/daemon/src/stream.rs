@@ -40,8 +40,9 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     pub node_id: String,
     pub device: String,
-    /// Changes when the fleet pushes a new bundle (admin.rs).
-    pub bundle_id: std::sync::RwLock<String>,
+    /// The active bundle (id, version, rollback floor); only the worker's
+    /// bundle switch changes it (bundle_switch.rs).
+    pub active: Arc<crate::bundle_store::ActiveBundle>,
     /// Whether this node may serve, and what receipts say (certification.rs).
     pub certification: Arc<crate::certification::Certification>,
     pub started: Instant,
@@ -61,10 +62,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn current_bundle_id(&self) -> String {
-        self.bundle_id
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.active.id()
     }
 
     /// Whether receipts (and status) say this node is certified.
@@ -206,11 +204,7 @@ async fn serve(
             let status = Message::Status(NodeStatus {
                 node_id: shared.node_id.clone(),
                 device: shared.device.clone(),
-                bundle_id: shared
-                    .bundle_id
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
+                bundle_id: shared.current_bundle_id(),
                 certified: shared.certified(),
                 certification: shared
                     .certification

@@ -88,13 +88,50 @@ pub struct WorkerContext {
     /// Opens a backend of this node's kind and device with a given bundle
     /// (a bundle switch).
     pub reopen: crate::bundle_switch::Reopen,
+    /// Where a bundle switch is recorded (`ACTIVE`).
+    pub store: crate::bundle_store::BundleStore,
+    /// The node's shared view of the active bundle; only a switch on this
+    /// thread changes it (bundle_switch.rs).
+    pub active: Arc<crate::bundle_store::ActiveBundle>,
+    /// Test builds only (`--inject-worker-panic`): the next job panics.
+    pub inject_panic: bool,
+    /// Called once if the worker panics: the process must end non-zero so
+    /// that systemd restarts it with a fresh device.
+    pub on_panic: Option<Box<dyn FnOnce(String) + Send>>,
 }
 
-/// Runs jobs until the process ends.
+/// What a job is told when the worker panicked under it or before it.
+fn worker_failed(what: &str) -> JobError {
+    JobError {
+        kind: ErrorKind::Internal,
+        message: format!(
+            "the node's GPU worker failed ({what}); the node restarts: resubmit the job in a few seconds"
+        ),
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// Runs jobs until the process ends. A panic while running one fails that
+/// job with a typed `Internal` error, reports the panic (`on_panic`: the
+/// process then exits non-zero), and from then on every queued request is
+/// refused the same way without touching the backend, whose state the
+/// panic may have left half-changed.
 pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
     let device = device_record(backend.fingerprint());
-    loop {
-        match smol::block_on(queue.receive()) {
+    let failure = loop {
+        let work = smol::block_on(queue.receive());
+        let job_reply = match &work {
+            Work::Run(job) => Some(job.reply.clone()),
+            _ => None,
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
             Work::Run(job) => run_one(job, backend.as_mut(), &device, &ctx),
             Work::SwitchBundle(switch) => {
                 crate::bundle_switch::switch(switch, &mut backend, &mut ctx)
@@ -102,6 +139,39 @@ pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: Wor
             Work::Certify(job) => {
                 let load = ctx.certification.load.clone();
                 crate::certification::run_remote(job, backend.as_mut(), &ctx, load.as_ref())
+            }
+        }));
+        if let Err(payload) = outcome {
+            let what = panic_text(payload.as_ref());
+            if let Some(reply) = job_reply {
+                ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.try_send(Err(worker_failed(&format!("panic: {what}"))));
+            }
+            break what;
+        }
+    };
+    tracing::error!(panic = %failure, "the GPU worker panicked: failing queued work and exiting so the node restarts");
+    if let Some(report) = ctx.on_panic.take() {
+        report(failure.clone());
+    }
+    drop(backend);
+    loop {
+        match smol::block_on(queue.receive()) {
+            Work::Run(job) => {
+                ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = job
+                    .reply
+                    .try_send(Err(worker_failed("an earlier job panicked")));
+            }
+            Work::SwitchBundle(switch) => {
+                let _ = switch.reply.try_send(Err(
+                    "the GPU worker failed; the node restarts: push again".into(),
+                ));
+            }
+            Work::Certify(job) => {
+                let _ = job
+                    .reply
+                    .try_send(Err(worker_failed("an earlier job panicked")));
             }
         }
     }
@@ -111,6 +181,10 @@ fn run_one(job: Job, backend: &mut dyn Backend, device: &DeviceRecord, ctx: &Wor
     if Instant::now() > job.deadline {
         ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
         return;
+    }
+    // Test builds only: how a driver or executor bug would surface.
+    if cfg!(feature = "fault-injection") && ctx.inject_panic {
+        panic!("injected worker panic (--inject-worker-panic)");
     }
     let reply = job.reply.clone();
     let outcome = run_job(job, backend, device, ctx);

@@ -380,3 +380,73 @@ fn sigterm_stops_the_node_cleanly_and_it_comes_back_as_itself() {
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(start(&state, "cpu").key, key);
 }
+
+/// A lockstepd built without this crate's `fault-injection` feature (a
+/// plain `cargo build`/`cargo test`, release or not, whatever other crates
+/// turn on in lockstep-program) refuses the test-only flags outright.
+#[cfg(not(feature = "fault-injection"))]
+#[test]
+fn a_build_without_the_test_feature_refuses_fault_injection() {
+    let dir = tempfile::tempdir().unwrap();
+    for flags in [
+        &["--inject-fault", "op=0"][..],
+        &["--inject-worker-panic"][..],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
+            .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+            .arg(dir.path().join("s"))
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains("needs a test build"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// A panic in the GPU worker fails the running job with a typed Internal
+/// error, then ends the process non-zero (so systemd's Restart=on-failure
+/// brings the node back), instead of leaving a node whose jobs all time
+/// out.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_worker_panic_fails_the_job_and_ends_the_process_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = common::start(
+        &dir.path().join("state"),
+        "cpu",
+        &["--inject-worker-panic", "--job-timeout-s", "120"],
+    );
+    let started = std::time::Instant::now();
+    let o = lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(&dir.path().join("r.json")),
+        "exec",
+        s(&examples().join("attention.json")),
+        "--out-dir",
+        s(&dir.path().join("out")),
+    ]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("GPU worker failed"), "{}", o.stderr);
+    assert!(o.stderr.contains("resubmit"), "{}", o.stderr);
+    // Long before the job time limit.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lockstepd kept running after its worker panicked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1), "exit status {status:?}");
+}

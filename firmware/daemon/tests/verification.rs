@@ -1,10 +1,13 @@
 //! Verification against real nodes on loopback: full re-execution, spot
 //! checks and disputes, with a node built with the test-only
-//! `fault-injection` feature (this crate's dev-dependency turns it on) that
-//! flips a bit of chosen op outputs.
+//! `fault-injection` feature that flips a bit of chosen op outputs. Compiled
+//! only with this crate's feature (`make test` passes
+//! `--features lockstep-daemon/fault-injection`); without it lockstepd
+//! refuses the flag (tests/node.rs checks that).
 //!
 //! The `lockstep` client is taken from the same target directory
 //! (`cargo test --workspace` builds both).
+#![cfg(feature = "fault-injection")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -372,8 +375,8 @@ fn evidence_past_its_window_is_refused_clearly_and_the_node_serves_on() {
 
 #[test]
 fn a_bad_fault_spec_is_a_one_line_usage_error() {
-    // This lockstepd has the feature (the dev-dependency); a release build
-    // refuses the flag outright (docs/verification.md).
+    // This lockstepd has the feature (this file is compiled only then); a
+    // build without it refuses the flag outright (docs/verification.md).
     let dir = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
         .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])

@@ -161,8 +161,26 @@ pub const MAX_BUNDLE_UPLOAD_BYTES: u64 = 64 * 1024 * 1024;
 /// ones are deleted after a switch so pushes cannot fill the disk.
 pub const MAX_STORED_BUNDLES: usize = 3;
 
-/// Most operator keys a node trusts (its image's list plus TOFU).
+/// Most operator keys a node trusts (its pinned operator set).
 pub const MAX_TRUSTED_OPERATORS: usize = 64;
+
+/// Longest first-enrolment window `lockstepd --enroll-window-s` may open:
+/// an unprovisioned node trusts the first enrolling operator only this
+/// long after it starts, and never without the flag.
+pub const MAX_ENROLL_WINDOW_S: u64 = 24 * 3600;
+
+/// Largest `STATE/operators` file (the pinned operator set) a node reads:
+/// `MAX_TRUSTED_OPERATORS` minisign public keys with comments fit.
+pub const MAX_OPERATORS_FILE_BYTES: usize = 64 * 1024;
+
+/// Largest `STATE/bundles/ACTIVE` record (bundle id, version, floor) a node
+/// reads.
+pub const MAX_ACTIVE_RECORD_BYTES: usize = 4096;
+
+/// After a panic in the GPU worker, how long lockstepd lets network tasks
+/// deliver the failed jobs' errors before it exits non-zero (so systemd
+/// restarts it).
+pub const WORKER_PANIC_EXIT_GRACE_S: u64 = 5;
 
 /// Nodes one `lockstep-fleet bundle push --all` works on at once: enough to
 /// overlap network waits, few enough not to flood the operator's uplink.

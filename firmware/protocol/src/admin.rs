@@ -53,8 +53,9 @@ pub struct NodeInfo {
     /// SHA-256 (hex) of the certification report the node serves under, if
     /// certified.
     pub certification_report_sha256: Option<String>,
-    /// The operator keys the node accepts admin commands from; empty means
-    /// the next enrolling operator is trusted on first use.
+    /// The operator keys the node accepts admin commands from (its pinned
+    /// set); empty means unprovisioned: only an enrolment inside the node's
+    /// first-enrolment window is accepted.
     pub trusted_operators: Vec<String>,
 }
 
@@ -81,10 +82,14 @@ pub fn challenge_statement(challenge: &[u8; 32], info: &NodeInfo, nonce: &[u8; 3
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum AdminAction {
-    /// Be enrolled: trust this operator if the node trusts none yet.
+    /// Be enrolled. A node that trusts no operator yet trusts this one only
+    /// inside its first-enrolment window (`lockstepd --enroll-window-s`).
     Enroll,
     /// Switch to the bundle that follows (its id and release version).
     PushBundle { bundle_id: String, version: u64 },
+    /// Replace the node's pinned operator set with `keys` (minisign public
+    /// keys, 1 to `MAX_TRUSTED_OPERATORS`); signed by a current operator.
+    SetOperators { keys: Vec<String> },
 }
 
 /// The signed part of an admin command (canonical JSON).
