@@ -29,9 +29,20 @@ kvm_usable() {
     [ -r /dev/kvm ] && [ -w /dev/kvm ] || { why="no read/write /dev/kvm"; return 1; }
     local rc
     # An inner shell waits for QEMU, so an abort notice goes nowhere.
-    rc=$(bash -c 'timeout 5 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 \
-        -display none -serial none -monitor none -nodefaults >/dev/null 2>&1; echo $?' 2>/dev/null)
-    [ "$rc" = 124 ] && return 0
+    # The probe runs the same firmware the boot will: on some nested hosts
+    # KVM starts fine but OVMF's first instructions hit "KVM internal
+    # error ... emulation failure", which pauses the guest without ending
+    # QEMU, so the exit code alone cannot tell.
+    local log
+    log=$(mktemp)
+    rc=$(bash -c 'timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 \
+        -drive if=pflash,format=raw,readonly=on,file='"$ovmf_code"' \
+        -display none -serial none -monitor none -nodefaults >/dev/null 2>"'"$log"'"; echo $?' 2>/dev/null)
+    if [ "$rc" = 124 ] && ! grep -qi "internal error\|emulation failure" "$log"; then
+        rm -f "$log"
+        return 0
+    fi
+    rm -f "$log"
     why="QEMU with KVM fails on this machine (nested virtualisation?)"
     return 1
 }
