@@ -13,7 +13,15 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 OUT=${OUT:-$here/out}
-die() { echo "image-test: FAIL: $*" >&2; exit 1; }
+# On failure the guest's console says why: its last lines go to stderr.
+die() {
+    echo "image-test: FAIL: $*" >&2
+    if [ -n "${console:-}" ] && [ -f "$console" ]; then
+        echo "== image-test: last console lines ($console):" >&2
+        tail -n 60 "$console" | tr -d '\r' >&2
+    fi
+    exit 1
+}
 say() { echo "== image-test: $*" >&2; }
 
 IMAGE=${IMAGE:-$(ls -t "$OUT"/lockstep-*.raw 2>/dev/null | grep -v -- '-nvidia' | head -n 1 || true)}
