@@ -12,7 +12,11 @@ fn main() {
     let mut code = embed(root, "src/kernels", "EMBEDDED_FILES");
     // The test-only portable bundle (no RoundingModeRTE), for
     // cross-implementation tests; Bundle::embedded_portable.
-    code.push_str(&embed(root, "src/kernels/portable", "EMBEDDED_PORTABLE_FILES"));
+    code.push_str(&embed(
+        root,
+        "src/kernels/portable",
+        "EMBEDDED_PORTABLE_FILES",
+    ));
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded.rs");
     std::fs::write(out, code).unwrap();
 }

@@ -276,7 +276,10 @@ fn validate_manifest(m: &Manifest) -> Result<BundleKind, BundleError> {
                 k.name,
                 k.binaries.keys().map(|v| v.as_str()).collect::<Vec<_>>(),
                 kind.as_str(),
-                kind.variants().iter().map(|v| v.as_str()).collect::<Vec<_>>()
+                kind.variants()
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
             ));
         }
         for &variant in kind.variants() {

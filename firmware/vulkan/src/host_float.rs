@@ -64,6 +64,37 @@ impl FloatEnv {
     }
 }
 
+/// This thread's float environment now (`None` where not x86-64).
+///
+/// A driver that runs shaders on the calling thread may leave it changed:
+/// SwiftShader sets DAZ and FTZ for its shaders. Code that computes the
+/// CPU reference in a process that also drives such a device should do so
+/// inside `with_env(FloatEnv::IEEE, ...)`.
+pub fn current() -> Option<FloatEnv> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(deprecated)]
+        use std::arch::x86_64::_mm_getcsr;
+        // SAFETY: reading MXCSR has no side effect; SSE2 is part of x86-64.
+        #[allow(deprecated)]
+        let bits = unsafe { _mm_getcsr() };
+        Some(FloatEnv {
+            flush_inputs: bits & (1 << 6) != 0,
+            flush_outputs: bits & (1 << 15) != 0,
+            rounding: match (bits >> 13) & 3 {
+                0 => Rounding::NearestEven,
+                1 => Rounding::Down,
+                2 => Rounding::Up,
+                _ => Rounding::TowardZero,
+            },
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// Whether [`with_env`] can model environments on this host.
 pub fn supported() -> bool {
     cfg!(target_arch = "x86_64")
