@@ -87,6 +87,11 @@ pub struct Check {
     pub failed: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_mismatch: Option<Mismatch>,
+    /// Every failing record or case (at most `MAX_LISTED_FAILURES`), each
+    /// put down to a float-model property (docs/certification.md,
+    /// "Diagnosis").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<crate::diagnosis::Failure>,
 }
 
 impl Check {
@@ -97,7 +102,16 @@ impl Check {
             cases,
             failed,
             first_mismatch,
+            failures: Vec::new(),
         }
+    }
+
+    /// The check with its failures listed (the first
+    /// `MAX_LISTED_FAILURES`; `failed` still counts them all).
+    pub fn with_failures(mut self, mut failures: Vec<crate::diagnosis::Failure>) -> Check {
+        failures.truncate(lockstep_limits::MAX_LISTED_FAILURES);
+        self.failures = failures;
+        self
     }
 }
 
@@ -148,6 +162,15 @@ pub struct Report {
     pub performance: Performance,
     /// True only if every check passed.
     pub passed: bool,
+    /// The failures of every check, counted by the float-model property
+    /// they are put down to (empty when every check passed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnosis: Vec<crate::diagnosis::PropertyCount>,
+    /// Set only on a non-conforming cross-implementation test run (a device
+    /// opened without the float controls the model needs): why. Such a
+    /// report never passes and never certifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_conforming: Option<String>,
     /// RFC 3339 UTC.
     pub started_at: String,
     pub finished_at: String,
@@ -231,6 +254,11 @@ impl Report {
         let complete = REQUIRED_CHECKS
             .iter()
             .all(|name| self.checks.iter().any(|c| c.name == *name));
+        if self.passed && self.non_conforming.is_some() {
+            return Err(ReportError::Malformed(
+                "the report says passed, but it is from a non-conforming cross-implementation test run".into(),
+            ));
+        }
         if self.passed && !(all && complete) {
             return Err(ReportError::Malformed(format!(
                 "the report says passed, but not every one of the checks {} is present and passing",
@@ -263,6 +291,11 @@ impl Report {
     /// Why this report does not certify `device` running `bundle_id`, if it
     /// does not: one line saying what to do.
     pub fn certifies(&self, device: &DeviceIdentity, bundle_id: &str) -> Result<(), String> {
+        if self.non_conforming.is_some() {
+            return Err(
+                "the installed report is from a non-conforming cross-implementation test run, which never certifies; certify the device as it is opened for serving".into(),
+            );
+        }
         if !self.passed {
             let failed: Vec<&str> = self
                 .checks
@@ -316,6 +349,9 @@ impl Report {
             ),
         );
         line(&mut s, format!("bundle   {}", self.bundle_id));
+        if let Some(why) = &self.non_conforming {
+            line(&mut s, format!("NOTE     {why}"));
+        }
         if let Some(node) = &self.node {
             line(&mut s, format!("node     {node}"));
         }
@@ -339,6 +375,34 @@ impl Report {
                     ),
                 );
             }
+            for f in &c.failures {
+                line(
+                    &mut s,
+                    format!(
+                        "      [{}] {} {}: {}",
+                        f.property, f.kernel, f.case, f.detail
+                    ),
+                );
+            }
+            let listed = c.failures.len() as u64;
+            if listed > 0 && listed < c.failed {
+                line(
+                    &mut s,
+                    format!("      ... {} more failures not listed", c.failed - listed),
+                );
+            }
+        }
+        if !self.diagnosis.is_empty() {
+            line(
+                &mut s,
+                "diagnosis (failures by float-model property):".into(),
+            );
+            for d in &self.diagnosis {
+                line(
+                    &mut s,
+                    format!("  {:>5}  {:<36} {}", d.count, d.property, d.meaning),
+                );
+            }
         }
         let p = &self.performance;
         line(
@@ -357,6 +421,8 @@ impl Report {
                 "{} ({} .. {})",
                 if self.passed {
                     "CERTIFIED: every check passed"
+                } else if self.non_conforming.is_some() {
+                    "NOT CERTIFIED: a non-conforming cross-implementation test run never certifies"
                 } else {
                     "NOT CERTIFIED: a check failed"
                 },

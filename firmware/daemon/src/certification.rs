@@ -357,6 +357,8 @@ mod tests {
                 suite_seconds: "1".into(),
             },
             passed,
+            diagnosis: Vec::new(),
+            non_conforming: None,
             started_at: "2026-11-24T00:00:00Z".into(),
             finished_at: "2026-11-24T00:00:01Z".into(),
         }
