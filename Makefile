@@ -4,8 +4,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need: the Vulkan loader,
-# Mesa's lavapipe (a CPU Vulkan device), the pinned shader toolchain, and
-# the stock minisign tool that checks the node's signatures in the tests.
+# Mesa's lavapipe (a CPU Vulkan device), the pinned shader toolchain, the
+# stock minisign tool that checks the node's signatures in the tests, and
+# Khronos' validation layer for the validated test run.
 DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and boot-testing the appliance image needs (image/README.md).
@@ -94,9 +95,12 @@ demo: deps
 	echo "== the node's outputs equal the local CPU reference's, bit for bit"
 
 # The last line totals every test binary's results, so one line says it all.
+# Before it, the Vulkan tests and the examples run again under the Khronos
+# validation layer (.ci/validation.sh): any message fails the run.
 test: deps swiftshader
 	@mkdir -p target
 	set -o pipefail; LOCKSTEP_SWIFTSHADER_ICD=$(CURDIR)/$(SWIFTSHADER_ICD) $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
+	.ci/validation.sh $(CURDIR)/$(SWIFTSHADER_ICD)
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.log
 
 lint:
