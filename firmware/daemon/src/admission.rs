@@ -313,7 +313,7 @@ mod tests {
     use super::*;
 
     fn src(s: &str) -> Source {
-        Source::of(format!("{s}").parse::<SocketAddr>().unwrap())
+        Source::of(s.parse::<SocketAddr>().unwrap())
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn authorize(
     match access {
         EvidenceAccess::Receipt { receipt, signature } => {
             let node = shared.admin.key.node_id();
-            let r = Receipt::verify(receipt, signature, &node).map_err(|e| {
+            let r = Receipt::verify(receipt, signature, node).map_err(|e| {
                 err(
                     ErrorKind::Unauthorized,
                     format!("evidence is served to holders of the job's receipt from this node; the receipt given does not verify: {e}"),

@@ -15,7 +15,6 @@
 //! `kernels-spirv/build.sh` is the front door; CI runs `check`.
 
 #![forbid(unsafe_code)]
-#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
