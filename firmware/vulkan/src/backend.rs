@@ -159,9 +159,9 @@ impl VulkanBackend {
             OpenMode::CrossImplementationTest => {
                 let missing = info.missing_float_controls();
                 let missing = if missing.is_empty() {
-                    "no missing float control".to_string()
+                    "every float control advertised".to_string()
                 } else {
-                    format!("no {} advertised", missing.join(", "))
+                    format!("{} not advertised", missing.join(", "))
                 };
                 let why = format!(
                     "NON-CONFORMING cross-implementation test run on {} ({missing} for 32-bit \

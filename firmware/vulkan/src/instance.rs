@@ -55,7 +55,15 @@ impl DeviceInfo {
             .into_iter()
             .find(|&(_, needed, have)| needed > have)
             .map(|(what, needed, limit)| BackendError::UnsupportedLimit {
-                what: format!("{what} on {}", self.name),
+                what: if what == RTE_REQUIREMENT {
+                    format!(
+                        "{what} on {} (it cannot keep the float model; only \
+                         --cross-implementation-test opens it, for comparison)",
+                        self.name
+                    )
+                } else {
+                    format!("{what} on {}", self.name)
+                },
                 needed,
                 limit,
             })
