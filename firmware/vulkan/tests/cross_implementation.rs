@@ -120,6 +120,57 @@ fn swiftshader_is_refused_for_real_and_opens_only_as_a_labelled_test() {
     assert!(lvp.non_conforming().is_none());
 }
 
+#[test]
+fn the_portable_bundle_gives_the_same_bits_on_lavapipe() {
+    let Some(d) = devices() else { return };
+    // lavapipe advertises RTE, but the test-only mode always loads the
+    // portable binaries: they must be as exact there as on SwiftShader.
+    let mut lvp = VulkanBackend::new_cross_implementation_test(Some(d.lavapipe)).unwrap();
+    assert_eq!(lvp.variant(), Variant::Portable);
+    assert!(lvp
+        .non_conforming()
+        .unwrap()
+        .contains("DenormPreserve not advertised"));
+    let program = Program::from_json(include_bytes!("../../../examples/attention.json")).unwrap();
+    let cpu = run_program(&mut CpuBackend::new(), &program);
+    assert_same_run(
+        "attention",
+        &cpu,
+        &run_program(&mut lvp, &program),
+        "lavapipe (portable)",
+    );
+    for (seed, name) in ["gelu", "exp", "softmax_rows", "layernorm_rows"]
+        .iter()
+        .enumerate()
+    {
+        let o = Op::parse(name, &BTreeMap::new()).unwrap();
+        let shapes: Vec<Vec<usize>> = match *name {
+            "layernorm_rows" => vec![vec![33, 70], vec![70], vec![70]],
+            _ => vec![vec![33, 70]],
+        };
+        let inputs: Vec<Tensor> = shapes
+            .into_iter()
+            .map(|s| {
+                Tensor::filled(
+                    s,
+                    seed as u64,
+                    Fill::Edgy {
+                        edge_per_mille: 100,
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let want = CpuBackend::new().run(&o, &refs).unwrap();
+        let got = lvp.run(&o, &refs).unwrap();
+        assert!(
+            got.bit_eq(&want),
+            "{name} with edge values on lavapipe (portable)"
+        );
+    }
+}
+
 /// Runs a program with tracing: (outputs, trace root).
 fn run_program(
     backend: &mut dyn Backend,
