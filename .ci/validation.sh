@@ -28,7 +28,8 @@ cargo build --locked -q -p lockstep-cli
 lockstep="${CARGO_TARGET_DIR:-target}/debug/lockstep"
 # The loader skips a layer named in VK_INSTANCE_LAYERS that it cannot find,
 # so first prove this one is loaded.
-VK_LOADER_DEBUG=layer "$lockstep" devices 2>&1 | grep -q 'Insert instance layer "VK_LAYER_KHRONOS_validation"' ||
+VK_LOADER_DEBUG=layer "$lockstep" devices > "$out/loader.log" 2>&1 || true
+grep -q 'Insert instance layer "VK_LAYER_KHRONOS_validation"' "$out/loader.log" ||
     { echo "validation: VK_LAYER_KHRONOS_validation is not loaded; install vulkan-validationlayers (make deps)"; exit 1; }
 echo "== validation: cargo test -p lockstep-vulkan under VK_LAYER_KHRONOS_validation (sync validation, best practices)"
 cargo test --locked -q -p lockstep-vulkan >> "$log" 2>&1 || { cat "$log"; echo "validation: the Vulkan tests failed under the validation layer"; exit 1; }
