@@ -4,16 +4,23 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need: the Vulkan loader,
-# Mesa's lavapipe (a CPU Vulkan device), the pinned shader toolchain, and
-# the stock minisign tool that checks the node's signatures in the tests.
-DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign
+# Mesa's lavapipe (a CPU Vulkan device), the pinned shader toolchain, the
+# stock minisign tool that checks the node's signatures in the tests, and
+# Khronos' validation layer for the validated test run.
+DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and boot-testing the appliance image needs (image/README.md).
 IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf
 DEMO_DIR := target/demo
+# Google's SwiftShader Vulkan driver, a second implementation for the
+# cross-implementation tests (docs/float-model.md, "Implementations"): the
+# two files it needs, taken from Debian's chromium-common package without
+# installing Chromium. Fetched once; `make clean` removes it.
+SWIFTSHADER_DIR := target/swiftshader
+SWIFTSHADER_ICD := $(SWIFTSHADER_DIR)/usr/lib/chromium/vk_swiftshader_icd.json
 LOCKSTEP := target/release/lockstep
 
-.PHONY: deps demo test lint bench kernels image image-deps image-test clean
+.PHONY: deps swiftshader demo test lint bench kernels image image-deps image-test clean
 
 # install-missing PACKAGES: apt-get installs those not installed yet.
 define install-missing
@@ -30,6 +37,21 @@ endef
 deps:
 	$(call install-missing,$(DEB_PACKAGES))
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+# Idempotent: nothing happens when the ICD is already there. Only apt is
+# asked for the package (the lists are refreshed once if it is unknown).
+swiftshader: $(SWIFTSHADER_ICD)
+
+$(SWIFTSHADER_ICD):
+	@mkdir -p $(SWIFTSHADER_DIR)/deb
+	@cd $(SWIFTSHADER_DIR)/deb && rm -f chromium-common_*.deb && \
+	{ apt-get download -q chromium-common 2>/dev/null || \
+	  { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && apt-get download -q chromium-common; }; } || \
+	{ echo "make swiftshader: apt-get download chromium-common failed; the cross-implementation tests need it (docs/float-model.md)"; exit 1; }
+	@dpkg-deb --fsys-tarfile $(SWIFTSHADER_DIR)/deb/chromium-common_*.deb | \
+	  tar -x -C $(SWIFTSHADER_DIR) ./usr/lib/chromium/libvk_swiftshader.so ./usr/lib/chromium/vk_swiftshader_icd.json
+	@rm -rf $(SWIFTSHADER_DIR)/deb
+	@echo "SwiftShader: $(SWIFTSHADER_ICD)"
 
 # The main job on the default device: train the example MLP (60 Adam steps,
 # 2136 traced ops) on Vulkan, print the loss curve, the trace root, the
@@ -76,11 +98,14 @@ demo: deps
 # The last line totals every test binary's results, so one line says it all.
 # The test-only fault injection is lockstep-daemon's own feature, turned on
 # here explicitly (no dependency turns it on); the second run rebuilds
-# lockstepd without it and proves that build refuses --inject-fault.
-test: deps
+# lockstepd without it and proves that build refuses --inject-fault. Then
+# the Vulkan tests and the examples run again under the Khronos validation
+# layer (.ci/validation.sh): any message fails the run.
+test: deps swiftshader
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test --workspace --locked --features lockstep-daemon/fault-injection 2>&1 | tee target/test-output.log
+	set -o pipefail; LOCKSTEP_SWIFTSHADER_ICD=$(CURDIR)/$(SWIFTSHADER_ICD) $(CARGO) test --workspace --locked --features lockstep-daemon/fault-injection 2>&1 | tee target/test-output.log
 	set -o pipefail; $(CARGO) test --locked -p lockstep-daemon --test node -- a_build_without_the_test_feature 2>&1 | tee -a target/test-output.log
+	.ci/validation.sh $(CURDIR)/$(SWIFTSHADER_ICD)
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.log
 
 lint:

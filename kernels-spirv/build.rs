@@ -9,10 +9,23 @@ use std::path::Path;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest_path = root.join("src/kernels/manifest.json");
+    let mut code = embed(root, "src/kernels", "EMBEDDED_FILES");
+    // The test-only portable bundle (no RoundingModeRTE), for
+    // cross-implementation tests; Bundle::embedded_portable.
+    code.push_str(&embed(
+        root,
+        "src/kernels/portable",
+        "EMBEDDED_PORTABLE_FILES",
+    ));
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded.rs");
+    std::fs::write(out, code).unwrap();
+}
+
+fn embed(root: &Path, dir: &str, name: &str) -> String {
+    let manifest_path = root.join(dir).join("manifest.json");
     println!("cargo:rerun-if-changed={}", manifest_path.display());
     let text = std::fs::read_to_string(&manifest_path)
-        .expect("read kernels-spirv/src/kernels/manifest.json");
+        .unwrap_or_else(|e| panic!("read {}: {e}", manifest_path.display()));
     let manifest: serde_json::Value = serde_json::from_str(&text).expect("parse manifest.json");
     let mut files = Vec::new();
     for kernel in manifest["kernels"].as_array().expect("kernels array") {
@@ -25,9 +38,9 @@ fn main() {
         }
     }
     files.sort();
-    let mut code = String::from("pub(crate) static EMBEDDED_FILES: &[(&str, &[u8])] = &[\n");
+    let mut code = format!("pub(crate) static {name}: &[(&str, &[u8])] = &[\n");
     for f in &files {
-        let path = root.join("src/kernels").join(f);
+        let path = root.join(dir).join(f);
         println!("cargo:rerun-if-changed={}", path.display());
         if path.exists() {
             writeln!(
@@ -44,6 +57,5 @@ fn main() {
         }
     }
     code.push_str("];\n");
-    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded.rs");
-    std::fs::write(out, code).unwrap();
+    code
 }

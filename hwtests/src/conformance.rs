@@ -166,6 +166,27 @@ pub fn compute(
     })
 }
 
+/// The cases and examples whose hashes differ from the golden ones (or
+/// have none), in case order, then examples.
+pub fn failing(got: &Golden, golden: &Golden) -> (Vec<Case>, Vec<(&'static str, &'static [u8])>) {
+    let cases = cases()
+        .into_iter()
+        .filter(|c| {
+            let e = golden.cases.get(&c.id);
+            e.is_none() || e != got.cases.get(&c.id)
+        })
+        .collect();
+    let examples = EXAMPLES
+        .iter()
+        .filter(|(name, _)| {
+            let e = golden.examples.get(*name);
+            e.is_none() || e != got.examples.get(*name)
+        })
+        .copied()
+        .collect();
+    (cases, examples)
+}
+
 /// Compares a run with the golden hashes: the first mismatch in case order,
 /// then examples.
 pub fn compare(got: &Golden, golden: &Golden) -> Check {

@@ -7,6 +7,8 @@
 //!   the example programs, against golden SHA-256 hashes from the CPU
 //!   reference (`hwtests/golden.json`).
 //! - [`stability`]: repeated runs, alone and under load, give the same bits.
+//! - [`diagnosis`]: every failure put down to a float-model property
+//!   (subnormals flushed, rounding, contraction, signed zero, inf/NaN).
 //! - [`suite`]: all of it, plus limits and performance, into a [`Report`].
 //! - [`report`]: the report's canonical JSON, its signatures, and the checks
 //!   a node makes before trusting one.
@@ -18,6 +20,7 @@
 
 pub mod cases;
 pub mod conformance;
+pub mod diagnosis;
 mod probe_cases;
 pub mod probes;
 pub mod report;

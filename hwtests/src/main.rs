@@ -74,6 +74,12 @@ struct RunArgs {
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
+    /// TEST ONLY: run the suite on a Vulkan device whose float controls are
+    /// not advertised (e.g. SwiftShader), opened with the test-only
+    /// portable bundle, to diagnose it. The report is NON-CONFORMING: it
+    /// never passes, never certifies, and says so.
+    #[arg(long, conflicts_with = "node")]
+    cross_implementation_test: bool,
 }
 
 #[derive(Subcommand)]
@@ -298,21 +304,39 @@ fn certify(args: &RunArgs) -> Result<ExitCode, Failure> {
 fn run_local(args: &RunArgs, node: Option<String>) -> Result<Report, Failure> {
     let golden = Golden::committed().map_err(|e| Failure::Machine(e.into()))?;
     let bundle = Bundle::embedded().context("loading the built-in kernel bundle")?;
-    let bundle_id = bundle.id_hex();
+    let mut bundle_id = bundle.id_hex();
     let device = args.device;
+    let machine_or_usage = |e: lockstep_backend::BackendError| {
+        if e.is_input_error() {
+            usage(e.to_string())
+        } else {
+            Failure::Machine(e.into())
+        }
+    };
     let (mut backend, load): (Box<dyn Backend>, LoadFactory) = match args.backend {
+        BackendKind::Cpu if args.cross_implementation_test => {
+            return Err(usage(
+                "--cross-implementation-test opens a Vulkan device; drop --backend cpu",
+            ))
+        }
+        BackendKind::Vulkan if args.cross_implementation_test => {
+            let b =
+                VulkanBackend::new_cross_implementation_test(device).map_err(machine_or_usage)?;
+            bundle_id = b.bundle().id_hex();
+            (
+                Box::new(b),
+                Box::new(move || {
+                    VulkanBackend::new_cross_implementation_test(device)
+                        .map(|b| Box::new(b) as Box<dyn Backend>)
+                }),
+            )
+        }
         BackendKind::Cpu => (
             Box::new(CpuBackend::new()),
             Box::new(|| Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>)),
         ),
         BackendKind::Vulkan => {
-            let b = VulkanBackend::new(bundle.clone(), device).map_err(|e| {
-                if e.is_input_error() {
-                    usage(e.to_string())
-                } else {
-                    Failure::Machine(e.into())
-                }
-            })?;
+            let b = VulkanBackend::new(bundle.clone(), device).map_err(machine_or_usage)?;
             (
                 Box::new(b),
                 Box::new(move || {

@@ -11,6 +11,7 @@
 use lockstep_backend::{Backend, BackendError};
 use lockstep_kernels::reference::probe;
 
+use crate::diagnosis::{self, Failure, Property};
 pub use crate::probe_cases::CASES;
 use crate::report::{Check, Mismatch};
 
@@ -29,6 +30,16 @@ pub fn run(
     backend: &mut dyn Backend,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Check, BackendError> {
+    run_diagnosed(backend, progress).map(|(check, _)| check)
+}
+
+/// [`run`], with every failing record put down to a property (also listed
+/// in the check).
+pub fn run_diagnosed(
+    backend: &mut dyn Backend,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Check, Vec<(Property, Failure)>), BackendError> {
+    let mut failures = Vec::new();
     let mut first = None;
     let mut failed = 0u64;
     for kernel in probe::PROBES {
@@ -42,6 +53,21 @@ pub fn run(
                 .unwrap_or(&[]);
             if got != case.expected {
                 failed += 1;
+                let property = diagnosis::probe(*kernel, &case.input, case.expected, got);
+                failures.push((
+                    property,
+                    Failure {
+                        kernel: kernel.name.to_string(),
+                        case: format!("{} (record {i})", case.what),
+                        property: property.as_str().to_string(),
+                        detail: format!(
+                            "input {} expected {} got {}",
+                            words(&case.input),
+                            words(case.expected),
+                            words(got)
+                        ),
+                    },
+                ));
                 first.get_or_insert_with(|| Mismatch {
                     kernel: kernel.name.to_string(),
                     case: format!("{} (record {i}: {})", case.what, words(&case.input)),
@@ -51,7 +77,11 @@ pub fn run(
             }
         }
     }
-    Ok(Check::new("probes", CASES.len() as u64, failed, first))
+    let listed = failures.iter().map(|(_, f)| f.clone()).collect();
+    Ok((
+        Check::new("probes", CASES.len() as u64, failed, first).with_failures(listed),
+        failures,
+    ))
 }
 
 fn words(w: &[u32]) -> String {

@@ -100,6 +100,11 @@ pub struct Check {
     pub failed: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_mismatch: Option<Mismatch>,
+    /// Every failing record or case (at most `MAX_LISTED_FAILURES`), each
+    /// put down to a float-model property (docs/certification.md,
+    /// "Diagnosis").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<crate::diagnosis::Failure>,
 }
 
 impl Check {
@@ -110,7 +115,16 @@ impl Check {
             cases,
             failed,
             first_mismatch,
+            failures: Vec::new(),
         }
+    }
+
+    /// The check with its failures listed (the first
+    /// `MAX_LISTED_FAILURES`; `failed` still counts them all).
+    pub fn with_failures(mut self, mut failures: Vec<crate::diagnosis::Failure>) -> Check {
+        failures.truncate(lockstep_limits::MAX_LISTED_FAILURES);
+        self.failures = failures;
+        self
     }
 }
 
@@ -162,6 +176,15 @@ pub struct Report {
     pub performance: Performance,
     /// True only if every check passed.
     pub passed: bool,
+    /// The failures of every check, counted by the float-model property
+    /// they are put down to (empty when every check passed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnosis: Vec<crate::diagnosis::PropertyCount>,
+    /// Set only on a non-conforming cross-implementation test run (a device
+    /// opened without the float controls the model needs): why. Such a
+    /// report never passes and never certifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_conforming: Option<String>,
     /// RFC 3339 UTC, second precision. `finished_at` also orders reports:
     /// a node installs only a report that finished after the one it holds.
     pub started_at: String,
@@ -195,6 +218,8 @@ pub enum NotCertified {
     FromTheFuture { finished_at: String, now: String },
     #[error("the report finished at {offered}, not after the installed one ({held}); install only a newer report")]
     NotNewer { offered: String, held: String },
+    #[error("the report is from a non-conforming cross-implementation test run, which never certifies; certify the device as it is opened for serving")]
+    NonConforming,
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 UTC time of the form the
@@ -337,6 +362,11 @@ impl Report {
         let complete = REQUIRED_CHECKS
             .iter()
             .all(|name| self.checks.iter().any(|c| c.name == *name));
+        if self.passed && self.non_conforming.is_some() {
+            return Err(ReportError::Malformed(
+                "the report says passed, but it is from a non-conforming cross-implementation test run".into(),
+            ));
+        }
         if self.passed && !(all && complete) {
             return Err(ReportError::Malformed(format!(
                 "the report says passed, but not every one of the checks {} is present and passing",
@@ -468,6 +498,9 @@ impl Report {
         bundle_id: &str,
         now_unix_s: u64,
     ) -> Result<(), NotCertified> {
+        if self.non_conforming.is_some() {
+            return Err(NotCertified::NonConforming);
+        }
         self.binds(node, device, bundle_id)?;
         if !self.passed {
             let failed: Vec<&str> = self
@@ -526,6 +559,9 @@ impl Report {
             ),
         );
         line(&mut s, format!("bundle   {}", self.bundle_id));
+        if let Some(why) = &self.non_conforming {
+            line(&mut s, format!("NOTE     {why}"));
+        }
         match &self.node {
             Some(node) => line(&mut s, format!("node     {node}")),
             None => line(
@@ -557,6 +593,34 @@ impl Report {
                     ),
                 );
             }
+            for f in &c.failures {
+                line(
+                    &mut s,
+                    format!(
+                        "      [{}] {} {}: {}",
+                        f.property, f.kernel, f.case, f.detail
+                    ),
+                );
+            }
+            let listed = c.failures.len() as u64;
+            if listed > 0 && listed < c.failed {
+                line(
+                    &mut s,
+                    format!("      ... {} more failures not listed", c.failed - listed),
+                );
+            }
+        }
+        if !self.diagnosis.is_empty() {
+            line(
+                &mut s,
+                "diagnosis (failures by float-model property):".into(),
+            );
+            for d in &self.diagnosis {
+                line(
+                    &mut s,
+                    format!("  {:>5}  {:<36} {}", d.count, d.property, d.meaning),
+                );
+            }
         }
         let p = &self.performance;
         line(
@@ -575,6 +639,8 @@ impl Report {
                 "{} ({} .. {}, valid until {})",
                 if self.passed {
                     "CERTIFIED: every check passed"
+                } else if self.non_conforming.is_some() {
+                    "NOT CERTIFIED: a non-conforming cross-implementation test run never certifies"
                 } else {
                     "NOT CERTIFIED: a check failed"
                 },
@@ -680,6 +746,8 @@ mod binding_tests {
                 suite_seconds: "1".into(),
             },
             passed: true,
+            diagnosis: Vec::new(),
+            non_conforming: None,
             started_at: "2026-11-24T00:00:00Z".into(),
             finished_at: "2026-11-24T00:00:01Z".into(),
             expires_at: format_rfc3339(FINISHED + 90 * DAY),

@@ -9,6 +9,7 @@ use lockstep_protocol::rfc3339;
 use lockstep_tensor::{Fill, Tensor};
 
 use crate::conformance::{self, Golden};
+use crate::diagnosis::{self, Failure, Property};
 use crate::report::{
     Check, DeviceIdentity, LimitRecord, Mismatch, Performance, Report, REPORT_FORMAT, SUITE_VERSION,
 };
@@ -74,15 +75,36 @@ pub fn run(
     };
 
     let mut checks = Vec::new();
-    checks.push(
-        crate::probes::run(backend, &mut |w| step("probes", w))
-            .unwrap_or_else(|e| failed_check("probes", "probe kernels", e.to_string())),
-    );
+    let mut diagnosed = Vec::new();
+    if let Some(why) = backend.non_conforming() {
+        checks.push(Check::new(
+            "conforming_device",
+            1,
+            1,
+            Some(Mismatch {
+                kernel: "device".into(),
+                case: "how the device was opened".into(),
+                expected: "opened with every float control the float model needs".into(),
+                got: why.to_string(),
+            }),
+        ));
+    }
+    match crate::probes::run_diagnosed(backend, &mut |w| step("probes", w)) {
+        Ok((check, failures)) => {
+            checks.push(check);
+            diagnosed.extend(failures);
+        }
+        Err(e) => checks.push(failed_check("probes", "probe kernels", e.to_string())),
+    }
 
     let (mut mlp_wall, mut mlp_steps) = (0.0f64, 0u64);
     match conformance::compute(backend, &mut |w| step("conformance", w)) {
         Ok(outcome) => {
-            checks.push(conformance::compare(&outcome.hashes, &options.golden));
+            let check = conformance::compare(&outcome.hashes, &options.golden);
+            let failures = diagnose_conformance(backend, &outcome.hashes, &options.golden);
+            let listed = failures.iter().map(|(_, f)| f.clone()).collect();
+            checks.push(check.with_failures(listed));
+            diagnosed.extend(failures);
             mlp_wall = outcome.mlp_wall.as_secs_f64();
             mlp_steps = outcome.mlp_steps;
         }
@@ -157,10 +179,52 @@ pub fn run(
         limits,
         performance,
         passed,
+        diagnosis: crate::diagnosis::count(&diagnosed),
+        non_conforming: backend.non_conforming().map(str::to_string),
         started_at: rfc3339(started),
         finished_at: crate::report::format_rfc3339(finished_s),
         expires_at: crate::report::format_rfc3339(finished_s + u64::from(valid_days) * 86_400),
     }
+}
+
+/// Every failing case and example, run again and put down to a property.
+fn diagnose_conformance(
+    backend: &mut dyn Backend,
+    got: &Golden,
+    golden: &Golden,
+) -> Vec<(Property, Failure)> {
+    let (cases, examples) = conformance::failing(got, golden);
+    let mut out = Vec::new();
+    for case in &cases {
+        let (property, detail) = diagnosis::case(backend, case);
+        out.push((
+            property,
+            Failure {
+                kernel: case.op.to_string(),
+                case: case.describe(),
+                property: property.as_str().to_string(),
+                detail,
+            },
+        ));
+    }
+    for (name, json) in examples {
+        let root = got.examples.get(name).cloned().unwrap_or_default();
+        let property = diagnosis::example(&root, name, json);
+        out.push((
+            property,
+            Failure {
+                kernel: name.to_string(),
+                case: format!("example {name} (trace root)"),
+                property: property.as_str().to_string(),
+                detail: format!(
+                    "trace root {} expected {}",
+                    root,
+                    golden.examples.get(name).map_or("(none)", |s| s.as_str())
+                ),
+            },
+        ));
+    }
+    out
 }
 
 fn failed_check(name: &str, what: &str, error: String) -> Check {

@@ -12,7 +12,7 @@ use std::path::Path;
 use lockstep_limits::{MAX_KERNELS, MAX_MANIFEST_BYTES, MAX_SPIRV_BYTES};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{KernelSpec, Manifest, Variant, MANIFEST_FORMAT};
+use crate::manifest::{BundleKind, KernelSpec, Manifest, Variant, MANIFEST_FORMAT};
 use crate::spirv::{self, SpirvError};
 
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
@@ -50,6 +50,15 @@ pub enum BundleError {
         manifest: String,
         binary: String,
     },
+    #[error(
+        "this is the {found} bundle, but {wanted} was asked for: a conforming device loads only \
+         the conforming bundle, and the portable one is opened only for non-conforming \
+         cross-implementation tests (docs/float-model.md)"
+    )]
+    WrongKind {
+        found: &'static str,
+        wanted: &'static str,
+    },
 }
 
 /// A verified kernel: its spec and one SPIR-V module per variant.
@@ -60,7 +69,8 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// The SPIR-V words of one variant (every kernel has both).
+    /// The SPIR-V words of one variant of its bundle's kind (every kernel
+    /// has each of them; see [`Bundle::kind`]).
     pub fn spirv(&self, variant: Variant) -> &[u32] {
         &self.spirv[&variant]
     }
@@ -70,6 +80,7 @@ impl Kernel {
 #[derive(Debug, Clone)]
 pub struct Bundle {
     manifest: Manifest,
+    kind: BundleKind,
     id: [u8; 32],
     kernels: BTreeMap<String, Kernel>,
 }
@@ -78,13 +89,43 @@ impl Bundle {
     /// The bundle built into this binary from `kernels-spirv/`.
     pub fn embedded() -> Result<Bundle, BundleError> {
         let manifest = include_bytes!("kernels/manifest.json");
-        Bundle::from_parts(manifest, |file| {
+        let bundle = Bundle::from_parts(manifest, |file| {
             EMBEDDED_FILES
                 .iter()
                 .find(|(name, _)| *name == file)
                 .map(|(_, bytes)| bytes.to_vec())
                 .ok_or_else(|| "not embedded in this build".to_string())
-        })
+        })?;
+        bundle.require(BundleKind::Conforming)?;
+        Ok(bundle)
+    }
+
+    /// The test-only portable bundle built into this binary from
+    /// `kernels-spirv/src/kernels/portable/`: the same kernels without
+    /// RoundingModeRTE, for non-conforming cross-implementation tests only.
+    pub fn embedded_portable() -> Result<Bundle, BundleError> {
+        let manifest = include_bytes!("kernels/portable/manifest.json");
+        let bundle = Bundle::from_parts(manifest, |file| {
+            EMBEDDED_PORTABLE_FILES
+                .iter()
+                .find(|(name, _)| *name == file)
+                .map(|(_, bytes)| bytes.to_vec())
+                .ok_or_else(|| "not embedded in this build".to_string())
+        })?;
+        bundle.require(BundleKind::Portable)?;
+        Ok(bundle)
+    }
+
+    /// Fails unless this bundle is of the given kind.
+    pub fn require(&self, kind: BundleKind) -> Result<(), BundleError> {
+        if self.kind == kind {
+            Ok(())
+        } else {
+            Err(BundleError::WrongKind {
+                found: self.kind.as_str(),
+                wanted: kind.as_str(),
+            })
+        }
     }
 
     /// A bundle from a directory holding `manifest.json` and the binaries.
@@ -109,7 +150,7 @@ impl Bundle {
         }
         let manifest: Manifest = serde_json::from_slice(manifest_bytes)
             .map_err(|e| BundleError::Manifest(e.to_string()))?;
-        validate_manifest(&manifest)?;
+        let kind = validate_manifest(&manifest)?;
         let canonical = lockstep_canonical_json::to_vec(&manifest)
             .map_err(|e| BundleError::Manifest(e.to_string()))?;
         let id: [u8; 32] = Sha256::digest(&canonical).into();
@@ -117,7 +158,7 @@ impl Bundle {
         let mut kernels = BTreeMap::new();
         for spec in &manifest.kernels {
             let mut modules = BTreeMap::new();
-            for variant in Variant::ALL {
+            for &variant in kind.variants() {
                 let binary = &spec.binaries[&variant];
                 let bytes = fetch(&binary.file).map_err(|reason| BundleError::Read {
                     file: binary.file.clone(),
@@ -167,9 +208,15 @@ impl Bundle {
         }
         Ok(Bundle {
             manifest,
+            kind,
             id,
             kernels,
         })
+    }
+
+    /// Conforming, or the test-only portable bundle.
+    pub fn kind(&self) -> BundleKind {
+        self.kind
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -194,7 +241,7 @@ impl Bundle {
     }
 }
 
-fn validate_manifest(m: &Manifest) -> Result<(), BundleError> {
+fn validate_manifest(m: &Manifest) -> Result<BundleKind, BundleError> {
     let bad = |msg: String| Err(BundleError::Manifest(msg));
     if m.format != MANIFEST_FORMAT {
         return bad(format!(
@@ -216,8 +263,26 @@ fn validate_manifest(m: &Manifest) -> Result<(), BundleError> {
             ));
         }
     }
+    // The first kernel's variants tell the kind; every kernel must match.
+    let kind = if m.kernels[0].binaries.contains_key(&Variant::Portable) {
+        BundleKind::Portable
+    } else {
+        BundleKind::Conforming
+    };
     for k in &m.kernels {
-        for variant in Variant::ALL {
+        if k.binaries.len() != kind.variants().len() {
+            return bad(format!(
+                "kernel '{}' has binaries {:?}; every kernel of a {} bundle has exactly {:?}",
+                k.name,
+                k.binaries.keys().map(|v| v.as_str()).collect::<Vec<_>>(),
+                kind.as_str(),
+                kind.variants()
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+            ));
+        }
+        for &variant in kind.variants() {
             let Some(b) = k.binaries.get(&variant) else {
                 return bad(format!(
                     "kernel '{}' has no {} binary",
@@ -267,7 +332,7 @@ fn validate_manifest(m: &Manifest) -> Result<(), BundleError> {
             }
         }
     }
-    Ok(())
+    Ok(kind)
 }
 
 fn read_bounded(path: &Path, bound: usize) -> Result<Vec<u8>, BundleError> {

@@ -22,4 +22,4 @@ pub mod spirv;
 pub mod reference;
 
 pub use bundle::{Bundle, BundleError, Kernel};
-pub use manifest::{KernelSpec, Manifest, Variant};
+pub use manifest::{BundleKind, KernelSpec, Manifest, Variant};

@@ -71,23 +71,60 @@ pub enum PushConstantType {
     U32,
 }
 
-/// Float-controls variant of a binary. Every binary declares RoundingModeRTE
-/// and SignedZeroInfNanPreserve; DenormPreserve may only be declared on a
-/// device that advertises it, so it lives in a second binary.
+/// Float-controls variant of a binary. Every binary of the bundle declares
+/// RoundingModeRTE and SignedZeroInfNanPreserve; DenormPreserve may only be
+/// declared on a device that advertises it, so it lives in a second binary.
+///
+/// `Portable` exists only in the separate, test-only portable bundle
+/// (`src/kernels/portable/`, [`BundleKind::Portable`]): the same sources
+/// without RoundingModeRTE, for devices that do not advertise it, opened
+/// only for non-conforming cross-implementation tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
     Base,
     DenormPreserve,
+    Portable,
 }
 
 impl Variant {
+    /// The variants of the (conforming) bundle: every kernel has both.
     pub const ALL: [Variant; 2] = [Variant::Base, Variant::DenormPreserve];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::Base => "base",
             Variant::DenormPreserve => "denorm_preserve",
+            Variant::Portable => "portable",
+        }
+    }
+}
+
+/// Which kind of bundle a manifest describes, told by the variants its
+/// kernels carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleKind {
+    /// The bundle that serves and certifies: `base` and `denorm_preserve`.
+    Conforming,
+    /// The test-only bundle: `portable` binaries without RoundingModeRTE,
+    /// loaded only by a device opened for a non-conforming
+    /// cross-implementation test; it can never certify or serve.
+    Portable,
+}
+
+impl BundleKind {
+    /// The variants every kernel of a bundle of this kind has.
+    pub fn variants(self) -> &'static [Variant] {
+        match self {
+            BundleKind::Conforming => &Variant::ALL,
+            BundleKind::Portable => &[Variant::Portable],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BundleKind::Conforming => "conforming",
+            BundleKind::Portable => "portable (test-only)",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{KernelSpec, Manifest, Variant};
+use crate::manifest::{BinarySpec, BundleKind, KernelSpec, Manifest, Variant};
 use crate::{Bundle, BundleError};
 
 /// The compiler version the committed binaries come from. glslang writes its
@@ -46,7 +46,7 @@ pub enum RebuildError {
         .0.join(", ")
     )]
     Differ(Vec<String>),
-    #[error("manifest.json is not in its normal form; run kernels-spirv/build.sh")]
+    #[error("manifest.json (or portable/manifest.json) is not in its normal form; run kernels-spirv/build.sh")]
     NotNormalised,
     #[error("the bundle does not verify: {0}")]
     Bundle(#[from] BundleError),
@@ -55,9 +55,38 @@ pub enum RebuildError {
 /// What [`build`] wrote.
 #[derive(Debug)]
 pub struct Built {
-    /// `(file, sha256)` of every binary, in manifest order.
+    /// `(file, sha256)` of every binary, in manifest order (the portable
+    /// bundle's last).
     pub binaries: Vec<(String, String)>,
     pub bundle_id: String,
+    /// The id of the test-only portable bundle.
+    pub portable_bundle_id: String,
+}
+
+/// Where the test-only portable bundle lives, inside the bundle directory.
+pub const PORTABLE_DIR: &str = "portable";
+
+/// The portable bundle's manifest, derived from the conforming one: the same
+/// kernels (sources, interfaces, version), each with one `portable` binary
+/// compiled with `-DLOCKSTEP_PORTABLE=1`; hashes are filled in by [`build`].
+fn portable_manifest(manifest: &Manifest, hashes: &[String]) -> Manifest {
+    let mut portable = manifest.clone();
+    portable.compiler = format!(
+        "{}; portable test-only variant: -DLOCKSTEP_PORTABLE=1 (no RoundingModeRTE)",
+        manifest.compiler
+    );
+    for (i, spec) in portable.kernels.iter_mut().enumerate() {
+        spec.binaries = [(
+            Variant::Portable,
+            BinarySpec {
+                file: format!("{}.portable.spv", spec.name),
+                sha256: hashes.get(i).cloned().unwrap_or_default(),
+            },
+        )]
+        .into_iter()
+        .collect();
+    }
+    portable
 }
 
 /// Where the committed bundle lives.
@@ -105,9 +134,29 @@ pub fn build(dir: &Path) -> Result<Built, RebuildError> {
     let path = dir.join("manifest.json");
     std::fs::write(&path, normal_form(&manifest)).map_err(io_err(&path))?;
     let bundle = Bundle::from_dir(dir)?;
+    bundle.require(BundleKind::Conforming)?;
+
+    let portable_dir = dir.join(PORTABLE_DIR);
+    std::fs::create_dir_all(&portable_dir).map_err(io_err(&portable_dir))?;
+    let mut hashes = Vec::new();
+    for spec in &portable_manifest(&manifest, &[]).kernels {
+        let file = &spec.binaries[&Variant::Portable].file;
+        let out = portable_dir.join(file);
+        compile(dir, spec, Variant::Portable, &out)?;
+        let bytes = std::fs::read(&out).map_err(io_err(&out))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        binaries.push((format!("{PORTABLE_DIR}/{file}"), sha256.clone()));
+        hashes.push(sha256);
+    }
+    let path = portable_dir.join("manifest.json");
+    std::fs::write(&path, normal_form(&portable_manifest(&manifest, &hashes)))
+        .map_err(io_err(&path))?;
+    let portable = Bundle::from_dir(&portable_dir)?;
+    portable.require(BundleKind::Portable)?;
     Ok(Built {
         binaries,
         bundle_id: bundle.id_hex(),
+        portable_bundle_id: portable.id_hex(),
     })
 }
 
@@ -129,6 +178,18 @@ pub fn check(dir: &Path) -> Result<Bundle, RebuildError> {
             }
         }
     }
+    let portable_dir = dir.join(PORTABLE_DIR);
+    let mut hashes = Vec::new();
+    for spec in &portable_manifest(&manifest, &[]).kernels {
+        let file = &spec.binaries[&Variant::Portable].file;
+        let fresh = scratch.path().join(file);
+        compile(dir, spec, Variant::Portable, &fresh)?;
+        let fresh = std::fs::read(&fresh).map_err(io_err(&fresh))?;
+        if std::fs::read(portable_dir.join(file)).unwrap_or_default() != fresh {
+            differ.push(format!("{PORTABLE_DIR}/{file}"));
+        }
+        hashes.push(hex::encode(Sha256::digest(&fresh)));
+    }
     if !differ.is_empty() {
         return Err(RebuildError::Differ(differ));
     }
@@ -136,7 +197,17 @@ pub fn check(dir: &Path) -> Result<Bundle, RebuildError> {
     if std::fs::read(&path).map_err(io_err(&path))? != normal_form(&manifest) {
         return Err(RebuildError::NotNormalised);
     }
-    Ok(Bundle::from_dir(dir)?)
+    // The portable manifest must be exactly the one derived from the
+    // conforming manifest: same kernels, same interfaces, fresh hashes.
+    let path = portable_dir.join("manifest.json");
+    let derived = normal_form(&portable_manifest(&manifest, &hashes));
+    if std::fs::read(&path).map_err(io_err(&path))? != derived {
+        return Err(RebuildError::NotNormalised);
+    }
+    Bundle::from_dir(&portable_dir)?.require(BundleKind::Portable)?;
+    let bundle = Bundle::from_dir(dir)?;
+    bundle.require(BundleKind::Conforming)?;
+    Ok(bundle)
 }
 
 fn check_tools() -> Result<(), RebuildError> {
@@ -179,8 +250,14 @@ fn compile(
     for (k, v) in &spec.defines {
         cmd.arg(format!("-D{k}={v}"));
     }
-    if variant == Variant::DenormPreserve {
-        cmd.arg("-DLOCKSTEP_DENORM_PRESERVE=1");
+    match variant {
+        Variant::DenormPreserve => {
+            cmd.arg("-DLOCKSTEP_DENORM_PRESERVE=1");
+        }
+        Variant::Portable => {
+            cmd.arg("-DLOCKSTEP_PORTABLE=1");
+        }
+        Variant::Base => {}
     }
     cmd.arg("-o").arg(out).arg(&spec.source);
     let result = cmd.output().map_err(|_| RebuildError::ToolMissing {

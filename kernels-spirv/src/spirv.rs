@@ -13,6 +13,7 @@ const OP_EXT_INST_IMPORT: u32 = 11;
 const OP_EXT_INST: u32 = 12;
 const OP_ENTRY_POINT: u32 = 15;
 const OP_EXECUTION_MODE: u32 = 16;
+const OP_CAPABILITY: u32 = 17;
 const OP_DECORATE: u32 = 71;
 const OP_F_ADD: u32 = 129;
 const OP_F_SUB: u32 = 131;
@@ -31,6 +32,7 @@ const EXEC_MODE_LOCAL_SIZE: u32 = 17;
 const EXEC_MODE_DENORM_PRESERVE: u32 = 4459;
 const EXEC_MODE_SIGNED_ZERO_INF_NAN_PRESERVE: u32 = 4461;
 const EXEC_MODE_ROUNDING_MODE_RTE: u32 = 4462;
+const CAPABILITY_ROUNDING_MODE_RTE: u32 = 4467;
 
 // GLSL.std.450 instructions a kernel may use: integer min/max and clamps.
 // Every float function in that set (Fma, Sqrt, Exp, FMin with its
@@ -64,6 +66,8 @@ pub enum SpirvError {
     MissingMode(&'static str),
     #[error("declares DenormPreserve in the {0} variant; only the denorm_preserve variant may")]
     UnexpectedDenormPreserve(&'static str),
+    #[error("declares RoundingModeRTE in the portable variant, which is loaded on devices that do not support it")]
+    UnexpectedRte,
     #[error("has {0} entry points; a kernel has exactly one GLCompute entry point")]
     EntryPoints(usize),
 }
@@ -97,6 +101,7 @@ pub fn check(words: &[u32], variant: Variant) -> Result<SpirvFacts, SpirvError> 
     let mut modes = Vec::new();
     let mut entry_points = Vec::new();
     let mut local_size = None;
+    let mut rte_capability = false;
 
     let mut at = 5;
     while at < words.len() {
@@ -126,6 +131,9 @@ pub fn check(words: &[u32], variant: Variant) -> Result<SpirvFacts, SpirvError> 
                         "GLSL.std.450 instruction {inst}"
                     )));
                 }
+            }
+            OP_CAPABILITY if ops.first() == Some(&CAPABILITY_ROUNDING_MODE_RTE) => {
+                rte_capability = true;
             }
             OP_ENTRY_POINT => {
                 entry_points.push(string_operand(&ops[2..]));
@@ -174,8 +182,14 @@ pub fn check(words: &[u32], variant: Variant) -> Result<SpirvFacts, SpirvError> 
             return Err(SpirvError::Contractible { op, id });
         }
     }
-    if !modes.contains(&EXEC_MODE_ROUNDING_MODE_RTE) {
-        return Err(SpirvError::MissingMode("RoundingModeRTE"));
+    let rte = modes.contains(&EXEC_MODE_ROUNDING_MODE_RTE);
+    match variant {
+        // The portable variant runs where RTE is not advertised: it may not
+        // declare the mode nor its capability.
+        Variant::Portable if rte || rte_capability => return Err(SpirvError::UnexpectedRte),
+        Variant::Portable => {}
+        _ if !rte => return Err(SpirvError::MissingMode("RoundingModeRTE")),
+        _ => {}
     }
     if !modes.contains(&EXEC_MODE_SIGNED_ZERO_INF_NAN_PRESERVE) {
         return Err(SpirvError::MissingMode("SignedZeroInfNanPreserve"));
@@ -185,7 +199,7 @@ pub fn check(words: &[u32], variant: Variant) -> Result<SpirvFacts, SpirvError> 
         Variant::DenormPreserve if !denorm => {
             return Err(SpirvError::MissingMode("DenormPreserve"))
         }
-        Variant::Base if denorm => {
+        Variant::Base | Variant::Portable if denorm => {
             return Err(SpirvError::UnexpectedDenormPreserve(variant.as_str()))
         }
         _ => {}

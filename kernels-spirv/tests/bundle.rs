@@ -195,3 +195,54 @@ fn float_model_check_rejects_what_the_model_forbids() {
     // Not SPIR-V at all.
     assert!(spirv::words(b"not spir-v, just text").is_err());
 }
+
+#[test]
+fn the_portable_bundle_is_test_only_and_mirrors_the_conforming_one() {
+    use lockstep_kernels::BundleKind;
+    let conforming = Bundle::embedded().unwrap();
+    let portable = Bundle::embedded_portable().unwrap();
+    assert_eq!(conforming.kind(), BundleKind::Conforming);
+    assert_eq!(portable.kind(), BundleKind::Portable);
+    assert_ne!(portable.id(), conforming.id());
+    let on_disk = Bundle::from_dir(&committed_dir().join("portable")).unwrap();
+    assert_eq!(on_disk.id(), portable.id());
+    // The same kernels with the same interfaces; only the binaries differ.
+    assert_eq!(portable.kernels().count(), conforming.kernels().count());
+    for (p, c) in portable.kernels().zip(conforming.kernels()) {
+        let (mut ps, mut cs) = (p.spec.clone(), c.spec.clone());
+        ps.binaries.clear();
+        cs.binaries.clear();
+        assert_eq!(ps, cs);
+        let facts = spirv::check(p.spirv(Variant::Portable), Variant::Portable).unwrap();
+        assert_eq!(facts.local_size, p.spec.workgroup_size, "{}", p.spec.name);
+        // A conforming binary declares RTE, so it is no portable binary,
+        // and a portable binary lacks RTE, so it is no conforming one.
+        assert!(matches!(
+            spirv::check(c.spirv(Variant::Base), Variant::Portable),
+            Err(SpirvError::UnexpectedRte)
+        ));
+        assert!(matches!(
+            spirv::check(p.spirv(Variant::Portable), Variant::Base),
+            Err(SpirvError::MissingMode("RoundingModeRTE"))
+        ));
+    }
+    // Each kind is refused where the other is required.
+    assert!(matches!(
+        portable.require(BundleKind::Conforming),
+        Err(BundleError::WrongKind { .. })
+    ));
+    assert!(conforming.require(BundleKind::Portable).is_err());
+}
+
+#[test]
+fn a_manifest_mixing_kinds_is_refused() {
+    let (manifest, files) = committed_files();
+    let mut value: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    value["kernels"][1]["binaries"]["portable"] =
+        serde_json::json!({"file": "add.portable.spv", "sha256": "0".repeat(64)});
+    let bytes = serde_json::to_vec(&value).unwrap();
+    assert!(matches!(
+        from_files(&bytes, &files),
+        Err(BundleError::Manifest(m)) if m.contains("exactly")
+    ));
+}

@@ -91,4 +91,13 @@ pub trait Backend {
     fn device_memory_bytes(&self) -> Option<u64> {
         None
     }
+
+    /// `Some(why)` when this backend is a non-conforming cross-implementation
+    /// test run (a Vulkan device opened without the float controls the
+    /// float model needs, running the test-only portable bundle). Such a
+    /// backend never certifies and never serves, and every output written
+    /// from it carries this sentence.
+    fn non_conforming(&self) -> Option<&str> {
+        None
+    }
 }

@@ -21,6 +21,11 @@ pub fn load_bundle(dir: Option<&Path>) -> Result<Bundle, Failure> {
 
 pub fn open_backend(target: &Target) -> Result<Box<dyn Backend>, Failure> {
     if target.backend == BackendKind::Cpu {
+        if target.cross_implementation_test {
+            return Err(Failure::Input(
+                "--cross-implementation-test opens a Vulkan device; it does not apply to --backend cpu".into(),
+            ));
+        }
         if target.device.is_some() {
             return Err(Failure::Input(
                 "--device selects a Vulkan device; it does not apply to --backend cpu".into(),
@@ -33,8 +38,30 @@ pub fn open_backend(target: &Target) -> Result<Box<dyn Backend>, Failure> {
         }
         return Ok(Box::new(CpuBackend::new()));
     }
+    if target.cross_implementation_test {
+        if target.bundle.is_some() {
+            return Err(Failure::Input(
+                "--cross-implementation-test runs the built-in portable bundle; drop --bundle"
+                    .into(),
+            ));
+        }
+        let backend = VulkanBackend::new_cross_implementation_test(target.device)?;
+        if let Some(why) = backend.non_conforming() {
+            eprintln!("lockstep: {why}");
+        }
+        return Ok(Box::new(backend));
+    }
     let bundle = load_bundle(target.bundle.as_deref())?;
     Ok(Box::new(VulkanBackend::new(bundle, target.device)?))
+}
+
+/// The id of the bundle a target runs: the portable bundle's for a
+/// cross-implementation test, else the given or built-in one's.
+pub fn bundle_id(target: &Target) -> Result<String, Failure> {
+    if target.cross_implementation_test {
+        return Ok(Bundle::embedded_portable()?.id_hex());
+    }
+    Ok(load_bundle(target.bundle.as_deref())?.id_hex())
 }
 
 fn parse_attrs(attrs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
@@ -106,6 +133,9 @@ pub fn run(
             result.shape_string()
         );
         println!("device  {}: {} ({})", fp.backend, fp.name, fp.driver_info);
+        if let Some(why) = backend.non_conforming() {
+            println!("NOTE    {why}");
+        }
         if flops > 0.0 && secs > 0.0 {
             println!(
                 "time    {:.3} s, {:.2} GFLOP/s including transfers",
@@ -150,6 +180,8 @@ pub fn devices(json: bool) -> Result<(), Failure> {
                     "max_storage_buffer_range": d.limits.max_storage_buffer_range,
                     "device_local_bytes": d.device_local_bytes,
                     "usable": d.unsupported().is_none(),
+                    "cross_implementation_test_only": d.unsupported().is_some()
+                        && d.unsupported_for_cross_implementation_test().is_none(),
                 })
             })
             .collect();
@@ -200,7 +232,16 @@ pub fn devices(json: bool) -> Result<(), Failure> {
                     Variant::Base.as_str()
                 }
             ),
-            Some(e) => println!("    usable: no: {e}"),
+            Some(e) => {
+                println!("    usable: no: {e}");
+                match d.unsupported_for_cross_implementation_test() {
+                    None => println!(
+                        "    cross-implementation tests only: --cross-implementation-test opens it \
+                         with the test-only portable bundle (non-conforming, never certifies or serves)"
+                    ),
+                    Some(e) => println!("    not even for cross-implementation tests: {e}"),
+                }
+            }
         }
     }
     Ok(())
@@ -212,9 +253,11 @@ pub fn kernels(bundle: Option<&Path>, json: bool) -> Result<(), Failure> {
         let kernels: Vec<serde_json::Value> = bundle
             .kernels()
             .map(|k| {
-                let hashes: BTreeMap<&str, &str> = Variant::ALL
+                let hashes: BTreeMap<&str, &str> = k
+                    .spec
+                    .binaries
                     .iter()
-                    .map(|v| (v.as_str(), k.spec.binaries[v].sha256.as_str()))
+                    .map(|(v, b)| (v.as_str(), b.sha256.as_str()))
                     .collect();
                 serde_json::json!({"name": k.spec.name, "sha256": hashes})
             })
@@ -228,17 +271,28 @@ pub fn kernels(bundle: Option<&Path>, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "bundle {} (version {})",
+        "bundle {} (version {}, {})",
         bundle.id_hex(),
-        bundle.manifest().version
+        bundle.manifest().version,
+        bundle.kind().as_str()
     );
     for k in bundle.kernels() {
-        println!(
-            "  {:<14} {}  (denorm_preserve {})",
-            k.spec.name,
-            k.spec.binaries[&Variant::Base].sha256,
-            k.spec.binaries[&Variant::DenormPreserve].sha256
-        );
+        let mut binaries = k.spec.binaries.iter();
+        if let Some((_, first)) = binaries.next() {
+            let rest: Vec<String> = binaries
+                .map(|(v, b)| format!("{} {}", v.as_str(), b.sha256))
+                .collect();
+            if rest.is_empty() {
+                println!("  {:<14} {}", k.spec.name, first.sha256);
+            } else {
+                println!(
+                    "  {:<14} {}  ({})",
+                    k.spec.name,
+                    first.sha256,
+                    rest.join(", ")
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use lockstep_program::{
 };
 use lockstep_tensor::{npy, shape_string, Tensor};
 
-use crate::commands::{load_bundle, open_backend};
+use crate::commands::open_backend;
 use crate::failure::Failure;
 use crate::Target;
 
@@ -178,7 +178,7 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         }
         None
     } else {
-        Some(load_bundle(args.target.bundle.as_deref())?.id_hex())
+        Some(crate::commands::bundle_id(&args.target)?)
     };
 
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
@@ -237,7 +237,7 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
             .iter()
             .map(|(k, t)| (k.as_str(), t.sha256_hex()))
             .collect();
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "program_sha256": hex::encode(program.sha256()),
             "bundle_id": bundle_id,
             "backend": fp.backend,
@@ -255,6 +255,9 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
             "root": hex::encode(trace.root),
             "outputs": outputs,
         });
+        if let Some(why) = backend.non_conforming() {
+            doc["non_conforming"] = serde_json::Value::String(why.to_string());
+        }
         let bytes = lockstep_canonical_json::to_pretty_vec(&doc)
             .map_err(|e| Failure::Runtime(format!("trace.json: {e}")))?;
         write_atomic(&trace_path, &bytes)?;
@@ -269,6 +272,9 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
             backend.peak_device_bytes(),
             &written,
         );
+        if let Some(why) = backend.non_conforming() {
+            println!("NOTE    {why}");
+        }
     }
     Ok(())
 }

@@ -51,6 +51,13 @@ pub struct Target {
     /// Load the kernel bundle from this directory instead of the one built in.
     #[arg(long, value_name = "DIR")]
     bundle: Option<PathBuf>,
+    /// TEST ONLY: open a Vulkan device whose float controls are not
+    /// advertised (e.g. SwiftShader, no RoundingModeRTE) with the test-only
+    /// portable bundle, to compare implementations. The run is
+    /// NON-CONFORMING: every output says so, and it can never certify or
+    /// serve (docs/float-model.md, "Implementations").
+    #[arg(long)]
+    cross_implementation_test: bool,
 }
 
 #[derive(Subcommand)]

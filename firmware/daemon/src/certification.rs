@@ -501,6 +501,8 @@ mod tests {
                 suite_seconds: "1".into(),
             },
             passed,
+            diagnosis: Vec::new(),
+            non_conforming: None,
             started_at: format_rfc3339(T0 + at),
             finished_at: format_rfc3339(T0 + at),
             expires_at: format_rfc3339(T0 + at + 90 * DAY),

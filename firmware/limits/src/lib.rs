@@ -195,6 +195,12 @@ pub const INVENTORY_BUSY_TIMEOUT_MS: u64 = 10_000;
 /// installed report before it serves, so it must not be able to be huge.
 pub const MAX_REPORT_BYTES: usize = 64 * 1024;
 
+/// Most failures one check of a certification report lists (each put down
+/// to a float-model property); its `failed` count still counts them all.
+/// About 250 bytes each: two checks' lists stay well inside
+/// `MAX_REPORT_BYTES`.
+pub const MAX_LISTED_FAILURES: usize = 96;
+
 /// Most repetitions of the stability job one certification run may ask
 /// for: each costs about one attention block on the device, and a remote
 /// run holds the node's worker for all of them.

@@ -15,12 +15,17 @@ use lockstep_backend::{
     check_probe_input, Backend, BackendError, DeviceFingerprint, DeviceLimit, Op,
 };
 use lockstep_kernels::reference::probe::{ProbeKernel, IN_WORDS};
-use lockstep_kernels::{Bundle, Variant};
+use lockstep_kernels::{Bundle, BundleKind, Variant};
 use lockstep_limits::{DEVICE_WAIT_TIMEOUT_NS, STAGING_CHUNK_BYTES};
 use lockstep_tensor::Tensor;
 
 use crate::error::{alloc_err, vk_err};
-use crate::instance::{DeviceInfo, Instance};
+use crate::instance::{DeviceInfo, Instance, OpenMode};
+
+/// The `backend` a non-conforming cross-implementation test run records in
+/// its fingerprint (trace.json, `lockstep exec`, certification reports), so
+/// that nothing it writes can pass for a conforming Vulkan run.
+pub const CROSS_IMPLEMENTATION_TEST_BACKEND: &str = "vulkan-cross-implementation-test";
 use crate::plan::{plan, probe_plan, MatmulKernels, Plan, Slot, Target};
 
 /// A pipeline built from one verified kernel of the bundle.
@@ -51,6 +56,8 @@ pub struct VulkanBackend {
     fingerprint: DeviceFingerprint,
     variant: Variant,
     bundle: Bundle,
+    /// `Some(why)` only when opened by `new_cross_implementation_test`.
+    non_conforming: Option<String>,
     target: Target,
     device: ash::Device,
     queue: vk::Queue,
@@ -71,10 +78,44 @@ pub struct VulkanBackend {
 }
 
 impl VulkanBackend {
-    /// Opens device `device` (or the preferred one) with the given bundle.
+    /// Opens device `device` (or the preferred one) with the given bundle,
+    /// which must be a conforming one; the device must advertise every
+    /// float control the float model needs.
     pub fn new(bundle: Bundle, device: Option<usize>) -> Result<VulkanBackend, BackendError> {
+        bundle.require(BundleKind::Conforming)?;
+        VulkanBackend::open(bundle, device, OpenMode::Conforming)
+    }
+
+    /// TEST ONLY: opens device `device` (or the preferred one) for a
+    /// non-conforming cross-implementation test, even if it does not
+    /// advertise RoundingModeRTE or DenormPreserve for 32-bit floats (it
+    /// must still advertise SignedZeroInfNanPreserve and the kernels'
+    /// limits). It always loads the test-only portable bundle
+    /// ([`Bundle::embedded_portable`]), whose binaries declare no execution
+    /// mode but SignedZeroInfNanPreserve, so no module declares a mode the
+    /// device does not support.
+    ///
+    /// The backend's fingerprint says `vulkan-cross-implementation-test`,
+    /// [`Backend::non_conforming`] says why, and its bundle id is the
+    /// portable bundle's: it cannot certify (the suite fails it) and no node
+    /// serves with it (lockstepd only opens devices with [`Self::new`]).
+    pub fn new_cross_implementation_test(
+        device: Option<usize>,
+    ) -> Result<VulkanBackend, BackendError> {
+        VulkanBackend::open(
+            Bundle::embedded_portable()?,
+            device,
+            OpenMode::CrossImplementationTest,
+        )
+    }
+
+    fn open(
+        bundle: Bundle,
+        device: Option<usize>,
+        mode: OpenMode,
+    ) -> Result<VulkanBackend, BackendError> {
         let instance = Instance::new()?;
-        let (pd, info) = instance.select(device)?;
+        let (pd, info) = instance.select(device, mode)?;
         // SAFETY: `pd` came from this instance.
         let families = unsafe { instance.raw.get_physical_device_queue_family_properties(pd) };
         let family = families
@@ -110,13 +151,33 @@ impl VulkanBackend {
                 return Err(alloc_err("creating the allocator", e));
             }
         };
-        let variant = if info.float_controls.denorm_preserve {
-            Variant::DenormPreserve
-        } else {
-            Variant::Base
+        let (variant, non_conforming) = match mode {
+            OpenMode::Conforming if info.float_controls.denorm_preserve => {
+                (Variant::DenormPreserve, None)
+            }
+            OpenMode::Conforming => (Variant::Base, None),
+            OpenMode::CrossImplementationTest => {
+                let missing = info.missing_float_controls();
+                let missing = if missing.is_empty() {
+                    "every float control advertised".to_string()
+                } else {
+                    format!("{} not advertised", missing.join(", "))
+                };
+                let why = format!(
+                    "NON-CONFORMING cross-implementation test run on {} ({missing} for 32-bit \
+                     floats; test-only portable bundle {}): for comparison only, it can never \
+                     certify or serve",
+                    info.name,
+                    bundle.id_hex()
+                );
+                (Variant::Portable, Some(why))
+            }
         };
         let fingerprint = DeviceFingerprint {
-            backend: "vulkan",
+            backend: match mode {
+                OpenMode::Conforming => "vulkan",
+                OpenMode::CrossImplementationTest => CROSS_IMPLEMENTATION_TEST_BACKEND,
+            },
             name: info.name.clone(),
             vendor_id: info.vendor_id,
             device_id: info.device_id,
@@ -141,6 +202,7 @@ impl VulkanBackend {
             fingerprint,
             variant,
             bundle,
+            non_conforming,
             // SAFETY: the queue family and index were requested above.
             queue: unsafe { device.get_device_queue(family, 0) },
             device,
@@ -182,9 +244,10 @@ impl VulkanBackend {
 
     fn init_objects(&mut self, family: u32) -> Result<(), BackendError> {
         let d = &self.device;
-        let pool_info = vk::CommandPoolCreateInfo::default()
-            .queue_family_index(family)
-            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
+        // No RESET_COMMAND_BUFFER flag: the pool holds one command buffer and
+        // `submit` resets the whole pool, which is what the validation
+        // layers' best practices ask for.
+        let pool_info = vk::CommandPoolCreateInfo::default().queue_family_index(family);
         // SAFETY (this block): plain object creation on a valid device; each
         // handle is stored in self and destroyed in Drop.
         unsafe {
@@ -594,11 +657,11 @@ impl VulkanBackend {
     ) -> Result<(), BackendError> {
         let dev = &self.device;
         let cb = self.command_buffer;
-        // SAFETY: the command buffer is idle (every submit waits for its
-        // fence before returning) and owned by this backend.
+        // SAFETY: the pool's one command buffer is idle (every submit waits
+        // for its fence before returning) and both are owned by this backend.
         unsafe {
-            dev.reset_command_buffer(cb, vk::CommandBufferResetFlags::empty())
-                .map_err(|r| vk_err("vkResetCommandBuffer", doing, r))?;
+            dev.reset_command_pool(self.command_pool, vk::CommandPoolResetFlags::empty())
+                .map_err(|r| vk_err("vkResetCommandPool", doing, r))?;
             dev.begin_command_buffer(
                 cb,
                 &vk::CommandBufferBeginInfo::default()
@@ -817,6 +880,10 @@ impl Backend for VulkanBackend {
 
     fn device_memory_bytes(&self) -> Option<u64> {
         Some(self.info.device_local_bytes)
+    }
+
+    fn non_conforming(&self) -> Option<&str> {
+        self.non_conforming.as_deref()
     }
 }
 

@@ -59,10 +59,53 @@ impl DeviceInfo {
             .into_iter()
             .find(|&(_, needed, have)| needed > have)
             .map(|(what, needed, limit)| BackendError::UnsupportedLimit {
-                what: format!("{what} on {}", self.name),
+                what: if what == RTE_REQUIREMENT {
+                    format!(
+                        "{what} on {} (it cannot keep the float model; only \
+                         --cross-implementation-test opens it, for comparison)",
+                        self.name
+                    )
+                } else {
+                    format!("{what} on {}", self.name)
+                },
                 needed,
                 limit,
             })
+    }
+
+    /// Why this device cannot run the test-only portable bundle, if it
+    /// cannot: every requirement but RoundingModeRTE (the portable binaries
+    /// do not declare it), for non-conforming cross-implementation tests.
+    pub fn unsupported_for_cross_implementation_test(&self) -> Option<BackendError> {
+        self.requirements()
+            .into_iter()
+            .filter(|&(what, _, _)| what != RTE_REQUIREMENT)
+            .find(|&(_, needed, have)| needed > have)
+            .map(|(what, needed, limit)| BackendError::UnsupportedLimit {
+                what: format!(
+                    "{what} on {} (even for a cross-implementation test)",
+                    self.name
+                ),
+                needed,
+                limit,
+            })
+    }
+
+    /// The float controls the float model needs that this device does not
+    /// advertise, by name (empty on a conforming device).
+    pub fn missing_float_controls(&self) -> Vec<&'static str> {
+        let fc = &self.float_controls;
+        let mut missing = Vec::new();
+        if !fc.rounding_mode_rte {
+            missing.push("RoundingModeRTE");
+        }
+        if !fc.signed_zero_inf_nan_preserve {
+            missing.push("SignedZeroInfNanPreserve");
+        }
+        if !fc.denorm_preserve {
+            missing.push("DenormPreserve");
+        }
+        missing
     }
 
     /// Every requirement of the bundle as (what, needed, device's value);
@@ -79,11 +122,7 @@ impl DeviceInfo {
                 1002,
                 api(self.api_version),
             ),
-            (
-                "RoundingModeRTE for 32-bit floats",
-                1,
-                u64::from(fc.rounding_mode_rte),
-            ),
+            (RTE_REQUIREMENT, 1, u64::from(fc.rounding_mode_rte)),
             (
                 "SignedZeroInfNanPreserve for 32-bit floats",
                 1,
@@ -139,6 +178,25 @@ impl DeviceInfo {
             vk::api_version_minor(v),
             vk::api_version_patch(v)
         )
+    }
+}
+
+const RTE_REQUIREMENT: &str = "RoundingModeRTE for 32-bit floats";
+
+/// How a device is opened: for real, or for a non-conforming
+/// cross-implementation test (docs/float-model.md, "Implementations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    Conforming,
+    CrossImplementationTest,
+}
+
+impl DeviceInfo {
+    fn unsupported_in(&self, mode: OpenMode) -> Option<BackendError> {
+        match mode {
+            OpenMode::Conforming => self.unsupported(),
+            OpenMode::CrossImplementationTest => self.unsupported_for_cross_implementation_test(),
+        }
     }
 }
 
@@ -252,6 +310,7 @@ impl Instance {
     pub(crate) fn select(
         &self,
         wanted: Option<usize>,
+        mode: OpenMode,
     ) -> Result<(vk::PhysicalDevice, DeviceInfo), BackendError> {
         let pds = self.physical_devices()?;
         if pds.is_empty() {
@@ -271,15 +330,15 @@ impl Instance {
             })?,
             None => infos
                 .iter()
-                .filter(|d| d.unsupported().is_none())
+                .filter(|d| d.unsupported_in(mode).is_none())
                 .max_by_key(|d| (d.rank(), std::cmp::Reverse(d.index)))
                 .ok_or_else(|| {
                     infos[0]
-                        .unsupported()
+                        .unsupported_in(mode)
                         .unwrap_or_else(|| BackendError::NoDevice("no usable device".into()))
                 })?,
         };
-        if let Some(e) = chosen.unsupported() {
+        if let Some(e) = chosen.unsupported_in(mode) {
             return Err(e);
         }
         Ok((pds[chosen.index], chosen.clone()))

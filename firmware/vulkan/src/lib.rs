@@ -14,9 +14,10 @@
 
 mod backend;
 mod error;
+pub mod host_float;
 mod instance;
 mod plan;
 
-pub use backend::VulkanBackend;
+pub use backend::{VulkanBackend, CROSS_IMPLEMENTATION_TEST_BACKEND};
 pub use instance::{DeviceInfo, DeviceLimits, FloatControls, Instance};
 pub use plan::MatmulKernels;

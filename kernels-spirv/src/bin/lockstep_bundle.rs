@@ -8,6 +8,10 @@
 //!   any fresh binary differs from the committed one, or if the committed
 //!   manifest, binaries and float-model check disagree.
 //!
+//! Both also cover the test-only portable bundle in `src/kernels/portable/`
+//! (the same kernels compiled with `-DLOCKSTEP_PORTABLE=1`, without
+//! RoundingModeRTE; its manifest is derived from the conforming one).
+//!
 //! `kernels-spirv/build.sh` is the front door; CI runs `check`.
 
 #![forbid(unsafe_code)]
@@ -25,6 +29,10 @@ fn main() -> ExitCode {
                 println!("{file:<40} {sha256}");
             }
             println!("bundle id {}", built.bundle_id);
+            println!(
+                "portable (test-only) bundle id {}",
+                built.portable_bundle_id
+            );
         }),
         Some("check") => check(&dir).map(|bundle| {
             println!(

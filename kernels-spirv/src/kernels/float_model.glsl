@@ -5,8 +5,12 @@
 #extension GL_EXT_spirv_intrinsics : require
 
 // RoundingModeRTE (mode 4462, capability 4467) for 32-bit floats: without it a
-// "correctly rounded" add may round either way.
+// "correctly rounded" add may round either way. Absent only from the
+// test-only portable bundle (LOCKSTEP_PORTABLE), which is loaded on devices
+// that do not advertise RTE, for non-conforming cross-implementation tests.
+#ifndef LOCKSTEP_PORTABLE
 spirv_execution_mode(extensions = ["SPV_KHR_float_controls"], capabilities = [4467], 4462, 32);
+#endif
 // SignedZeroInfNanPreserve (mode 4461, capability 4466): without it the
 // compiler may assume no NaN/inf and fold inf - inf to +0.0.
 spirv_execution_mode(extensions = ["SPV_KHR_float_controls"], capabilities = [4466], 4461, 32);
