@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use lockstep_protocol::{FrameError, FrameKind};
 
 /// Who a request is from, as far as the node can tell without client
-/// certificates: an IPv4 address, or an IPv6 /64 (one party usually holds
-/// a whole /64, so counting single IPv6 addresses would count nothing).
+/// certificates: an IPv4 address, or an IPv6 /56 (the block one customer
+/// usually holds whole, so counting single IPv6 addresses, or /64s, would
+/// count nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     V4([u8; 4]),
@@ -35,7 +36,9 @@ impl Source {
                 Some(v4) => Source::V4(v4.octets()),
                 None => {
                     let o = v6.octets();
-                    Source::V6Prefix(o[..8].try_into().expect("8 of 16 bytes"))
+                    let mut prefix: [u8; 8] = o[..8].try_into().expect("8 of 16 bytes");
+                    prefix[7] = 0;
+                    Source::V6Prefix(prefix)
                 }
             },
         }
@@ -53,7 +56,7 @@ impl fmt::Display for Source {
                     }
                     write!(f, "{:x}", u16::from_be_bytes([pair[0], pair[1]]))?;
                 }
-                f.write_str("::/64")
+                f.write_str("::/56")
             }
         }
     }
@@ -236,13 +239,89 @@ impl SourceGate {
     }
 }
 
+/// Bytes counted per source against a per-source maximum (one source's
+/// share of a node-wide budget).
+#[derive(Debug)]
+pub struct SourceBytes {
+    name: &'static str,
+    per_source_max: u64,
+    /// Only sources holding bytes; bounded by the connections that can
+    /// hold them.
+    held: Mutex<HashMap<Source, u64>>,
+}
+
+/// A source's share, given back when dropped.
+#[derive(Debug)]
+pub struct SourceShare {
+    bytes: Arc<SourceBytes>,
+    source: Source,
+    amount: u64,
+}
+
+impl Drop for SourceShare {
+    fn drop(&mut self) {
+        let mut held = self.bytes.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.source) {
+            *n -= self.amount;
+            if *n == 0 {
+                held.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl SourceBytes {
+    pub fn new(name: &'static str, per_source_max: u64) -> Arc<SourceBytes> {
+        Arc::new(SourceBytes {
+            name,
+            per_source_max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The most one source may hold.
+    pub fn limit(&self) -> u64 {
+        self.per_source_max
+    }
+
+    pub fn try_reserve(
+        self: &Arc<Self>,
+        source: Source,
+        amount: u64,
+    ) -> Result<SourceShare, String> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = held.get(&source).copied().unwrap_or(0);
+        match mine.checked_add(amount).filter(|&n| n <= self.per_source_max) {
+            Some(n) => {
+                held.insert(source, n);
+                Ok(SourceShare {
+                    bytes: self.clone(),
+                    source,
+                    amount,
+                })
+            }
+            None => Err(format!(
+                "{source} already holds {mine} bytes of the node's {} (at most {} per source); retry when its jobs finish",
+                self.name, self.per_source_max
+            )),
+        }
+    }
+}
+
 /// The node-wide budgets, shared by every connection.
 #[derive(Debug)]
 pub struct NodeBudgets {
-    /// Host bytes strangers make the node hold (frames, admitted jobs).
+    /// Host bytes admitted jobs hold (program, live tensors, outputs).
     pub memory: Arc<Budget>,
-    /// Jobs receiving inputs, queued, or running.
-    pub jobs: Arc<Budget>,
+    /// One source's share of `memory`.
+    pub memory_per_source: Arc<SourceBytes>,
+    /// Host bytes of frames being assembled, all connections together: a
+    /// separate share, so jobs never crowd out control frames.
+    pub frames: Arc<Budget>,
+    /// One source's share of `frames`.
+    pub frames_per_source: Arc<SourceBytes>,
+    /// Jobs receiving inputs, queued, or running, per source and in all.
+    pub jobs: Arc<SourceGate>,
     pub connections: Arc<SourceGate>,
     /// Evidence turns per source (the node-wide turns are a semaphore in
     /// evidence.rs, so requests wait their turn rather than fail).
@@ -251,9 +330,23 @@ pub struct NodeBudgets {
 
 impl NodeBudgets {
     pub fn new(memory_bytes: u64, connections_max: usize, per_source_max: usize) -> NodeBudgets {
+        let frames = memory_bytes / lockstep_limits::FRAME_BUDGET_SHARE_DIV;
+        let jobs = memory_bytes - frames;
         NodeBudgets {
-            memory: Budget::new("memory", memory_bytes),
-            jobs: Budget::new("job", lockstep_limits::MAX_ADMITTED_JOBS as u64),
+            memory: Budget::new("job memory", jobs),
+            memory_per_source: SourceBytes::new(
+                "job memory",
+                jobs / lockstep_limits::JOB_MEMORY_SOURCES_MIN,
+            ),
+            frames: Budget::new("frame buffer", frames),
+            frames_per_source: SourceBytes::new(
+                "frame buffer",
+                frames / lockstep_limits::FRAME_BUDGET_SOURCES_MIN,
+            ),
+            jobs: SourceGate::new(
+                lockstep_limits::MAX_ADMITTED_JOBS,
+                lockstep_limits::MAX_ADMITTED_JOBS_PER_SOURCE,
+            ),
             connections: SourceGate::new(connections_max, per_source_max.min(connections_max)),
             evidence: SourceGate::new(
                 lockstep_limits::MAX_CONCURRENT_EVIDENCE,
@@ -268,7 +361,9 @@ impl NodeBudgets {
 pub struct Peer {
     pub source: Source,
     pub frames: Arc<Budget>,
+    /// The node-wide frame budget, and this source's share of it.
     pub memory: Arc<Budget>,
+    pub source_frames: Arc<SourceBytes>,
 }
 
 impl Peer {
@@ -279,7 +374,8 @@ impl Peer {
                 "connection frame buffer",
                 lockstep_limits::CONNECTION_FRAME_BUFFER_BYTES_MAX,
             ),
-            memory: node.memory.clone(),
+            memory: node.frames.clone(),
+            source_frames: node.frames_per_source.clone(),
         }
     }
 
@@ -290,7 +386,7 @@ impl Peer {
     /// reservation).
     pub fn frame_admission(&self) -> lockstep_transport::frames::Admission {
         let peer = self.clone();
-        let mut held: Option<(Reservation, Reservation)> = None;
+        let mut held: Option<(Reservation, SourceShare, Reservation)> = None;
         Box::new(move |_kind: FrameKind, len: usize| {
             drop(held.take());
             let len = len as u64;
@@ -298,11 +394,15 @@ impl Peer {
                 .frames
                 .try_reserve(len)
                 .ok_or_else(|| FrameError::Refused(peer.frames.refusal(len)))?;
+            let source = peer
+                .source_frames
+                .try_reserve(peer.source, len)
+                .map_err(FrameError::Refused)?;
             let node = peer
                 .memory
                 .try_reserve(len)
                 .ok_or_else(|| FrameError::Refused(peer.memory.refusal(len)))?;
-            let _previous = held.replace((conn, node));
+            let _previous = held.replace((conn, source, node));
             Ok(())
         })
     }
@@ -342,9 +442,10 @@ mod tests {
         assert_eq!(src("10.0.0.1:5"), src("10.0.0.1:6"));
         assert_ne!(src("10.0.0.1:5"), src("10.0.0.2:5"));
         assert_eq!(src("[2001:db8::1]:5"), src("[2001:db8::ffff:1]:9"));
-        assert_ne!(src("[2001:db8::1]:5"), src("[2001:db8:0:1::1]:5"));
+        assert_eq!(src("[2001:db8::1]:5"), src("[2001:db8:0:ff::1]:5"));
+        assert_ne!(src("[2001:db8::1]:5"), src("[2001:db8:0:100::1]:5"));
         assert_eq!(src("[::ffff:10.0.0.1]:5"), src("10.0.0.1:7"));
-        assert_eq!(src("[2001:db8::1]:5").to_string(), "2001:db8:0:0::/64");
+        assert_eq!(src("[2001:db8::1]:5").to_string(), "2001:db8:0:0::/56");
     }
 
     #[test]
@@ -385,17 +486,35 @@ mod tests {
 
     #[test]
     fn frame_admission_holds_one_frame_per_stream_against_both_budgets() {
-        let node = NodeBudgets::new(1 << 20, 4, 4);
+        let node = NodeBudgets::new(8 << 20, 4, 4);
         let peer = Peer::new(src("10.0.0.1:1"), &node);
         let mut admit = peer.frame_admission();
         admit(FrameKind::Control, 1000).unwrap();
-        assert_eq!((peer.frames.used(), node.memory.used()), (1000, 1000));
+        assert_eq!((peer.frames.used(), node.frames.used()), (1000, 1000));
+        // Frames never draw on the jobs' memory.
+        assert_eq!(node.memory.used(), 0);
         // The next header releases the previous frame's share first.
         admit(FrameKind::Data, 10).unwrap();
-        assert_eq!(node.memory.used(), 10);
+        assert_eq!(node.frames.used(), 10);
         let err = admit(FrameKind::Control, 2 << 20).unwrap_err();
         assert!(matches!(err, FrameError::Refused(_)), "{err}");
         drop(admit);
-        assert_eq!((peer.frames.used(), node.memory.used()), (0, 0));
+        assert_eq!((peer.frames.used(), node.frames.used()), (0, 0));
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share_of_job_memory() {
+        let node = NodeBudgets::new(800, 4, 4);
+        let limit = node.memory.limit();
+        assert_eq!(limit, 700);
+        let a = src("10.0.0.1:1");
+        let first = node.memory_per_source.try_reserve(a, 300).unwrap();
+        assert!(node.memory_per_source.try_reserve(a, 51).is_err());
+        let _b = node
+            .memory_per_source
+            .try_reserve(src("10.0.0.2:1"), 350)
+            .unwrap();
+        drop(first);
+        assert!(node.memory_per_source.try_reserve(a, 350).is_ok());
     }
 }

@@ -118,8 +118,26 @@ async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobError> {
 }
 
 /// Streams a stored tensor's data as wire chunks, one read and one bounded
-/// write at a time.
+/// write at a time, and the whole response within the write-stall limit
+/// plus its size at `PEER_RATE_MIN_BYTES_PER_S`: a reader that takes a
+/// little at a time cannot keep its turn for hours.
 async fn stream_data(send: &mut quinn::SendStream, data: StoredData) -> Result<(), JobError> {
+    let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS)
+        + Duration::from_secs(data.len / lockstep_limits::PEER_RATE_MIN_BYTES_PER_S);
+    smol::future::or(stream_chunks(send, data), async {
+        smol::Timer::after(limit).await;
+        Err(err(
+            ErrorKind::Timeout,
+            format!(
+                "the peer stalled: it read evidence slower than {} bytes/s",
+                lockstep_limits::PEER_RATE_MIN_BYTES_PER_S
+            ),
+        ))
+    })
+    .await
+}
+
+async fn stream_chunks(send: &mut quinn::SendStream, data: StoredData) -> Result<(), JobError> {
     let chunk = lockstep_limits::WIRE_CHUNK_BYTES as u64;
     let mut left = data.len;
     let mut file = smol::Unblock::with_capacity(chunk as usize, data.file);
@@ -148,7 +166,23 @@ pub async fn leaf(
     authorize(shared, &request.job_id, &request.access)?;
     let _turn = take_turn(shared, peer).await?;
     let r = shared.retention.clone();
+    let job_id = request.job_id;
+    let index_bytes = smol::unblock(move || r.index_bytes(&job_id))
+        .await
+        .map_err(refused)?;
+    // The audit path reads every leaf hash: reserve that memory first
+    // (the raw index, and the hashes taken from it).
+    let need = index_bytes + index_bytes / 48 * 32;
+    let memory = &shared.budgets.memory;
+    let _index = memory
+        .try_reserve(need)
+        .ok_or_else(|| err(ErrorKind::Busy, memory.refusal(need)))?;
+    let r = shared.retention.clone();
+    let EvidenceAccess::Receipt { receipt, .. } = request.access.clone();
     let (evidence, data) = smol::unblock(move || {
+        if !r.receipt_is(&request.job_id, &receipt)? {
+            return Err(RetentionError::NotRetained(hex::encode(request.job_id)));
+        }
         let leaves = r.leaves(&request.job_id)?;
         let size = leaves.len() as u64;
         let path = usize::try_from(request.index)
@@ -217,9 +251,15 @@ pub async fn input(
     let _turn = take_turn(shared, peer).await?;
     let r = shared.retention.clone();
     let name = request.name.clone();
-    let data = smol::unblock(move || r.input_data(&request.job_id, &request.name))
-        .await
-        .map_err(refused)?;
+    let EvidenceAccess::Receipt { receipt, .. } = request.access.clone();
+    let data = smol::unblock(move || {
+        if !r.receipt_is(&request.job_id, &receipt)? {
+            return Err(RetentionError::NotRetained(hex::encode(request.job_id)));
+        }
+        r.input_data(&request.job_id, &request.name)
+    })
+    .await
+    .map_err(refused)?;
     let header = TensorHeader {
         name,
         shape: data.shape.clone(),

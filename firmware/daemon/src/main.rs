@@ -505,7 +505,7 @@ fn run() -> Result<()> {
         tracing::info!(
             memory_reserved_bytes_peak = shared.budgets.memory.peak(),
             memory_budget_bytes = shared.budgets.memory.limit(),
-            jobs_admitted_peak = shared.budgets.jobs.peak(),
+            frame_bytes_peak = shared.budgets.frames.peak(),
             "admission figures since start"
         );
         let left = shared.in_flight.load(Ordering::SeqCst);

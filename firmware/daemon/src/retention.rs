@@ -201,9 +201,11 @@ impl Retention {
         let start = || -> Result<Pending, RetentionError> {
             // Room first, before anything is written: what the filesystem
             // has above the floor, and no more than the whole budget.
+            // A source's one job never takes more than that source's share
+            // of the budget, so no single job can evict everyone else's.
             let room = free_bytes(&self.dir)?
                 .saturating_sub(self.free_floor)
-                .min(self.budget);
+                .min(self.source_bytes_max());
             let first = program.len() as u64
                 + inputs
                     .values()
@@ -222,9 +224,12 @@ impl Retention {
             let mut bytes = program.len() as u64;
             fs::write(tmp.join("program.bin"), program)?;
             for (name, t) in inputs {
-                let data = npy::encode(t);
-                bytes += data.len() as u64;
-                fs::write(tmp.join("inputs").join(format!("{name}.npy")), data)?;
+                bytes += npy::encoded_len(t);
+                let mut f = BufWriter::new(File::create(
+                    tmp.join("inputs").join(format!("{name}.npy")),
+                )?);
+                npy::emit(t, |piece| f.write_all(piece))?;
+                f.flush()?;
             }
             Ok(Pending {
                 leaves: BufWriter::new(File::create(tmp.join("leaves.bin"))?),
@@ -371,23 +376,56 @@ impl Retention {
     }
 
     /// Leaf `index`'s output hash and its stored data, to be streamed a
-    /// chunk at a time (never read whole into memory).
+    /// chunk at a time (never read whole into memory). Reads only that
+    /// leaf's index record.
     pub fn leaf_data(
         &self,
         job_id: &[u8; 16],
         index: u64,
     ) -> Result<(Hash, StoredData), RetentionError> {
         let dir = self.find(job_id)?;
-        let idx = read_index(&dir, job_id)?;
-        let &(offset, len, hash) =
-            idx.get(index as usize)
-                .ok_or_else(|| RetentionError::NoLeaf {
-                    job: hex::encode(job_id),
-                    index,
-                    size: idx.len() as u64,
-                })?;
+        let mut f = File::open(dir.join("leaves.idx"))
+            .map_err(|_| RetentionError::NotRetained(hex::encode(job_id)))?;
+        let size = f.metadata()?.len() / LEAF_RECORD as u64;
+        if index >= size {
+            return Err(RetentionError::NoLeaf {
+                job: hex::encode(job_id),
+                index,
+                size,
+            });
+        }
+        f.seek(SeekFrom::Start(index * LEAF_RECORD as u64))?;
+        let mut r = [0u8; LEAF_RECORD];
+        f.read_exact(&mut r)?;
+        let offset = u64::from_le_bytes(r[0..8].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(r[8..16].try_into().expect("8 bytes"));
+        let hash: Hash = r[16..48].try_into().expect("32 bytes");
         let data = open_stored(&dir.join("leaves.bin"), offset, Some(len), job_id)?;
         Ok((hash, data))
+    }
+
+    /// Bytes of the job's leaf index: what computing an audit path reads
+    /// into memory (and a little more), for the caller to reserve first.
+    pub fn index_bytes(&self, job_id: &[u8; 16]) -> Result<u64, RetentionError> {
+        let dir = self.find(job_id)?;
+        fs::metadata(dir.join("leaves.idx"))
+            .map(|m| m.len())
+            .map_err(|_| RetentionError::NotRetained(hex::encode(job_id)))
+    }
+
+    /// Whether `receipt` is byte for byte the receipt retained with the
+    /// job: evidence is served only against the receipt it belongs to (a
+    /// job id reused after an eviction names another job).
+    pub fn receipt_is(&self, job_id: &[u8; 16], receipt: &[u8]) -> Result<bool, RetentionError> {
+        let dir = self.find(job_id)?;
+        let path = dir.join("receipt.json");
+        let len = fs::metadata(&path)
+            .map_err(|_| RetentionError::NotRetained(hex::encode(job_id)))?
+            .len();
+        if len != receipt.len() as u64 {
+            return Ok(false);
+        }
+        Ok(fs::read(path)? == receipt)
     }
 
     /// The job's program input `name`, to be streamed.
@@ -565,23 +603,25 @@ impl Pending {
         if self.failed.is_some() || self.over_budget {
             return;
         }
-        let bytes = npy::encode(t);
-        self.bytes += bytes.len() as u64 + LEAF_RECORD as u64;
+        // The length first, so nothing is written past the room, and the
+        // bytes streamed to disk without a second copy of the tensor.
+        let len = npy::encoded_len(t);
+        self.bytes += len + LEAF_RECORD as u64;
         if self.bytes > self.budget {
-            // Stop writing: a job larger than the whole budget could never
-            // be kept, and must not fill the disk trying.
+            // Stop writing: a job larger than its room could never be
+            // kept, and must not fill the disk trying.
             self.over_budget = true;
             return;
         }
-        if let Err(e) = self.leaves.write_all(&bytes) {
+        let leaves = &mut self.leaves;
+        if let Err(e) = npy::emit(t, |piece| leaves.write_all(piece)) {
             self.failed = Some(e.into());
             return;
         }
         self.index.extend_from_slice(&self.offset.to_le_bytes());
-        self.index
-            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.index.extend_from_slice(&len.to_le_bytes());
         self.index.extend_from_slice(output_sha256);
-        self.offset += bytes.len() as u64;
+        self.offset += len;
     }
 
     /// Drops a job that failed: nothing is kept.
@@ -646,19 +686,28 @@ mod tests {
     fn the_oldest_jobs_are_evicted_to_fit_the_budget() {
         let dir = tempfile::tempdir().unwrap();
         // Each job is about 2.1 KB (a 384-byte .npy input, four leaves of
-        // 384 bytes plus 48 of index): two fit in 5000 bytes, three do not.
-        let r = Retention::open(dir.path(), Duration::from_secs(60), 5000, 0).unwrap();
-        let a = job(&r, 1, 4);
-        let b = job(&r, 2, 4);
-        assert!(r.leaves(&a).is_ok() && r.leaves(&b).is_ok());
-        let c = job(&r, 3, 4);
-        assert!(matches!(r.leaves(&a), Err(RetentionError::NotRetained(_))));
-        assert!(!dir.path().join("retained").join(hex::encode(a)).exists());
-        assert!(r.leaves(&b).is_ok() && r.leaves(&c).is_ok());
-        // A job larger than the whole budget is not kept at all.
-        let big = job(&r, 4, 100);
+        // 384 bytes plus 48 of index), each from its own source. A source
+        // may keep an eighth of the 20 000 bytes (one job); nine jobs fit
+        // in all, ten do not.
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 20_000, 0).unwrap();
+        let ids: Vec<_> = (1..=9).map(|i| job(&r, i, 4)).collect();
+        assert!(ids.iter().all(|id| r.leaves(id).is_ok()));
+        let last = job(&r, 10, 4);
+        assert!(matches!(
+            r.leaves(&ids[0]),
+            Err(RetentionError::NotRetained(_))
+        ));
+        assert!(!dir
+            .path()
+            .join("retained")
+            .join(hex::encode(ids[0]))
+            .exists());
+        assert!(r.leaves(&ids[1]).is_ok() && r.leaves(&last).is_ok());
+        // A job larger than its source's share is not kept at all, and
+        // evicts nobody.
+        let big = job(&r, 11, 100);
         assert!(r.leaves(&big).is_err());
-        assert!(r.leaves(&c).is_ok());
+        assert!(r.leaves(&ids[1]).is_ok() && r.leaves(&last).is_ok());
     }
 
     fn job_from(r: &Retention, job_id: [u8; 16], source: Source) -> bool {

@@ -168,7 +168,13 @@ async fn finish(mut send: quinn::SendStream) {
     // Wait until the peer has the data, so closing the connection does not
     // cut the reply; bounded, since a peer that never acknowledges would
     // otherwise hold the stream (keep-alives defeat the idle timeout).
-    let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS);
+    // Up to a full send window may still be unacknowledged: a slow but
+    // honest peer gets that at the minimum rate.
+    let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS)
+        + Duration::from_secs(
+            lockstep_limits::CONNECTION_SEND_WINDOW_BYTES
+                / lockstep_limits::PEER_RATE_MIN_BYTES_PER_S,
+        );
     let acked = smol::future::or(async { send.stopped().await.is_ok() }, async {
         smol::Timer::after(limit).await;
         false
@@ -262,7 +268,12 @@ async fn submit(
     let validated = validate(
         &program,
         &ValidateOptions {
-            memory_limit: shared.memory_limit,
+            // Live tensors are host memory between ops: a program whose
+            // peak could never fit this source's share of the job budget
+            // is refused here, by the validator, naming the op.
+            memory_limit: shared
+                .memory_limit
+                .min(shared.budgets.memory_per_source.limit()),
         },
     )
     .map_err(|e| err(ErrorKind::InvalidProgram, e.to_string()))?;
@@ -308,46 +319,77 @@ async fn submit(
     // host memory the job will hold (its program, inputs and outputs) from
     // the node-wide budget. The reservations travel with the job and are
     // released when its outputs have been sent (or it fails).
+    // The job's host memory: its program, and at every moment its live
+    // tensors (inputs included, outputs at the end: the validator's peak),
+    // or the inputs being received and outputs being sent, whichever is
+    // more. Retention streams tensors to disk without a copy.
     let tensor_bytes = |shape: &[usize]| shape.iter().product::<usize>() as u64 * 4;
-    let job_bytes = request.program.len() as u64
-        + validated
-            .inputs()
-            .iter()
-            .map(|d| tensor_bytes(&d.shape))
-            .sum::<u64>()
-        + validated
-            .outputs()
-            .iter()
-            .map(|d| tensor_bytes(&d.shape))
-            .sum::<u64>();
+    let input_bytes = validated
+        .inputs()
+        .iter()
+        .map(|d| tensor_bytes(&d.shape))
+        .sum::<u64>();
+    let output_bytes = validated
+        .outputs()
+        .iter()
+        .map(|d| tensor_bytes(&d.shape))
+        .sum::<u64>();
+    let job_bytes =
+        request.program.len() as u64 + validated.peak_bytes().max(input_bytes + output_bytes);
     let memory = &shared.budgets.memory;
-    if job_bytes > memory.limit() {
+    let share = &shared.budgets.memory_per_source;
+    if job_bytes > share.limit() {
         return Err(err(
             ErrorKind::TooLarge,
             format!(
-                "the job's program, inputs and outputs take {job_bytes} bytes; this node admits at most {} at once",
-                memory.limit()
+                "the job holds {job_bytes} bytes of host memory (program, live tensors, outputs); this node admits at most {} for one source",
+                share.limit()
             ),
         ));
     }
-    let slot = shared
-        .budgets
-        .jobs
-        .try_reserve(1)
-        .ok_or_else(|| err(ErrorKind::Busy, shared.budgets.jobs.refusal(1)))?;
+    let slot = shared.budgets.jobs.try_enter(peer.source).map_err(|full| {
+        err(
+            ErrorKind::Busy,
+            format!("job slots: {full}; retry when a job finishes"),
+        )
+    })?;
+    let source_share = share
+        .try_reserve(peer.source, job_bytes)
+        .map_err(|why| err(ErrorKind::Busy, why))?;
     let reserved = memory
         .try_reserve(job_bytes)
         .ok_or_else(|| err(ErrorKind::Busy, memory.refusal(job_bytes)))?;
     let admitted = crate::worker::Admitted {
         _slot: slot,
+        _share: source_share,
         _memory: reserved,
     };
+    // The whole upload has a deadline, not only each frame: a peer that
+    // trickles (or sends empty chunks) cannot hold its reservation for
+    // ever.
+    let upload_deadline = Instant::now()
+        + Duration::from_millis(lockstep_limits::FRAME_READ_TIMEOUT_MS)
+        + Duration::from_secs(input_bytes / lockstep_limits::PEER_RATE_MIN_BYTES_PER_S);
     tracing::debug!(source = %peer.source, job_bytes, "job admitted");
     let mut receiver =
         TensorReceiver::new(request.inputs).map_err(|e| err(ErrorKind::TooLarge, e.to_string()))?;
     let mut inputs: BTreeMap<String, _> = receiver.take_ready().into_iter().collect();
     while !receiver.is_done() {
-        match reader.next().await.map_err(wire)? {
+        let next = smol::future::or(async { Some(reader.next().await) }, async {
+            smol::Timer::at(upload_deadline).await;
+            None
+        })
+        .await
+        .ok_or_else(|| {
+            err(
+                ErrorKind::Timeout,
+                format!(
+                    "the peer stalled: the inputs did not arrive at {} bytes/s or faster",
+                    lockstep_limits::PEER_RATE_MIN_BYTES_PER_S
+                ),
+            )
+        })?;
+        match next.map_err(wire)? {
             Some(Frame::Data(chunk)) => inputs.extend(
                 receiver
                     .push(&chunk)

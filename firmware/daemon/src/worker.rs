@@ -34,7 +34,8 @@ pub struct Job {
 
 /// What an admitted job holds of the node's budgets; released on drop.
 pub struct Admitted {
-    pub _slot: crate::admission::Reservation,
+    pub _slot: crate::admission::Slot,
+    pub _share: crate::admission::SourceShare,
     pub _memory: crate::admission::Reservation,
 }
 

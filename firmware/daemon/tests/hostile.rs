@@ -160,9 +160,13 @@ fn half_sent_frames_on_every_stream_stay_within_the_memory_budget() {
         // (its connections' frame buffers, within the node budget) plus
         // QUIC's receive windows for those connections, over the node's
         // own memory before the attack.
-        let source_frames = conns as u64 * lockstep_limits::CONNECTION_FRAME_BUFFER_BYTES_MAX;
+        let frame_share = (budget_mib << 20)
+            / lockstep_limits::FRAME_BUDGET_SHARE_DIV
+            / lockstep_limits::FRAME_BUDGET_SOURCES_MIN;
+        let source_frames =
+            (conns as u64 * lockstep_limits::CONNECTION_FRAME_BUFFER_BYTES_MAX).min(frame_share);
         let windows = conns as u64 * lockstep_limits::CONNECTION_RECEIVE_WINDOW_BYTES as u64;
-        let bound_kib = rss_before_kib + (source_frames.min(budget_mib << 20) + windows) / 1024;
+        let bound_kib = rss_before_kib + (source_frames + windows) / 1024;
         println!(
             "half-sent frames: {conns} connections x {streams} streams x {len} bytes announced; node RSS {} MiB, peak {} MiB (before {} MiB, bound {} MiB)",
             rss_kib / 1024,
@@ -174,8 +178,9 @@ fn half_sent_frames_on_every_stream_stay_within_the_memory_budget() {
             peak_kib < bound_kib,
             "peak {peak_kib} KiB over {bound_kib} KiB"
         );
-        // Streams over the connection's frame budget were refused Busy at
-        // once (the others hold their frame until the read timeout).
+        // Streams over the source's (or the connection's) frame budget were
+        // refused Busy at once (the others hold their frame until the read
+        // timeout).
         let mut busy = 0;
         for conn in &held {
             conn.close(0u32.into(), b"");

@@ -292,6 +292,32 @@ pub const DEFAULT_NODE_MEMORY_BUDGET_BYTES: u64 = 8 << 30;
 /// its inputs are sent.
 pub const MAX_ADMITTED_JOBS: usize = JOB_QUEUE_BOUND + 1;
 
+/// Jobs one source may have admitted at once: always one fewer than the
+/// node's, so one source never holds every slot.
+pub const MAX_ADMITTED_JOBS_PER_SOURCE: usize = MAX_ADMITTED_JOBS - 1;
+
+/// One source's jobs together may reserve at most 1/this of the node's job
+/// memory, so one source never holds all of it.
+pub const JOB_MEMORY_SOURCES_MIN: u64 = 2;
+
+/// Frames being assembled, all connections together, may hold at most
+/// 1/this of the node memory budget (`--memory-budget-bytes`); jobs get
+/// the rest. Separate shares: admitted jobs can never make the node refuse
+/// the control frames of other requests (status, evidence, admin).
+pub const FRAME_BUDGET_SHARE_DIV: u64 = 8;
+
+/// One source's frames being assembled may hold at most 1/this of the
+/// node's frame budget (with the defaults, 256 MiB: every connection it may
+/// hold with a full frame buffer), so one source never holds all of it.
+pub const FRAME_BUDGET_SOURCES_MIN: u64 = 4;
+
+/// The slowest a peer may move data and still be served, in bytes per
+/// second: an upload, an evidence response and the acknowledgement of a
+/// reply each get `FRAME_READ_TIMEOUT_MS` (or `WRITE_STALL_TIMEOUT_MS`)
+/// plus their size at this rate, in all, so a trickling peer cannot hold a
+/// job slot, a memory reservation or an evidence turn for hours.
+pub const PEER_RATE_MIN_BYTES_PER_S: u64 = 1024 * 1024;
+
 /// How long a node waits for the next frame a stream owes it (the first
 /// request, the next input chunk, the admin command) before it resets the
 /// stream: a half-sent frame cannot hold its buffer for ever.

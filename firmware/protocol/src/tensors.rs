@@ -96,7 +96,9 @@ impl TensorReceiver {
             return Err(TensorStreamError::Unexpected);
         };
         let remaining = (self.expected_len - self.data.len()) * 4;
-        if chunk.len() > remaining || !chunk.len().is_multiple_of(4) {
+        // An empty chunk moves nothing: refused, so a sender cannot keep a
+        // transfer alive without sending data.
+        if chunk.is_empty() || chunk.len() > remaining || !chunk.len().is_multiple_of(4) {
             return Err(TensorStreamError::Overrun {
                 name: h.name.clone(),
                 len: chunk.len(),
@@ -185,6 +187,16 @@ mod growth_tests {
         assert_eq!(r.data.capacity(), 0, "nothing reserved for 4 GiB announced");
         r.push(&[0u8; 4096]).unwrap();
         assert!(r.data.capacity() < 1 << 20, "{}", r.data.capacity());
+    }
+
+    #[test]
+    fn an_empty_chunk_is_refused() {
+        let t = Tensor::new(vec![2], vec![1.0, 2.0]).unwrap();
+        let mut r = TensorReceiver::new(vec![header("t", &t)]).unwrap();
+        assert!(matches!(
+            r.push(&[]),
+            Err(TensorStreamError::Overrun { .. })
+        ));
     }
 
     #[test]

@@ -166,7 +166,10 @@ fn f32_le(c: &[u8]) -> f32 {
 }
 
 /// Feeds the canonical encoding of `t` to `sink` in bounded pieces.
-pub(crate) fn emit<E>(t: &Tensor, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+/// The canonical `.npy` bytes of `t` ([`encode`]'s), handed to `sink` in
+/// pieces of at most a few MiB: for writing a tensor out without building a
+/// second copy of it in memory.
+pub fn emit<E>(t: &Tensor, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
     sink(&header(t.shape()))?;
     let mut buf = Vec::with_capacity(CHUNK_BYTES);
     for chunk in t.data().chunks(CHUNK_BYTES / 4) {
@@ -229,6 +232,11 @@ fn preamble(bytes: &[u8]) -> Result<(usize, usize, u8), NpyError> {
         return Err(NpyError::HeaderTooLong { len });
     }
     Ok((start, len, major))
+}
+
+/// How many bytes [`encode`] gives for `t`, without encoding it.
+pub fn encoded_len(t: &Tensor) -> u64 {
+    header(t.shape()).len() as u64 + t.len() as u64 * 4
 }
 
 /// The shape and the offset of the data of the `.npy` bytes that begin
@@ -605,6 +613,15 @@ mod tests {
         match err(dict, &[]) {
             NpyError::BadHeader(msg) => msg,
             other => panic!("{dict}: expected BadHeader, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        for shape in [vec![0], vec![3], vec![2, 5], vec![1, 1, 7]] {
+            let n = shape.iter().product();
+            let t = Tensor::new(shape, vec![1.5; n]).unwrap();
+            assert_eq!(encoded_len(&t), encode(&t).len() as u64);
         }
     }
 
