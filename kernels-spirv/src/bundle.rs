@@ -88,31 +88,39 @@ pub struct Bundle {
 impl Bundle {
     /// The bundle built into this binary from `kernels-spirv/`.
     pub fn embedded() -> Result<Bundle, BundleError> {
-        let manifest = include_bytes!("kernels/manifest.json");
-        let bundle = Bundle::from_parts(manifest, |file| {
-            EMBEDDED_FILES
-                .iter()
-                .find(|(name, _)| *name == file)
-                .map(|(_, bytes)| bytes.to_vec())
-                .ok_or_else(|| "not embedded in this build".to_string())
-        })?;
-        bundle.require(BundleKind::Conforming)?;
-        Ok(bundle)
+        Bundle::from_embedded(
+            include_bytes!("kernels/manifest.json"),
+            EMBEDDED_FILES,
+            BundleKind::Conforming,
+        )
     }
 
     /// The test-only portable bundle built into this binary from
     /// `kernels-spirv/src/kernels/portable/`: the same kernels without
     /// RoundingModeRTE, for non-conforming cross-implementation tests only.
     pub fn embedded_portable() -> Result<Bundle, BundleError> {
-        let manifest = include_bytes!("kernels/portable/manifest.json");
+        Bundle::from_embedded(
+            include_bytes!("kernels/portable/manifest.json"),
+            EMBEDDED_PORTABLE_FILES,
+            BundleKind::Portable,
+        )
+    }
+
+    /// A bundle from a manifest and binaries built into this binary, which
+    /// must be of `kind`; every hash is checked as for any other bundle.
+    fn from_embedded(
+        manifest: &[u8],
+        files: &[(&str, &[u8])],
+        kind: BundleKind,
+    ) -> Result<Bundle, BundleError> {
         let bundle = Bundle::from_parts(manifest, |file| {
-            EMBEDDED_PORTABLE_FILES
+            files
                 .iter()
                 .find(|(name, _)| *name == file)
                 .map(|(_, bytes)| bytes.to_vec())
                 .ok_or_else(|| "not embedded in this build".to_string())
         })?;
-        bundle.require(BundleKind::Portable)?;
+        bundle.require(kind)?;
         Ok(bundle)
     }
 

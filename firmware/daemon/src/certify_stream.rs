@@ -131,12 +131,8 @@ async fn certify(
         write_frame(send, &busy.to_frame()).await.map_err(wire)?;
         return Ok(());
     }
-    let expire = async {
-        smol::Timer::after(timeout()).await;
-        None
-    };
-    let result = smol::future::or(async { outcome.recv().await.ok() }, expire).await;
-    let Some(result) = result else {
+    let result = crate::stream::within(timeout(), outcome.recv()).await;
+    let Some(Ok(result)) = result else {
         return Err(err(
             ErrorKind::Timeout,
             format!(

@@ -24,7 +24,7 @@ use smol::io::AsyncReadExt;
 
 use crate::admission::{Peer, Slot};
 use crate::retention::{RetentionError, StoredData};
-use crate::stream::{wire, write_frame, Shared};
+use crate::stream::{wire, within, write_frame, Shared};
 
 /// Node-wide turns for evidence requests (see the limit's note).
 static EVIDENCE_TURNS: smol::lock::Semaphore =
@@ -100,17 +100,14 @@ async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobError> {
             )
         })?;
     let wait = Duration::from_millis(lockstep_limits::EVIDENCE_QUEUE_WAIT_MS);
-    let turn = smol::future::or(async { Some(EVIDENCE_TURNS.acquire().await) }, async {
-        smol::Timer::after(wait).await;
-        None
-    })
-    .await
-    .ok_or_else(|| {
-        err(
-            ErrorKind::Busy,
-            "every evidence turn of this node is taken; retry later",
-        )
-    })?;
+    let turn = within(wait, EVIDENCE_TURNS.acquire())
+        .await
+        .ok_or_else(|| {
+            err(
+                ErrorKind::Busy,
+                "every evidence turn of this node is taken; retry later",
+            )
+        })?;
     Ok(Turn {
         _slot: slot,
         _turn: turn,
@@ -124,17 +121,17 @@ async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobError> {
 async fn stream_data(send: &mut quinn::SendStream, data: StoredData) -> Result<(), JobError> {
     let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS)
         + Duration::from_secs(data.len / lockstep_limits::PEER_RATE_MIN_BYTES_PER_S);
-    smol::future::or(stream_chunks(send, data), async {
-        smol::Timer::after(limit).await;
-        Err(err(
-            ErrorKind::Timeout,
-            format!(
-                "the peer stalled: it read evidence slower than {} bytes/s",
-                lockstep_limits::PEER_RATE_MIN_BYTES_PER_S
-            ),
-        ))
-    })
-    .await
+    within(limit, stream_chunks(send, data))
+        .await
+        .unwrap_or_else(|| {
+            Err(err(
+                ErrorKind::Timeout,
+                format!(
+                    "the peer stalled: it read evidence slower than {} bytes/s",
+                    lockstep_limits::PEER_RATE_MIN_BYTES_PER_S
+                ),
+            ))
+        })
 }
 
 async fn stream_chunks(send: &mut quinn::SendStream, data: StoredData) -> Result<(), JobError> {

@@ -30,6 +30,16 @@ pub async fn write_frame(
     write_frame_within(send, frame, limit).await
 }
 
+/// `fut`'s output, or `None` if it has not finished within `limit`: every
+/// wait on a stranger (or on the worker for a stranger) is bounded.
+pub async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    smol::future::or(async { Some(fut.await) }, async {
+        smol::Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
 /// QUIC stream error code when the node resets a stream whose peer
 /// stalled (stopped reading, or stopped sending mid-frame).
 const RESET_STALLED: u32 = 2;
@@ -175,12 +185,8 @@ async fn finish(mut send: quinn::SendStream) {
             lockstep_limits::CONNECTION_SEND_WINDOW_BYTES
                 / lockstep_limits::PEER_RATE_MIN_BYTES_PER_S,
         );
-    let acked = smol::future::or(async { send.stopped().await.is_ok() }, async {
-        smol::Timer::after(limit).await;
-        false
-    })
-    .await;
-    if !acked {
+    let acked = within(limit, send.stopped()).await;
+    if !matches!(acked, Some(Ok(_))) {
         let _ = send.reset(RESET_STALLED.into());
     }
 }
@@ -375,12 +381,8 @@ async fn submit(
         TensorReceiver::new(request.inputs).map_err(|e| err(ErrorKind::TooLarge, e.to_string()))?;
     let mut inputs: BTreeMap<String, _> = receiver.take_ready().into_iter().collect();
     while !receiver.is_done() {
-        let next = smol::future::or(async { Some(reader.next().await) }, async {
-            smol::Timer::at(upload_deadline).await;
-            None
-        })
-        .await
-        .ok_or_else(|| {
+        let left = upload_deadline.saturating_duration_since(Instant::now());
+        let next = within(left, reader.next()).await.ok_or_else(|| {
             err(
                 ErrorKind::Timeout,
                 format!(
@@ -426,12 +428,8 @@ async fn submit(
         write_frame(send, &busy.to_frame()).await.map_err(wire)?;
         return Ok(());
     }
-    let timeout = async {
-        smol::Timer::after(shared.job_timeout).await;
-        None
-    };
-    let result = smol::future::or(async { outcome.recv().await.ok() }, timeout).await;
-    let finished = match result {
+    let result = within(shared.job_timeout, outcome.recv()).await;
+    let finished = match result.and_then(Result::ok) {
         None => {
             return Err(err(
                 ErrorKind::Timeout,
