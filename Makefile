@@ -10,7 +10,7 @@ CARGO ?= cargo
 DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and boot-testing the appliance image needs (image/README.md).
-IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf
+IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf openssl swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0
 DEMO_DIR := target/demo
 # Google's SwiftShader Vulkan driver, a second implementation for the
 # cross-implementation tests (docs/float-model.md, "Implementations"): the

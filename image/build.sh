@@ -11,6 +11,11 @@
 #   DEBUG        0 (default) | 1: adds a root serial console, clearly marked
 #   SIGNING_KEY  minisign secret key that signs image and manifest
 #                (default: a development key made once in image/out/)
+#   PCR_KEY      RSA private key (PEM) that signs the UKI's expected PCR 11
+#                (systemd-measure); nodes seal their device key to its
+#                public key, so every image signed with it keeps their
+#                identity (default: a development key made once in
+#                image/out/; docs/identity.md)
 #   PROVISION    a provisioning file (lockstepd config: trusted operator and
 #                certifier keys...) placed on the ESP; `lockstep-fleet` can
 #                also write it into a built image before flashing
@@ -25,7 +30,7 @@ OUT=${OUT:-$here/out}
 GPU=${GPU:-lavapipe}
 DEBUG=${DEBUG:-0}
 # make passes unset settings as empty strings: treat those as unset.
-for v in VERSION SIGNING_KEY PROVISION LOCK LOCKSTEPD; do
+for v in VERSION SIGNING_KEY PCR_KEY PROVISION LOCK LOCKSTEPD; do
     [ -n "${!v:-}" ] || unset "$v"
 done
 SUITE=bookworm
@@ -40,7 +45,7 @@ step() { echo "== image: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "building an image needs root (debootstrap, chroot); run as root or via sudo"
 case "$GPU" in lavapipe|nvidia) ;; *) die "GPU=$GPU: choose lavapipe or nvidia" ;; esac
 case "$DEBUG" in 0|1) ;; *) die "DEBUG=$DEBUG: choose 0 or 1" ;; esac
-for tool in debootstrap mksquashfs veritysetup sfdisk mkfs.vfat mcopy mmd objcopy minisign python3; do
+for tool in debootstrap mksquashfs veritysetup sfdisk mkfs.vfat mcopy mmd objcopy minisign python3 openssl swtpm; do
     command -v "$tool" >/dev/null || die "$tool is missing: run 'make image' (it installs the build packages)"
 done
 
@@ -152,11 +157,14 @@ chroot "$root" groupadd --system --gid 990 lockstep
 chroot "$root" useradd --system --uid 990 --gid 990 --home-dir /var/lib/lockstep \
     --no-create-home --shell /usr/sbin/nologin lockstep
 # No login anywhere: root is locked, every getty and rescue shell masked.
+# systemd-pcrphase is masked too: PCR 11 stays as systemd-stub measured
+# the UKI, the value its signed policy names (docs/identity.md).
 chroot "$root" passwd --lock root >/dev/null
 chroot "$root" usermod --shell /usr/sbin/nologin root
 for unit in getty@.service serial-getty@.service console-getty.service \
     container-getty@.service autovt@.service rescue.service emergency.service \
-    debug-shell.service systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer; do
+    debug-shell.service systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer \
+    systemd-pcrphase.service systemd-pcrphase-sysinit.service systemd-pcrphase-initrd.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
 if [ "$DEBUG" = 1 ]; then
@@ -177,7 +185,7 @@ if [ "$GPU" = nvidia ]; then
     printf '[Service]\nPrivateDevices=no\nDevicePolicy=closed\nDeviceAllow=/dev/nvidiactl rw\nDeviceAllow=/dev/nvidia0 rw\nDeviceAllow=/dev/nvidia-uvm rw\nDeviceAllow=/dev/nvidia-uvm-tools rw\n' \
         >"$root/etc/systemd/system/lockstepd.service.d/nvidia.conf"
 fi
-for unit in lockstepd.service lockstep-state.service lockstep-boot-report.service \
+for unit in lockstepd.service lockstep-state.service lockstep-identity.service lockstep-boot-report.service \
     systemd-networkd.service systemd-resolved.service systemd-timesyncd.service nftables.service; do
     chroot "$root" systemctl enable "$unit" >/dev/null 2>&1 || die "cannot enable $unit"
 done
@@ -217,14 +225,54 @@ veritysetup format "$work/root.squashfs" "$work/root.verity" \
 roothash=$(sed -n 's/^Root hash:[[:space:]]*//p' "$work/verity.txt")
 [ ${#roothash} = 64 ] || die "veritysetup printed no root hash"
 
-step "unified kernel image (kernel + initramfs + command line with the root hash)"
+step "unified kernel image (kernel + initramfs + command line with the root hash + signed PCR policy)"
 cmdline="root=/dev/mapper/root ro rootfstype=squashfs lockstep.roothash=$roothash console=tty0 console=ttyS0,115200 panic=10 loglevel=4"
 [ "$DEBUG" = 1 ] && cmdline="$cmdline lockstep.debug=1"
 printf '%s' "$cmdline" >"$work/cmdline"
+# The signed PCR policy (docs/identity.md, "Sealing"). systemd-stub
+# measures the UKI's sections into PCR 11; systemd-measure predicts that
+# value and signs it with the PCR key. A node seals its device key to the
+# PCR key's public key (not to one PCR value), so any image whose PCR 11
+# is signed by the same key unseals it, and nothing else does.
+pcr_key=${PCR_KEY:-$OUT/dev-pcr.key}
+if [ -z "${PCR_KEY:-}" ] && [ ! -f "$pcr_key" ]; then
+    echo "image: no PCR_KEY given: making a DEVELOPMENT PCR policy key $pcr_key (not for release)" >&2
+    (umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pcr_key" 2>/dev/null) \
+        || die "openssl could not make a PCR key"
+fi
+[ -f "$pcr_key" ] || die "PCR_KEY=$pcr_key: no such file"
+openssl pkey -in "$pcr_key" -pubout -out "$work/pcrpkey.pem" 2>/dev/null \
+    || die "PCR_KEY=$pcr_key is not a PEM private key"
+measure=/usr/lib/systemd/systemd-measure
+[ -x "$measure" ] || die "$measure is missing (systemd >= 252)"
+measure_args=(--linux="$work/vmlinuz" --osrel="$root/etc/os-release" --cmdline="$work/cmdline"
+    --initrd="$work/initrd" --pcrpkey="$work/pcrpkey.pem" --bank=sha256 --phase=)
+# --phase= (empty): PCR 11 as systemd-stub leaves it, with no boot-phase
+# words after it: the image masks systemd-pcrphase (its initrd has no
+# phase units), so that is the value lockstepd's credential is opened
+# under and the value a quote shows.
+pcr11=$("$measure" calculate "${measure_args[@]}" | sed -n 's/^11:sha256=//p')
+[ ${#pcr11} = 64 ] || die "systemd-measure predicted no PCR 11 value"
+# systemd-measure computes the policy digest with a trial session on a
+# TPM; the build host needs none of its own: a throw-away swtpm serves.
+tpmdir=$(mktemp -d)
+tpmport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+swtpm socket --tpm2 --tpmstate dir="$tpmdir" --flags startup-clear,not-need-init \
+    --server type=tcp,port="$tpmport",bindaddr=127.0.0.1 --ctrl type=tcp,port=$((tpmport + 1)),bindaddr=127.0.0.1 \
+    >"$work/swtpm.log" 2>&1 &
+tpmpid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$tpmport") 2>/dev/null && break; sleep 0.1; done
+rc=0
+"$measure" sign "${measure_args[@]}" --private-key="$pcr_key" --public-key="$work/pcrpkey.pem" \
+    --tpm2-device="swtpm:host=127.0.0.1,port=$tpmport" >"$work/pcrsig.json" 2>"$work/measure.log" || rc=$?
+kill "$tpmpid" 2>/dev/null || true; wait "$tpmpid" 2>/dev/null || true; rm -rf "$tpmdir"
+{ [ $rc = 0 ] && [ -s "$work/pcrsig.json" ]; } || { cat "$work/measure.log" >&2; die "systemd-measure could not sign PCR 11"; }
 stub=$root/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 objcopy \
     --add-section .osrel="$root/etc/os-release" --change-section-vma .osrel=0x20000 \
     --add-section .cmdline="$work/cmdline" --change-section-vma .cmdline=0x30000 \
+    --add-section .pcrsig="$work/pcrsig.json" --change-section-vma .pcrsig=0x40000 \
+    --add-section .pcrpkey="$work/pcrpkey.pem" --change-section-vma .pcrpkey=0x50000 \
     --add-section .linux="$work/vmlinuz" --change-section-vma .linux=0x2000000 \
     --add-section .initrd="$work/initrd" --change-section-vma .initrd=0x3000000 \
     "$stub" "$work/lockstep.efi"
@@ -315,6 +363,8 @@ print(json.dumps({
     "image_sha256": "$image_sha",
     "image_bytes": $(stat -c %s "$img"),
     "lockstepd_sha256": "$(sha256sum "$daemon_bin" | cut -d' ' -f1)",
+    "tpm_pcr11_sha256": "$pcr11",
+    "tpm_pcr_public_key_sha256": "$(openssl pkey -pubin -in "$work/pcrpkey.pem" -outform DER | sha256sum | cut -d' ' -f1)",
     "packages": packages,
 }, indent=2, sort_keys=True))
 EOF
@@ -330,3 +380,4 @@ done
 rm -rf "$work/root"
 echo "image: $img"
 echo "image: root hash $roothash, sha256 $image_sha"
+echo "image: PCR 11 (sha256) $pcr11, signed by $pcr_key"
