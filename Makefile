@@ -122,14 +122,14 @@ kernels: deps
 
 # The appliance image (image/README.md): image/out/lockstep-VERSION.raw,
 # its manifest, minisign signatures. Settings: GPU=nvidia, DEBUG=1,
-# VERSION=..., SIGNING_KEY=..., PROVISION=..., LOCK=update.
+# VERSION=..., SIGNING_KEY=..., PCR_KEY=..., PROVISION=..., LOCK=update.
 image-deps: deps
 	$(call install-missing,$(IMAGE_DEB_PACKAGES))
 
 image: image-deps
 	$(CARGO) build --release --locked -q -p lockstep-daemon
 	$(SUDO) env LOCKSTEPD=$(CURDIR)/target/release/lockstepd GPU="$(GPU)" DEBUG="$(DEBUG)" \
-	  VERSION="$(VERSION)" SIGNING_KEY="$(SIGNING_KEY)" PROVISION="$(PROVISION)" LOCK="$(LOCK)" \
+	  VERSION="$(VERSION)" SIGNING_KEY="$(SIGNING_KEY)" PCR_KEY="$(PCR_KEY)" PROVISION="$(PROVISION)" LOCK="$(LOCK)" \
 	  image/build.sh
 
 # Boots the image in QEMU and proves it serves (and that a tampered root
