@@ -448,7 +448,7 @@ fn last_line(stderr: &[u8]) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .filter(|l| !l.starts_with("WARN"))
-        .last()
+        .next_back()
         .unwrap_or("(no message)");
     line.chars().take(300).collect()
 }
