@@ -446,9 +446,7 @@ fn last_line(stderr: &[u8]) -> String {
     let line = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .filter(|l| !l.starts_with("WARN"))
-        .next_back()
+        .rfind(|l| !l.is_empty() && !l.starts_with("WARN"))
         .unwrap_or("(no message)");
     line.chars().take(300).collect()
 }
