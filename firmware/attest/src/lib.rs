@@ -191,6 +191,7 @@ pub struct Pending {
     secret: [u8; 32],
     ak: AkPublic,
     ak_name: Vec<u8>,
+    ak_qualified_name: Vec<u8>,
     ek_public: TpmPublic,
     ek_certificate: Vec<u8>,
 }
@@ -202,6 +203,7 @@ impl std::fmt::Debug for Pending {
             .field("secret", &"<redacted>")
             .field("ak", &self.ak)
             .field("ak_name", &hex::encode(&self.ak_name))
+            .field("ak_qualified_name", &hex::encode(&self.ak_qualified_name))
             .field("ek_public", &self.ek_public)
             .field("ek_certificate_len", &self.ek_certificate.len())
             .finish()
@@ -220,6 +222,11 @@ impl Pending {
     /// The AK's name: 0x000B ‖ SHA-256(TPMT_PUBLIC).
     pub fn ak_name(&self) -> &[u8] {
         &self.ak_name
+    }
+    /// The AK's qualified name as a child of the EK, which a quote names as
+    /// its signer (see [`qualified_name`]).
+    pub fn ak_qualified_name(&self) -> &[u8] {
+        &self.ak_qualified_name
     }
     /// The EK's public area.
     pub fn ek_public(&self) -> &TpmPublic {
@@ -322,6 +329,26 @@ pub fn quote_qualifying_data(nonce: &[u8; 32], node_key: &[u8]) -> [u8; 32] {
     h.update(nonce);
     h.update(node_key);
     h.finalize().into()
+}
+
+/// TPM_RH_ENDORSEMENT: the handle whose qualified name is the root of the
+/// EK's, and so of the AK's.
+const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+
+/// A qualified name (TPM 2.0 Part 1 §16.6): 0x000B ‖ SHA-256(parent's
+/// qualified name ‖ name). A hierarchy's qualified name is its handle.
+///
+/// A quote's `qualifiedSigner` is the AK's qualified name, not its name: for
+/// an AK created under the EK (as `tpm2_createak -C ek.ctx` does) that is
+/// QN(AK) = QN(QN(EK), name(AK)) with QN(EK) = QN(0x4000000B, name(EK)).
+/// Checking it also checks that the TPM holds the AK as a child of the EK.
+pub fn qualified_name(parent_qualified_name: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(parent_qualified_name);
+    h.update(name);
+    let mut out = ALG_SHA256.to_be_bytes().to_vec();
+    out.extend_from_slice(&h.finalize());
+    out
 }
 
 fn rsa_key(modulus: &[u8], exponent: u32) -> Result<RsaPublicKey, rsa::Error> {
@@ -438,6 +465,8 @@ pub fn challenge(
     let ek_key = check_ek(&ek_public)?;
     let ak = check_ak(parse_public(&node.ak_public, "AK public (TPM2B_PUBLIC)")?)?;
     let ak_name = ak.public.name();
+    let ek_qualified_name = qualified_name(&TPM_RH_ENDORSEMENT.to_be_bytes(), &ek_public.name());
+    let ak_qualified_name = qualified_name(&ek_qualified_name, &ak_name);
     let credential = credential::make_credential(&ek_key, &ak_name, &secret, seed_entropy)?;
     Ok((
         Pending {
@@ -445,6 +474,7 @@ pub fn challenge(
             secret,
             ak,
             ak_name,
+            ak_qualified_name,
             ek_public,
             ek_certificate: node.ek_certificate.clone(),
         },
@@ -529,7 +559,7 @@ pub fn verify(
 
     check_quote_signature(&pending.ak, &evidence.quote, &evidence.signature)?;
     let quote = parse_quote(&evidence.quote)?;
-    if quote.qualified_signer != pending.ak_name {
+    if quote.qualified_signer != pending.ak_qualified_name {
         return Err(AttestError::WrongSigner);
     }
     if quote.extra_data.as_slice() != quote_qualifying_data(&pending.nonce, node_key).as_slice() {
