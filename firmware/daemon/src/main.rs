@@ -10,6 +10,7 @@
 
 mod admin;
 mod admission;
+mod attest_stream;
 mod bundle_store;
 mod bundle_switch;
 mod certification;
@@ -121,6 +122,11 @@ struct Args {
     /// Free bytes that retained evidence never takes from its filesystem.
     #[arg(long)]
     state_free_floor_bytes: Option<u64>,
+    /// The TPM that attestations use, as a TSS2 TCTI (tpm2-tools'
+    /// TPM2TOOLS_TCTI), e.g. swtpm:host=127.0.0.1,port=2321; default
+    /// device:/dev/tpmrm0.
+    #[arg(long, value_name = "TCTI")]
+    tpm_tcti: Option<String>,
 }
 
 /// The configuration file: every field optional.
@@ -148,6 +154,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_source: Option<usize>,
     state_free_floor_bytes: Option<u64>,
+    /// The TPM's TCTI (see --tpm-tcti).
+    tpm_tcti: Option<String>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
@@ -272,7 +280,17 @@ fn run() -> Result<()> {
         max_per_source,
     ));
 
+    let tpm_tcti = args
+        .tpm_tcti
+        .clone()
+        .or(file.tpm_tcti.clone())
+        .unwrap_or_else(|| lockstep_tpm::DEFAULT_TCTI.to_string());
+    if tpm_tcti.trim().is_empty() {
+        bail!("--tpm-tcti is empty; give a TCTI such as {}", lockstep_tpm::DEFAULT_TCTI);
+    }
     let (key, created) = DeviceKey::load_or_create(&state)?;
+    // Replaced by the identity's own protection with --sealed-identity.
+    let key_protection = lockstep_protocol::KeyProtection::File;
     let key = Arc::new(key);
     if created {
         tracing::info!(state = %state.display(), "generated a new device key");
@@ -429,6 +447,11 @@ fn run() -> Result<()> {
         )),
         retention,
         budgets: budgets.clone(),
+        attestor: Arc::new(attest_stream::Attestor {
+            tpm: lockstep_tpm::Tpm::new(tpm_tcti).with_work_dir(state.join("tpm")),
+            node_key: key.node_id().public_key_bytes(),
+            protection: key_protection,
+        }),
     });
     tracing::info!(
         memory_budget_bytes = memory_budget,
