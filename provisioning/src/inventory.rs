@@ -48,6 +48,10 @@ const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL,
         what TEXT NOT NULL
     );",
+    // 3: the node's verified attestation (null for a file-key node
+    // enrolled with --allow-file-key, and for nodes enrolled before).
+    "ALTER TABLE nodes ADD COLUMN attestation_sha256 TEXT;
+    ALTER TABLE nodes ADD COLUMN attested_release TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,11 @@ pub struct NodeRecord {
     pub certification_report_sha256: Option<String>,
     pub enrolled_at: String,
     pub revoked_at: Option<String>,
+    /// SHA-256 (hex) of the verified attestation (lockstep-attest's
+    /// digest); null if the node was enrolled without one.
+    pub attestation_sha256: Option<String>,
+    /// The accepted image release its PCR 11 matched.
+    pub attested_release: Option<String>,
 }
 
 /// A signed bundle release.
@@ -196,13 +205,15 @@ impl Inventory {
         tx.execute(
             "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
                 bundle_version, image_version, certified, certification_report_sha256,
-                enrolled_at, revoked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)
+                enrolled_at, revoked_at, attestation_sha256, attested_release)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)
              ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
                 device_fingerprint = excluded.device_fingerprint, device = excluded.device,
                 bundle_id = excluded.bundle_id, bundle_version = excluded.bundle_version,
                 image_version = excluded.image_version, certified = excluded.certified,
-                certification_report_sha256 = excluded.certification_report_sha256",
+                certification_report_sha256 = excluded.certification_report_sha256,
+                attestation_sha256 = excluded.attestation_sha256,
+                attested_release = excluded.attested_release",
             params![
                 n.node_id,
                 n.address,
@@ -214,6 +225,8 @@ impl Inventory {
                 n.certified,
                 n.certification_report_sha256,
                 n.enrolled_at,
+                n.attestation_sha256,
+                n.attested_release,
             ],
         )
         .map_err(sql)?;
@@ -231,7 +244,7 @@ impl Inventory {
             .prepare(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at
+                    revoked_at, attestation_sha256, attested_release
                  FROM nodes ORDER BY enrolled_at, node_id",
             )
             .map_err(self.sql())?;
@@ -262,7 +275,7 @@ impl Inventory {
             .query_row(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at
+                    revoked_at, attestation_sha256, attested_release
                  FROM nodes WHERE node_id = ?1",
                 [node_id],
                 row_to_node,
@@ -386,6 +399,8 @@ fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
         certification_report_sha256: r.get(8)?,
         enrolled_at: r.get(9)?,
         revoked_at: r.get(10)?,
+        attestation_sha256: r.get(11)?,
+        attested_release: r.get(12)?,
     })
 }
 
@@ -406,6 +421,8 @@ mod tests {
             certification_report_sha256: None,
             enrolled_at: "2026-01-01T00:00:00Z".into(),
             revoked_at: None,
+            attestation_sha256: Some("a".repeat(64)),
+            attested_release: Some("lockstep-1".into()),
         }
     }
 
