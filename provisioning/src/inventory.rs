@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lockstep_identity::KeyProtection;
 use lockstep_limits::INVENTORY_BUSY_TIMEOUT_MS;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
@@ -48,6 +49,9 @@ const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL,
         what TEXT NOT NULL
     );",
+    // 3: how each node's device key is protected; every node enrolled
+    // before this had a file key.
+    "ALTER TABLE nodes ADD COLUMN key_protection TEXT NOT NULL DEFAULT 'file';",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +91,8 @@ pub struct NodeRecord {
     pub image_version: String,
     pub certified: bool,
     pub certification_report_sha256: Option<String>,
+    /// "tpm-sealed" or "file", as the node stated at enrolment.
+    pub key_protection: KeyProtection,
     pub enrolled_at: String,
     pub revoked_at: Option<String>,
 }
@@ -196,13 +202,14 @@ impl Inventory {
         tx.execute(
             "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
                 bundle_version, image_version, certified, certification_report_sha256,
-                enrolled_at, revoked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)
+                enrolled_at, revoked_at, key_protection)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)
              ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
                 device_fingerprint = excluded.device_fingerprint, device = excluded.device,
                 bundle_id = excluded.bundle_id, bundle_version = excluded.bundle_version,
                 image_version = excluded.image_version, certified = excluded.certified,
-                certification_report_sha256 = excluded.certification_report_sha256",
+                certification_report_sha256 = excluded.certification_report_sha256,
+                key_protection = excluded.key_protection",
             params![
                 n.node_id,
                 n.address,
@@ -214,6 +221,7 @@ impl Inventory {
                 n.certified,
                 n.certification_report_sha256,
                 n.enrolled_at,
+                n.key_protection.as_str(),
             ],
         )
         .map_err(sql)?;
@@ -231,7 +239,7 @@ impl Inventory {
             .prepare(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at
+                    revoked_at, key_protection
                  FROM nodes ORDER BY enrolled_at, node_id",
             )
             .map_err(self.sql())?;
@@ -262,7 +270,7 @@ impl Inventory {
             .query_row(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at
+                    revoked_at, key_protection
                  FROM nodes WHERE node_id = ?1",
                 [node_id],
                 row_to_node,
@@ -386,6 +394,9 @@ fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
         certification_report_sha256: r.get(8)?,
         enrolled_at: r.get(9)?,
         revoked_at: r.get(10)?,
+        key_protection: r.get::<_, String>(11)?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, e.into())
+        })?,
     })
 }
 
@@ -404,6 +415,7 @@ mod tests {
             image_version: "dev".into(),
             certified: false,
             certification_report_sha256: None,
+            key_protection: KeyProtection::TpmSealed,
             enrolled_at: "2026-01-01T00:00:00Z".into(),
             revoked_at: None,
         }

@@ -303,6 +303,7 @@ fn enroll(dir: &Path, addr: &str, node_key: Option<&str>) -> Result<(), Failure>
         image_version: info.image_version,
         certified: info.certified,
         certification_report_sha256: info.certification_report_sha256,
+        key_protection: info.key_protection,
         enrolled_at: now(),
         revoked_at: None,
     };
@@ -364,7 +365,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
     }
     for n in &nodes {
         println!(
-            "{}  {}  bundle {} (release {})  {}  {}{}",
+            "{}  {}  bundle {} (release {})  {}  key {}  {}{}",
             n.node_id,
             n.address,
             // The node reported this string: cut by characters, never
@@ -376,6 +377,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
             } else {
                 "uncertified"
             },
+            n.key_protection,
             n.image_version,
             if n.revoked_at.is_some() {
                 "  REVOKED"

@@ -31,9 +31,12 @@ pub use certify::{
 };
 pub use evidence::{EvidenceAccess, InputRequest, LeafEvidence, LeafRequest};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
+pub use lockstep_identity::KeyProtection;
 pub use message::{
     Envelope, ErrorKind, JobError, JobRequest, JobResult, Message, MessageError, NodeStatus,
     TensorHeader, PROTOCOL_VERSION,
 };
-pub use receipt::{rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT};
+pub use receipt::{
+    rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT, RECEIPT_FORMAT_V1,
+};
 pub use tensors::{header, tensor_chunks, TensorReceiver, TensorStreamError};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::Frame;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -146,6 +146,8 @@ pub struct NodeStatus {
     pub jobs_done: u64,
     pub jobs_failed: u64,
     pub uptime_s: u64,
+    /// How the device key is protected (TPM-sealed or a file).
+    pub key_protection: lockstep_identity::KeyProtection,
 }
 
 /// Why a control frame is not a message this node accepts.
