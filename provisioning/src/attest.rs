@@ -188,7 +188,10 @@ impl Transcript {
     pub fn read(path: &Path) -> Result<Transcript, AttestFailure> {
         let bytes = read_bounded(path, MAX_TRANSCRIPT_BYTES)?;
         let t: Transcript = serde_json::from_slice(&bytes).map_err(|e| {
-            AttestFailure::Input(format!("{}: not an attestation transcript: {e}", path.display()))
+            AttestFailure::Input(format!(
+                "{}: not an attestation transcript: {e}",
+                path.display()
+            ))
         })?;
         if t.format != TRANSCRIPT_FORMAT {
             return Err(AttestFailure::Input(format!(
@@ -212,8 +215,9 @@ impl Transcript {
                 self.key_protection
             )));
         }
-        let (pending, made) = challenge(&self.node_tpm(), self.nonce, self.secret, self.seed_entropy)
-            .map_err(|e| AttestFailure::refused(&e))?;
+        let (pending, made) =
+            challenge(&self.node_tpm(), self.nonce, self.secret, self.seed_entropy)
+                .map_err(|e| AttestFailure::refused(&e))?;
         if made.id_object != self.challenge.id_object
             || made.encrypted_secret != self.challenge.encrypted_secret
         {
@@ -221,13 +225,8 @@ impl Transcript {
                 "the challenge is not the one this transcript's nonce, secret and seed make for this TPM".into(),
             ));
         }
-        verify(
-            &pending,
-            &self.evidence(),
-            &node.public_key_bytes(),
-            policy,
-        )
-        .map_err(|e| AttestFailure::refused(&e))
+        verify(&pending, &self.evidence(), &node.public_key_bytes(), policy)
+            .map_err(|e| AttestFailure::refused(&e))
     }
 }
 
@@ -358,7 +357,8 @@ pub async fn exchange(
     node: &NodeId,
 ) -> Result<Transcript, AttestFailure> {
     let addr = connection.remote_address();
-    let machine = |e: &dyn std::fmt::Display| AttestFailure::Machine(format!("node at {addr}: {e}"));
+    let machine =
+        |e: &dyn std::fmt::Display| AttestFailure::Machine(format!("node at {addr}: {e}"));
     let (mut send, recv) = connection.open_bi().await.map_err(|e| machine(&e))?;
     let mut reader = FrameReader::new(recv);
     write_frame(&mut send, &Message::AttestHello.to_frame())

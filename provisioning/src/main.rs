@@ -14,7 +14,7 @@ use lockstep_fleet::inventory::{Inventory, NodeRecord, Release};
 use lockstep_fleet::push::{push_all, Outcome};
 use lockstep_fleet::session::Session;
 use lockstep_fleet::{attest, now, operator, registry, release};
-use lockstep_identity::NodeId;
+use lockstep_identity::{KeyProtection, NodeId};
 use lockstep_protocol::admin::AdminAction;
 
 #[derive(Parser)]
@@ -355,7 +355,12 @@ fn accept_image(dir: &Path, manifest: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn enroll(dir: &Path, addr: &str, node_key: Option<&str>, allow_file_key: bool) -> Result<(), Failure> {
+fn enroll(
+    dir: &Path,
+    addr: &str,
+    node_key: Option<&str>,
+    allow_file_key: bool,
+) -> Result<(), Failure> {
     let sock = resolve(addr)?;
     let expected = node_key
         .map(NodeId::parse)
@@ -373,36 +378,31 @@ fn enroll(dir: &Path, addr: &str, node_key: Option<&str>, allow_file_key: bool) 
         Err(e) => return Err(attest_failure(e)),
     };
     let (info, attestation) = smol::block_on(async {
-        let session = Session::open(sock, expected.as_ref()).await.map_err(machine)?;
+        let session = Session::open(sock, expected.as_ref())
+            .await
+            .map_err(machine)?;
         let info = session.info.clone();
         let node = NodeId::parse(&info.node_id).map_err(machine)?;
         // After the signed challenge, before the command: a node that does
         // not attest is never told to enroll.
-        let attestation = match attest::exchange(session.connection(), &node).await {
-            Ok(transcript) => {
-                let Some(policy) = &policy else {
-                    return Err(attest_failure(attest::fleet_policy(dir).unwrap_err()));
-                };
-                let a = transcript.verify(policy).map_err(|e| {
-                    machine(format!("node at {sock}: {e}; nothing was recorded"))
-                })?;
-                Some(a)
-            }
-            Err(attest::AttestFailure::NotAttestable(why))
-                if allow_file_key && why.contains("file key") =>
-            {
-                None
-            }
-            Err(attest::AttestFailure::NotAttestable(why)) if why.contains("file key") => {
+        let attestation = if info.key_protection == KeyProtection::File {
+            if !allow_file_key {
                 return Err(machine(format!(
-                    "node at {sock}: node key is a file key ({why}); nothing was recorded: enroll it with --allow-file-key to accept a node without attestation"
-                )))
+                    "node at {sock}: node key is a file key (not sealed by a TPM), so there is nothing to attest; nothing was recorded: enroll it with --allow-file-key to accept it without attestation"
+                )));
             }
-            Err(e) => {
-                return Err(machine(format!(
-                    "node at {sock}: {e}; nothing was recorded"
-                )))
-            }
+            None
+        } else {
+            let Some(policy) = &policy else {
+                return Err(attest_failure(attest::fleet_policy(dir).unwrap_err()));
+            };
+            let transcript = attest::exchange(session.connection(), &node)
+                .await
+                .map_err(|e| machine(format!("node at {sock}: {e}; nothing was recorded")))?;
+            let a = transcript
+                .verify(policy)
+                .map_err(|e| machine(format!("node at {sock}: {e}; nothing was recorded")))?;
+            Some(a)
         };
         let command = session.sign(&key, AdminAction::Enroll, None);
         session.send(command, &[]).await.map_err(machine)?;
@@ -418,6 +418,7 @@ fn enroll(dir: &Path, addr: &str, node_key: Option<&str>, allow_file_key: bool) 
         image_version: info.image_version,
         certified: info.certified,
         certification_report_sha256: info.certification_report_sha256,
+        key_protection: info.key_protection,
         enrolled_at: now(),
         revoked_at: None,
         attestation_sha256: attestation.as_ref().map(|a| hex::encode(a.digest)),
@@ -493,7 +494,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
     }
     for n in &nodes {
         println!(
-            "{}  {}  bundle {} (release {})  {}  {}{}",
+            "{}  {}  bundle {} (release {})  {}  key {}  {}{}",
             n.node_id,
             n.address,
             // The node reported this string: cut by characters, never
@@ -505,6 +506,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
             } else {
                 "uncertified"
             },
+            n.key_protection,
             n.image_version,
             if n.revoked_at.is_some() {
                 "  REVOKED"

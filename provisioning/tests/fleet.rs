@@ -50,7 +50,14 @@ fn start(state: &Path, extra: &[&str]) -> Node {
 /// Starts a node with exactly these flags: no enrolment window.
 fn start_bare(state: &Path, extra: &[&str]) -> Node {
     let mut child = Command::new(lockstepd_bin())
-        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+        .args([
+            "--file-key",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+            "--state",
+        ])
         .arg(state)
         // Certification is another issue's concern: serve jobs uncertified.
         .arg("--uncertified")
@@ -612,6 +619,7 @@ fn fake_node(
                         certified: false,
                         certification_report_sha256: None,
                         trusted_operators: vec![],
+                        key_protection: lockstep_identity::KeyProtection::File,
                     };
                     let nonce = [7u8; 32];
                     let signature = signs
@@ -696,7 +704,14 @@ fn the_enrolment_window_closes() {
     // Out-of-range windows are usage errors.
     for bad in ["0", "86401"] {
         let o = Command::new(lockstepd_bin())
-            .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+            .args([
+                "--file-key",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "cpu",
+                "--state",
+            ])
             .arg(tmp.path().join("other"))
             .args(["--enroll-window-s", bad])
             .output()

@@ -21,7 +21,11 @@ use crate::failure::Failure;
 #[derive(clap::Args)]
 pub struct AttestArgs {
     /// The node's address (UDP).
-    #[arg(long, value_name = "ADDR:PORT", required_unless_present = "check_transcript")]
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        required_unless_present = "check_transcript"
+    )]
     node: Option<SocketAddr>,
     /// The node id to pin (its minisign public key).
     #[arg(long, value_name = "KEY", required_unless_present = "check_transcript")]
@@ -32,7 +36,11 @@ pub struct AttestArgs {
     ek_roots: PathBuf,
     /// An image manifest whose release (its "name" and
     /// "tpm_pcr11_sha256") is accepted (repeatable).
-    #[arg(long = "accept-manifest", value_name = "MANIFEST.json", required = true)]
+    #[arg(
+        long = "accept-manifest",
+        value_name = "MANIFEST.json",
+        required = true
+    )]
     accept_manifest: Vec<PathBuf>,
     /// Write the whole exchange here (JSON, hex), verified or not.
     #[arg(long, value_name = "FILE", conflicts_with = "check_transcript")]

@@ -131,7 +131,9 @@ async fn exchange(
         Some(Frame::Data(_)) => return Err(wire("data where AttestChallenge was expected")),
     };
     let Message::AttestChallenge(challenge) = challenge else {
-        return Err(wire("after AttestIdentity the client sends AttestChallenge"));
+        return Err(wire(
+            "after AttestIdentity the client sends AttestChallenge",
+        ));
     };
     let credential = credential_file(&CredentialChallenge {
         id_object: challenge.id_object,

@@ -228,6 +228,7 @@ async fn serve(
                 jobs_done: shared.counters.done.load(Ordering::Relaxed),
                 jobs_failed: shared.counters.failed.load(Ordering::Relaxed),
                 uptime_s: shared.started.elapsed().as_secs(),
+                key_protection: shared.admin.key_protection,
             });
             write_frame(send, &status.to_frame()).await.map_err(wire)?;
             Ok(())

@@ -19,37 +19,12 @@
 //!    as `lockstep_attest::quote_qualifying_data` computes it (binding the
 //!    quote to this session and this node's key), and those PCRs' values.
 
+use lockstep_identity::KeyProtection;
 use lockstep_limits::{
     MAX_ACTIVATED_SECRET_BYTES, MAX_CREDENTIAL_PART_BYTES, MAX_EK_CERTIFICATE_BYTES,
     MAX_QUOTED_PCRS, MAX_QUOTE_BYTES, MAX_TPM_PUBLIC_BYTES,
 };
 use serde::{Deserialize, Serialize};
-
-/// How a node keeps its device key (`lockstepd --sealed-identity` or
-/// `--file-key`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyProtection {
-    /// Sealed by the TPM; never on disk in the clear.
-    TpmSealed,
-    /// A plain file in the state partition.
-    File,
-}
-
-impl KeyProtection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyProtection::TpmSealed => "tpm-sealed",
-            KeyProtection::File => "file",
-        }
-    }
-}
-
-impl std::fmt::Display for KeyProtection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A TPM's public parts, as tpm2-tools write them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

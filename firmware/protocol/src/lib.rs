@@ -26,9 +26,7 @@ pub mod message;
 pub mod receipt;
 pub mod tensors;
 
-pub use attest::{
-    AttestChallenge, AttestEvidence, AttestIdentity, AttestTpm, KeyProtection, QuotedPcr,
-};
+pub use attest::{AttestChallenge, AttestEvidence, AttestIdentity, AttestTpm, QuotedPcr};
 pub use certify::{
     report_sha256, verify_authorization, AuthError, Authorization, CertifyAction, CertifyChallenge,
     CertifyReply, CertifyRequest, CertifyStatement, InstallReport, Installed,
@@ -36,9 +34,12 @@ pub use certify::{
 };
 pub use evidence::{EvidenceAccess, InputRequest, LeafEvidence, LeafRequest};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
+pub use lockstep_identity::KeyProtection;
 pub use message::{
     Envelope, ErrorKind, JobError, JobRequest, JobResult, Message, MessageError, NodeStatus,
     TensorHeader, PROTOCOL_VERSION,
 };
-pub use receipt::{rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT};
+pub use receipt::{
+    rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT, RECEIPT_FORMAT_V1,
+};
 pub use tensors::{header, tensor_chunks, TensorReceiver, TensorStreamError};

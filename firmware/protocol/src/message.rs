@@ -158,6 +158,8 @@ pub struct NodeStatus {
     pub jobs_done: u64,
     pub jobs_failed: u64,
     pub uptime_s: u64,
+    /// How the device key is protected (TPM-sealed or a file).
+    pub key_protection: lockstep_identity::KeyProtection,
 }
 
 /// Why a control frame is not a message this node accepts.
