@@ -76,7 +76,7 @@ demo: deps
 	@$(CARGO) build --release -q -p lockstep-daemon -p lockstep-certify
 	@rm -rf $(DEMO_DIR)/node && mkdir -p $(DEMO_DIR)/node
 	@minisign -G -W -p $(DEMO_DIR)/node/certifier.pub -s $(DEMO_DIR)/node/certifier.key > /dev/null
-	@target/release/lockstepd --listen 127.0.0.1:0 --state $(DEMO_DIR)/node/state \
+	@target/release/lockstepd --file-key --listen 127.0.0.1:0 --state $(DEMO_DIR)/node/state \
 	  --trust-certifier $(DEMO_DIR)/node/certifier.pub > $(DEMO_DIR)/node/stdout 2> $(DEMO_DIR)/node/log & echo $$! > $(DEMO_DIR)/node/pid; \
 	trap 'kill $$(cat $(DEMO_DIR)/node/pid) 2>/dev/null' EXIT; \
 	for i in $$(seq 100); do grep -q listening $(DEMO_DIR)/node/stdout 2>/dev/null && break; sleep 0.1; done; \

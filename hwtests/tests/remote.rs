@@ -37,7 +37,14 @@ fn lockstepd_bin() -> PathBuf {
 
 fn start(state: &Path, trust: &Path) -> Node {
     let mut child = Command::new(lockstepd_bin())
-        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+        .args([
+            "--file-key",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+            "--state",
+        ])
         .arg(state)
         .arg("--trust-certifier")
         .arg(trust)

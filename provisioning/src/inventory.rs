@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lockstep_identity::KeyProtection;
 use lockstep_limits::INVENTORY_BUSY_TIMEOUT_MS;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
@@ -48,6 +49,13 @@ const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL,
         what TEXT NOT NULL
     );",
+    // 3: how each node's device key is protected; every node enrolled
+    // before this had a file key.
+    "ALTER TABLE nodes ADD COLUMN key_protection TEXT NOT NULL DEFAULT 'file';",
+    // 4: the node's verified attestation (null for a file-key node
+    // enrolled with --allow-file-key, and for nodes enrolled before).
+    "ALTER TABLE nodes ADD COLUMN attestation_sha256 TEXT;
+    ALTER TABLE nodes ADD COLUMN attested_release TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +95,15 @@ pub struct NodeRecord {
     pub image_version: String,
     pub certified: bool,
     pub certification_report_sha256: Option<String>,
+    /// "tpm-sealed" or "file", as the node stated at enrolment.
+    pub key_protection: KeyProtection,
     pub enrolled_at: String,
     pub revoked_at: Option<String>,
+    /// SHA-256 (hex) of the verified attestation (lockstep-attest's
+    /// digest); null if the node was enrolled without one.
+    pub attestation_sha256: Option<String>,
+    /// The accepted image release its PCR 11 matched.
+    pub attested_release: Option<String>,
 }
 
 /// A signed bundle release.
@@ -196,13 +211,16 @@ impl Inventory {
         tx.execute(
             "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
                 bundle_version, image_version, certified, certification_report_sha256,
-                enrolled_at, revoked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)
+                enrolled_at, revoked_at, key_protection, attestation_sha256, attested_release)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?13)
              ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
                 device_fingerprint = excluded.device_fingerprint, device = excluded.device,
                 bundle_id = excluded.bundle_id, bundle_version = excluded.bundle_version,
                 image_version = excluded.image_version, certified = excluded.certified,
-                certification_report_sha256 = excluded.certification_report_sha256",
+                certification_report_sha256 = excluded.certification_report_sha256,
+                key_protection = excluded.key_protection,
+                attestation_sha256 = excluded.attestation_sha256,
+                attested_release = excluded.attested_release",
             params![
                 n.node_id,
                 n.address,
@@ -214,6 +232,9 @@ impl Inventory {
                 n.certified,
                 n.certification_report_sha256,
                 n.enrolled_at,
+                n.key_protection.as_str(),
+                n.attestation_sha256,
+                n.attested_release,
             ],
         )
         .map_err(sql)?;
@@ -231,7 +252,7 @@ impl Inventory {
             .prepare(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at
+                    revoked_at, key_protection, attestation_sha256, attested_release
                  FROM nodes ORDER BY enrolled_at, node_id",
             )
             .map_err(self.sql())?;
@@ -262,7 +283,7 @@ impl Inventory {
             .query_row(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at
+                    revoked_at, key_protection, attestation_sha256, attested_release
                  FROM nodes WHERE node_id = ?1",
                 [node_id],
                 row_to_node,
@@ -386,6 +407,11 @@ fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
         certification_report_sha256: r.get(8)?,
         enrolled_at: r.get(9)?,
         revoked_at: r.get(10)?,
+        key_protection: r.get::<_, String>(11)?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, e.into())
+        })?,
+        attestation_sha256: r.get(12)?,
+        attested_release: r.get(13)?,
     })
 }
 
@@ -404,8 +430,11 @@ mod tests {
             image_version: "dev".into(),
             certified: false,
             certification_report_sha256: None,
+            key_protection: KeyProtection::TpmSealed,
             enrolled_at: "2026-01-01T00:00:00Z".into(),
             revoked_at: None,
+            attestation_sha256: Some("a".repeat(64)),
+            attested_release: Some("lockstep-1".into()),
         }
     }
 

@@ -1,5 +1,7 @@
 //! `lockstep-fleet`: the fleet manager's tool.
 //!
+//! - [`attest`]: node attestation (the exchange, the fleet's EK roots and
+//!   accepted images, transcripts).
 //! - [`operator`]: the operator's minisign key pair in the fleet directory.
 //! - [`inventory`]: the SQLite inventory (migrations, transactions, busy
 //!   timeout; docs/operations.md).
@@ -15,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod image;
 pub mod inventory;
 pub mod operator;

@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lockstep_fleet::inventory::{Inventory, NodeRecord, Release};
 use lockstep_fleet::push::{push_all, Outcome};
 use lockstep_fleet::session::Session;
-use lockstep_fleet::{now, operator, registry, release};
-use lockstep_identity::NodeId;
+use lockstep_fleet::{attest, now, operator, registry, release};
+use lockstep_identity::{KeyProtection, NodeId};
 use lockstep_protocol::admin::AdminAction;
 
 #[derive(Parser)]
@@ -46,6 +46,24 @@ enum Command {
         /// other key at the address is refused.
         #[arg(long)]
         node_key: Option<String>,
+        /// Enroll a node whose device key is a file key (not sealed by its
+        /// TPM) without attestation; it is recorded as such.
+        #[arg(long)]
+        allow_file_key: bool,
+    },
+    /// Trust the TPM manufacturers' EK root (and intermediate)
+    /// certificates in PEMFILE for attestation at enrolment (replaces the
+    /// fleet's set: FLEET/ek-roots.pem).
+    TrustEkRoots {
+        #[arg(value_name = "PEMFILE")]
+        pem: PathBuf,
+    },
+    /// Accept the image release an image manifest describes (its "name"
+    /// and "tpm_pcr11_sha256"): enrolment attests that a node booted an
+    /// accepted release (FLEET/accepted-images/NAME.json).
+    AcceptImage {
+        #[arg(value_name = "MANIFEST.json")]
+        manifest: PathBuf,
     },
     /// List enrolled nodes.
     List {
@@ -161,7 +179,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.dir.as_path();
     match cli.command {
         Command::Init { unencrypted } => init(dir, unencrypted),
-        Command::Enroll { addr, node_key } => enroll(dir, &addr, node_key.as_deref()),
+        Command::Enroll {
+            addr,
+            node_key,
+            allow_file_key,
+        } => enroll(dir, &addr, node_key.as_deref(), allow_file_key),
+        Command::TrustEkRoots { pem } => trust_ek_roots(dir, &pem),
+        Command::AcceptImage { manifest } => accept_image(dir, &manifest),
         Command::List { json } => list(dir, json),
         Command::Show { node } => {
             let inv = Inventory::open(dir).map_err(usage)?;
@@ -275,7 +299,68 @@ fn resolve(addr: &str) -> Result<SocketAddr, Failure> {
         })
 }
 
-fn enroll(dir: &Path, addr: &str, node_key: Option<&str>) -> Result<(), Failure> {
+fn attest_failure(e: attest::AttestFailure) -> Failure {
+    match e {
+        attest::AttestFailure::Input(_) => usage(e),
+        _ => machine(e),
+    }
+}
+
+/// Copies a file into the fleet directory atomically.
+fn install_file(dest: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| machine(format!("{}: {e}", parent.display())))?;
+    }
+    let tmp = dest.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, dest))
+        .map_err(|e| machine(format!("{}: {e}", dest.display())))
+}
+
+fn trust_ek_roots(dir: &Path, pem: &Path) -> Result<(), Failure> {
+    Inventory::open(dir).map_err(usage)?;
+    let certs = attest::read_ek_roots(pem).map_err(attest_failure)?;
+    let bytes = std::fs::read(pem).map_err(|e| usage(format!("{}: {e}", pem.display())))?;
+    install_file(&dir.join(attest::EK_ROOTS_FILE), &bytes)?;
+    eprintln!(
+        "the fleet trusts {} EK root and intermediate certificate(s) from {}",
+        certs.len(),
+        pem.display()
+    );
+    Ok(())
+}
+
+fn accept_image(dir: &Path, manifest: &Path) -> Result<(), Failure> {
+    Inventory::open(dir).map_err(usage)?;
+    let release = attest::read_manifest(manifest).map_err(attest_failure)?;
+    if release.name.contains(['/', '\\']) || release.name.starts_with('.') {
+        return Err(usage(format!(
+            "{}: release name {:?} is not a plain name",
+            manifest.display(),
+            release.name
+        )));
+    }
+    let bytes =
+        std::fs::read(manifest).map_err(|e| usage(format!("{}: {e}", manifest.display())))?;
+    let dest = dir
+        .join(attest::ACCEPTED_IMAGES_DIR)
+        .join(format!("{}.json", release.name));
+    install_file(&dest, &bytes)?;
+    eprintln!(
+        "accepted image release {} (PCR 11 {})",
+        release.name,
+        hex::encode(release.pcr11)
+    );
+    Ok(())
+}
+
+fn enroll(
+    dir: &Path,
+    addr: &str,
+    node_key: Option<&str>,
+    allow_file_key: bool,
+) -> Result<(), Failure> {
     let sock = resolve(addr)?;
     let expected = node_key
         .map(NodeId::parse)
@@ -285,14 +370,44 @@ fn enroll(dir: &Path, addr: &str, node_key: Option<&str>) -> Result<(), Failure>
     // node is touched.
     let mut inv = Inventory::open(dir).map_err(usage)?;
     let key = operator::load(dir).map_err(usage)?;
-    let info = smol::block_on(async {
-        let session = Session::open(sock, expected.as_ref()).await?;
+    // The attestation policy too, unless only file-key nodes are allowed
+    // through without it.
+    let policy = match attest::fleet_policy(dir) {
+        Ok(p) => Some(p),
+        Err(_) if allow_file_key => None,
+        Err(e) => return Err(attest_failure(e)),
+    };
+    let (info, attestation) = smol::block_on(async {
+        let session = Session::open(sock, expected.as_ref())
+            .await
+            .map_err(machine)?;
         let info = session.info.clone();
+        let node = NodeId::parse(&info.node_id).map_err(machine)?;
+        // After the signed challenge, before the command: a node that does
+        // not attest is never told to enroll.
+        let attestation = if info.key_protection == KeyProtection::File {
+            if !allow_file_key {
+                return Err(machine(format!(
+                    "node at {sock}: node key is a file key (not sealed by a TPM), so there is nothing to attest; nothing was recorded: enroll it with --allow-file-key to accept it without attestation"
+                )));
+            }
+            None
+        } else {
+            let Some(policy) = &policy else {
+                return Err(attest_failure(attest::fleet_policy(dir).unwrap_err()));
+            };
+            let transcript = attest::exchange(session.connection(), &node)
+                .await
+                .map_err(|e| machine(format!("node at {sock}: {e}; nothing was recorded")))?;
+            let a = transcript
+                .verify(policy)
+                .map_err(|e| machine(format!("node at {sock}: {e}; nothing was recorded")))?;
+            Some(a)
+        };
         let command = session.sign(&key, AdminAction::Enroll, None);
-        session.send(command, &[]).await?;
-        Ok::<_, lockstep_fleet::session::SessionError>(info)
-    })
-    .map_err(machine)?;
+        session.send(command, &[]).await.map_err(machine)?;
+        Ok::<_, Failure>((info, attestation))
+    })?;
     let record = NodeRecord {
         node_id: info.node_id.clone(),
         address: sock.to_string(),
@@ -303,11 +418,26 @@ fn enroll(dir: &Path, addr: &str, node_key: Option<&str>) -> Result<(), Failure>
         image_version: info.image_version,
         certified: info.certified,
         certification_report_sha256: info.certification_report_sha256,
+        key_protection: info.key_protection,
         enrolled_at: now(),
         revoked_at: None,
+        attestation_sha256: attestation.as_ref().map(|a| hex::encode(a.digest)),
+        attested_release: attestation.as_ref().map(|a| a.release.clone()),
     };
     inv.upsert_node(&record).map_err(machine)?;
-    eprintln!("enrolled {} at {}", record.node_id, record.address);
+    match &attestation {
+        Some(a) => eprintln!(
+            "enrolled {} at {}: attested, release {}, attestation {}",
+            record.node_id,
+            record.address,
+            a.release,
+            hex::encode(a.digest)
+        ),
+        None => eprintln!(
+            "enrolled {} at {}: FILE KEY, not attested (--allow-file-key)",
+            record.node_id, record.address
+        ),
+    }
     println!("{}", record.node_id);
     Ok(())
 }
@@ -364,7 +494,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
     }
     for n in &nodes {
         println!(
-            "{}  {}  bundle {} (release {})  {}  {}{}",
+            "{}  {}  bundle {} (release {})  {}  key {}  {}{}",
             n.node_id,
             n.address,
             // The node reported this string: cut by characters, never
@@ -376,6 +506,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
             } else {
                 "uncertified"
             },
+            n.key_protection,
             n.image_version,
             if n.revoked_at.is_some() {
                 "  REVOKED"

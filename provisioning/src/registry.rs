@@ -21,6 +21,12 @@ pub struct RegistryRecord {
     /// SHA-256 (hex) of the node's certification report; null if the node
     /// is not certified.
     pub certification_report_sha256: Option<String>,
+    /// SHA-256 (hex) of the node's verified TPM attestation at enrolment
+    /// (docs/identity.md, "Attestation"); null for a file-key node
+    /// enrolled with --allow-file-key.
+    pub attestation_sha256: Option<String>,
+    /// How the node's device key is protected: "tpm-sealed" or "file".
+    pub key_protection: lockstep_identity::KeyProtection,
 }
 
 /// A record and the operator's minisign signature over its canonical JSON.
@@ -48,6 +54,8 @@ pub fn export(nodes: &[NodeRecord], key: &SigningKey) -> Vec<SignedRecord> {
                     .certification_report_sha256
                     .clone()
                     .filter(|_| n.certified),
+                attestation_sha256: n.attestation_sha256.clone(),
+                key_protection: n.key_protection,
             };
             let bytes = lockstep_canonical_json::to_vec(&record).expect("records serialise");
             let signature = key
@@ -80,13 +88,18 @@ mod tests {
             image_version: "dev".into(),
             certified: false,
             certification_report_sha256: Some("ab".into()),
+            key_protection: lockstep_identity::KeyProtection::File,
             enrolled_at: "t".into(),
             revoked_at: revoked.then(|| "t".into()),
+            attestation_sha256: Some("cd".into()),
+            attested_release: Some("r".into()),
         };
         let out = export(&[node("n1", false), node("n2", true)], &key);
         assert_eq!(out.len(), 1);
         // Not certified: no report hash, whatever the inventory holds.
         assert_eq!(out[0].record.certification_report_sha256, None);
+        assert_eq!(out[0].record.attestation_sha256.as_deref(), Some("cd"));
+        assert!(out[0].canonical.contains("\"key_protection\":\"file\""));
         let sig = Signature::parse(&out[0].signature).unwrap();
         sig.verify(key.public(), out[0].canonical.as_bytes())
             .unwrap();

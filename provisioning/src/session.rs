@@ -31,8 +31,9 @@ pub struct Session {
     pub addr: SocketAddr,
     pub info: NodeInfo,
     nonce: [u8; 32],
-    // Kept so the connection lives as long as the session.
-    _connection: quinn::Connection,
+    // The connection lives as long as the session; an attestation runs on
+    // it, on a stream of its own.
+    connection: quinn::Connection,
     send: quinn::SendStream,
     reader: FrameReader,
 }
@@ -94,10 +95,15 @@ impl Session {
             addr,
             info: answer.info,
             nonce: answer.nonce,
-            _connection: connection,
+            connection,
             send,
             reader,
         })
+    }
+
+    /// The session's connection (its TLS handshake proved the node's key).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
     }
 
     /// Signs `action` for this node and this session's nonce.

@@ -50,7 +50,14 @@ fn start(state: &Path, extra: &[&str]) -> Node {
 /// Starts a node with exactly these flags: no enrolment window.
 fn start_bare(state: &Path, extra: &[&str]) -> Node {
     let mut child = Command::new(lockstepd_bin())
-        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+        .args([
+            "--file-key",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+            "--state",
+        ])
         .arg(state)
         // Certification is another issue's concern: serve jobs uncertified.
         .arg("--uncertified")
@@ -142,7 +149,7 @@ fn enrollment_in_the_window_records_the_node_and_pins_the_operator() {
             .unwrap(),
         0o600
     );
-    let out = ok(&fleet(&f, &["enroll", &node.addr]));
+    let out = ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
     assert_eq!(out.trim(), node.key);
     let nodes = list(&f);
     assert_eq!(nodes.len(), 1);
@@ -164,7 +171,7 @@ fn enrollment_in_the_window_records_the_node_and_pins_the_operator() {
     // A second operator is refused by the node now, and records nothing.
     let other = tmp.path().join("other");
     init(&other);
-    let out = fleet(&other, &["enroll", &node.addr]);
+    let out = fleet(&other, &["enroll", "--allow-file-key", &node.addr]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
     assert!(list(&other).is_empty());
@@ -183,7 +190,16 @@ fn an_impostor_fails_and_nothing_is_recorded() {
     init(&f);
     // The operator expects the real node's key, but the impostor answers
     // at that address.
-    let out = fleet(&f, &["enroll", &impostor.addr, "--node-key", &real.key]);
+    let out = fleet(
+        &f,
+        &[
+            "enroll",
+            "--allow-file-key",
+            &impostor.addr,
+            "--node-key",
+            &real.key,
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("not the pinned key"), "{err}");
@@ -234,9 +250,9 @@ fn configured_operators_are_the_only_ones_trusted() {
     // Not the first-come operator: the image's.
     let other = tmp.path().join("other");
     init(&other);
-    let out = fleet(&other, &["enroll", &node.addr]);
+    let out = fleet(&other, &["enroll", "--allow-file-key", &node.addr]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    ok(&fleet(&f, &["enroll", &node.addr]));
+    ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
 }
 
 #[test]
@@ -246,7 +262,7 @@ fn bad_bundles_are_refused_and_the_node_keeps_its_old_one() {
     let mut node = start(&state, &[]);
     let f = tmp.path().join("fleet");
     init(&f);
-    ok(&fleet(&f, &["enroll", &node.addr]));
+    ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
     let original = info(&node).bundle_id;
     let key = node.key.clone();
     let push = |dir: &Path| {
@@ -338,7 +354,7 @@ fn bad_bundles_are_refused_and_the_node_keeps_its_old_one() {
     assert_eq!(after.bundle_version, 3);
     // It listens on a new port: enrolling again records the address (the
     // node still trusts this operator).
-    ok(&fleet(&f, &["enroll", &node.addr]));
+    ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
     refused(push(&old), "rollback refused");
 }
 
@@ -362,7 +378,7 @@ fn a_push_to_five_nodes_reports_each_outcome() {
             Command::new(fleet_bin())
                 .arg("--dir")
                 .arg(&f)
-                .args(["enroll", &n.addr])
+                .args(["enroll", "--allow-file-key", &n.addr])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -410,7 +426,7 @@ fn registry_records_are_signed_by_the_operator() {
     let node = start(&tmp.path().join("node"), &[]);
     let f = tmp.path().join("fleet");
     let op = init(&f);
-    ok(&fleet(&f, &["enroll", &node.addr]));
+    ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
     let out = ok(&fleet(&f, &["export-registry", "--format", "json"]));
     let records: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(records.len(), 1);
@@ -499,7 +515,7 @@ fn receipts_from_revoked_or_unknown_nodes_are_reported() {
     let node = start(&tmp.path().join("node"), &[]);
     let f = tmp.path().join("fleet");
     init(&f);
-    ok(&fleet(&f, &["enroll", &node.addr]));
+    ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
     let before = tmp.path().join("before.json");
     submit(&node, &before, &tmp.path().join("out1"));
     let out = ok(&verify(&before, &f));
@@ -612,6 +628,7 @@ fn fake_node(
                         certified: false,
                         certification_report_sha256: None,
                         trusted_operators: vec![],
+                        key_protection: lockstep_identity::KeyProtection::File,
                     };
                     let nonce = [7u8; 32];
                     let signature = signs
@@ -645,7 +662,7 @@ fn a_node_that_cannot_prove_the_key_it_claims_is_refused() {
     // the answer is relayed from B): the claim is not the handshake's key.
     let b = key("b");
     let relay = fake_node(key("a"), b.node_id().to_string(), key("b"));
-    let out = fleet(&f, &["enroll", &relay.to_string()]);
+    let out = fleet(&f, &["enroll", "--allow-file-key", &relay.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("impostor"), "{}", stderr(&out));
     assert!(stderr(&out).contains("claims node id"), "{}", stderr(&out));
@@ -653,7 +670,7 @@ fn a_node_that_cannot_prove_the_key_it_claims_is_refused() {
     let a2 = key("a2");
     let claim = a2.node_id().to_string();
     let forger = fake_node(a2, claim, key("c"));
-    let out = fleet(&f, &["enroll", &forger.to_string()]);
+    let out = fleet(&f, &["enroll", "--allow-file-key", &forger.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("challenge signature"),
@@ -669,7 +686,7 @@ fn an_unprovisioned_node_without_a_window_refuses_enrolment() {
     let node = start_bare(&tmp.path().join("node"), &[]);
     let f = tmp.path().join("fleet");
     init(&f);
-    let out = fleet(&f, &["enroll", &node.addr]);
+    let out = fleet(&f, &["enroll", "--allow-file-key", &node.addr]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("unprovisioned"), "{err}");
@@ -688,7 +705,7 @@ fn the_enrolment_window_closes() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let f = tmp.path().join("fleet");
     init(&f);
-    let out = fleet(&f, &["enroll", &node.addr]);
+    let out = fleet(&f, &["enroll", "--allow-file-key", &node.addr]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("window") && err.contains("closed"), "{err}");
@@ -696,7 +713,14 @@ fn the_enrolment_window_closes() {
     // Out-of-range windows are usage errors.
     for bad in ["0", "86401"] {
         let o = Command::new(lockstepd_bin())
-            .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+            .args([
+                "--file-key",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "cpu",
+                "--state",
+            ])
             .arg(tmp.path().join("other"))
             .args(["--enroll-window-s", bad])
             .output()
@@ -738,10 +762,10 @@ fn pinned_operators_win_over_a_replaced_provisioning_file() {
         ],
     );
     assert_eq!(info(&node).trusted_operators, vec![a.public().to_base64()]);
-    let out = fleet(&b_dir, &["enroll", &node.addr]);
+    let out = fleet(&b_dir, &["enroll", "--allow-file-key", &node.addr]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
-    ok(&fleet(&a_dir, &["enroll", &node.addr]));
+    ok(&fleet(&a_dir, &["enroll", "--allow-file-key", &node.addr]));
 }
 
 /// `SetOperators` (lockstep-fleet operators set) changes the pinned set
@@ -787,7 +811,7 @@ fn operators_set_needs_a_current_operator() {
     assert_eq!(info(&node).trusted_operators, vec![a.public().to_base64()]);
 
     // A adds B, through the fleet tool.
-    ok(&fleet(&a_dir, &["enroll", &node.addr]));
+    ok(&fleet(&a_dir, &["enroll", "--allow-file-key", &node.addr]));
     let b_pub = b_dir.join("operator.pub");
     let out = fleet(
         &a_dir,
@@ -800,7 +824,7 @@ fn operators_set_needs_a_current_operator() {
         ],
     );
     assert!(stderr(&ok_status(out)).contains("2 key(s)"));
-    ok(&fleet(&b_dir, &["enroll", &node.addr]));
+    ok(&fleet(&b_dir, &["enroll", "--allow-file-key", &node.addr]));
 
     // A release signed by A is active: a set without A would orphan it.
     let bundle = bundle_copy(&tmp.path().join("bundle"));
@@ -859,7 +883,7 @@ fn a_node_killed_mid_push_restarts_with_one_consistent_bundle() {
     let mut node = start(&state, &[]);
     let f = tmp.path().join("fleet");
     init(&f);
-    ok(&fleet(&f, &["enroll", &node.addr]));
+    ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
     let bundle = bundle_copy(&tmp.path().join("bundle"));
     let b = bundle.to_str().unwrap().to_string();
     ok(&fleet(&f, &["bundle", "sign", &b, "--version", "1"]));
@@ -891,7 +915,7 @@ fn a_node_killed_mid_push_restarts_with_one_consistent_bundle() {
         );
         current = after.bundle_version;
         // The new port goes to the inventory.
-        ok(&fleet(&f, &["enroll", &node.addr]));
+        ok(&fleet(&f, &["enroll", "--allow-file-key", &node.addr]));
     }
     // Release 1 is always a rollback now; the next release still goes in.
     let old = bundle_copy(&tmp.path().join("old"));

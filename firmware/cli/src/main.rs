@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attest;
 mod bench;
 mod commands;
 mod dispute;
@@ -158,6 +159,10 @@ enum Command {
         #[arg(long, value_name = "FILE.npy", num_args = 1..)]
         outputs: Vec<PathBuf>,
     },
+    /// Check that a node's key is kept by a genuine TPM on a machine that
+    /// booted an accepted image release (or re-check a saved transcript).
+    /// Exit 2 if the attestation is refused or the node cannot attest.
+    Attest(attest::AttestArgs),
     /// Print a .npy tensor: shape, SHA-256 and values.
     Show {
         #[arg(value_name = "FILE.npy")]
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
             fleet,
             outputs,
         } => fleet_check::verify_receipt(&receipt, node_key.as_deref(), fleet.as_deref(), &outputs),
+        Command::Attest(args) => attest::attest(&args),
         Command::Verify(args) => verify::verify(&args),
         Command::Dispute(args) => dispute::dispute(&args),
         Command::VerifyDispute(args) => dispute::verify_dispute(&args),

@@ -323,6 +323,7 @@ pub fn status(node: &NodeArgs) -> Result<(), Failure> {
         status.jobs_done, status.jobs_failed
     );
     println!("uptime   {} s", status.uptime_s);
+    println!("key      {}", status.key_protection);
     Ok(())
 }
 
@@ -359,6 +360,12 @@ pub fn verify_receipt(receipt: &Path, node_key: &str, outputs: &[PathBuf]) -> Re
         r.node,
         r.trace_root,
         outputs.len()
+    );
+    // Format 1 receipts predate the field: their keys were all files.
+    println!(
+        "key protection: {}",
+        r.key_protection
+            .map_or("not stated (receipt format 1: a file key)", |p| p.as_str())
     );
     Ok(())
 }

@@ -14,6 +14,12 @@
 //! first use, deliberately opened on the console, never by the image).
 //! Every command must be signed by a trusted key over the nonce this
 //! session issued, so a recorded command cannot be replayed.
+//!
+//! A node started with `--sealed-identity` takes its first operator set
+//! from the TPM-sealed identity instead, and `STATE/operators` is not used:
+//! lockstepd cannot seal a later change, so each `SetOperators` is kept as
+//! its signed statement in `STATE/operators.chain` and replayed from the
+//! sealed set at every start ([`replay_chain`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::stream::write_frame;
-use lockstep_identity::{DeviceKey, NodeId, Signature};
+use lockstep_identity::{DeviceKey, KeyProtection, NodeId, Signature};
 use lockstep_limits::{MAX_OPERATORS_FILE_BYTES, MAX_TRUSTED_OPERATORS};
 use lockstep_protocol::admin::{
     challenge_statement, AdminAction, AdminChallenge, AdminCommand, AdminHello, AdminReply,
@@ -40,6 +46,33 @@ use crate::worker::Work;
 pub const OPERATORS_FILE: &str = "operators";
 /// Where nodes before pinning kept their TOFU operator; migrated.
 const LEGACY_TOFU_FILE: &str = "trusted_operator.pub";
+/// A sealed-identity node's operator changes: the signed `SetOperators`
+/// statements since the sealed set, in order.
+pub const CHAIN_FILE: &str = "operators.chain";
+/// `format` of the chain file.
+pub const CHAIN_FORMAT: &str = "lockstep-operators-chain/1";
+/// Bounds of the chain file: a hostile state partition cannot make the
+/// node read without end, and a full chain refuses further changes.
+const MAX_CHAIN_BYTES: u64 = 4 << 20;
+const MAX_CHAIN_ENTRIES: usize = 256;
+
+/// One operator change as it was signed: the operator's key, the exact
+/// canonical `AdminStatement` bytes (UTF-8 JSON) and the minisign
+/// signature file over them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainEntry {
+    pub operator: String,
+    pub statement: String,
+    pub signature: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainFile {
+    format: String,
+    entries: Vec<ChainEntry>,
+}
 
 /// The node's admin state, shared by all streams.
 pub struct AdminState {
@@ -48,8 +81,13 @@ pub struct AdminState {
     pub image_version: String,
     /// SHA-256 (hex) of the device record's canonical JSON.
     pub device_fingerprint: String,
+    /// How the device key is protected (reported, never changed).
+    pub key_protection: KeyProtection,
     /// The pinned operator set (empty: unprovisioned).
     operators: Mutex<Vec<NodeId>>,
+    /// Sealed-identity nodes: the replayed chain behind `operators`;
+    /// `None`: the set is pinned in `STATE/operators`.
+    chain: Mutex<Option<Vec<ChainEntry>>>,
     /// Until when an unprovisioned node accepts its first enrolment
     /// (`--enroll-window-s`); `None`: never.
     enroll_until: Option<Instant>,
@@ -60,17 +98,23 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// `operators` is the pinned set (`pin_operators`).
+    /// `operators` is the pinned set (`pin_operators`), or for a sealed
+    /// identity the set after replaying `chain` (`replay_chain`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: Arc<DeviceKey>,
+        key_protection: KeyProtection,
         state_dir: PathBuf,
         image_version: String,
         device_fingerprint: String,
         operators: Vec<NodeId>,
+        chain: Option<Vec<ChainEntry>>,
         enroll_until: Option<Instant>,
     ) -> AdminState {
         AdminState {
             key,
+            key_protection,
+            chain: Mutex::new(chain),
             store: BundleStore::new(&state_dir),
             state_dir,
             image_version,
@@ -223,6 +267,152 @@ fn write_operators(state_dir: &Path, keys: &[NodeId]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The operator set of a sealed-identity node: the sealed set, then every
+/// `SetOperators` in `STATE/operators.chain` that names this node and is
+/// signed by a key of the set current at that point. The first entry that
+/// fails stops the replay with a loud error: the node serves with the last
+/// good set, and its next change rewrites the chain from there. Returns the
+/// set and the good entries.
+pub fn replay_chain(
+    state_dir: &Path,
+    node: &NodeId,
+    sealed: &[NodeId],
+) -> (Vec<NodeId>, Vec<ChainEntry>) {
+    let path = state_dir.join(CHAIN_FILE);
+    let mut current = normalise(sealed);
+    let file = match read_chain(&path) {
+        Ok(None) => return (current, Vec::new()),
+        Ok(Some(f)) => f,
+        Err(e) => {
+            tracing::error!(error = %e, operators = %key_ids(&current), "OPERATOR CHAIN UNREADABLE: serving with the sealed operator set; someone may have tampered with the state partition");
+            return (current, Vec::new());
+        }
+    };
+    let mut good = Vec::new();
+    for (i, entry) in file.entries.into_iter().enumerate() {
+        if i == MAX_CHAIN_ENTRIES {
+            tracing::error!("OPERATOR CHAIN REFUSED after {MAX_CHAIN_ENTRIES} entries, its limit: serving with the last good operator set");
+            break;
+        }
+        match verify_entry(&entry, node, &current) {
+            Ok(next) => {
+                current = next;
+                good.push(entry);
+            }
+            Err(e) => {
+                tracing::error!(
+                    entry = i,
+                    error = %e,
+                    operators = %key_ids(&current),
+                    "OPERATOR CHAIN REFUSED at entry {i} of {}: replay stopped there, serving with the last good operator set; someone may have tampered with the state partition",
+                    path.display()
+                );
+                break;
+            }
+        }
+    }
+    if !good.is_empty() {
+        tracing::info!(changes = good.len(), operators = %key_ids(&current), "operator set replayed from the sealed set and the signed chain");
+    }
+    (current, good)
+}
+
+fn read_chain(path: &Path) -> anyhow::Result<Option<ChainFile>> {
+    let mut bytes = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(f) => f
+            .take(MAX_CHAIN_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    };
+    if bytes.len() as u64 > MAX_CHAIN_BYTES {
+        anyhow::bail!("{} is over {MAX_CHAIN_BYTES} bytes", path.display());
+    }
+    let file: ChainFile = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not an operator chain: {e}", path.display()))?;
+    if file.format != CHAIN_FORMAT {
+        anyhow::bail!(
+            "{} has format {:?}, not {CHAIN_FORMAT:?}",
+            path.display(),
+            file.format
+        );
+    }
+    Ok(Some(file))
+}
+
+/// Checks one chain entry against the set current before it; returns the
+/// set after it.
+fn verify_entry(
+    entry: &ChainEntry,
+    node: &NodeId,
+    current: &[NodeId],
+) -> Result<Vec<NodeId>, String> {
+    let operator = NodeId::parse(&entry.operator)
+        .map_err(|e| format!("its operator key is not a minisign key: {e}"))?;
+    if !current.contains(&operator) {
+        return Err(format!(
+            "signed by operator {}, not in the set current at that point ({})",
+            operator.key_id_hex(),
+            key_ids(current)
+        ));
+    }
+    Signature::parse(&entry.signature)
+        .and_then(|s| s.verify(&operator, entry.statement.as_bytes()))
+        .map_err(|e| format!("its signature does not verify: {e}"))?;
+    let statement: AdminStatement = serde_json::from_str(&entry.statement)
+        .map_err(|e| format!("its statement is not an admin statement: {e}"))?;
+    if statement.format != ADMIN_FORMAT {
+        return Err(format!("statement format {:?}", statement.format));
+    }
+    if statement.node != node.to_base64() {
+        return Err("the statement names another node".into());
+    }
+    match statement.action {
+        AdminAction::SetOperators { keys } => parse_set(&keys),
+        _ => Err("the statement is not a SetOperators".into()),
+    }
+}
+
+/// Replaces `STATE/operators.chain` atomically and durably.
+fn write_chain(state_dir: &Path, entries: &[ChainEntry]) -> std::io::Result<()> {
+    use std::io::Write;
+    let file = ChainFile {
+        format: CHAIN_FORMAT.to_string(),
+        entries: entries.to_vec(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+    let path = state_dir.join(CHAIN_FILE);
+    let tmp = state_dir.join(format!(".{CHAIN_FILE}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(state_dir)?.sync_all()
+}
+
+/// A new operator set from `SetOperators` keys: 1 to
+/// `MAX_TRUSTED_OPERATORS` minisign keys, normalised.
+fn parse_set(keys: &[String]) -> Result<Vec<NodeId>, String> {
+    let mut parsed = Vec::with_capacity(keys.len().min(MAX_TRUSTED_OPERATORS + 1));
+    for k in keys.iter().take(MAX_TRUSTED_OPERATORS + 1) {
+        parsed.push(
+            NodeId::parse(k)
+                .map_err(|e| format!("operator key {k:?} is not a minisign public key: {e}"))?,
+        );
+    }
+    let new = normalise(&parsed);
+    if new.is_empty() || keys.len() > MAX_TRUSTED_OPERATORS {
+        return Err(format!(
+            "an operator set has 1 to {MAX_TRUSTED_OPERATORS} keys, not {}",
+            keys.len()
+        ));
+    }
+    Ok(new)
+}
+
 /// The device fingerprint fleets record: SHA-256 (hex) of the canonical
 /// JSON of the device record receipts carry.
 pub fn device_fingerprint(record: &lockstep_protocol::DeviceRecord) -> String {
@@ -310,6 +500,7 @@ fn node_info(shared: &Shared) -> NodeInfo {
             .report_sha256,
         bundle_id: active.bundle_id,
         trusted_operators: admin.trusted().iter().map(|k| k.to_base64()).collect(),
+        key_protection: admin.key_protection,
     }
 }
 
@@ -362,7 +553,7 @@ async fn execute(
             if !is_trusted {
                 return Err(untrusted(&operator, &trusted));
             }
-            set_operators(shared, &operator, &keys)
+            set_operators(shared, &operator, &keys, &command)
         }
         AdminAction::PushBundle { bundle_id, version } => {
             if !is_trusted {
@@ -413,21 +604,16 @@ fn enroll_first(admin: &AdminState, operator: &NodeId) -> Result<String, String>
 }
 
 /// Replaces the pinned operator set (the sender is already trusted).
-fn set_operators(shared: &Shared, operator: &NodeId, keys: &[String]) -> Result<String, String> {
+/// A sealed-identity node appends the signed command to its chain instead
+/// of rewriting `STATE/operators`.
+fn set_operators(
+    shared: &Shared,
+    operator: &NodeId,
+    keys: &[String],
+    command: &AdminCommand,
+) -> Result<String, String> {
     let admin = &shared.admin;
-    let mut parsed = Vec::with_capacity(keys.len().min(MAX_TRUSTED_OPERATORS + 1));
-    for k in keys.iter().take(MAX_TRUSTED_OPERATORS + 1) {
-        parsed.push(NodeId::parse(k).map_err(|e| {
-            format!("operator key {k:?} is not a minisign public key: {e}; nothing changed")
-        })?);
-    }
-    let new = normalise(&parsed);
-    if new.is_empty() || keys.len() > MAX_TRUSTED_OPERATORS {
-        return Err(format!(
-            "an operator set has 1 to {MAX_TRUSTED_OPERATORS} keys, not {}; nothing changed",
-            keys.len()
-        ));
-    }
+    let new = parse_set(keys).map_err(|e| format!("{e}; nothing changed"))?;
     // The active bundle is re-verified against the operators at every
     // start: a set that cannot verify its release would orphan it.
     let active = shared.active.get();
@@ -440,8 +626,30 @@ fn set_operators(shared: &Shared, operator: &NodeId, keys: &[String]) -> Result<
         })?;
     }
     let mut operators = admin.operators.lock().unwrap_or_else(|e| e.into_inner());
-    write_operators(&admin.state_dir, &new)
-        .map_err(|e| format!("cannot pin the new operator set: {e}; nothing changed"))?;
+    let mut chain = admin.chain.lock().unwrap_or_else(|e| e.into_inner());
+    match chain.as_mut() {
+        None => write_operators(&admin.state_dir, &new)
+            .map_err(|e| format!("cannot pin the new operator set: {e}; nothing changed"))?,
+        Some(entries) => {
+            if entries.len() >= MAX_CHAIN_ENTRIES {
+                return Err(format!(
+                    "this node's operator chain holds {MAX_CHAIN_ENTRIES} changes, its limit; give the node a new sealed identity (reprovision it); nothing changed"
+                ));
+            }
+            let statement = String::from_utf8(command.statement.clone())
+                .map_err(|_| "the admin statement is not UTF-8; nothing changed".to_string())?;
+            let mut next = entries.clone();
+            next.push(ChainEntry {
+                operator: operator.to_base64(),
+                statement,
+                signature: command.signature.clone(),
+            });
+            write_chain(&admin.state_dir, &next).map_err(|e| {
+                format!("cannot record the new operator set in the chain: {e}; nothing changed")
+            })?;
+            *entries = next;
+        }
+    }
     *operators = new.clone();
     tracing::warn!(
         by = %operator.key_id_hex(),

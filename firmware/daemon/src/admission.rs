@@ -326,6 +326,9 @@ pub struct NodeBudgets {
     /// Evidence turns per source (the node-wide turns are a semaphore in
     /// evidence.rs, so requests wait their turn rather than fail).
     pub evidence: Arc<SourceGate>,
+    /// Attestations running (the TPM is one device): at most
+    /// `MAX_ATTESTATIONS_IN_FLIGHT`, node-wide.
+    pub attestations: Arc<Budget>,
 }
 
 impl NodeBudgets {
@@ -351,6 +354,10 @@ impl NodeBudgets {
             evidence: SourceGate::new(
                 lockstep_limits::MAX_CONCURRENT_EVIDENCE,
                 lockstep_limits::MAX_CONCURRENT_EVIDENCE_PER_SOURCE,
+            ),
+            attestations: Budget::new(
+                "attestation",
+                lockstep_limits::MAX_ATTESTATIONS_IN_FLIGHT as u64,
             ),
         }
     }

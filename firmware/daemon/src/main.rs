@@ -4,12 +4,16 @@
 //! to the GPU worker thread through a bounded embassy-sync channel; a full
 //! queue is answered "busy, retry after". The worker owns the backend,
 //! runs each job with tracing on, and signs its receipt with the device
-//! key, which is created in `--state` on first start and reused after.
+//! key. The key comes from exactly one source, chosen on the command line:
+//! `--sealed-identity NAME` (the TPM-sealed systemd credential that
+//! `lockstepd new-identity` made) or `--file-key` (`STATE/device.key`,
+//! created on first start: nodes without a TPM, development).
 
 #![forbid(unsafe_code)]
 
 mod admin;
 mod admission;
+mod attest_stream;
 mod bundle_store;
 mod bundle_switch;
 mod certification;
@@ -28,9 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use lockstep_backend::{Backend, CpuBackend};
-use lockstep_identity::DeviceKey;
+use lockstep_identity::{DeviceKey, KeyProtection, NodeId, SealedIdentity};
 use lockstep_kernels::Bundle;
 use lockstep_vulkan::VulkanBackend;
 use serde::Deserialize;
@@ -54,6 +58,19 @@ enum BackendKind {
     about = "Lockstep appliance daemon: QUIC job endpoint with signed receipts"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Take the device key and the first operator set from the systemd
+    /// credential NAME ($CREDENTIALS_DIRECTORY/NAME, decrypted by systemd
+    /// from a TPM-sealed credential made with `lockstepd new-identity`).
+    #[arg(long, value_name = "NAME")]
+    sealed_identity: Option<String>,
+    /// Keep the device key in STATE/device.key (created on first start),
+    /// unprotected on disk: for nodes without a TPM and development. A flag
+    /// only, never a config key: whoever writes the ESP must not be able to
+    /// switch a node to a file key.
+    #[arg(long)]
+    file_key: bool,
     /// Address to listen on (UDP), e.g. 0.0.0.0:4433; port 0 picks one.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -121,6 +138,28 @@ struct Args {
     /// Free bytes that retained evidence never takes from its filesystem.
     #[arg(long)]
     state_free_floor_bytes: Option<u64>,
+    /// The TPM that attestations use, as a TSS2 TCTI (tpm2-tools'
+    /// TPM2TOOLS_TCTI), e.g. swtpm:host=127.0.0.1,port=2321; default
+    /// device:/dev/tpmrm0.
+    #[arg(long, value_name = "TCTI")]
+    tpm_tcti: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a fresh sealed identity (a new device key and the operator set
+    /// of `trusted_operators` in the config/provisioning file) as JSON on
+    /// stdout, which must be a pipe, e.g. into
+    /// `systemd-creds encrypt --with-key=tpm2 - OUT`; the node id goes to
+    /// stderr.
+    NewIdentity {
+        /// TOML file (as for the daemon).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Provisioning file (as for the daemon), read after --config.
+        #[arg(long, value_name = "FILE")]
+        provision: Option<PathBuf>,
+    },
 }
 
 /// The configuration file: every field optional.
@@ -148,6 +187,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_source: Option<usize>,
     state_free_floor_bytes: Option<u64>,
+    /// The TPM's TCTI (see --tpm-tcti).
+    tpm_tcti: Option<String>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
@@ -196,13 +237,104 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `trusted_operators` of the merged config, parsed.
+fn configured_operators(file: &FileConfig) -> Result<Vec<NodeId>> {
+    let mut keys = Vec::new();
+    for k in file.trusted_operators.iter().flatten() {
+        keys.push(NodeId::parse(k).with_context(|| {
+            format!("trusted_operators entry {k:?} is not a minisign public key")
+        })?);
+    }
+    Ok(keys)
+}
+
+/// `lockstepd new-identity`: the secret goes only into a pipe (or socket),
+/// never onto a terminal or into a file.
+fn new_identity(config: Option<&Path>, provision: Option<&Path>) -> Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let kind = rustix::fs::fstat(&stdout)
+        .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode))
+        .context("cannot inspect stdout")?;
+    match kind {
+        rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket => {}
+        other => {
+            let what = match other {
+                rustix::fs::FileType::RegularFile => "a regular file",
+                rustix::fs::FileType::CharacterDevice => "a terminal or other device",
+                _ => "not a pipe",
+            };
+            bail!("refusing to write a secret device key: stdout is {what}; pipe it into the sealing tool, e.g. `lockstepd new-identity --provision FILE | systemd-creds encrypt --with-key=tpm2 --name=lockstep-identity - OUT`");
+        }
+    }
+    let file = load_config(config, provision)?;
+    let mut operators = Vec::new();
+    for k in configured_operators(&file)? {
+        if !operators.contains(&k) {
+            operators.push(k);
+        }
+    }
+    if operators.is_empty() {
+        bail!("no trusted_operators in the config/provisioning file: a sealed identity pins its first operator set; provision the node's operators first");
+    }
+    let identity =
+        SealedIdentity::generate(operators).context("the trusted_operators cannot be sealed")?;
+    let json = identity.to_json();
+    let mut out = stdout.lock();
+    out.write_all(json.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the sealed identity to stdout")?;
+    eprintln!("lockstepd: new identity {}", identity.node_id());
+    Ok(())
+}
+
+/// Where the device key came from.
+enum KeySource {
+    Sealed(String),
+    File,
+}
+
+/// Reads `$CREDENTIALS_DIRECTORY/NAME`.
+fn load_sealed(name: &str) -> Result<SealedIdentity> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        bail!("--sealed-identity {name:?}: give the credential's name (a file name in $CREDENTIALS_DIRECTORY), not a path");
+    }
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        bail!("--sealed-identity {name}: CREDENTIALS_DIRECTORY is not set; run lockstepd from its systemd unit with LoadCredentialEncrypted={name}:…, or start it with --file-key");
+    };
+    let path = PathBuf::from(dir).join(name);
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(&path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(lockstep_identity::MAX_SEALED_IDENTITY_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .with_context(|| format!("sealed identity {}: cannot read it", path.display()))?;
+    SealedIdentity::parse(&bytes).with_context(|| {
+        format!(
+            "sealed identity {} is not usable; make it again with `lockstepd new-identity`",
+            path.display()
+        )
+    })
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
+    if let Some(Command::NewIdentity { config, provision }) = &args.command {
+        return new_identity(config.as_deref(), provision.as_deref());
+    }
+    let key_source = match (&args.sealed_identity, args.file_key) {
+        (Some(name), false) => KeySource::Sealed(name.clone()),
+        (None, true) => KeySource::File,
+        (Some(_), true) => bail!("--sealed-identity and --file-key both given: a node has one device key source; give one"),
+        (None, false) => bail!("no device key source: give --sealed-identity NAME (the TPM-sealed systemd credential made by `lockstepd new-identity`, decrypted into $CREDENTIALS_DIRECTORY), or --file-key to keep the key in STATE/device.key unprotected (nodes without a TPM, development)"),
+    };
     let file = load_config(args.config.as_deref(), args.provision.as_deref())?;
     let Some(listen) = args.listen.or(file.listen) else {
         bail!("no listen address: give --listen ADDR:PORT or `listen` in the config file");
     };
-    let Some(state) = args.state.or(file.state) else {
+    let Some(state) = args.state.or(file.state.clone()) else {
         bail!("no state directory: give --state DIR or `state` in the config file");
     };
     let backend_kind = args.backend.or(file.backend).unwrap_or(BackendKind::Vulkan);
@@ -272,19 +404,47 @@ fn run() -> Result<()> {
         max_per_source,
     ));
 
-    let (key, created) = DeviceKey::load_or_create(&state)?;
+    let tpm_tcti = args
+        .tpm_tcti
+        .clone()
+        .or(file.tpm_tcti.clone())
+        .unwrap_or_else(|| lockstep_tpm::DEFAULT_TCTI.to_string());
+    if tpm_tcti.trim().is_empty() {
+        bail!(
+            "--tpm-tcti is empty; give a TCTI such as {}",
+            lockstep_tpm::DEFAULT_TCTI
+        );
+    }
+    let image_operators = configured_operators(&file)?;
+    let (key, key_protection, operators, chain) = match &key_source {
+        KeySource::File => {
+            let (key, created) = DeviceKey::load_or_create(&state)?;
+            if created {
+                tracing::info!(state = %state.display(), "generated a new device key");
+            }
+            tracing::warn!(state = %state.display(), "device key from a file (--file-key): anyone who can read the state partition can take this node's identity");
+            let operators = admin::pin_operators(&state, &image_operators)?;
+            (key, KeyProtection::File, operators, None)
+        }
+        KeySource::Sealed(name) => {
+            let (key, sealed) = load_sealed(name)?.into_parts();
+            let mut configured = image_operators.clone();
+            configured.sort_by_key(|k| k.to_base64());
+            configured.dedup();
+            let mut pinned = sealed.clone();
+            pinned.sort_by_key(|k| k.to_base64());
+            if !configured.is_empty() && configured != pinned {
+                tracing::warn!("IGNORING trusted_operators from the config/provisioning file: this node's first operator set is sealed with its identity; change operators with `lockstep-fleet operators set` (signed by a current operator)");
+            }
+            std::fs::create_dir_all(&state)
+                .with_context(|| format!("creating {}", state.display()))?;
+            let (operators, chain) = admin::replay_chain(&state, key.node_id(), &sealed);
+            tracing::info!(credential = %name, "device key from the TPM-sealed identity");
+            (key, KeyProtection::TpmSealed, operators, Some(chain))
+        }
+    };
     let key = Arc::new(key);
-    if created {
-        tracing::info!(state = %state.display(), "generated a new device key");
-    }
     let node_id = key.node_id().to_base64();
-    let mut image_operators = Vec::new();
-    for k in file.trusted_operators.iter().flatten() {
-        image_operators.push(lockstep_identity::NodeId::parse(k).with_context(|| {
-            format!("trusted_operators entry {k:?} is not a minisign public key")
-        })?);
-    }
-    let operators = admin::pin_operators(&state, &image_operators)?;
     let enroll_until = match (operators.is_empty(), enroll_window) {
         (true, Some(w)) => {
             tracing::warn!(
@@ -342,6 +502,7 @@ fn run() -> Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let ctx = WorkerContext {
         key: key.clone(),
+        key_protection,
         bundle_id: bundle_id.clone(),
         certification: certification.clone(),
         counters: counters.clone(),
@@ -419,16 +580,23 @@ fn run() -> Result<()> {
         stopping: AtomicBool::new(false),
         admin: Arc::new(admin::AdminState::new(
             key.clone(),
+            key_protection,
             state.clone(),
             file.image_version
                 .clone()
                 .unwrap_or_else(|| format!("dev (lockstepd {})", env!("CARGO_PKG_VERSION"))),
             device_fingerprint,
             operators,
+            chain,
             enroll_until,
         )),
         retention,
         budgets: budgets.clone(),
+        attestor: Arc::new(attest_stream::Attestor {
+            tpm: lockstep_tpm::Tpm::new(tpm_tcti).with_work_dir(state.join("tpm")),
+            node_key: key.node_id().public_key_bytes(),
+            protection: key_protection,
+        }),
     });
     tracing::info!(
         memory_budget_bytes = memory_budget,

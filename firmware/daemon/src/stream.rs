@@ -68,6 +68,8 @@ pub struct Shared {
     pub retention: Arc<crate::retention::Retention>,
     /// What strangers may make the node hold (admission.rs).
     pub budgets: Arc<crate::admission::NodeBudgets>,
+    /// The TPM, the node key and its protection: all an attestation gets.
+    pub attestor: Arc<crate::attest_stream::Attestor>,
 }
 
 impl Shared {
@@ -226,6 +228,7 @@ async fn serve(
                 jobs_done: shared.counters.done.load(Ordering::Relaxed),
                 jobs_failed: shared.counters.failed.load(Ordering::Relaxed),
                 uptime_s: shared.started.elapsed().as_secs(),
+                key_protection: shared.admin.key_protection,
             });
             write_frame(send, &status.to_frame()).await.map_err(wire)?;
             Ok(())
@@ -246,6 +249,19 @@ async fn serve(
         Message::AdminHello(hello) => crate::admin::serve(send, reader, shared, hello).await,
         Message::FetchLeaf(request) => crate::evidence::leaf(send, shared, peer, request).await,
         Message::FetchInput(request) => crate::evidence::input(send, shared, peer, request).await,
+        Message::AttestHello => {
+            crate::attest_stream::session(
+                send,
+                reader,
+                &shared.attestor,
+                &shared.budgets.attestations,
+            )
+            .await
+        }
+        Message::AttestChallenge(_) => Err(err(
+            ErrorKind::BadFrame,
+            "an attestation starts with AttestHello; the challenge follows the node's AttestIdentity on the same stream",
+        )),
         _ => Err(err(
             ErrorKind::BadFrame,
             "clients send StatusRequest or Submit",

@@ -78,6 +78,8 @@ pub struct Counters {
 /// What the worker needs besides the queue.
 pub struct WorkerContext {
     pub key: Arc<DeviceKey>,
+    /// Stated in every receipt.
+    pub key_protection: lockstep_identity::KeyProtection,
     pub bundle_id: String,
     /// Whether receipts say certified (evaluated for the current bundle).
     pub certification: Arc<crate::certification::Certification>,
@@ -265,6 +267,7 @@ fn run_job(
         started_at: rfc3339(started),
         finished_at: rfc3339(SystemTime::now()),
         certified: ctx.certification.receipts_certified(&ctx.bundle_id),
+        key_protection: Some(ctx.key_protection),
     };
     let (bytes, signature) = receipt.sign(&ctx.key);
     let signature = signature.to_file();

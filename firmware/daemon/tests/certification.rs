@@ -391,7 +391,14 @@ fn uncertified_override_serves_and_marks_receipts_false() {
 fn a_bad_trusted_certifier_key_is_a_one_line_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+        .args([
+            "--file-key",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+            "--state",
+        ])
         .arg(dir.path().join("state"))
         .args(["--trust-certifier", "not-a-key"])
         .output()

@@ -393,7 +393,14 @@ fn a_build_without_the_test_feature_refuses_fault_injection() {
         &["--inject-worker-panic"][..],
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-            .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+            .args([
+                "--file-key",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "cpu",
+                "--state",
+            ])
             .arg(dir.path().join("s"))
             .args(flags)
             .output()

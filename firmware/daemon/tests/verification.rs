@@ -379,7 +379,14 @@ fn a_bad_fault_spec_is_a_one_line_usage_error() {
     // build without it refuses the flag outright (docs/verification.md).
     let dir = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
+        .args([
+            "--file-key",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+            "--state",
+        ])
         .arg(dir.path().join("s"))
         .args(["--inject-fault", "op=banana"])
         .output()

@@ -100,7 +100,7 @@ impl DeviceKey {
             .as_slice()
             .try_into()
             .map_err(|_| malformed("not 32 bytes"))?;
-        Ok(DeviceKey::from_seed(seed))
+        Ok(DeviceKey::from_seed(&seed))
     }
 
     fn create(state_dir: &Path) -> Result<DeviceKey, KeyError> {
@@ -109,7 +109,7 @@ impl DeviceKey {
             move |source| KeyError::Io { path, source }
         };
         std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-        let key = DeviceKey::from_seed(SigningKey::generate(&mut OsRng).to_bytes());
+        let key = DeviceKey::from_seed(&SigningKey::generate(&mut OsRng).to_bytes());
         // Write a temporary file with mode 0600 from its creation, make it
         // durable, then rename it into place: a crash leaves either no key
         // or a complete one, never a half-written key.
@@ -133,8 +133,8 @@ impl DeviceKey {
         Ok(key)
     }
 
-    fn from_seed(seed: [u8; 32]) -> DeviceKey {
-        let signing = SigningKey::from_bytes(&seed);
+    pub(crate) fn from_seed(seed: &[u8; 32]) -> DeviceKey {
+        let signing = SigningKey::from_bytes(seed);
         let id = NodeId::from_key(signing.verifying_key());
         DeviceKey { signing, id }
     }

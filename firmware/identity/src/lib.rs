@@ -10,15 +10,22 @@
 //!   the stock `minisign -Vm FILE -P NODE_KEY`.
 //! - [`SigningKey`]: keys that are not device keys (operators, certifiers,
 //!   referees), in stock minisign secret key files, plain or encrypted.
+//! - [`SealedIdentity`]: a device key and its first operator set, as the
+//!   TPM-sealed systemd credential holds them; [`KeyProtection`] says
+//!   which kind of key a node runs with.
 
 #![forbid(unsafe_code)]
 
 mod key;
 pub mod minisign;
 mod node_id;
+mod sealed;
 mod secret_key;
 
 pub use key::{DeviceKey, KeyError, KEY_FILE};
 pub use minisign::{Signature, SignatureError};
 pub use node_id::{NodeId, NodeIdError};
+pub use sealed::{
+    KeyProtection, SealedIdentity, SealedIdentityError, MAX_SEALED_IDENTITY_BYTES, SEALED_FORMAT,
+};
 pub use secret_key::{KdfCost, SecretKeyError, SigningKey};

@@ -367,3 +367,46 @@ pub const fn node_memory_envelope_bytes(node_budget_bytes: u64) -> u64 {
         + MAX_CONNECTIONS as u64 * CONNECTION_RECEIVE_WINDOW_BYTES as u64
         + PROCESS_BASE_BYTES
 }
+
+/// The PCRs (SHA-256 bank) a node quotes when it attests: firmware and
+/// boot-loader measurements (0–7), the unified kernel image (11, which
+/// the image build predicts as the manifest's `tpm_pcr11_sha256`) and the
+/// kernel command line and initrd as systemd-stub measures them (12).
+pub const ATTEST_PCRS: &[u8] = &[0, 1, 2, 3, 4, 5, 6, 7, 11, 12];
+
+/// Most PCRs one quote may cover (the whole SHA-256 bank of a PC TPM).
+pub const MAX_QUOTED_PCRS: usize = 24;
+
+/// Largest TPM2B_PUBLIC (EK or AK public area) in an attestation: an RSA
+/// 4096 EK is about 600 bytes.
+pub const MAX_TPM_PUBLIC_BYTES: usize = 1024;
+
+/// Largest EK certificate (DER) a node sends: real ones are 1–2 KiB.
+pub const MAX_EK_CERTIFICATE_BYTES: usize = 4096;
+
+/// Largest quote (TPMS_ATTEST) or quote signature (TPMT_SIGNATURE).
+pub const MAX_QUOTE_BYTES: usize = 1024;
+
+/// Largest credential blob part (TPM2B_ID_OBJECT or
+/// TPM2B_ENCRYPTED_SECRET; an RSA 4096 EK's secret is 514 bytes).
+pub const MAX_CREDENTIAL_PART_BYTES: usize = 1024;
+
+/// Largest secret a credential may carry (TPM2B_DIGEST of SHA-512).
+pub const MAX_ACTIVATED_SECRET_BYTES: usize = 64;
+
+/// Attestations a node runs at once: the TPM is one device, and its
+/// transient object slots are few; another is answered `Busy`.
+pub const MAX_ATTESTATIONS_IN_FLIGHT: usize = 1;
+
+/// How long one whole attestation exchange may take on a node (hello to
+/// evidence, TPM work included) before it is abandoned.
+pub const ATTEST_TIMEOUT_S: u64 = 120;
+
+/// How long one tpm2-tools command may run before it is killed (creating
+/// an RSA EK takes seconds on slow TPMs).
+pub const TPM_COMMAND_TIMEOUT_S: u64 = 60;
+
+/// Most bytes of a tpm2-tools command's stdout or stderr that are kept
+/// (the rest is read and dropped), and of any file it writes that is read
+/// back.
+pub const MAX_TPM_TOOL_OUTPUT_BYTES: usize = 64 * 1024;

@@ -57,6 +57,8 @@ pub struct NodeInfo {
     /// set); empty means unprovisioned: only an enrolment inside the node's
     /// first-enrolment window is accepted.
     pub trusted_operators: Vec<String>,
+    /// How the device key is protected (TPM-sealed or a file).
+    pub key_protection: lockstep_identity::KeyProtection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,6 +435,7 @@ mod tests {
             certified: false,
             certification_report_sha256: None,
             trusted_operators: vec![],
+            key_protection: lockstep_identity::KeyProtection::File,
         };
         let base = challenge_statement(&[1; 32], &info, &[2; 32]);
         assert_ne!(base, challenge_statement(&[9; 32], &info, &[2; 32]));

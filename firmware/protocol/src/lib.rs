@@ -7,6 +7,7 @@
 //! - [`tensors`]: tensors streamed as bounded data chunks, checked against
 //!   their announced SHA-256.
 //! - [`admin`]: fleet enrollment and signed admin commands.
+//! - [`attest`]: TPM attestation of a node (EK, AK, credential, quote).
 //! - [`evidence`]: leaves and inputs of retained jobs, for spot checks
 //!   and disputes.
 //! - [`certify`]: signed certification runs and report installs.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod attest;
 pub mod certify;
 pub mod evidence;
 pub mod frame;
@@ -24,6 +26,7 @@ pub mod message;
 pub mod receipt;
 pub mod tensors;
 
+pub use attest::{AttestChallenge, AttestEvidence, AttestIdentity, AttestTpm, QuotedPcr};
 pub use certify::{
     report_sha256, verify_authorization, AuthError, Authorization, CertifyAction, CertifyChallenge,
     CertifyReply, CertifyRequest, CertifyStatement, InstallReport, Installed,
@@ -31,9 +34,12 @@ pub use certify::{
 };
 pub use evidence::{EvidenceAccess, InputRequest, LeafEvidence, LeafRequest};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
+pub use lockstep_identity::KeyProtection;
 pub use message::{
     Envelope, ErrorKind, JobError, JobRequest, JobResult, Message, MessageError, NodeStatus,
     TensorHeader, PROTOCOL_VERSION,
 };
-pub use receipt::{rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT};
+pub use receipt::{
+    rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT, RECEIPT_FORMAT_V1,
+};
 pub use tensors::{header, tensor_chunks, TensorReceiver, TensorStreamError};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::Frame;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -65,6 +65,15 @@ pub enum Message {
     /// Node → requester: the nonce the session's request must be signed
     /// over.
     CertifyChallenge(crate::certify::CertifyChallenge),
+    /// Client → node: start an attestation (attest.rs).
+    AttestHello,
+    /// Node → client: its TPM's EK, EK certificate and a fresh AK.
+    AttestIdentity(crate::attest::AttestIdentity),
+    /// Client → node: a nonce and a credential for the EK naming the AK.
+    AttestChallenge(crate::attest::AttestChallenge),
+    /// Node → client: the activated secret, a quote over the nonce and
+    /// the node key, and the quoted PCRs' values.
+    AttestEvidence(crate::attest::AttestEvidence),
 }
 
 /// One named tensor's shape and the SHA-256 of its canonical `.npy` bytes.
@@ -124,6 +133,9 @@ pub enum ErrorKind {
     /// report install, a signature by an operator or trusted certifier of
     /// this node over the session's nonce); the message says what to do.
     Unauthorized,
+    /// The node cannot attest: it has no TPM, or its device key is a file
+    /// key (nothing ties it to the TPM); the message says which.
+    NotAttestable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +158,8 @@ pub struct NodeStatus {
     pub jobs_done: u64,
     pub jobs_failed: u64,
     pub uptime_s: u64,
+    /// How the device key is protected (TPM-sealed or a file).
+    pub key_protection: lockstep_identity::KeyProtection,
 }
 
 /// Why a control frame is not a message this node accepts.
@@ -228,6 +242,11 @@ fn check_bounds(m: &Message) -> Result<(), MessageError> {
         Message::CertifyRequest(r) => crate::certify::check_request(r).map_err(MessageError::Bound),
         Message::CertifyReport(r) => crate::certify::check_reply(r).map_err(MessageError::Bound),
         Message::InstallReport(r) => crate::certify::check_install(r).map_err(MessageError::Bound),
+        Message::AttestIdentity(m) => crate::attest::check_identity(m).map_err(MessageError::Bound),
+        Message::AttestChallenge(m) => {
+            crate::attest::check_challenge(m).map_err(MessageError::Bound)
+        }
+        Message::AttestEvidence(m) => crate::attest::check_evidence(m).map_err(MessageError::Bound),
         _ => Ok(()),
     }
 }

@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lockstep_identity::{DeviceKey, NodeId, Signature, SignatureError};
+use lockstep_identity::{DeviceKey, KeyProtection, NodeId, Signature, SignatureError};
 use serde::{Deserialize, Serialize};
 
-/// Version of the receipt's own layout.
-pub const RECEIPT_FORMAT: u32 = 1;
+/// Version of the receipt's own layout. Format 2 added `key_protection`;
+/// format 1 receipts (without it) still verify.
+pub const RECEIPT_FORMAT: u32 = 2;
+/// The layout before `key_protection`.
+pub const RECEIPT_FORMAT_V1: u32 = 1;
 
 /// The device a job ran on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,10 @@ pub struct Receipt {
     pub finished_at: String,
     /// False when the node serves without a passing certification report.
     pub certified: bool,
+    /// How the signing device key is protected ("tpm-sealed" or "file");
+    /// present from format 2 on, absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_protection: Option<KeyProtection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +101,24 @@ impl Receipt {
             serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
         if receipt.canonical_bytes() != bytes {
             return Err(ReceiptError::NotCanonical);
+        }
+        match (receipt.format, receipt.key_protection) {
+            (RECEIPT_FORMAT, Some(_)) | (RECEIPT_FORMAT_V1, None) => {}
+            (RECEIPT_FORMAT, None) => {
+                return Err(ReceiptError::Malformed(format!(
+                    "format {RECEIPT_FORMAT} receipt without key_protection"
+                )))
+            }
+            (RECEIPT_FORMAT_V1, Some(_)) => {
+                return Err(ReceiptError::Malformed(format!(
+                    "format {RECEIPT_FORMAT_V1} receipt with key_protection (a format {RECEIPT_FORMAT} field)"
+                )))
+            }
+            (other, _) => {
+                return Err(ReceiptError::Malformed(format!(
+                    "receipt format {other}; this build verifies formats {RECEIPT_FORMAT_V1} and {RECEIPT_FORMAT}"
+                )))
+            }
         }
         if receipt.node != node.to_base64() {
             return Err(ReceiptError::OtherNode {

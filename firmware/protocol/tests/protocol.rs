@@ -126,6 +126,7 @@ fn receipt(node: &str) -> Receipt {
         started_at: "2026-11-24T07:49:03Z".into(),
         finished_at: "2026-11-24T07:49:04Z".into(),
         certified: false,
+        key_protection: Some(lockstep_protocol::KeyProtection::TpmSealed),
     }
 }
 
@@ -156,6 +157,32 @@ fn receipts_are_canonical_signed_and_checked() {
         Receipt::verify(&pretty, &pretty_sig.to_file(), key.node_id()),
         Err(ReceiptError::NotCanonical)
     );
+    assert!(text.contains("\"key_protection\":\"tpm-sealed\""), "{text}");
+    // Format 1 (before key_protection) still verifies, as it was signed;
+    // each format must have exactly its own fields.
+    let mut v1 = r.clone();
+    v1.format = lockstep_protocol::RECEIPT_FORMAT_V1;
+    v1.key_protection = None;
+    let (b1, s1) = v1.sign(&key);
+    assert!(!String::from_utf8_lossy(&b1).contains("key_protection"));
+    assert_eq!(
+        Receipt::verify(&b1, &s1.to_file(), key.node_id()).unwrap(),
+        v1
+    );
+    for (format, protection) in [
+        (RECEIPT_FORMAT, None),
+        (lockstep_protocol::RECEIPT_FORMAT_V1, r.key_protection),
+        (99, r.key_protection),
+    ] {
+        let mut odd = r.clone();
+        odd.format = format;
+        odd.key_protection = protection;
+        let (b, s) = odd.sign(&key);
+        assert!(matches!(
+            Receipt::verify(&b, &s.to_file(), key.node_id()),
+            Err(ReceiptError::Malformed(_))
+        ));
+    }
     // A receipt signed by one node but naming another is refused.
     let (b2, s2) = receipt(&other.node_id().to_base64()).sign(&key);
     assert!(matches!(

@@ -107,6 +107,7 @@ mod tests {
             started_at: String::new(),
             finished_at: String::new(),
             certified: false,
+            key_protection: Some(lockstep_protocol::KeyProtection::File),
         }
     }
 

@@ -31,12 +31,33 @@ pub fn start(state: &Path, backend: &str, extra: &[&str]) -> Node {
 
 /// Starts `lockstepd` without `--uncertified`: it serves only with a
 /// passing certification report (give `--trust-certifier KEY` in `extra`).
+/// The device key is a file (`--file-key`) unless `extra` gives
+/// `--sealed-identity` (then set `CREDENTIALS_DIRECTORY` with
+/// [`start_with_env`]).
 #[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn start_certified(state: &Path, backend: &str, extra: &[&str]) -> Node {
+    start_with_env(state, backend, extra, &[])
+}
+
+/// [`start_certified`] with extra environment variables.
+#[allow(dead_code)]
+pub fn start_with_env(
+    state: &Path,
+    backend: &str,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Node {
+    let key_source: &[&str] = if extra.contains(&"--sealed-identity") {
+        &[]
+    } else {
+        &["--file-key"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
         .args(["--listen", "127.0.0.1:0", "--backend", backend, "--state"])
         .arg(state)
+        .args(key_source)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(Stdio::piped())
         // LOCKSTEP_TEST_LOG=1 shows the node's log, for debugging a test.
         .stderr(if std::env::var_os("LOCKSTEP_TEST_LOG").is_some() {
