@@ -601,16 +601,7 @@ pub fn verify(
                 && rsa::traits::PublicKeyParts::e(&key) == &BigUint::from(*exponent) => {}
         _ => return Err(AttestError::EkCertificateKeyMismatch),
     }
-    let (not_before_unix_s, not_after_unix_s) = ek_cert.validity();
-    if policy.now_unix_s < not_before_unix_s || policy.now_unix_s > not_after_unix_s {
-        return Err(AttestError::EkCertificateNotValidNow {
-            not_before_unix_s,
-            not_after_unix_s,
-            now_unix_s: policy.now_unix_s,
-        });
-    }
-    cert::chain_to_root(&ek_cert, &policy.ek_roots, policy.now_unix_s)
-        .map_err(|why| AttestError::EkCertificateUntrusted { why })?;
+    check_ek_certificate(&pending.ek_certificate, &policy.ek_roots, policy.now_unix_s)?;
 
     let pcr11 = evidence
         .pcrs
@@ -642,6 +633,29 @@ pub fn verify(
         restart_count: quote.restart_count,
         firmware_version: quote.firmware_version,
     })
+}
+
+/// Checks an EK certificate on its own: it parses, is valid at
+/// `now_unix_s`, and chains through certificates in `ek_roots` to a
+/// self-signed one there (see [`Policy::ek_roots`]). [`verify`] runs this
+/// after checking the certificate is for the EK the node used.
+pub fn check_ek_certificate(
+    ek_certificate: &[u8],
+    ek_roots: &[Vec<u8>],
+    now_unix_s: u64,
+) -> Result<(), AttestError> {
+    let ek_cert = cert::parse(ek_certificate, "the EK certificate")
+        .map_err(|why| AttestError::BadEkCertificate { why })?;
+    let (not_before_unix_s, not_after_unix_s) = ek_cert.validity();
+    if now_unix_s < not_before_unix_s || now_unix_s > not_after_unix_s {
+        return Err(AttestError::EkCertificateNotValidNow {
+            not_before_unix_s,
+            not_after_unix_s,
+            now_unix_s,
+        });
+    }
+    cert::chain_to_root(&ek_cert, ek_roots, now_unix_s)
+        .map_err(|why| AttestError::EkCertificateUntrusted { why })
 }
 
 /// The attestation digest of the crate docs.
