@@ -62,7 +62,7 @@ proptest! {
         let _ = parse_public(&bytes, "random");
         let _ = parse_quote(&bytes);
         let _ = parse_signature(&bytes);
-        let _ = check_ek_certificate(&bytes, &[bytes.clone()], 1_900_000_000);
+        let _ = check_ek_certificate(&bytes, std::slice::from_ref(&bytes), 1_900_000_000);
         let _ = pem_certificates(&String::from_utf8_lossy(&bytes));
         let text = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----", String::from_utf8_lossy(&bytes));
         let _ = pem_certificates(&text);
