@@ -719,3 +719,100 @@ pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, AttestError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EK: &[u8] = include_bytes!("../tests/fixtures/a/ek.pub");
+    const AK: &[u8] = include_bytes!("../tests/fixtures/a/ak.pub");
+    /// Where TPMA_OBJECT starts in a TPM2B_PUBLIC: size, type, nameAlg.
+    const ATTRIBUTES_AT: usize = 2 + 2 + 2;
+
+    fn with_attributes(public: &[u8], f: impl Fn(u32) -> u32) -> Vec<u8> {
+        let mut out = public.to_vec();
+        let at = ATTRIBUTES_AT..ATTRIBUTES_AT + 4;
+        let old = u32::from_be_bytes(out[at.clone()].try_into().unwrap());
+        out[at].copy_from_slice(&f(old).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn the_recorded_keys_pass_their_checks() {
+        let ak = check_ak(parse_public(AK, "AK").unwrap()).unwrap();
+        assert_eq!(ak.kind, AkKind::EcdsaP256Sha256);
+        check_ek(&parse_public(EK, "EK").unwrap()).unwrap();
+    }
+
+    #[test]
+    fn each_ak_attribute_is_required() {
+        for (bit, set) in [
+            (attr::FIXED_TPM, false),
+            (attr::FIXED_PARENT, false),
+            (attr::SENSITIVE_DATA_ORIGIN, false),
+            (attr::RESTRICTED, false),
+            (attr::SIGN, false),
+            (attr::DECRYPT, true),
+        ] {
+            let ak = with_attributes(AK, |a| if set { a | bit } else { a & !bit });
+            assert!(
+                matches!(
+                    check_ak(parse_public(&ak, "AK").unwrap()),
+                    Err(AttestError::BadAkPublic { .. })
+                ),
+                "bit {bit:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_ek_property_is_required() {
+        for (bit, set) in [
+            (attr::RESTRICTED, false),
+            (attr::DECRYPT, false),
+            (attr::SIGN, true),
+        ] {
+            let ek = with_attributes(EK, |a| if set { a | bit } else { a & !bit });
+            assert!(
+                matches!(
+                    check_ek(&parse_public(&ek, "EK").unwrap()),
+                    Err(AttestError::BadEkPublic { .. })
+                ),
+                "bit {bit:#x}"
+            );
+        }
+        let mut ek = parse_public(EK, "EK").unwrap();
+        ek.symmetric = Some((ALG_AES, 256, ALG_CFB));
+        assert!(check_ek(&ek).is_err());
+        let mut ek = parse_public(EK, "EK").unwrap();
+        ek.name_alg = 0x0004;
+        assert!(check_ek(&ek).is_err());
+    }
+
+    #[test]
+    fn the_qualifying_data_is_a_tagged_hash() {
+        let nonce = [1u8; 32];
+        let key = [2u8; 32];
+        let mut input = b"lockstep-attest/1\0".to_vec();
+        input.extend_from_slice(&nonce);
+        input.extend_from_slice(&key);
+        assert_eq!(
+            quote_qualifying_data(&nonce, &key),
+            <[u8; 32]>::from(Sha256::digest(&input))
+        );
+        assert_ne!(
+            quote_qualifying_data(&nonce, &key),
+            quote_qualifying_data(&key, &nonce)
+        );
+    }
+
+    #[test]
+    fn the_ak_qualified_name_descends_from_the_endorsement_hierarchy() {
+        let ek = parse_public(EK, "EK").unwrap();
+        let ak = parse_public(AK, "AK").unwrap();
+        let quote = parse_quote(include_bytes!("../tests/fixtures/a/quote.msg")).unwrap();
+        let ek_qn = qualified_name(&[0x40, 0, 0, 0x0b], &ek.name());
+        assert_eq!(qualified_name(&ek_qn, &ak.name()), quote.qualified_signer);
+        assert_ne!(ak.name(), quote.qualified_signer);
+    }
+}

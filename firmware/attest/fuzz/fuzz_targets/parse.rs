@@ -6,7 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use lockstep_attest::{
-    challenge, check_ek_certificate, parse_public, parse_quote, parse_signature, pem_certificates, verify, Evidence, NodeTpm, Policy,
+    challenge, check_ek_certificate, parse_public, parse_quote, parse_signature, pem_certificates,
+    verify, Evidence, NodeTpm, Policy,
 };
 
 fuzz_target!(|data: &[u8]| {
