@@ -22,6 +22,11 @@
 //!    the node's Ed25519 key.
 //! 4. [`verify`] checks all of it against a [`Policy`] (trusted EK roots,
 //!    accepted releases' PCR 11, the time) and returns an [`Attestation`].
+//!    The quote must name as its signer the AK's *qualified* name under the
+//!    EK ([`qualified_name`]), as a TPM does: QN(AK) = 0x000B ‖
+//!    SHA-256(QN(EK) ‖ name(AK)), QN(EK) = 0x000B ‖ SHA-256(0x4000000B ‖
+//!    name(EK)). The AK's name itself is [`Pending::ak_name`] and
+//!    [`Attestation::ak_name`].
 //!
 //! Each refusal is its own [`AttestError`] variant that says what failed.
 //!
