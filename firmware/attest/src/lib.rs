@@ -487,6 +487,17 @@ pub fn challenge(
     ))
 }
 
+/// Compares without stopping at the first differing byte, so the time taken
+/// says nothing about how much of a guessed secret was right.
+fn same_secret(sent: &[u8], secret: &[u8; 32]) -> bool {
+    sent.len() == secret.len()
+        && sent
+            .iter()
+            .zip(secret)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// Verifies the quote's signature with the AK over SHA-256(quote).
 fn check_quote_signature(ak: &AkPublic, quote: &[u8], signature: &[u8]) -> Result<(), AttestError> {
     if quote.len() > MAX_QUOTE_BYTES {
@@ -544,6 +555,9 @@ fn check_quote_signature(ak: &AkPublic, quote: &[u8], signature: &[u8]) -> Resul
 /// on the EK's TPM?), then the signature over the raw quote bytes (did the
 /// AK sign exactly these bytes?), and only then the quote's contents, the
 /// PCRs, the EK certificate and the release.
+///
+/// Use a [`Pending`] for one `verify` only, whatever its outcome, so a node
+/// gets one try per challenge (and per fresh nonce and secret).
 pub fn verify(
     pending: &Pending,
     evidence: &Evidence,
@@ -557,7 +571,7 @@ pub fn verify(
         });
     }
     if evidence.activated_secret.len() > MAX_ACTIVATED_SECRET_BYTES
-        || evidence.activated_secret.as_slice() != pending.secret.as_slice()
+        || !same_secret(&evidence.activated_secret, &pending.secret)
     {
         return Err(AttestError::CredentialNotActivated);
     }
