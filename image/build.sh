@@ -77,13 +77,13 @@ fi
 [ -x "$daemon_bin" ] || die "no lockstepd binary at $daemon_bin"
 # A test build (cargo feature fault-injection) can corrupt results on
 # purpose: it must never reach an image.
-if fault_out=$(timeout 10 "$daemon_bin" --listen 127.0.0.1:0 --state "$OUT/.fault-check" \
+if fault_out=$(timeout 10 "$daemon_bin" --listen 127.0.0.1:0 --state "$OUT/.fault-check" --file-key \
     --inject-fault op=0 2>&1 </dev/null); then
     die "$daemon_bin accepted --inject-fault: it is a test build; build it with 'cargo build --release -p lockstep-daemon'"
 fi
 grep -q "needs a test build" <<<"$fault_out" \
     || die "$daemon_bin did not refuse --inject-fault as a release build does: $fault_out"
-if panic_out=$(timeout 10 "$daemon_bin" --listen 127.0.0.1:0 --state "$OUT/.fault-check" \
+if panic_out=$(timeout 10 "$daemon_bin" --listen 127.0.0.1:0 --state "$OUT/.fault-check" --file-key \
     --inject-worker-panic 2>&1 </dev/null); then
     die "$daemon_bin accepted --inject-worker-panic: it is a test build; build it with 'cargo build --release -p lockstep-daemon'"
 fi
