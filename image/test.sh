@@ -201,8 +201,10 @@ for f in fleet intruder; do
 done
 operator=$(tail -n 1 "$run/fleet/operator.pub")
 intruder=$(tail -n 1 "$run/intruder/operator.pub")
-"$fleet_bin" --dir "$run/fleet" trust-ek-roots "$run/ek-roots.pem" >&2 || die "lockstep-fleet trust-ek-roots failed"
-"$fleet_bin" --dir "$run/fleet" accept-image "$MANIFEST" >&2 || die "lockstep-fleet accept-image failed"
+for f in fleet intruder; do
+    "$fleet_bin" --dir "$run/$f" trust-ek-roots "$run/ek-roots.pem" >&2 || die "lockstep-fleet trust-ek-roots failed"
+    "$fleet_bin" --dir "$run/$f" accept-image "$MANIFEST" >&2 || die "lockstep-fleet accept-image failed"
+done
 
 # 1. The image as built, on TPM A: seals a new key, serves, signs, attests.
 disk=$run/disk.raw
@@ -241,7 +243,7 @@ cat "$run/status.txt" >&2
 grep -q "serving uncertified" "$run/status.txt" \
     || die "the provisioning file on the ESP was not applied (lockstepd is not in its uncertified test mode)"
 say "the provisioning file on the ESP was applied"
-grep -q "key: tpm-sealed" "$run/status.txt" || die "lockstep status does not say the key is tpm-sealed"
+grep -Eq "^key +tpm-sealed" "$run/status.txt" || die "lockstep status does not say the key is tpm-sealed"
 "$lockstep" submit --node "127.0.0.1:$port" --node-key "$key" --receipt "$run/receipt.json" \
     run matmul "$run/a.npy" "$run/b.npy" --out "$run/c.npy" >&2 || die "lockstep submit failed"
 minisign -Vm "$run/receipt.json" -P "$key" >&2 || die "minisign rejected the node's receipt"
@@ -273,6 +275,7 @@ say "reboot: same node id, the sealed key unsealed, not re-made"
 if "$fleet_bin" --dir "$run/intruder" enroll "127.0.0.1:$port" --node-key "$key" >"$run/intruder.txt" 2>&1; then
     cat "$run/intruder.txt" >&2; die "the operator written onto the ESP was trusted"
 fi
+grep -q "not trusted" "$run/intruder.txt" || { cat "$run/intruder.txt" >&2; die "the intruder was refused, but not for its operator key"; }
 say "operator written onto the ESP refused: $(tail -n 1 "$run/intruder.txt" | cut -c1-150)"
 "$fleet_bin" --dir "$run/fleet" enroll "127.0.0.1:$port" --node-key "$key" >&2 \
     || die "the provisioned (sealed) operator is no longer trusted"
