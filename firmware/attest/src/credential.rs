@@ -163,3 +163,55 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod activate_tests {
+    use super::*;
+    use rsa::RsaPrivateKey;
+
+    type Aes128CfbDec = cfb_mode::Decryptor<aes::Aes128>;
+
+    /// TPM2_ActivateCredential in software, step by step as Part 1 §24.6
+    /// describes it, to check MakeCredential is its inverse (tests/swtpm.rs
+    /// checks the same against a real TPM).
+    fn activate(ek: &RsaPrivateKey, name: &[u8], c: &CredentialChallenge) -> Option<Vec<u8>> {
+        let inner = c.id_object.get(2..)?;
+        assert_eq!(
+            usize::from(u16::from_be_bytes([c.id_object[0], c.id_object[1]])),
+            inner.len()
+        );
+        assert_eq!(inner.get(..2)?, [0, 32]);
+        let (hmac, enc_identity) = inner.get(2..)?.split_at(32);
+        let seed = ek
+            .decrypt(
+                Oaep::new_with_label::<Sha256, _>(IDENTITY_LABEL),
+                c.encrypted_secret.get(2..)?,
+            )
+            .ok()?;
+        let mut mac =
+            HmacSha256::new_from_slice(&kdfa_sha256(&seed, "INTEGRITY", &[], &[], 256)).unwrap();
+        mac.update(enc_identity);
+        mac.update(name);
+        mac.verify_slice(hmac).ok()?;
+        let mut plain = enc_identity.to_vec();
+        Aes128CfbDec::new_from_slices(&kdfa_sha256(&seed, "STORAGE", name, &[], 128), &[0; 16])
+            .unwrap()
+            .decrypt(&mut plain);
+        assert_eq!(plain.get(..2)?, [0, 32]);
+        Some(plain.get(2..)?.to_vec())
+    }
+
+    #[test]
+    fn make_credential_is_undone_by_activate_credential_for_the_same_name_only() {
+        let ek = RsaPrivateKey::new(&mut ChaCha20Rng::from_seed([7; 32]), 2048).unwrap();
+        let name = [&[0x00, 0x0b][..], &[0x11; 32]].concat();
+        let c = make_credential(&ek.to_public_key(), &name, &[0xab; 32], [1; 32]).unwrap();
+        assert_eq!(activate(&ek, &name, &c), Some(vec![0xab; 32]));
+        let other = [&[0x00, 0x0b][..], &[0x12; 32]].concat();
+        assert_eq!(
+            activate(&ek, &other, &c),
+            None,
+            "the outer HMAC binds the AK name"
+        );
+    }
+}

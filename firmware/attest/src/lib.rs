@@ -22,6 +22,11 @@
 //!    the node's Ed25519 key.
 //! 4. [`verify`] checks all of it against a [`Policy`] (trusted EK roots,
 //!    accepted releases' PCR 11, the time) and returns an [`Attestation`].
+//!    The quote must name as its signer the AK's *qualified* name under the
+//!    EK ([`qualified_name`]), as a TPM does: QN(AK) = 0x000B ‖
+//!    SHA-256(QN(EK) ‖ name(AK)), QN(EK) = 0x000B ‖ SHA-256(0x4000000B ‖
+//!    name(EK)). The AK's name itself is [`Pending::ak_name`] and
+//!    [`Attestation::ak_name`].
 //!
 //! Each refusal is its own [`AttestError`] variant that says what failed.
 //!
@@ -482,6 +487,17 @@ pub fn challenge(
     ))
 }
 
+/// Compares without stopping at the first differing byte, so the time taken
+/// says nothing about how much of a guessed secret was right.
+fn same_secret(sent: &[u8], secret: &[u8; 32]) -> bool {
+    sent.len() == secret.len()
+        && sent
+            .iter()
+            .zip(secret)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// Verifies the quote's signature with the AK over SHA-256(quote).
 fn check_quote_signature(ak: &AkPublic, quote: &[u8], signature: &[u8]) -> Result<(), AttestError> {
     if quote.len() > MAX_QUOTE_BYTES {
@@ -539,6 +555,9 @@ fn check_quote_signature(ak: &AkPublic, quote: &[u8], signature: &[u8]) -> Resul
 /// on the EK's TPM?), then the signature over the raw quote bytes (did the
 /// AK sign exactly these bytes?), and only then the quote's contents, the
 /// PCRs, the EK certificate and the release.
+///
+/// Use a [`Pending`] for one `verify` only, whatever its outcome, so a node
+/// gets one try per challenge (and per fresh nonce and secret).
 pub fn verify(
     pending: &Pending,
     evidence: &Evidence,
@@ -552,7 +571,7 @@ pub fn verify(
         });
     }
     if evidence.activated_secret.len() > MAX_ACTIVATED_SECRET_BYTES
-        || evidence.activated_secret.as_slice() != pending.secret.as_slice()
+        || !same_secret(&evidence.activated_secret, &pending.secret)
     {
         return Err(AttestError::CredentialNotActivated);
     }
@@ -601,16 +620,7 @@ pub fn verify(
                 && rsa::traits::PublicKeyParts::e(&key) == &BigUint::from(*exponent) => {}
         _ => return Err(AttestError::EkCertificateKeyMismatch),
     }
-    let (not_before_unix_s, not_after_unix_s) = ek_cert.validity();
-    if policy.now_unix_s < not_before_unix_s || policy.now_unix_s > not_after_unix_s {
-        return Err(AttestError::EkCertificateNotValidNow {
-            not_before_unix_s,
-            not_after_unix_s,
-            now_unix_s: policy.now_unix_s,
-        });
-    }
-    cert::chain_to_root(&ek_cert, &policy.ek_roots, policy.now_unix_s)
-        .map_err(|why| AttestError::EkCertificateUntrusted { why })?;
+    check_ek_certificate(&pending.ek_certificate, &policy.ek_roots, policy.now_unix_s)?;
 
     let pcr11 = evidence
         .pcrs
@@ -642,6 +652,29 @@ pub fn verify(
         restart_count: quote.restart_count,
         firmware_version: quote.firmware_version,
     })
+}
+
+/// Checks an EK certificate on its own: it parses, is valid at
+/// `now_unix_s`, and chains through certificates in `ek_roots` to a
+/// self-signed one there (see [`Policy::ek_roots`]). [`verify`] runs this
+/// after checking the certificate is for the EK the node used.
+pub fn check_ek_certificate(
+    ek_certificate: &[u8],
+    ek_roots: &[Vec<u8>],
+    now_unix_s: u64,
+) -> Result<(), AttestError> {
+    let ek_cert = cert::parse(ek_certificate, "the EK certificate")
+        .map_err(|why| AttestError::BadEkCertificate { why })?;
+    let (not_before_unix_s, not_after_unix_s) = ek_cert.validity();
+    if now_unix_s < not_before_unix_s || now_unix_s > not_after_unix_s {
+        return Err(AttestError::EkCertificateNotValidNow {
+            not_before_unix_s,
+            not_after_unix_s,
+            now_unix_s,
+        });
+    }
+    cert::chain_to_root(&ek_cert, ek_roots, now_unix_s)
+        .map_err(|why| AttestError::EkCertificateUntrusted { why })
 }
 
 /// The attestation digest of the crate docs.
@@ -704,4 +737,101 @@ pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, AttestError> {
         return Err(bad("it holds no CERTIFICATE block".into()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EK: &[u8] = include_bytes!("../tests/fixtures/a/ek.pub");
+    const AK: &[u8] = include_bytes!("../tests/fixtures/a/ak.pub");
+    /// Where TPMA_OBJECT starts in a TPM2B_PUBLIC: size, type, nameAlg.
+    const ATTRIBUTES_AT: usize = 2 + 2 + 2;
+
+    fn with_attributes(public: &[u8], f: impl Fn(u32) -> u32) -> Vec<u8> {
+        let mut out = public.to_vec();
+        let at = ATTRIBUTES_AT..ATTRIBUTES_AT + 4;
+        let old = u32::from_be_bytes(out[at.clone()].try_into().unwrap());
+        out[at].copy_from_slice(&f(old).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn the_recorded_keys_pass_their_checks() {
+        let ak = check_ak(parse_public(AK, "AK").unwrap()).unwrap();
+        assert_eq!(ak.kind, AkKind::EcdsaP256Sha256);
+        check_ek(&parse_public(EK, "EK").unwrap()).unwrap();
+    }
+
+    #[test]
+    fn each_ak_attribute_is_required() {
+        for (bit, set) in [
+            (attr::FIXED_TPM, false),
+            (attr::FIXED_PARENT, false),
+            (attr::SENSITIVE_DATA_ORIGIN, false),
+            (attr::RESTRICTED, false),
+            (attr::SIGN, false),
+            (attr::DECRYPT, true),
+        ] {
+            let ak = with_attributes(AK, |a| if set { a | bit } else { a & !bit });
+            assert!(
+                matches!(
+                    check_ak(parse_public(&ak, "AK").unwrap()),
+                    Err(AttestError::BadAkPublic { .. })
+                ),
+                "bit {bit:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_ek_property_is_required() {
+        for (bit, set) in [
+            (attr::RESTRICTED, false),
+            (attr::DECRYPT, false),
+            (attr::SIGN, true),
+        ] {
+            let ek = with_attributes(EK, |a| if set { a | bit } else { a & !bit });
+            assert!(
+                matches!(
+                    check_ek(&parse_public(&ek, "EK").unwrap()),
+                    Err(AttestError::BadEkPublic { .. })
+                ),
+                "bit {bit:#x}"
+            );
+        }
+        let mut ek = parse_public(EK, "EK").unwrap();
+        ek.symmetric = Some((ALG_AES, 256, ALG_CFB));
+        assert!(check_ek(&ek).is_err());
+        let mut ek = parse_public(EK, "EK").unwrap();
+        ek.name_alg = 0x0004;
+        assert!(check_ek(&ek).is_err());
+    }
+
+    #[test]
+    fn the_qualifying_data_is_a_tagged_hash() {
+        let nonce = [1u8; 32];
+        let key = [2u8; 32];
+        let mut input = b"lockstep-attest/1\0".to_vec();
+        input.extend_from_slice(&nonce);
+        input.extend_from_slice(&key);
+        assert_eq!(
+            quote_qualifying_data(&nonce, &key),
+            <[u8; 32]>::from(Sha256::digest(&input))
+        );
+        assert_ne!(
+            quote_qualifying_data(&nonce, &key),
+            quote_qualifying_data(&key, &nonce)
+        );
+    }
+
+    #[test]
+    fn the_ak_qualified_name_descends_from_the_endorsement_hierarchy() {
+        let ek = parse_public(EK, "EK").unwrap();
+        let ak = parse_public(AK, "AK").unwrap();
+        let quote = parse_quote(include_bytes!("../tests/fixtures/a/quote.msg")).unwrap();
+        let ek_qn = qualified_name(&[0x40, 0, 0, 0x0b], &ek.name());
+        assert_eq!(qualified_name(&ek_qn, &ak.name()), quote.qualified_signer);
+        assert_ne!(ak.name(), quote.qualified_signer);
+    }
 }
