@@ -511,4 +511,29 @@ mod tests {
         let inv = Inventory::open(dir.path()).unwrap();
         assert_eq!(inv.nodes().unwrap().len(), 200);
     }
+
+    #[test]
+    fn nodes_enrolled_before_key_protection_are_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INVENTORY_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO nodes VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 0, 'dev', 0, NULL, 't', NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        assert_eq!(inv.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(inv.nodes().unwrap()[0].key_protection, KeyProtection::File);
+        inv.upsert_node(&node("RWQnew")).unwrap();
+        assert_eq!(
+            inv.get("RWQnew").unwrap().unwrap().key_protection,
+            KeyProtection::TpmSealed
+        );
+    }
 }

@@ -47,17 +47,23 @@ fn start(state: &Path, extra: &[&str]) -> Node {
     start_bare(state, &flags)
 }
 
-/// Starts a node with exactly these flags: no enrolment window.
+/// Starts a node with exactly these flags: no enrolment window. The key
+/// is a file unless `extra` gives `--sealed-identity`.
 fn start_bare(state: &Path, extra: &[&str]) -> Node {
-    let mut child = Command::new(lockstepd_bin())
-        .args([
-            "--file-key",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "cpu",
-            "--state",
-        ])
+    start_env(state, extra, None)
+}
+
+/// [`start_bare`] with `CREDENTIALS_DIRECTORY` set to `creds`.
+fn start_env(state: &Path, extra: &[&str], creds: Option<&Path>) -> Node {
+    let mut cmd = Command::new(lockstepd_bin());
+    if let Some(c) = creds {
+        cmd.env("CREDENTIALS_DIRECTORY", c);
+    }
+    if !extra.contains(&"--sealed-identity") {
+        cmd.arg("--file-key");
+    }
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
         .arg(state)
         // Certification is another issue's concern: serve jobs uncertified.
         .arg("--uncertified")
@@ -870,6 +876,137 @@ fn operators_set_needs_a_current_operator() {
     let after = info(&node);
     assert_eq!(after.trusted_operators, vec![b.public().to_base64()]);
     assert_eq!(after.bundle_version, 2);
+}
+
+/// `lockstepd new-identity --provision FILE` into a pipe: the sealed JSON
+/// (stdout) and the node id it printed (stderr).
+fn new_identity(provision: &Path) -> (Vec<u8>, String) {
+    let o = Command::new(lockstepd_bin())
+        .args(["new-identity", "--provision"])
+        .arg(provision)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("lockstepd: new identity "))
+        .unwrap_or_else(|| panic!("no node id in {err:?}"))
+        .trim()
+        .to_string();
+    (o.stdout, id)
+}
+
+/// A node started with `--sealed-identity` (the credential systemd would
+/// decrypt from the TPM): its id is the sealed key's, its operators are the
+/// sealed set whatever the provisioning file says, a signed `SetOperators`
+/// survives a restart through the chain, and a tampered chain entry is
+/// refused at replay.
+#[test]
+fn a_sealed_identity_fixes_the_key_and_the_first_operators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = tmp.path().join("a");
+    let a = init(&a_dir);
+    let b_dir = tmp.path().join("b");
+    let b = init(&b_dir);
+    let c = init(&tmp.path().join("c"));
+    let provision = tmp.path().join("provision.toml");
+    std::fs::write(
+        &provision,
+        format!("trusted_operators = [\"{}\"]\n", a.public()),
+    )
+    .unwrap();
+    let (json, printed) = new_identity(&provision);
+    let text = String::from_utf8(json.clone()).unwrap();
+    assert!(
+        text.starts_with("{\"format\":\"lockstep-sealed-identity/1\",\"operators\":["),
+        "{text}"
+    );
+    let creds = tmp.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("lockstep-identity"), &json).unwrap();
+    // The ESP now names another operator: ignored.
+    std::fs::write(
+        &provision,
+        format!("trusted_operators = [\"{}\"]\n", c.public()),
+    )
+    .unwrap();
+    let state = tmp.path().join("node");
+    // A sealed key is attested at enrolment: the node's TPM is a software
+    // one here.
+    let tpm = lockstep_tpm::testing::Swtpm::start();
+    let tcti = tpm.tcti();
+    let flags = [
+        "--sealed-identity",
+        "lockstep-identity",
+        "--provision",
+        provision.to_str().unwrap(),
+        "--tpm-tcti",
+        &tcti,
+    ];
+    let node = start_env(&state, &flags, Some(&creds));
+    assert_eq!(node.key, printed);
+    let first = info(&node);
+    assert_eq!(first.trusted_operators, vec![a.public().to_base64()]);
+    assert_eq!(
+        first.key_protection,
+        lockstep_identity::KeyProtection::TpmSealed
+    );
+    assert!(!state.join("device.key").exists());
+    // Enrolment attests the node and records the protection.
+    let roots = tpm.ek_roots_pem();
+    ok(&fleet(&a_dir, &["trust-ek-roots", roots.to_str().unwrap()]));
+    let manifest = tmp.path().join("image.manifest.json");
+    let image =
+        serde_json::json!({"name": "test-image", "tpm_pcr11_sha256": hex::encode(tpm.pcr(11))});
+    std::fs::write(&manifest, image.to_string()).unwrap();
+    ok(&fleet(
+        &a_dir,
+        &["accept-image", manifest.to_str().unwrap()],
+    ));
+    ok(&fleet(&a_dir, &["enroll", &node.addr]));
+    assert_eq!(list(&a_dir)[0]["key_protection"], "tpm-sealed");
+    assert_eq!(list(&a_dir)[0]["attested_release"], "test-image");
+
+    // A (sealed) adds B; the change survives a restart through the chain.
+    let b_pub = b_dir.join("operator.pub");
+    ok_status(fleet(
+        &a_dir,
+        &[
+            "operators",
+            "set",
+            &node.key,
+            &a.public().to_base64(),
+            b_pub.to_str().unwrap(),
+        ],
+    ));
+    let mut both = vec![a.public().to_base64(), b.public().to_base64()];
+    both.sort();
+    assert_eq!(info(&node).trusted_operators, both);
+    drop(node);
+    let chain = state.join("operators.chain");
+    assert!(chain.exists());
+    let node = start_env(&state, &flags, Some(&creds));
+    assert_eq!(node.key, printed);
+    assert_eq!(info(&node).trusted_operators, both);
+    drop(node);
+
+    // A tampered entry (the key set edited after signing): the replay
+    // stops there and the node serves with the sealed set.
+    let original = std::fs::read_to_string(&chain).unwrap();
+    let b_key = b.public().to_base64();
+    let tampered = original.replace(&b_key, &c.public().to_base64());
+    assert_ne!(tampered, original);
+    std::fs::write(&chain, tampered).unwrap();
+    let node = start_env(&state, &flags, Some(&creds));
+    assert_eq!(info(&node).trusted_operators, vec![a.public().to_base64()]);
+    drop(node);
+    // Restored, it replays again.
+    std::fs::write(&chain, original).unwrap();
+    let node = start_env(&state, &flags, Some(&creds));
+    assert_eq!(info(&node).trusted_operators, both);
 }
 
 /// kill -9 of a real lockstepd at different moments of a push: after the

@@ -343,7 +343,7 @@ pub fn identity(state: &Path) -> Result<(), Failure> {
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
             Failure::Input(format!(
-                "{}: no device key here; lockstepd creates it on first start",
+                "{}: no device key file here; lockstepd --file-key creates it on first start (a node on a TPM-sealed identity keeps none: ask it with `lockstep status`)",
                 state.display()
             ))
         }

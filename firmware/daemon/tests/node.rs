@@ -70,6 +70,11 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
         "{}",
         status.stdout
     );
+    assert!(
+        status.stdout.contains("key      file\n"),
+        "{}",
+        status.stdout
+    );
 
     let program = examples().join("attention.json");
     let receipt = dir.path().join("r.json");
@@ -114,6 +119,8 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     assert_eq!(r["trace_root"], trace["root"]);
     assert_eq!(r["node"], node.key.as_str());
+    assert_eq!(r["format"], 2);
+    assert_eq!(r["key_protection"], "file");
 
     // The stock minisign tool verifies the receipt; so does the client.
     let m = Command::new("minisign")
@@ -133,6 +140,7 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
         s(&y),
     ]);
     assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(v.stdout.contains("key protection: file"), "{}", v.stdout);
     // A receipt edited after signing is refused.
     let text = std::fs::read_to_string(&receipt).unwrap();
     std::fs::write(
@@ -456,4 +464,168 @@ fn a_worker_panic_fails_the_job_and_ends_the_process_non_zero() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(1), "exit status {status:?}");
+}
+
+fn lockstepd(args: &[&str], env: &[(&str, &Path)]) -> Out {
+    let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Exactly one device key source, given on the command line; a missing or
+/// malformed sealed credential is a one-line startup error naming it.
+#[test]
+fn the_device_key_source_is_explicit_and_its_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let base = [
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "cpu",
+        "--state",
+        s(&state),
+    ];
+    let one_line = |o: &Out, what: &str| {
+        assert_eq!(o.code, 2, "{what}: {}", o.stderr);
+        assert_eq!(o.stderr.lines().count(), 1, "{what}: {}", o.stderr);
+        assert!(o.stderr.contains(what), "{what}: {}", o.stderr);
+    };
+    one_line(&lockstepd(&base, &[]), "no device key source");
+    let o = lockstepd(&base, &[]);
+    assert!(o.stderr.contains("--sealed-identity") && o.stderr.contains("--file-key"));
+    let mut both = base.to_vec();
+    both.extend(["--file-key", "--sealed-identity", "x"]);
+    one_line(&lockstepd(&both, &[]), "both given");
+    assert!(!state.join("device.key").exists());
+
+    let mut sealed = base.to_vec();
+    sealed.extend(["--sealed-identity", "lockstep-identity"]);
+    one_line(&lockstepd(&sealed, &[]), "CREDENTIALS_DIRECTORY");
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let env = [("CREDENTIALS_DIRECTORY", creds.as_path())];
+    let o = lockstepd(&sealed, &env);
+    one_line(&o, "cannot read it");
+    assert!(
+        o.stderr.contains(s(&creds.join("lockstep-identity"))),
+        "{}",
+        o.stderr
+    );
+    std::fs::write(creds.join("lockstep-identity"), "{\"format\":\"other\"}").unwrap();
+    let o = lockstepd(&sealed, &env);
+    one_line(&o, "not usable");
+    assert!(
+        o.stderr.contains(s(&creds.join("lockstep-identity"))),
+        "{}",
+        o.stderr
+    );
+    assert!(!state.join("device.key").exists());
+}
+
+/// `lockstepd new-identity` writes the secret only into a pipe.
+#[test]
+fn new_identity_refuses_a_file_and_needs_operators() {
+    let dir = tempfile::tempdir().unwrap();
+    let provision = dir.path().join("provision.toml");
+    let op = lockstep_identity::SigningKey::generate();
+    std::fs::write(
+        &provision,
+        format!("trusted_operators = [\"{}\"]\n", op.public()),
+    )
+    .unwrap();
+    let out = dir.path().join("identity.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
+        .args(["new-identity", "--provision", s(&provision)])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("stdout is a regular file"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"");
+
+    // Into a pipe: the JSON, and the node id on stderr.
+    let o = lockstepd(&["new-identity", "--provision", s(&provision)], &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("lockstepd: new identity "))
+        .unwrap_or_else(|| panic!("{}", o.stderr));
+    let sealed = lockstep_identity::SealedIdentity::parse(o.stdout.as_bytes()).unwrap();
+    assert_eq!(sealed.node_id().to_base64(), id);
+    assert_eq!(sealed.operators(), std::slice::from_ref(op.public()));
+
+    // No operators to seal: refused.
+    std::fs::write(&provision, "").unwrap();
+    let o = lockstepd(&["new-identity", "--provision", s(&provision)], &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("no trusted_operators"), "{}", o.stderr);
+    assert!(o.stdout.is_empty());
+}
+
+/// A node on a sealed identity says so in its status and its receipts.
+#[test]
+fn a_sealed_node_states_its_key_protection() {
+    let dir = tempfile::tempdir().unwrap();
+    let provision = dir.path().join("provision.toml");
+    let op = lockstep_identity::SigningKey::generate();
+    std::fs::write(
+        &provision,
+        format!("trusted_operators = [\"{}\"]\n", op.public()),
+    )
+    .unwrap();
+    let o = lockstepd(&["new-identity", "--provision", s(&provision)], &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("lockstep-identity"), &o.stdout).unwrap();
+    let node = common::start_with_env(
+        &dir.path().join("state"),
+        "cpu",
+        &["--uncertified", "--sealed-identity", "lockstep-identity"],
+        &[("CREDENTIALS_DIRECTORY", creds.as_os_str())],
+    );
+    assert!(o.stderr.contains(&node.key), "{}", o.stderr);
+    let status = lockstep(&["status", "--node", &node.addr, "--node-key", &node.key]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains("key      tpm-sealed\n"),
+        "{}",
+        status.stdout
+    );
+    let receipt = dir.path().join("r.json");
+    let o = lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(&receipt),
+        "exec",
+        s(&examples().join("attention.json")),
+        "--out-dir",
+        s(&dir.path().join("out")),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v = lockstep(&["verify-receipt", s(&receipt), "--node-key", &node.key]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(
+        v.stdout.contains("key protection: tpm-sealed"),
+        "{}",
+        v.stdout
+    );
+    assert!(!dir.path().join("state/device.key").exists());
 }

@@ -297,7 +297,8 @@ mod tests {
         let json = id.to_json();
         let secret_at = json.find("secret_key\":\"").unwrap() + 13;
         let secret = &json[secret_at..secret_at + 44];
-        let cases: Vec<(String, fn(&SealedIdentityError) -> bool)> = vec![
+        type Check = fn(&SealedIdentityError) -> bool;
+        let cases: Vec<(String, Check)> = vec![
             (json.replace("identity/1", "identity/2"), |e| {
                 matches!(e, SealedIdentityError::Format)
             }),
