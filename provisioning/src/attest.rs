@@ -436,3 +436,82 @@ pub async fn exchange(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_name_a_release_and_its_pcr11() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"name":"lockstep-1","tpm_pcr11_sha256":"{}"}}"#,
+                "ab".repeat(32)
+            ),
+        )
+        .unwrap();
+        let r = read_manifest(&p).unwrap();
+        assert_eq!((r.name.as_str(), r.pcr11), ("lockstep-1", [0xab; 32]));
+        std::fs::write(&p, r#"{"name":"lockstep-1"}"#).unwrap();
+        let e = read_manifest(&p).unwrap_err().to_string();
+        assert!(e.contains("tpm_pcr11_sha256"), "{e}");
+        std::fs::write(&p, r#"{"name":"x","tpm_pcr11_sha256":"abcd"}"#).unwrap();
+        let e = read_manifest(&p).unwrap_err().to_string();
+        assert!(e.contains("64 hex"), "{e}");
+    }
+
+    #[test]
+    fn transcripts_round_trip_and_name_their_format() {
+        let t = Transcript {
+            format: TRANSCRIPT_FORMAT.into(),
+            node_key: "RWQ".into(),
+            key_protection: KeyProtection::TpmSealed,
+            tpm: TranscriptTpm {
+                ek_public: vec![1, 2],
+                ek_certificate: vec![3],
+                ak_public: vec![4],
+            },
+            nonce: [5; 32],
+            secret: [6; 32],
+            seed_entropy: [7; 32],
+            challenge: TranscriptChallenge {
+                id_object: vec![8],
+                encrypted_secret: vec![9],
+            },
+            evidence: TranscriptEvidence {
+                quote: vec![10],
+                signature: vec![11],
+                pcrs: vec![TranscriptPcr {
+                    index: 11,
+                    sha256: [12; 32],
+                }],
+                activated_secret: vec![13],
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.json");
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains(r#""key_protection":"tpm-sealed""#), "{json}");
+        assert!(json.contains(r#""ek_public":"0102""#), "{json}");
+        std::fs::write(&p, &json).unwrap();
+        assert_eq!(Transcript::read(&p).unwrap(), t);
+        std::fs::write(&p, json.replace(TRANSCRIPT_FORMAT, "other/1")).unwrap();
+        assert!(matches!(Transcript::read(&p), Err(AttestFailure::Input(_))));
+        // A file key is refused before any cryptography.
+        let file = Transcript {
+            key_protection: KeyProtection::File,
+            node_key: lockstep_identity::SigningKey::generate()
+                .public()
+                .to_base64(),
+            ..t
+        };
+        let e = file
+            .verify(&policy(vec![], vec![]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("file key"), "{e}");
+    }
+}

@@ -404,6 +404,17 @@ fn enroll(
                 .map_err(|e| machine(format!("node at {sock}: {e}; nothing was recorded")))?;
             Some(a)
         };
+        // The attestation may have taken longer than the node waits on the
+        // admin stream: the command goes on a fresh session.
+        let session = match attestation {
+            Some(_) => session.renew().await.map_err(machine)?,
+            None => session,
+        };
+        if session.info.node_id != info.node_id {
+            return Err(machine(format!(
+                "node at {sock} changed its node id during enrolment; nothing was recorded"
+            )));
+        }
         let command = session.sign(&key, AdminAction::Enroll, None);
         session.send(command, &[]).await.map_err(machine)?;
         Ok::<_, Failure>((info, attestation))

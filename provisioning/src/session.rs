@@ -50,6 +50,32 @@ impl Session {
             Some(id) => (lockstep_transport::connect(addr, id).await?, id.to_base64()),
             None => lockstep_transport::connect_unpinned(addr).await?,
         };
+        Session::challenge(addr, connection, presented).await
+    }
+
+    /// A fresh session (new stream, new challenge, new nonce) on this
+    /// session's connection: for a command that follows a long exchange on
+    /// another stream (an attestation), so that the node's stream read
+    /// limit never runs out while the fleet waits.
+    pub async fn renew(self) -> Result<Session, SessionError> {
+        let Session {
+            addr,
+            info,
+            connection,
+            mut send,
+            ..
+        } = self;
+        let _ = send.finish();
+        Session::challenge(addr, connection, info.node_id).await
+    }
+
+    /// Challenges the node on a new stream of `connection`, whose TLS
+    /// handshake proved the key `presented`.
+    async fn challenge(
+        addr: SocketAddr,
+        connection: quinn::Connection,
+        presented: String,
+    ) -> Result<Session, SessionError> {
         let wire = |reason: String| SessionError::Wire { addr, reason };
         let (mut send, recv) = connection
             .open_bi()

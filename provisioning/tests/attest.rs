@@ -260,7 +260,7 @@ fn nodes_attest_and_the_fleet_enrolls_only_attested_nodes() {
     let out = check_edited(&transcript, &edited, roots, &good, |v| {
         v["nonce"] = hex::encode([0x42u8; 32]).into();
     });
-    refused(&out, "attestation refused");
+    refused(&out, "quote is not for this challenge and node key");
 
     // Another TPM's evidence spliced in: refused.
     std::fs::create_dir_all(t.join("b")).unwrap();
@@ -275,7 +275,19 @@ fn nodes_attest_and_the_fleet_enrolls_only_attested_nodes() {
     let out = check_edited(&transcript, &edited, roots, &good, |v| {
         v["evidence"] = theirs["evidence"].clone();
     });
-    refused(&out, "attestation refused");
+    refused(&out, "credential not activated");
+    // Their whole TPM and evidence, under our node's key: the quote names
+    // another node key.
+    let out = check_edited(
+        &other_transcript,
+        &edited,
+        other_roots,
+        &other_manifest,
+        |v| {
+            v["node_key"] = node.key.clone().into();
+        },
+    );
+    refused(&out, "quote is not for this challenge and node key");
 
     // Two at once: one is told the node is busy (exit 1).
     let mut saw_busy = false;

@@ -934,11 +934,17 @@ fn a_sealed_identity_fixes_the_key_and_the_first_operators() {
     )
     .unwrap();
     let state = tmp.path().join("node");
+    // A sealed key is attested at enrolment: the node's TPM is a software
+    // one here.
+    let tpm = lockstep_tpm::testing::Swtpm::start();
+    let tcti = tpm.tcti();
     let flags = [
         "--sealed-identity",
         "lockstep-identity",
         "--provision",
         provision.to_str().unwrap(),
+        "--tpm-tcti",
+        &tcti,
     ];
     let node = start_env(&state, &flags, Some(&creds));
     assert_eq!(node.key, printed);
@@ -949,9 +955,20 @@ fn a_sealed_identity_fixes_the_key_and_the_first_operators() {
         lockstep_identity::KeyProtection::TpmSealed
     );
     assert!(!state.join("device.key").exists());
-    // Enrolment records the protection.
+    // Enrolment attests the node and records the protection.
+    let roots = tpm.ek_roots_pem();
+    ok(&fleet(&a_dir, &["trust-ek-roots", roots.to_str().unwrap()]));
+    let manifest = tmp.path().join("image.manifest.json");
+    let image =
+        serde_json::json!({"name": "test-image", "tpm_pcr11_sha256": hex::encode(tpm.pcr(11))});
+    std::fs::write(&manifest, image.to_string()).unwrap();
+    ok(&fleet(
+        &a_dir,
+        &["accept-image", manifest.to_str().unwrap()],
+    ));
     ok(&fleet(&a_dir, &["enroll", &node.addr]));
     assert_eq!(list(&a_dir)[0]["key_protection"], "tpm-sealed");
+    assert_eq!(list(&a_dir)[0]["attested_release"], "test-image");
 
     // A (sealed) adds B; the change survives a restart through the chain.
     let b_pub = b_dir.join("operator.pub");

@@ -162,3 +162,52 @@ async fn exchange(
     write_frame(send, &reply.to_frame()).await.map_err(wire)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpm_failures_are_typed_for_the_client() {
+        let absent = tpm_refusal(
+            TpmError::Absent {
+                tcti: "device:/dev/tpmrm0".into(),
+                reason: "gone".into(),
+            },
+            false,
+        );
+        assert_eq!(absent.kind, ErrorKind::NotAttestable);
+        assert!(absent.message.contains("cannot attest"));
+        let refused = TpmError::Failed {
+            tool: "tpm2_activatecredential".into(),
+            line: "ERROR: integrity check failed".into(),
+        };
+        assert_eq!(tpm_refusal(refused.clone(), true).kind, ErrorKind::BadInput);
+        assert_eq!(tpm_refusal(refused, false).kind, ErrorKind::Internal);
+        let missing = tpm_refusal(
+            TpmError::ToolMissing {
+                tool: "tpm2_createek".into(),
+            },
+            false,
+        );
+        assert_eq!(missing.kind, ErrorKind::Internal);
+        assert!(missing.message.contains("tpm2-tools"));
+    }
+
+    #[test]
+    fn the_gate_admits_one_attestation_at_a_time() {
+        let gate = Budget::new(
+            "attestation",
+            lockstep_limits::MAX_ATTESTATIONS_IN_FLIGHT as u64,
+        );
+        let held = Arc::new(gate.try_reserve(1).unwrap());
+        assert!(gate.try_reserve(1).is_none());
+        // Held by the TPM work as well as the exchange: free only when
+        // both are done.
+        let work = held.clone();
+        drop(held);
+        assert!(gate.try_reserve(1).is_none());
+        drop(work);
+        assert_eq!(gate.used(), 0);
+    }
+}
