@@ -272,6 +272,7 @@ serve "$disk" "$run/console-reboot.log" "$port" A
 [ "$node" = "$key" ] || die "the node id changed across a reboot ($key -> $node)"
 if grep -aq "lockstep-identity: sealed a new device key" "$console"; then die "the reboot made a new key"; fi
 say "reboot: same node id, the sealed key unsealed, not re-made"
+say "$(grep -a "lockstep-identity: device key unsealed" "$console" | tail -n 1 | tr -d '\r')"
 if "$fleet_bin" --dir "$run/intruder" enroll "127.0.0.1:$port" --node-key "$key" >"$run/intruder.txt" 2>&1; then
     cat "$run/intruder.txt" >&2; die "the operator written onto the ESP was trusted"
 fi
