@@ -251,11 +251,12 @@ minisign -Vm "$run/receipt.json" -P "$key" >&2 || die "minisign rejected the nod
 cmp -s "$run/c.npy" "$run/c-local.npy" || die "the node's result differs from the local CPU reference"
 say "job served, receipt verified by minisign, result equals the CPU reference bit for bit"
 grep -q '"key_protection":"tpm-sealed"' "$run/receipt.json" || die "the receipt does not say the key is tpm-sealed"
+t0=$(date +%s%N)
 "$lockstep" attest --node "127.0.0.1:$port" --node-key "$key" --ek-roots "$run/ek-roots.pem" \
     --accept-manifest "$MANIFEST" --save-transcript "$run/attest-a.json" >"$run/attest-a.txt" \
     || { cat "$run/attest-a.txt" >&2; die "lockstep attest refused the node"; }
 cat "$run/attest-a.txt" >&2
-say "attestation verified: a TPM quote over the boot PCRs, the EK chain to the local CA, PCR 11 of this image"
+say "attestation verified in $(( ($(date +%s%N) - t0) / 1000000 )) ms: a TPM quote over the boot PCRs, the EK chain to the local CA, PCR 11 of this image"
 "$fleet_bin" --dir "$run/fleet" enroll "127.0.0.1:$port" --node-key "$key" >&2 || die "attested enrolment failed"
 "$fleet_bin" --dir "$run/fleet" show "$key" >"$run/inventory.json" || die "lockstep-fleet show failed"
 grep -q '"attestation_sha256": *"[0-9a-f]\{64\}"' "$run/inventory.json" \
