@@ -136,8 +136,8 @@ image: image-deps
 # Boots the image in QEMU and proves it serves (and that a tampered root
 # does not).
 image-test: image
-	$(CARGO) build --release --locked -q -p lockstep-cli
-	image/test.sh
+	$(CARGO) build --release --locked -q -p lockstep-cli -p lockstep-fleet
+	PCR_KEY="$(PCR_KEY)" image/test.sh
 
 clean:
 	$(CARGO) clean

@@ -45,7 +45,7 @@ step() { echo "== image: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "building an image needs root (debootstrap, chroot); run as root or via sudo"
 case "$GPU" in lavapipe|nvidia) ;; *) die "GPU=$GPU: choose lavapipe or nvidia" ;; esac
 case "$DEBUG" in 0|1) ;; *) die "DEBUG=$DEBUG: choose 0 or 1" ;; esac
-for tool in debootstrap mksquashfs veritysetup sfdisk mkfs.vfat mcopy mmd objcopy minisign python3 openssl swtpm; do
+for tool in debootstrap mksquashfs veritysetup sfdisk mkfs.vfat mcopy mmd objcopy minisign python3 openssl; do
     command -v "$tool" >/dev/null || die "$tool is missing: run 'make image' (it installs the build packages)"
 done
 
@@ -229,11 +229,11 @@ step "unified kernel image (kernel + initramfs + command line with the root hash
 cmdline="root=/dev/mapper/root ro rootfstype=squashfs lockstep.roothash=$roothash console=tty0 console=ttyS0,115200 panic=10 loglevel=4"
 [ "$DEBUG" = 1 ] && cmdline="$cmdline lockstep.debug=1"
 printf '%s' "$cmdline" >"$work/cmdline"
-# The signed PCR policy (docs/identity.md, "Sealing"). systemd-stub
-# measures the UKI's sections into PCR 11; systemd-measure predicts that
-# value and signs it with the PCR key. A node seals its device key to the
-# PCR key's public key (not to one PCR value), so any image whose PCR 11
-# is signed by the same key unseals it, and nothing else does.
+# The signed PCR policy (docs/identity.md, "Sealing"): systemd-stub
+# measures the UKI's sections into PCR 11; uki.sh predicts that value and
+# signs it with the PCR key. A node seals its device key to the PCR key's
+# public key (not to one PCR value), so any image whose PCR 11 is signed by
+# the same key unseals it, and nothing else does.
 pcr_key=${PCR_KEY:-$OUT/dev-pcr.key}
 if [ -z "${PCR_KEY:-}" ] && [ ! -f "$pcr_key" ]; then
     echo "image: no PCR_KEY given: making a DEVELOPMENT PCR policy key $pcr_key (not for release)" >&2
@@ -241,61 +241,14 @@ if [ -z "${PCR_KEY:-}" ] && [ ! -f "$pcr_key" ]; then
         || die "openssl could not make a PCR key"
 fi
 [ -f "$pcr_key" ] || die "PCR_KEY=$pcr_key: no such file"
-openssl pkey -in "$pcr_key" -pubout -out "$work/pcrpkey.pem" 2>/dev/null \
-    || die "PCR_KEY=$pcr_key is not a PEM private key"
-measure=/usr/lib/systemd/systemd-measure
-[ -x "$measure" ] || die "$measure is missing (systemd >= 252)"
-measure_args=(--linux="$work/vmlinuz" --osrel="$root/etc/os-release" --cmdline="$work/cmdline"
-    --initrd="$work/initrd" --pcrpkey="$work/pcrpkey.pem" --bank=sha256 --phase=)
-# --phase= (empty): PCR 11 as systemd-stub leaves it, with no boot-phase
-# words after it: the image masks systemd-pcrphase (its initrd has no
-# phase units), so that is the value lockstepd's credential is opened
-# under and the value a quote shows.
-pcr11=$("$measure" calculate "${measure_args[@]}" | sed -n 's/^11:sha256=//p')
-[ ${#pcr11} = 64 ] || die "systemd-measure predicted no PCR 11 value"
-# systemd-measure computes the policy digest with a trial session on a
-# TPM; the build host needs none of its own: a throw-away swtpm serves.
-tpmdir=$(mktemp -d)
-tpmport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-swtpm socket --tpm2 --tpmstate dir="$tpmdir" --flags startup-clear,not-need-init \
-    --server type=tcp,port="$tpmport",bindaddr=127.0.0.1 --ctrl type=tcp,port=$((tpmport + 1)),bindaddr=127.0.0.1 \
-    >"$work/swtpm.log" 2>&1 &
-tpmpid=$!
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$tpmport") 2>/dev/null && break; sleep 0.1; done
-rc=0
-"$measure" sign "${measure_args[@]}" --private-key="$pcr_key" --public-key="$work/pcrpkey.pem" \
-    --tpm2-device="swtpm:host=127.0.0.1,port=$tpmport" >"$work/pcrsig.json" 2>"$work/measure.log" || rc=$?
-kill "$tpmpid" 2>/dev/null || true; wait "$tpmpid" 2>/dev/null || true; rm -rf "$tpmdir"
-{ [ $rc = 0 ] && [ -s "$work/pcrsig.json" ]; } || { cat "$work/measure.log" >&2; die "systemd-measure could not sign PCR 11"; }
-stub=$root/usr/lib/systemd/boot/efi/linuxx64.efi.stub
-objcopy \
-    --add-section .osrel="$root/etc/os-release" --change-section-vma .osrel=0x20000 \
-    --add-section .cmdline="$work/cmdline" --change-section-vma .cmdline=0x30000 \
-    --add-section .pcrsig="$work/pcrsig.json" --change-section-vma .pcrsig=0x40000 \
-    --add-section .pcrpkey="$work/pcrpkey.pem" --change-section-vma .pcrpkey=0x50000 \
-    --add-section .linux="$work/vmlinuz" --change-section-vma .linux=0x2000000 \
-    --add-section .initrd="$work/initrd" --change-section-vma .initrd=0x3000000 \
-    "$stub" "$work/lockstep.efi"
-# objcopy stamps the PE header with the current time (and a checksum over
-# it): stamp SOURCE_DATE_EPOCH instead and recompute the checksum, so equal
-# inputs give an equal UKI.
-python3 - "$work/lockstep.efi" "$SOURCE_DATE_EPOCH" <<'PY'
-import struct, sys
-path, epoch = sys.argv[1], int(sys.argv[2])
-raw = open(path, "rb").read()
-d = bytearray(raw)
-pe = struct.unpack_from("<I", d, 0x3C)[0]
-assert d[pe:pe + 4] == b"PE\0\0", "not a PE file"
-struct.pack_into("<I", d, pe + 8, epoch & 0xFFFFFFFF)
-ck = pe + 24 + 64  # CheckSum in the optional header
-struct.pack_into("<I", d, ck, 0)
-total = 0
-for (w,) in struct.iter_unpack("<H", bytes(d) + b"\0" * (len(d) % 2)):
-    total += w
-    total = (total & 0xFFFF) + (total >> 16)
-struct.pack_into("<I", d, ck, (total + len(raw)) & 0xFFFFFFFF)
-open(path, "wb").write(d)
-PY
+# The UKI's parts stay in the work directory: the boot test builds "the
+# next release" from them with uki.sh (a changed command line, the same
+# PCR key) and checks that the node keeps its identity.
+cp "$root/usr/lib/systemd/boot/efi/linuxx64.efi.stub" "$work/linuxx64.efi.stub"
+cp "$root/etc/os-release" "$work/os-release"
+pcr11=$("$here/uki.sh" "$work/linuxx64.efi.stub" "$work/vmlinuz" "$work/os-release" "$work/cmdline" \
+    "$work/initrd" "$pcr_key" "$work/lockstep.efi") || die "uki.sh could not make the UKI"
+openssl pkey -in "$pcr_key" -pubout -out "$work/pcrpkey.pem" 2>/dev/null
 
 step "EFI system partition"
 esp_mib=$(( ($(stat -c %s "$work/lockstep.efi") >> 20) + 32 ))

@@ -10,7 +10,9 @@
 #      nothing;
 #   3. the same disk with another TPM cannot unseal, does not serve, and
 #      says why on the console;
-#   4. the same disk with a modified UKI cannot unseal;
+#   4. the same disk with a modified UKI cannot unseal; the same change
+#      made as a release would be (PCR 11 signed with the PCR key) unseals
+#      the same key, and its quote shows the predicted PCR 11;
 #   5. a fresh image on the other TPM serves under a new id, and attestation
 #      transcripts with a forged quote, a wrong nonce or the other TPM's
 #      quote are refused;
@@ -289,7 +291,8 @@ refuses "$disk" "$run/console-other-tpm.log" B "same disk, other TPM"
 
 # 4. A modified UKI on TPM A: one changed byte in its command line.
 uki=EFI/Linux/$(basename "$IMAGE" .raw).efi
-esp_get "$disk" "$uki" "$run/uki.efi" || die "no UKI at $uki on the ESP"
+esp_get "$disk" "$uki" "$run/uki-orig.efi" || die "no UKI at $uki on the ESP"
+cp "$run/uki-orig.efi" "$run/uki.efi"
 python3 - "$run/uki.efi" <<'PY'
 import sys
 p = sys.argv[1]
@@ -302,6 +305,48 @@ cp --sparse=always "$disk" "$moddisk"
 esp_put "$moddisk" "$run/uki.efi" "$uki"
 refuses "$moddisk" "$run/console-modified-uki.log" A "modified UKI (its command line)"
 rm -f "$moddisk"
+
+# 4b. The next release: the same change, but the UKI made by uki.sh and its
+# PCR 11 signed with the image's PCR key, as a future image would be. The
+# node unseals the same key: same node id, same operators.
+variant=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["variant"])' "$MANIFEST")
+epoch=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["source_date_epoch"])' "$MANIFEST")
+parts=$OUT/work-$variant
+pcr_key=${PCR_KEY:-$OUT/dev-pcr.key}
+for f in linuxx64.efi.stub vmlinuz os-release cmdline initrd; do
+    [ -f "$parts/$f" ] || die "$parts/$f missing: the UKI's parts come from 'make image' (run it again)"
+done
+[ -f "$pcr_key" ] || die "no PCR key at $pcr_key (give PCR_KEY=, the key the image was built with)"
+# The parts must be this image's: rebuilt, they give its UKI byte for byte.
+SOURCE_DATE_EPOCH=$epoch "$here/uki.sh" "$parts/linuxx64.efi.stub" "$parts/vmlinuz" "$parts/os-release" \
+    "$parts/cmdline" "$parts/initrd" "$pcr_key" "$run/uki-rebuilt.efi" >/dev/null
+cmp -s "$run/uki-rebuilt.efi" "$run/uki-orig.efi" \
+    || die "the UKI rebuilt from $parts differs from the image's: the parts are not this image's"
+sed 's/loglevel=4/loglevel=5/' "$parts/cmdline" >"$run/cmdline-next"
+pcr11_next=$(SOURCE_DATE_EPOCH=$epoch "$here/uki.sh" "$parts/linuxx64.efi.stub" "$parts/vmlinuz" \
+    "$parts/os-release" "$run/cmdline-next" "$parts/initrd" "$pcr_key" "$run/uki-next.efi")
+nextdisk=$run/next-release.raw
+cp --sparse=always "$disk" "$nextdisk"
+esp_put "$nextdisk" "$run/uki-next.efi" "$uki"
+port=$(free_udp_port)
+serve "$nextdisk" "$run/console-next.log" "$port" A
+[ "$node" = "$key" ] || die "the re-signed UKI gave another node id ($node)"
+python3 - "$MANIFEST" "$pcr11_next" "$run/next.manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["name"] += "-next"; m["tpm_pcr11_sha256"] = sys.argv[2]
+json.dump(m, open(sys.argv[3], "w"))
+PY
+if "$lockstep" attest --node "127.0.0.1:$port" --node-key "$key" --ek-roots "$run/ek-roots.pem" \
+    --accept-manifest "$MANIFEST" >"$run/attest-next-old.txt" 2>&1; then
+    die "the next release attested as the old one"
+fi
+"$lockstep" attest --node "127.0.0.1:$port" --node-key "$key" --ek-roots "$run/ek-roots.pem" \
+    --accept-manifest "$run/next.manifest.json" >/dev/null \
+    || die "the next release's quote does not show the PCR 11 uki.sh predicted ($pcr11_next)"
+stop_vm
+rm -f "$nextdisk"
+say "next release (command line changed, PCR 11 re-signed with the PCR key): unsealed, same node id, quote shows the predicted PCR 11 $pcr11_next"
 
 # 5. A fresh image on TPM B: another machine, another identity.
 diskb=$run/disk-b.raw

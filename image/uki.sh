@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Assembles a unified kernel image (UKI) whose PCR 11 is signed: systemd's
+# stub with the kernel, os-release, command line and initramfs as sections,
+# plus the signed PCR policy (.pcrsig: systemd-measure's prediction of PCR
+# 11, signed with the PCR key) and the PCR public key (.pcrpkey). A node
+# seals its device key to that public key, so any UKI made here with the
+# same PCR key unseals it, and no other UKI does (docs/identity.md,
+# "Sealing"). image/build.sh uses it for every image; image/test.sh uses it
+# to make "the next release" of an image.
+#
+#   uki.sh STUB LINUX OSREL CMDLINE INITRD PCR_KEY OUT
+#
+# Prints the predicted PCR 11 (SHA-256 bank, hex) on stdout. Equal inputs
+# and SOURCE_DATE_EPOCH give an equal UKI.
+set -euo pipefail
+die() { echo "uki: $*" >&2; exit 2; }
+[ $# = 7 ] || die "usage: uki.sh STUB LINUX OSREL CMDLINE INITRD PCR_KEY OUT"
+stub=$1 linux=$2 osrel=$3 cmdline=$4 initrd=$5 pcr_key=$6 out=$7
+for f in "$stub" "$linux" "$osrel" "$cmdline" "$initrd" "$pcr_key"; do
+    [ -f "$f" ] || die "$f: no such file"
+done
+for tool in objcopy openssl swtpm python3; do
+    command -v "$tool" >/dev/null || die "$tool is missing (make image-deps installs it)"
+done
+measure=/usr/lib/systemd/systemd-measure
+[ -x "$measure" ] || die "$measure is missing (systemd >= 252)"
+tmp=$(mktemp -d)
+tpmpid=""
+trap '[ -z "$tpmpid" ] || kill "$tpmpid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+openssl pkey -in "$pcr_key" -pubout -out "$tmp/pcrpkey.pem" 2>/dev/null \
+    || die "$pcr_key is not a PEM private key"
+args=(--linux="$linux" --osrel="$osrel" --cmdline="$cmdline" --initrd="$initrd"
+    --pcrpkey="$tmp/pcrpkey.pem" --bank=sha256 --phase=)
+# --phase= (empty): PCR 11 as systemd-stub leaves it, with no boot-phase
+# words after it: the image masks systemd-pcrphase (its initrd has no
+# phase units), so that is the value lockstepd's credential is opened
+# under and the value a quote shows.
+pcr11=$("$measure" calculate "${args[@]}" 2>/dev/null | sed -n 's/^11:sha256=//p')
+[ ${#pcr11} = 64 ] || die "systemd-measure predicted no PCR 11 value"
+# systemd-measure computes the policy digest with a trial session on a
+# TPM; the build host needs none of its own: a throw-away swtpm serves.
+mkdir "$tmp/tpm"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+swtpm socket --tpm2 --tpmstate dir="$tmp/tpm" --flags startup-clear,not-need-init \
+    --server type=tcp,port="$port",bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
+    >"$tmp/swtpm.log" 2>&1 &
+tpmpid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+"$measure" sign "${args[@]}" --private-key="$pcr_key" --public-key="$tmp/pcrpkey.pem" \
+    --tpm2-device="swtpm:host=127.0.0.1,port=$port" >"$tmp/pcrsig.json" 2>"$tmp/measure.log" \
+    || { cat "$tmp/measure.log" >&2; die "systemd-measure could not sign PCR 11"; }
+[ -s "$tmp/pcrsig.json" ] || die "systemd-measure signed nothing"
+
+objcopy \
+    --add-section .osrel="$osrel" --change-section-vma .osrel=0x20000 \
+    --add-section .cmdline="$cmdline" --change-section-vma .cmdline=0x30000 \
+    --add-section .pcrsig="$tmp/pcrsig.json" --change-section-vma .pcrsig=0x40000 \
+    --add-section .pcrpkey="$tmp/pcrpkey.pem" --change-section-vma .pcrpkey=0x50000 \
+    --add-section .linux="$linux" --change-section-vma .linux=0x2000000 \
+    --add-section .initrd="$initrd" --change-section-vma .initrd=0x3000000 \
+    "$stub" "$out"
+# objcopy stamps the PE header with the current time (and a checksum over
+# it): stamp SOURCE_DATE_EPOCH instead and recompute the checksum, so equal
+# inputs give an equal UKI.
+python3 - "$out" "${SOURCE_DATE_EPOCH:-0}" <<'PY'
+import struct, sys
+path, epoch = sys.argv[1], int(sys.argv[2])
+raw = open(path, "rb").read()
+d = bytearray(raw)
+pe = struct.unpack_from("<I", d, 0x3C)[0]
+assert d[pe:pe + 4] == b"PE\0\0", "not a PE file"
+struct.pack_into("<I", d, pe + 8, epoch & 0xFFFFFFFF)
+ck = pe + 24 + 64  # CheckSum in the optional header
+struct.pack_into("<I", d, ck, 0)
+total = 0
+for (w,) in struct.iter_unpack("<H", bytes(d) + b"\0" * (len(d) % 2)):
+    total += w
+    total = (total & 0xFFFF) + (total >> 16)
+struct.pack_into("<I", d, ck, (total + len(raw)) & 0xFFFFFFFF)
+open(path, "wb").write(d)
+PY
+echo "$pcr11"
