@@ -86,8 +86,8 @@ impl<'a> UpdateSigner<'a> {
 
     /// The metadata for `manifest`'s image with these slot artifacts, at
     /// update `version`, valid until `expires_at` (unix seconds). Checked
-    /// like a node checks it (fields and artifact limits; time is checked
-    /// by [`sign`](Self::sign)'s caller and by the nodes).
+    /// like a node checks it (fields and artifact limits; the time by
+    /// [`sign_at`](Self::sign_at)).
     pub fn metadata(
         &self,
         manifest: &ImageManifest,
@@ -139,6 +139,18 @@ impl<'a> UpdateSigner<'a> {
             bytes,
             signature,
         })
+    }
+
+    /// [`sign`](Self::sign), after also refusing what a node would refuse
+    /// at `now_unix_s`: an expired update, or one valid for longer than the
+    /// limits' window.
+    pub fn sign_at(
+        &self,
+        metadata: &UpdateMetadata,
+        now_unix_s: u64,
+    ) -> Result<SignedUpdate, UpdateError> {
+        crate::verify::check_time(metadata.expires_at, now_unix_s, self.limits.max_validity_s)?;
+        self.sign(metadata)
     }
 
     fn check(&self, metadata: &UpdateMetadata) -> Result<(), UpdateError> {
@@ -251,6 +263,17 @@ mod tests {
         let mut m = UpdateSigner::new(&key)
             .metadata(&manifest, artifacts(), 3, 2_000_000_000)
             .unwrap();
+        let now = 2_000_000_000 - 10 * 86_400;
+        let signed = UpdateSigner::new(&key).sign_at(&m, now).unwrap();
+        assert_eq!(signed.metadata, m);
+        assert!(matches!(
+            UpdateSigner::new(&key).sign_at(&m, 2_000_000_000),
+            Err(UpdateError::Expired { .. })
+        ));
+        assert!(matches!(
+            UpdateSigner::new(&key).sign_at(&m, 2_000_000_000 - 31 * 86_400),
+            Err(UpdateError::ValidityTooLong { .. })
+        ));
         m.uki.bytes = 0;
         assert!(UpdateSigner::new(&key).sign(&m).is_err());
     }

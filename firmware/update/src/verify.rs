@@ -157,20 +157,28 @@ pub fn verify_update_with_limits(
             floor: floor_version,
         });
     }
-    if now_unix_s >= metadata.expires_at {
-        return Err(UpdateError::Expired {
-            expires_at: metadata.expires_at,
-            now: now_unix_s,
-        });
-    }
-    if metadata.expires_at - now_unix_s > limits.max_validity_s {
-        return Err(UpdateError::ValidityTooLong {
-            expires_at: metadata.expires_at,
-            now: now_unix_s,
-            max_s: limits.max_validity_s,
-        });
-    }
+    check_time(metadata.expires_at, now_unix_s, limits.max_validity_s)?;
     Ok(VerifiedUpdate { metadata, signer })
+}
+
+/// Not expired at `now`, and not valid for longer than `max_validity_s`
+/// from `now` (the freeze defence).
+pub(crate) fn check_time(
+    expires_at: u64,
+    now: u64,
+    max_validity_s: u64,
+) -> Result<(), UpdateError> {
+    if now >= expires_at {
+        return Err(UpdateError::Expired { expires_at, now });
+    }
+    if expires_at - now > max_validity_s {
+        return Err(UpdateError::ValidityTooLong {
+            expires_at,
+            now,
+            max_s: max_validity_s,
+        });
+    }
+    Ok(())
 }
 
 /// The trusted key whose minisign signature over `bytes` verifies.
