@@ -410,3 +410,27 @@ pub const TPM_COMMAND_TIMEOUT_S: u64 = 60;
 /// (the rest is read and dropped), and of any file it writes that is read
 /// back.
 pub const MAX_TPM_TOOL_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Largest signed image update metadata (`lockstep-update/1`, canonical
+/// JSON) a node reads; real ones are well under 1 KiB.
+pub const MAX_UPDATE_METADATA_BYTES: usize = 16 * 1024;
+
+/// Largest unified kernel image an update may announce (kernel, initramfs
+/// and command line; the NVIDIA variant's initramfs is the big part).
+pub const MAX_UPDATE_UKI_BYTES: u64 = 256 << 20;
+
+/// Largest squashfs root an update may announce.
+pub const MAX_UPDATE_ROOT_BYTES: u64 = 4 << 30;
+
+/// Largest dm-verity hash tree an update may announce (SHA-256 over 4 KiB
+/// blocks is about 1/128 of the root, plus the upper levels).
+pub const MAX_UPDATE_VERITY_BYTES: u64 = 64 << 20;
+
+/// Longest an update may stay valid from the moment a node checks it
+/// (`expires_at - now`): a signed update held back by whoever carries it
+/// is useless after this (the freeze defence, docs/updates.md).
+pub const MAX_UPDATE_VALIDITY_S: u64 = 30 * 24 * 60 * 60;
+
+/// Largest minisign signature file of update metadata a node reads (four
+/// lines: about 300 bytes and the trusted comment).
+pub const MAX_UPDATE_SIGNATURE_BYTES: usize = 4096;
