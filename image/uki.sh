@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Assembles a unified kernel image (UKI) whose PCR 11 is signed: systemd's
-# stub with the kernel, os-release, command line and initramfs as sections,
-# plus the signed PCR policy (.pcrsig: systemd-measure's prediction of PCR
-# 11, signed with the PCR key) and the PCR public key (.pcrpkey). A node
+# Assembles a unified kernel image (UKI) whose PCRs 11 and 12 are signed:
+# systemd's stub with the kernel, os-release, command line and initramfs as
+# sections, plus the signed PCR policy (.pcrsig: systemd-measure's
+# prediction of PCR 11, and of PCRs 11+12 together, signed with the PCR
+# key) and the PCR public key (.pcrpkey). A node
 # seals its device key to that public key, so any UKI made here with the
 # same PCR key unseals it, and no other UKI does (docs/identity.md,
 # "Sealing"). image/build.sh uses it for every image; image/test.sh uses it
@@ -51,6 +52,34 @@ for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     --tpm2-device="swtpm:host=127.0.0.1,port=$port" >"$tmp/pcrsig.json" 2>"$tmp/measure.log" \
     || { cat "$tmp/measure.log" >&2; die "systemd-measure could not sign PCR 11"; }
 [ -s "$tmp/pcrsig.json" ] || die "systemd-measure signed nothing"
+# PCR 12 holds the kernel command line as systemd-boot passes it and
+# systemd-stub receives it (each measures it once, UTF-16 with its NUL):
+# for this UKI that is its own .cmdline, so the value is known here. A
+# second entry signs PCRs 11 and 12 together (systemd-measure in systemd
+# 252 signs PCR 11 alone): the node's seal names both, so a boot entry
+# that passes another command line cannot unseal, and a release with a new
+# command line (a new root hash) can. The PolicyPCR digest is computed as
+# the TPM does; the assert checks the computation against systemd-measure's
+# own for PCR 11.
+python3 - "$tmp/pcrsig.json" "$cmdline" "$pcr11" "$pcr_key" <<'PY' || die "signing PCRs 11+12 failed"
+import base64, hashlib, json, struct, subprocess, sys
+sig_path, cmdline_path, pcr11_hex, key = sys.argv[1:5]
+h = lambda b: hashlib.sha256(b).digest()
+measured = h((open(cmdline_path, "rb").read().decode() + "\0").encode("utf-16-le"))
+pcr12 = bytes(32)
+for _ in range(2):  # systemd-boot, then systemd-stub
+    pcr12 = h(pcr12 + measured)
+def policy_pcr(select, values):  # TPM2_PolicyPCR from an empty policy, SHA-256 bank
+    pcrs = struct.pack(">IHB", 1, 0x000B, 3) + bytes(select)
+    return h(bytes(32) + struct.pack(">I", 0x17F) + pcrs + h(b"".join(values)))
+doc = json.load(open(sig_path))
+only11 = doc["sha256"][0]
+assert only11["pcrs"] == [11] and policy_pcr([0, 0x08, 0], [bytes.fromhex(pcr11_hex)]).hex() == only11["pol"]
+pol = policy_pcr([0, 0x18, 0], [bytes.fromhex(pcr11_hex), pcr12])
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=pol, capture_output=True, check=True).stdout
+doc["sha256"].append({"pcrs": [11, 12], "pkfp": only11["pkfp"], "pol": pol.hex(), "sig": base64.b64encode(sig).decode()})
+json.dump(doc, open(sig_path, "w"), separators=(",", ":"))
+PY
 
 objcopy \
     --add-section .osrel="$osrel" --change-section-vma .osrel=0x20000 \
