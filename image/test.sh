@@ -346,7 +346,7 @@ fi
     || die "the next release's quote does not show the PCR 11 uki.sh predicted ($pcr11_next)"
 stop_vm
 rm -f "$nextdisk"
-say "next release (command line changed, PCR 11 re-signed with the PCR key): unsealed, same node id, quote shows the predicted PCR 11 $pcr11_next"
+say "next release (command line changed, PCRs 11+12 re-signed with the PCR key): unsealed, same node id, quote shows the predicted PCR 11 $pcr11_next"
 
 # 5. A fresh image on TPM B: another machine, another identity.
 diskb=$run/disk-b.raw
