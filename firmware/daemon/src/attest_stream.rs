@@ -16,7 +16,7 @@ use std::time::Duration;
 use lockstep_attest::{credential_file, quote_qualifying_data, CredentialChallenge};
 use lockstep_protocol::{
     AttestEvidence, AttestIdentity, AttestTpm, ErrorKind, Frame, JobError, KeyProtection, Message,
-    MessageError, QuotedPcr,
+    QuotedPcr,
 };
 use lockstep_tpm::{Tpm, TpmError};
 use lockstep_transport::frames::FrameReader;
@@ -118,14 +118,9 @@ async fn exchange(
     });
     write_frame(send, &reply.to_frame()).await.map_err(wire)?;
     let challenge = match reader.next().await.map_err(wire)? {
-        Some(Frame::Control(payload)) => Message::decode(&payload).map_err(|e| {
-            let kind = match e {
-                MessageError::Version(_) => ErrorKind::UnsupportedVersion,
-                MessageError::Bound(_) => ErrorKind::TooLarge,
-                MessageError::Decode(_) => ErrorKind::BadFrame,
-            };
-            err(kind, e.to_string())
-        })?,
+        Some(Frame::Control(payload)) => {
+            Message::decode(&payload).map_err(|e| err(e.error_kind(), e.to_string()))?
+        }
         // The client went away: the session's directory goes with it.
         None => return Ok(()),
         Some(Frame::Data(_)) => return Err(wire("data where AttestChallenge was expected")),

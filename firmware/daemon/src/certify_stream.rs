@@ -11,7 +11,7 @@ use embassy_sync::channel::TrySendError;
 use lockstep_identity::NodeId;
 use lockstep_protocol::{
     verify_authorization, Authorization, CertifyAction, CertifyChallenge, CertifyRequest,
-    ErrorKind, Frame, InstallReport, Installed, JobError, Message, MessageError,
+    ErrorKind, Frame, InstallReport, Installed, JobError, Message,
 };
 use lockstep_transport::frames::FrameReader;
 use rand_core::RngCore;
@@ -48,14 +48,9 @@ pub async fn session(
         .await
         .map_err(wire)?;
     let request = match reader.next().await.map_err(wire)? {
-        Some(Frame::Control(payload)) => Message::decode(&payload).map_err(|e| {
-            let kind = match e {
-                MessageError::Version(_) => ErrorKind::UnsupportedVersion,
-                MessageError::Bound(_) => ErrorKind::TooLarge,
-                MessageError::Decode(_) => ErrorKind::BadFrame,
-            };
-            err(kind, e.to_string())
-        })?,
+        Some(Frame::Control(payload)) => {
+            Message::decode(&payload).map_err(|e| err(e.error_kind(), e.to_string()))?
+        }
         // The requester went away without asking: nothing to do.
         None => return Ok(()),
         Some(Frame::Data(_)) => return Err(wire("data before the certification request")),

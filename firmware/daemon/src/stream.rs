@@ -205,14 +205,7 @@ async fn serve(
             "a stream must start with a control message",
         ));
     };
-    let message = Message::decode(&payload).map_err(|e| {
-        let kind = match e {
-            lockstep_protocol::MessageError::Version(_) => ErrorKind::UnsupportedVersion,
-            lockstep_protocol::MessageError::Bound(_) => ErrorKind::TooLarge,
-            _ => ErrorKind::BadFrame,
-        };
-        err(kind, e.to_string())
-    })?;
+    let message = Message::decode(&payload).map_err(|e| err(e.error_kind(), e.to_string()))?;
     match message {
         Message::StatusRequest => {
             let status = Message::Status(NodeStatus {

@@ -173,6 +173,17 @@ pub enum MessageError {
     Bound(String),
 }
 
+impl MessageError {
+    /// The kind a node answers a peer with for this decoding failure.
+    pub fn error_kind(&self) -> ErrorKind {
+        match self {
+            MessageError::Version(_) => ErrorKind::UnsupportedVersion,
+            MessageError::Bound(_) => ErrorKind::TooLarge,
+            MessageError::Decode(_) => ErrorKind::BadFrame,
+        }
+    }
+}
+
 impl Message {
     /// The control frame carrying this message.
     pub fn to_frame(&self) -> Frame {
