@@ -155,6 +155,7 @@ impl Session {
             statement: bytes,
             signature,
             bundle,
+            image: None,
         }
     }
 

@@ -635,6 +635,7 @@ fn fake_node(
                         certification_report_sha256: None,
                         trusted_operators: vec![],
                         key_protection: lockstep_identity::KeyProtection::File,
+                        slot: None,
                     };
                     let nonce = [7u8; 32];
                     let signature = signs

@@ -184,6 +184,7 @@ pub fn dispute(args: &DisputeArgs) -> Result<(), Failure> {
         backend: args.backend,
         device: args.device,
         bundle: None,
+        image: None,
         cross_implementation_test: false,
     })?;
     let refs: Vec<&Tensor> = operands.iter().collect();
@@ -319,6 +320,7 @@ pub fn verify_dispute(args: &VerifyDisputeArgs) -> Result<(), Failure> {
             backend: kind,
             device: None,
             bundle: None,
+            image: None,
             cross_implementation_test: false,
         })?;
         let mine = record

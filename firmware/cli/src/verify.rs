@@ -83,6 +83,7 @@ fn target(args: &VerifyArgs) -> Target {
         backend: args.backend,
         device: args.device,
         bundle: None,
+        image: None,
         cross_implementation_test: false,
     }
 }

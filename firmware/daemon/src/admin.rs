@@ -501,6 +501,7 @@ fn node_info(shared: &Shared) -> NodeInfo {
         bundle_id: active.bundle_id,
         trusted_operators: admin.trusted().iter().map(|k| k.to_base64()).collect(),
         key_protection: admin.key_protection,
+        slot: None,
     }
 }
 
@@ -569,6 +570,12 @@ async fn execute(
                 version,
             )
             .await
+        }
+        AdminAction::PushImage { .. } => {
+            if !is_trusted {
+                return Err(untrusted(&operator, &trusted));
+            }
+            Err("this node does not install image updates yet".into())
         }
     }
 }

@@ -20,7 +20,10 @@
 //! refuse rollbacks.
 
 use lockstep_identity::{NodeId, Signature};
-use lockstep_limits::{MAX_BUNDLE_UPLOAD_BYTES, MAX_KERNELS, MAX_MANIFEST_BYTES, MAX_SPIRV_BYTES};
+use lockstep_limits::{
+    MAX_BUNDLE_UPLOAD_BYTES, MAX_KERNELS, MAX_MANIFEST_BYTES, MAX_SPIRV_BYTES,
+    MAX_UPDATE_METADATA_BYTES, MAX_UPDATE_SIGNATURE_BYTES,
+};
 use serde::{Deserialize, Serialize};
 
 /// `format` of an [`AdminStatement`].
@@ -59,6 +62,28 @@ pub struct NodeInfo {
     pub trusted_operators: Vec<String>,
     /// How the device key is protected (TPM-sealed or a file).
     pub key_protection: lockstep_identity::KeyProtection,
+    /// The A/B slot this boot runs from and the update state; `None` on a
+    /// node that is not an A/B appliance image (development, tests).
+    pub slot: Option<SlotInfo>,
+}
+
+/// Where an A/B appliance runs, and what its last update did
+/// (docs/updates.md, "Slots").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    /// `a` or `b`: the slot whose root this boot runs from.
+    pub slot: String,
+    /// The image variant: the `target` an update must name.
+    pub variant: String,
+    /// The highest update version this node ever accepted (its floor):
+    /// only a higher one is installed. 0: none yet.
+    pub update_floor: u64,
+    /// The image version of the last installed update, when that update
+    /// did not come up healthy within its tries and the node returned to
+    /// this slot; `None` otherwise.
+    pub rolled_back_from: Option<String>,
+    /// The image version staged or installed in the other slot, if any.
+    pub other_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +117,11 @@ pub enum AdminAction {
     /// Replace the node's pinned operator set with `keys` (minisign public
     /// keys, 1 to `MAX_TRUSTED_OPERATORS`); signed by a current operator.
     SetOperators { keys: Vec<String> },
+    /// Install the image update that follows ([`ImageUpload`]) into the
+    /// inactive slot and boot it: `version` and `image_version` are the
+    /// signed update metadata's, so the command and the update cannot be
+    /// paired from two rollouts.
+    PushImage { image_version: String, version: u64 },
 }
 
 /// The signed part of an admin command (canonical JSON).
@@ -129,6 +159,17 @@ pub struct BundleUpload {
     pub files: Vec<UploadFile>,
 }
 
+/// An image update on its way to a node (docs/updates.md): the
+/// operator-signed update metadata (`update.json`, canonical JSON) and its
+/// minisign signature inline; the slot parts follow as data chunks, in
+/// this order: the UKI, the root, the verity hash tree, each exactly as
+/// long as the metadata says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUpload {
+    pub metadata: Vec<u8>,
+    pub signature: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminCommand {
     /// The operator's minisign public key.
@@ -138,6 +179,7 @@ pub struct AdminCommand {
     /// minisign signature file of `statement` by `operator`.
     pub signature: String,
     pub bundle: Option<BundleUpload>,
+    pub image: Option<ImageUpload>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +303,21 @@ pub fn verify_signed(
 pub fn check_command(c: &AdminCommand) -> Result<(), String> {
     if c.statement.len() > 64 * 1024 {
         return Err("admin statement over 64 KiB".into());
+    }
+    if let Some(i) = &c.image {
+        if c.bundle.is_some() {
+            return Err("one command carries a bundle or an image update, not both".into());
+        }
+        if i.metadata.len() > MAX_UPDATE_METADATA_BYTES {
+            return Err(format!(
+                "update metadata over {MAX_UPDATE_METADATA_BYTES} bytes"
+            ));
+        }
+        if i.signature.len() > MAX_UPDATE_SIGNATURE_BYTES {
+            return Err(format!(
+                "update signature over {MAX_UPDATE_SIGNATURE_BYTES} bytes"
+            ));
+        }
     }
     let Some(b) = &c.bundle else { return Ok(()) };
     if b.manifest.len() > MAX_MANIFEST_BYTES {
@@ -436,6 +493,7 @@ mod tests {
             certification_report_sha256: None,
             trusted_operators: vec![],
             key_protection: lockstep_identity::KeyProtection::File,
+            slot: None,
         };
         let base = challenge_statement(&[1; 32], &info, &[2; 32]);
         assert_ne!(base, challenge_statement(&[9; 32], &info, &[2; 32]));
@@ -463,6 +521,7 @@ mod tests {
                 release_signature: String::new(),
                 files,
             }),
+            image: None,
         };
         for name in ["../x", "a/b", ".hidden", ""] {
             let f = vec![UploadFile {
