@@ -184,7 +184,6 @@ pub fn dispute(args: &DisputeArgs) -> Result<(), Failure> {
         backend: args.backend,
         device: args.device,
         bundle: None,
-        image: None,
         cross_implementation_test: false,
     })?;
     let refs: Vec<&Tensor> = operands.iter().collect();
@@ -320,7 +319,6 @@ pub fn verify_dispute(args: &VerifyDisputeArgs) -> Result<(), Failure> {
             backend: kind,
             device: None,
             bundle: None,
-            image: None,
             cross_implementation_test: false,
         })?;
         let mine = record

@@ -83,7 +83,6 @@ fn target(args: &VerifyArgs) -> Target {
         backend: args.backend,
         device: args.device,
         bundle: None,
-        image: None,
         cross_implementation_test: false,
     }
 }
