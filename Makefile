@@ -11,7 +11,11 @@ CARGO ?= cargo
 DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and boot-testing the appliance image needs (image/README.md).
-IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf openssl swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0
+IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf openssl swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 sbsigntool python3-venv
+# virt-fw-vars enrols the image's Secure Boot certificate in the boot
+# test's firmware variables (not packaged in Debian 12): pinned, in a venv.
+IMAGE_VENV := target/image-venv
+VIRT_FIRMWARE := virt-firmware==26.10
 DEMO_DIR := target/demo
 # Google's SwiftShader Vulkan driver, a second implementation for the
 # cross-implementation tests (docs/float-model.md, "Implementations"): the
@@ -123,7 +127,8 @@ kernels: deps
 
 # The appliance image (image/README.md): image/out/lockstep-VERSION.raw,
 # its manifest, minisign signatures. Settings: GPU=nvidia, DEBUG=1,
-# VERSION=..., SIGNING_KEY=..., PCR_KEY=..., PROVISION=..., LOCK=update.
+# VERSION=..., SIGNING_KEY=..., PCR_KEY=..., SB_KEY=... SB_CERT=..., BOOT_TRIES=...,
+# PROVISION=..., LOCK=update.
 image-deps: deps
 	$(call install-missing,$(IMAGE_DEB_PACKAGES))
 
@@ -131,13 +136,15 @@ image: image-deps
 	$(CARGO) build --release --locked -q -p lockstep-daemon
 	$(SUDO) env LOCKSTEPD=$(CURDIR)/target/release/lockstepd GPU="$(GPU)" DEBUG="$(DEBUG)" \
 	  VERSION="$(VERSION)" SIGNING_KEY="$(SIGNING_KEY)" PCR_KEY="$(PCR_KEY)" PROVISION="$(PROVISION)" LOCK="$(LOCK)" \
+	  SB_KEY="$(SB_KEY)" SB_CERT="$(SB_CERT)" BOOT_TRIES="$(BOOT_TRIES)" \
 	  image/build.sh
 
 # Boots the image in QEMU and proves it serves (and that a tampered root
 # does not).
 image-test: image
 	$(CARGO) build --release --locked -q -p lockstep-cli -p lockstep-fleet
-	PCR_KEY="$(PCR_KEY)" image/test.sh
+	@[ -x $(IMAGE_VENV)/bin/virt-fw-vars ] || { python3 -m venv $(IMAGE_VENV) && $(IMAGE_VENV)/bin/pip install -q $(VIRT_FIRMWARE); }
+	$(SUDO) env PCR_KEY="$(PCR_KEY)" SB_KEY="$(SB_KEY)" SB_CERT="$(SB_CERT)" image/test.sh
 
 clean:
 	$(CARGO) clean

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Lockstep appliance image: a bootable x86_64 UEFI disk image
-# (GPT: ESP with systemd-boot and one unified kernel image, a squashfs root
-# under dm-verity, the verity hash tree), its manifest, and minisign
-# signatures of both. Runs as root on Debian, without Docker or loop
+# (GPT: ESP with systemd-boot and one unified kernel image, both signed for
+# Secure Boot; two A/B slots, each a squashfs root under dm-verity and its
+# hash tree, slot A holding this release: image/assemble.sh), its
+# manifest, the UKI beside it (what an update sends), and minisign
+# signatures of image and manifest. Runs as root on Debian, without Docker or loop
 # devices: every partition is built as a file and copied into the disk.
 #
 # Settings (environment or make variables):
@@ -11,6 +13,12 @@
 #   DEBUG        0 (default) | 1: adds a root serial console, clearly marked
 #   SIGNING_KEY  minisign secret key that signs image and manifest
 #                (default: a development key made once in image/out/)
+#   SB_KEY, SB_CERT  Secure Boot signing key and certificate (PEM) for
+#                systemd-boot and the UKI; the certificate goes into the
+#                firmware's db (default: a development pair made once in
+#                image/out/, announced; docs/updates.md, "Secure Boot")
+#   BOOT_TRIES   how many boots an update gets to come up healthy before
+#                systemd-boot returns to the previous slot (default 2)
 #   PCR_KEY      RSA private key (PEM) that signs the UKI's expected PCR 11
 #                (systemd-measure); nodes seal their device key to its
 #                public key, so every image signed with it keeps their
@@ -30,14 +38,13 @@ OUT=${OUT:-$here/out}
 GPU=${GPU:-lavapipe}
 DEBUG=${DEBUG:-0}
 # make passes unset settings as empty strings: treat those as unset.
-for v in VERSION SIGNING_KEY PCR_KEY PROVISION LOCK LOCKSTEPD; do
+for v in VERSION SIGNING_KEY PCR_KEY SB_KEY SB_CERT BOOT_TRIES PROVISION LOCK LOCKSTEPD; do
     [ -n "${!v:-}" ] || unset "$v"
 done
 SUITE=bookworm
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-# Free space left after the last partition: the state partition is made
-# there on first boot (on a real disk it takes the whole rest).
-STATE_SPACE_MIB=${STATE_SPACE_MIB:-256}
+BOOT_TRIES=${BOOT_TRIES:-2}
+[[ "$BOOT_TRIES" =~ ^[1-9]$ ]] || { echo "image: BOOT_TRIES=$BOOT_TRIES: choose 1 to 9" >&2; exit 2; }
 
 die() { echo "image: $*" >&2; exit 2; }
 step() { echo "== image: $*" >&2; }
@@ -45,13 +52,17 @@ step() { echo "== image: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "building an image needs root (debootstrap, chroot); run as root or via sudo"
 case "$GPU" in lavapipe|nvidia) ;; *) die "GPU=$GPU: choose lavapipe or nvidia" ;; esac
 case "$DEBUG" in 0|1) ;; *) die "DEBUG=$DEBUG: choose 0 or 1" ;; esac
-for tool in debootstrap mksquashfs veritysetup sfdisk mkfs.vfat mcopy mmd objcopy minisign python3 openssl; do
+for tool in debootstrap mksquashfs veritysetup sfdisk mkfs.vfat mcopy mmd objcopy minisign python3 openssl sbsign; do
     command -v "$tool" >/dev/null || die "$tool is missing: run 'make image' (it installs the build packages)"
 done
 
 commit=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 ws_version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
-VERSION=${VERSION:-$ws_version-$commit}
+# The commit count keeps versions in build order: systemd-boot boots the
+# highest IMAGE_VERSION (compared as versions), so a later build must sort
+# higher, which a commit hash alone would not.
+count=$(git -C "$repo" rev-list --count HEAD 2>/dev/null || echo 0)
+VERSION=${VERSION:-$ws_version.$count-g$commit}
 [[ "$VERSION" =~ ^[A-Za-z0-9._+-]+$ ]] || die "VERSION=$VERSION: use letters, digits and . _ + -"
 # Every timestamp in the image is this one, so equal inputs give equal bytes.
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)}
@@ -186,6 +197,7 @@ if [ "$GPU" = nvidia ]; then
         >"$root/etc/systemd/system/lockstepd.service.d/nvidia.conf"
 fi
 for unit in lockstepd.service lockstep-state.service lockstep-identity.service lockstep-boot-report.service \
+    lockstep-boot-health.service lockstep-update.path \
     systemd-networkd.service systemd-resolved.service systemd-timesyncd.service nftables.service; do
     chroot "$root" systemctl enable "$unit" >/dev/null 2>&1 || die "cannot enable $unit"
 done
@@ -193,6 +205,8 @@ ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 # An empty machine-id: systemd makes a transient one on the read-only root.
 : >"$root/etc/machine-id"
 printf 'IMAGE_ID=lockstep\nIMAGE_VERSION=%s\nVARIANT_ID=%s\n' "$VERSION" "$variant" >>"$root/etc/os-release"
+# How many boots an update written by this release gets (apply-update).
+printf 'BOOT_TRIES=%s\n' "$BOOT_TRIES" >"$root/etc/lockstep/update.conf"
 
 step "building the initramfs (dm-verity root)"
 mount -t proc proc "$root/proc"
@@ -241,59 +255,43 @@ if [ -z "${PCR_KEY:-}" ] && [ ! -f "$pcr_key" ]; then
         || die "openssl could not make a PCR key"
 fi
 [ -f "$pcr_key" ] || die "PCR_KEY=$pcr_key: no such file"
-# The UKI's parts stay in the work directory: the boot test builds "the
-# next release" from them with uki.sh (a changed command line, the same
-# PCR key) and checks that the node keeps its identity.
+# The UKI's parts stay in the work directory (and the root and its verity
+# tree): the boot test derives the next releases from them (a new version,
+# re-squashed root, uki.sh with the same PCR and Secure Boot keys), pushes
+# them as updates and checks that the node keeps its identity.
 cp "$root/usr/lib/systemd/boot/efi/linuxx64.efi.stub" "$work/linuxx64.efi.stub"
 cp "$root/etc/os-release" "$work/os-release"
-pcr11=$("$here/uki.sh" "$work/linuxx64.efi.stub" "$work/vmlinuz" "$work/os-release" "$work/cmdline" \
-    "$work/initrd" "$pcr_key" "$work/lockstep.efi") || die "uki.sh could not make the UKI"
-openssl pkey -in "$pcr_key" -pubout -out "$work/pcrpkey.pem" 2>/dev/null
-
-step "EFI system partition"
-esp_mib=$(( ($(stat -c %s "$work/lockstep.efi") >> 20) + 32 ))
-rm -f "$work/esp.img"
-# No file-system label: mkfs.vfat stamps the label's directory entry with
-# the time of the build. The partition is found by its GPT name, ESP.
-mkfs.vfat -C -F 32 -i "$(derive esp-id 8)" "$work/esp.img" $((esp_mib * 1024)) >/dev/null
-export MTOOLS_SKIP_CHECK=1
-mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/Linux ::/loader ::/lockstep
-printf 'timeout 0\neditor no\nconsole-mode keep\n' >"$work/loader.conf"
-# -m keeps the files' times, which are SOURCE_DATE_EPOCH: FAT entries do
-# not record when the build ran.
-touch -d "@$SOURCE_DATE_EPOCH" "$work/lockstep.efi" "$work/loader.conf"
-mcopy -m -i "$work/esp.img" "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
-mcopy -m -i "$work/esp.img" "$work/lockstep.efi" "::/EFI/Linux/$name.efi"
-mcopy -m -i "$work/esp.img" "$work/loader.conf" ::/loader/loader.conf
-if [ -n "${PROVISION:-}" ]; then
-    [ -f "$PROVISION" ] || die "PROVISION=$PROVISION: no such file"
-    mcopy -i "$work/esp.img" "$PROVISION" ::/lockstep/provision.toml
+# Secure Boot: systemd-boot and the UKI are signed with SB_KEY; a machine
+# whose firmware db holds SB_CERT boots them and nothing else
+# (docs/updates.md, "Secure Boot").
+sb_key=${SB_KEY:-$OUT/dev-sb.key}
+sb_cert=${SB_CERT:-$OUT/dev-sb.crt}
+if [ -z "${SB_KEY:-}" ] && [ ! -f "$sb_key" ]; then
+    echo "image: no SB_KEY given: making a DEVELOPMENT Secure Boot key $sb_key and certificate $sb_cert (not for release; enrol the certificate in a test machine's db)" >&2
+    (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -keyout "$sb_key" -out "$sb_cert" \
+        -subj "/CN=Lockstep development Secure Boot key (not for release)" -days 3650 2>/dev/null) \
+        || die "openssl could not make a Secure Boot key"
 fi
+[ -f "$sb_key" ] && [ -f "$sb_cert" ] || die "SB_KEY=$sb_key and SB_CERT=$sb_cert must both exist"
+echo "image: Secure Boot signing key $sb_key (certificate $sb_cert, sha256 $(openssl x509 -in "$sb_cert" -outform DER | sha256sum | cut -d' ' -f1))" >&2
+mkdir -p "$work/parts"
+pcr11=$(SB_KEY=$sb_key SB_CERT=$sb_cert "$here/uki.sh" "$work/linuxx64.efi.stub" "$work/vmlinuz" "$work/os-release" \
+    "$work/cmdline" "$work/initrd" "$pcr_key" "$work/parts/lockstep.efi") || die "uki.sh could not make the UKI"
+openssl pkey -in "$pcr_key" -pubout -out "$work/pcrpkey.pem" 2>/dev/null
+sbsign --key "$sb_key" --cert "$sb_cert" --output "$work/parts/BOOTX64.EFI" \
+    "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" 2>"$work/sbsign.log" \
+    || { cat "$work/sbsign.log" >&2; die "sbsign could not sign systemd-boot"; }
+cp "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$work/systemd-bootx64.efi"
 
-step "disk image"
+step "disk image: ESP, slot A with this release, slot B empty (image/assemble.sh)"
 mkdir -p "$OUT"
 img=$OUT/$name.raw
-mib() { echo $(( ($(stat -c %s "$1") + 1048575) >> 20 )); }
-esp=$(mib "$work/esp.img"); rootp=$(mib "$work/root.squashfs"); verity=$(mib "$work/root.verity")
-total=$((1 + esp + rootp + verity + STATE_SPACE_MIB + 1))
-rm -f "$img"
-truncate -s "${total}M" "$img"
-sfdisk --quiet --no-reread --no-tell-kernel "$img" <<EOF
-label: gpt
-label-id: $(guid disk)
-first-lba: 2048
-start=1MiB, size=${esp}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$(guid esp), name="ESP"
-size=${rootp}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$(guid root), name="lockstep-root"
-size=${verity}MiB, type=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5, uuid=$(guid verity), name="lockstep-verity"
-EOF
-place() { # file, partition number
-    local start
-    start=$(sfdisk --json "$img" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][$2-1]['start'])")
-    dd if="$1" of="$img" bs=512 seek="$start" conv=notrunc,sparse status=none
-}
-place "$work/esp.img" 1
-place "$work/root.squashfs" 2
-place "$work/root.verity" 3
+ln -f "$work/root.squashfs" "$work/parts/root.squashfs"
+ln -f "$work/root.verity" "$work/parts/root.verity"
+printf '%s' "$roothash" >"$work/parts/roothash"
+slot_json=$(NAME=$name VERSION=$VERSION VARIANT=$variant PROVISION=${PROVISION:-} "$here/assemble.sh" "$work/parts" "$img") \
+    || die "assemble.sh could not lay out the disk"
+cp "$work/parts/lockstep.efi" "$OUT/$name.efi"
 
 step "manifest and signatures"
 image_sha=$(sha256sum "$img" | cut -d' ' -f1)
@@ -318,6 +316,9 @@ print(json.dumps({
     "lockstepd_sha256": "$(sha256sum "$daemon_bin" | cut -d' ' -f1)",
     "tpm_pcr11_sha256": "$pcr11",
     "tpm_pcr_public_key_sha256": "$(openssl pkey -pubin -in "$work/pcrpkey.pem" -outform DER | sha256sum | cut -d' ' -f1)",
+    "secure_boot_cert_sha256": "$(openssl x509 -in "$sb_cert" -outform DER | sha256sum | cut -d' ' -f1)",
+    "boot_tries": $BOOT_TRIES,
+    "slot": json.loads(r"""$slot_json"""),
     "packages": packages,
 }, indent=2, sort_keys=True))
 EOF
@@ -334,3 +335,4 @@ rm -rf "$work/root"
 echo "image: $img"
 echo "image: root hash $roothash, sha256 $image_sha"
 echo "image: PCR 11 (sha256) $pcr11, signed by $pcr_key"
+echo "image: UKI and systemd-boot signed for Secure Boot by $sb_cert"

@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# Boot test of a built image (image/build.sh): boots it in QEMU with OVMF
-# and a software TPM 2.0 (swtpm, its EK certificate from a local CA),
+# Boot test of a built image (image/build.sh): boots it in QEMU with OVMF,
+# Secure Boot enforced (the image's certificate enrolled in db), and a
+# software TPM 2.0 (swtpm, its EK certificate from a local CA),
 # forwards the node's UDP port, waits for lockstepd, reads the node id from
 # the console, submits a job with `lockstep submit`, verifies the receipt
 # with the stock minisign, checks that the root is read-only and verified.
 # The device key (docs/identity.md):
 #   1. a fresh image makes and seals a key, serves, attests, enrolls;
 #   2. a reboot keeps the node id; operators written onto the ESP change
-#      nothing;
+#      nothing; then A/B updates (docs/updates.md) pushed by lockstep-fleet:
+#      v2 installs into slot B and serves as the same node, attests with
+#      its predicted PCR 11; a downgrade is refused by the node; a broken
+#      v3 (lockstepd exits at start) uses up its boot tries and the node
+#      returns to v2 on its own, still the same node;
 #   3. the same disk with another TPM cannot unseal, does not serve, and
 #      says why on the console;
-#   4. the same disk with a modified UKI cannot unseal; the same change
-#      made as a release would be (PCR 11 signed with the PCR key) unseals
-#      the same key, and its quote shows the predicted PCR 11;
+#   4. the same disk with a modified UKI, re-signed for Secure Boot but not
+#      with the PCR key, cannot unseal;
 #   5. a fresh image on the other TPM serves under a new id, and attestation
 #      transcripts with a forged quote, a wrong nonce or the other TPM's
 #      quote are refused;
-# then a copy whose root partition has one flipped byte never serves.
+#   6. a copy whose root partition has one flipped byte never serves;
+#   7. a UKI not signed for Secure Boot is refused by the firmware.
 #
 #   IMAGE=path.raw  the image to test (default: the newest in image/out)
 #   ACCEL=kvm|tcg   default: kvm when /dev/kvm is usable, else tcg (slow)
+#   SB_KEY, SB_CERT the Secure Boot pair the image was signed with
+#                   (default: the development pair in image/out)
+#   PCR_KEY         the PCR policy key the image was built with
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,14 +47,20 @@ say() { echo "== image-test: $*" >&2; }
 IMAGE=${IMAGE:-$(ls -t "$OUT"/lockstep-*.raw 2>/dev/null | grep -v -- '-nvidia' | head -n 1 || true)}
 [ -n "$IMAGE" ] && [ -f "$IMAGE" ] || die "no image: run 'make image' first (or give IMAGE=path.raw)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run 'make image-test' (it installs it)"
-for tool in swtpm swtpm_setup swtpm_localca openssl; do
-    command -v "$tool" >/dev/null || die "$tool missing: run 'make image-test' (it installs swtpm, swtpm-tools and openssl)"
+for tool in swtpm swtpm_setup swtpm_localca openssl sbsign unsquashfs mksquashfs veritysetup mdir; do
+    command -v "$tool" >/dev/null || die "$tool missing: run 'make image-test' (it installs what the test needs)"
 done
+[ "$(id -u)" = 0 ] || die "the update scenarios re-squash the root as releases are built: run as root"
+virt_fw_vars=${VIRT_FW_VARS:-$repo/target/image-venv/bin/virt-fw-vars}
+[ -x "$virt_fw_vars" ] || die "no virt-fw-vars at $virt_fw_vars: run 'make image-test' (it installs virt-firmware in target/image-venv)"
 MANIFEST=${MANIFEST:-${IMAGE%.raw}.manifest.json}
 [ -f "$MANIFEST" ] || die "no manifest beside the image ($MANIFEST)"
-ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
+ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 [ -f "$ovmf_code" ] || die "OVMF missing ($ovmf_code): apt-get install ovmf"
+sb_key=${SB_KEY:-$OUT/dev-sb.key}
+sb_cert=${SB_CERT:-$OUT/dev-sb.crt}
+[ -f "$sb_key" ] && [ -f "$sb_cert" ] || die "no Secure Boot pair ($sb_key, $sb_cert): give SB_KEY= and SB_CERT=, the pair the image was signed with"
 # KVM is used when it is usable, which takes more than a /dev/kvm node:
 # nested KVM on some cloud VMs aborts QEMU at start (unsupported MSRs), so
 # a five-second probe boot decides.
@@ -61,7 +75,7 @@ kvm_usable() {
     local log
     log=$(mktemp)
     rc=$(bash -c 'timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 \
-        -drive if=pflash,format=raw,readonly=on,file='"$ovmf_code"' \
+        -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
         -display none -serial none -monitor none -nodefaults >/dev/null 2>"'"$log"'"; echo $?' 2>/dev/null)
     if [ "$rc" = 124 ] && ! grep -qi "internal error\|emulation failure" "$log"; then
         rm -f "$log"
@@ -118,10 +132,22 @@ make_tpm B
 cat "$run/ca/swtpm-localca-rootca-cert.pem" "$run/ca/issuercert.pem" >"$run/ek-roots.pem"
 say "two software TPMs (A, B) with EK certificates from a local CA"
 
+# The firmware's Secure Boot keys, as a data centre enrols its own: the
+# image's certificate as PK, KEK and db, Secure Boot on. Every boot starts
+# from a copy of these variables, so PCR 7 (the Secure Boot state, which
+# the key is sealed to) is the same on every boot.
+owner=6c6f636b-7374-6570-8000-000000000001
+"$virt_fw_vars" -i "$ovmf_vars" -o "$run/sb-vars.fd" --set-pk "$owner" "$sb_cert" \
+    --add-kek "$owner" "$sb_cert" --add-db "$owner" "$sb_cert" --sb >"$run/vars.log" 2>&1 \
+    || { cat "$run/vars.log" >&2; die "virt-fw-vars could not enrol the Secure Boot keys"; }
+say "Secure Boot keys enrolled in the firmware variables (db: $(openssl x509 -in "$sb_cert" -noout -subject | sed 's/^subject=//'))"
+
 free_udp_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # boot DISK CONSOLE PORT TPM: starts swtpm (TPM A or B: its state persists
-# across boots, as a machine's TPM does) and QEMU in the background.
+# across boots, as a machine's TPM does) and QEMU in the background, with
+# Secure Boot enforced. A guest reboot ends QEMU unless REBOOTS=yes (the
+# update scenarios, where the node reboots into its new slot).
 boot() {
     local sock=$run/tpm-$4.sock
     rm -f "$sock"
@@ -130,15 +156,18 @@ boot() {
     tpm_pid=$!
     for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
     [ -S "$sock" ] || die "swtpm for TPM $4 did not start"
-    cp "$ovmf_vars" "$run/vars-$(basename "$1").fd"
-    qemu-system-x86_64 -machine q35,accel="$ACCEL" -cpu "$cpu" -smp 2 -m 2048 \
+    cp "$run/sb-vars.fd" "$run/vars-$(basename "$1").fd"
+    local noreboot=-no-reboot
+    [ "${REBOOTS:-no}" = yes ] && noreboot=""
+    qemu-system-x86_64 -machine q35,smm=on,accel="$ACCEL" -cpu "$cpu" -smp 2 -m 2048 \
+        -global driver=cfi.pflash01,property=secure,value=on \
         -drive if=pflash,format=raw,unit=0,readonly=on,file="$ovmf_code" \
         -drive if=pflash,format=raw,unit=1,file="$run/vars-$(basename "$1").fd" \
         -drive if=virtio,format=raw,file="$1" \
         -chardev socket,id=chrtpm,path="$sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
         -device tpm-tis,tpmdev=tpm0 \
         -netdev user,id=n0,hostfwd=udp:127.0.0.1:"$3"-:4433 -device virtio-net-pci,netdev=n0 \
-        -serial file:"$2" -display none -monitor none -no-reboot &
+        -serial file:"$2" -display none -monitor none $noreboot &
     qemu_pid=$!
 }
 
@@ -187,6 +216,8 @@ refuses() {
     say "$4: cannot unseal, not serving; the console says: $(grep -a 'CANNOT UNSEAL' "$2" | tail -n 1 | tr -d '\r' | cut -c1-150)..."
 }
 
+manifest_field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$MANIFEST" "$1"; }
+
 esp_offset() { # DISK
     sfdisk --json "$1" 2>/dev/null | python3 -c '
 import json, sys
@@ -225,9 +256,12 @@ say "node id $key"
 grep -aq "lockstep-identity: sealed a new device key" "$console" || die "first boot did not seal a new device key"
 say "$(grep -a "lockstep-identity: sealed a new device key" "$console" | tail -n 1 | tr -d '\r')"
 say "$(grep -a "lockstep-identity: device key unsealed" "$console" | tail -n 1 | tr -d '\r')"
-grep -aq "lockstep-boot: root ro squashfs on /dev/mapper/root verity=yes" "$console" \
-    || { grep -a "lockstep-boot" "$console" >&2 || true; die "the root is not a read-only squashfs on dm-verity"; }
-say "root is read-only squashfs on dm-verity"
+grep -aq "lockstep-boot: root ro squashfs on /dev/mapper/root verity=yes secure-boot=on" "$console" \
+    || { grep -a "lockstep-boot" "$console" >&2 || true; die "the root is not a read-only squashfs on dm-verity, or Secure Boot is off"; }
+say "Secure Boot on (the firmware checked systemd-boot and the UKI); root is read-only squashfs on dm-verity"
+grep -aq "lockstep-boot: slot a, version $(manifest_field version) " "$console" \
+    || { grep -a "lockstep-boot" "$console" >&2 || true; die "the console does not say the node runs slot a, version $(manifest_field version)"; }
+say "$(grep -a "lockstep-boot: slot" "$console" | tail -n 1 | tr -d '\r')"
 grep -aq "lockstep-state: first boot: creating the state and data partitions" "$console" \
     || say "note: no first-boot state partition message on the console"
 mounts=$(grep -a "lockstep-state: key and bundles on" "$console" | tail -n 1 | tr -d '\r')
@@ -267,11 +301,13 @@ say "enrolled with attestation; the inventory records its digest"
 stop_vm
 
 # 2. Reboot on TPM A with another operator set written onto the ESP: the
-# same node id, and the sealed operators still rule.
+# same node id, and the sealed operators still rule. This boot runs on
+# with reboots allowed: the updates below reboot the node into its new
+# slot, and lockstep-fleet waits for it.
 printf 'uncertified = true\ntrusted_operators = ["%s"]\n' "$intruder" >"$run/provision-intruder.toml"
 esp_put "$disk" "$run/provision-intruder.toml" lockstep/provision.toml
 port=$(free_udp_port)
-serve "$disk" "$run/console-reboot.log" "$port" A
+REBOOTS=yes serve "$disk" "$run/console-reboot.log" "$port" A
 [ "$node" = "$key" ] || die "the node id changed across a reboot ($key -> $node)"
 if grep -aq "lockstep-identity: sealed a new device key" "$console"; then die "the reboot made a new key"; fi
 say "reboot: same node id, the sealed key unsealed, not re-made"
@@ -284,69 +320,138 @@ say "operator written onto the ESP refused: $(tail -n 1 "$run/intruder.txt" | cu
 "$fleet_bin" --dir "$run/fleet" enroll "127.0.0.1:$port" --node-key "$key" >&2 \
     || die "the provisioned (sealed) operator is no longer trusted"
 say "the sealed operator set is unchanged"
+
+# The next releases, built as a release pipeline would from this image's
+# parts: a new IMAGE_VERSION in the root and the UKI, the root squashed
+# again (new root hash, new command line), the UKI made by uki.sh with the
+# same PCR key (PCRs 11+12 signed: the node's key unseals) and signed with
+# the same Secure Boot key, laid out by assemble.sh. v3 is deliberately
+# broken: its lockstepd exits at start.
+v1=$(manifest_field version)
+variant=$(manifest_field variant)
+epoch=$(manifest_field source_date_epoch)
+parts=$OUT/work-$variant
+pcr_key=${PCR_KEY:-$OUT/dev-pcr.key}
+for f in linuxx64.efi.stub vmlinuz os-release cmdline initrd root.squashfs parts/BOOTX64.EFI; do
+    [ -f "$parts/$f" ] || die "$parts/$f missing: the releases are derived from 'make image' (run it again)"
+done
+[ -f "$pcr_key" ] || die "no PCR key at $pcr_key (give PCR_KEY=, the key the image was built with)"
+t0=$SECONDS
+unsquashfs -no-progress -quiet -d "$run/tree" "$parts/root.squashfs" >/dev/null || die "unsquashfs failed"
+release() { # VERSION: $run/rel/lockstep-VERSION.{raw,efi,manifest.json} from $run/tree
+    local v=$1 d=$run/rel-$1
+    mkdir -p "$d/parts" "$run/rel"
+    sed -i --follow-symlinks "s/^IMAGE_VERSION=.*/IMAGE_VERSION=$v/" "$run/tree/etc/os-release"
+    sed "s/^IMAGE_VERSION=.*/IMAGE_VERSION=$v/" "$parts/os-release" >"$d/os-release"
+    mksquashfs "$run/tree" "$d/parts/root.squashfs" -comp zstd -noappend -no-progress -quiet -processors 2 >/dev/null
+    local rh
+    rh=$(veritysetup format "$d/parts/root.squashfs" "$d/parts/root.verity" | sed -n 's/^Root hash:[[:space:]]*//p')
+    [ ${#rh} = 64 ] || die "veritysetup gave no root hash for $v"
+    printf '%s' "$rh" >"$d/parts/roothash"
+    sed "s/lockstep\.roothash=[0-9a-f]*/lockstep.roothash=$rh/" "$parts/cmdline" >"$d/cmdline"
+    local pcr11
+    pcr11=$(SOURCE_DATE_EPOCH=$epoch SB_KEY=$sb_key SB_CERT=$sb_cert "$here/uki.sh" "$parts/linuxx64.efi.stub" \
+        "$parts/vmlinuz" "$d/os-release" "$d/cmdline" "$parts/initrd" "$pcr_key" "$d/parts/lockstep.efi") \
+        || die "uki.sh failed for $v"
+    cp "$parts/parts/BOOTX64.EFI" "$d/parts/BOOTX64.EFI"
+    NAME=lockstep-$v VERSION=$v VARIANT=$variant "$here/assemble.sh" "$d/parts" "$run/rel/lockstep-$v.raw" >"$d/slot.json" \
+        || die "assemble.sh failed for $v"
+    cp "$d/parts/lockstep.efi" "$run/rel/lockstep-$v.efi"
+    python3 - "$MANIFEST" "$run/rel/lockstep-$v.manifest.json" "$v" "$rh" "$pcr11" "$d/slot.json" "$d/cmdline" "$run/rel/lockstep-$v.raw" <<'PY'
+import hashlib, json, os, sys
+src, dst, v, rh, pcr11, slot, cmdline, raw = sys.argv[1:9]
+m = json.load(open(src))
+h = hashlib.sha256()
+with open(raw, "rb") as f:
+    for b in iter(lambda: f.read(1 << 20), b""):
+        h.update(b)
+m.update(name=f"lockstep-{v}", version=v, root_hash=rh, tpm_pcr11_sha256=pcr11, slot=json.load(open(slot)),
+         kernel_cmdline=open(cmdline).read(), image=os.path.basename(raw), image_sha256=h.hexdigest(),
+         image_bytes=os.path.getsize(raw))
+json.dump(m, open(dst, "w"), indent=2, sort_keys=True)
+PY
+    rm -rf "$d"
+}
+v2=$v1.2
+v3=$v1.3
+release "$v2"
+printf '#!/bin/sh\necho "lockstepd: this test release is broken on purpose" >&2\nexit 1\n' >"$run/tree/usr/bin/lockstepd"
+release "$v3"
+rm -rf "$run/tree"
+say "releases $v2 and $v3 (broken) derived from this image in $((SECONDS - t0)) s"
+
+# v2, pushed by the fleet: written into slot B, installed, booted; the node
+# comes back as the same node, its boot counted and then blessed.
+"$fleet_bin" --dir "$run/fleet" accept-image "$run/rel/lockstep-$v2.manifest.json" >&2 || die "accept-image $v2 failed"
+t0=$SECONDS
+"$fleet_bin" --dir "$run/fleet" image push "$run/rel/lockstep-$v2.raw" "$key" >"$run/push-v2.txt" 2>&1 \
+    || { cat "$run/push-v2.txt" >&2; die "lockstep-fleet image push $v2 failed"; }
+update_s=$((SECONDS - t0))
+grep -a "healthy\|node" "$run/push-v2.txt" | tail -n 4 >&2
+this_boot() { awk '/lockstep-boot: root/ {b = ""} {b = b $0 "\n"} END {printf "%s", b}' "$console"; }
+for _ in $(seq 300); do this_boot | grep -aq "lockstep-health: healthy" && break; sleep 1; done
+this_boot | grep -aq "lockstep-health: healthy" || die "v2 did not report a healthy boot (self-test passed, serving)"
+this_boot | grep -aq "lockstep-boot: slot b, version $v2 " || die "the node does not run $v2 from slot b"
+say "$(this_boot | grep -a "lockstep-health: healthy" | tail -n 1 | tr -d '\r')"
+node=$(sed -n 's/.*lockstepd listening on [^ ]* as \([A-Za-z0-9+/=]*\).*/\1/p' "$console" | tail -n 1)
+[ "$node" = "$key" ] || die "after the update the node id is $node, not $key"
+"$lockstep" attest --node "127.0.0.1:$port" --node-key "$key" --ek-roots "$run/ek-roots.pem" \
+    --accept-manifest "$run/rel/lockstep-$v2.manifest.json" >/dev/null \
+    || die "v2's quote does not show the PCR 11 its manifest predicts"
+"$fleet_bin" --dir "$run/fleet" list >"$run/list-v2.txt" || die "lockstep-fleet list failed"
+grep -q -- "$v2" "$run/list-v2.txt" || { cat "$run/list-v2.txt" >&2; die "lockstep-fleet list does not show $v2"; }
+cat "$run/list-v2.txt" >&2
+say "update to $v2 pushed and healthy in ${update_s} s: slot b, same node id, same enrolment, the quote shows $v2's PCR 11"
+
+# Refused by the node: an older (signed) release.
+if "$fleet_bin" --dir "$run/fleet" image push "$IMAGE" "$key" --version 1 >"$run/push-old.txt" 2>&1; then
+    cat "$run/push-old.txt" >&2; die "the node installed an older update"
+fi
+grep -qi "not newer\|floor\|older" "$run/push-old.txt" || { cat "$run/push-old.txt" >&2; die "the downgrade was refused, but not for its version"; }
+say "downgrade refused by the node: $(grep -i "not newer\|floor\|older" "$run/push-old.txt" | tail -n 1 | cut -c1-200)"
+
+# v3 is broken: it uses up its boot tries, and systemd-boot returns to v2.
+t0=$SECONDS
+if "$fleet_bin" --dir "$run/fleet" image push "$run/rel/lockstep-$v3.raw" "$key" >"$run/push-v3.txt" 2>&1; then
+    cat "$run/push-v3.txt" >&2; die "the push of the broken $v3 reported success"
+fi
+rollback_s=$((SECONDS - t0))
+grep -q "ROLLED BACK" "$run/push-v3.txt" || { cat "$run/push-v3.txt" >&2; die "the push of $v3 failed, but not with a rollback"; }
+say "$(grep "ROLLED BACK" "$run/push-v3.txt" | tail -n 1 | cut -c1-200)"
+grep -aq "lockstep-health: BOOT UNHEALTHY" "$console" || die "no unhealthy boot on the console"
+this_boot | grep -aq "lockstep-boot: slot b, version $v2 .*ROLLED BACK from $v3" \
+    || die "the node does not report running $v2 in slot b after a rollback from $v3"
+node=$(sed -n 's/.*lockstepd listening on [^ ]* as \([A-Za-z0-9+/=]*\).*/\1/p' "$console" | tail -n 1)
+[ "$node" = "$key" ] || die "after the rollback the node id is $node, not $key"
+"$lockstep" status --node "127.0.0.1:$port" --node-key "$key" >/dev/null || die "the node does not serve after the rollback"
+say "broken $v3 rolled back to $v2 in ${rollback_s} s ($(grep -ac "lockstep-health: BOOT UNHEALTHY" "$console") unhealthy boots), same node id, serving"
 stop_vm
+MTOOLS_SKIP_CHECK=1 mdir -b -i "$disk@@$(esp_offset "$disk")" ::/EFI/Linux >"$run/esp-linux.txt"
+grep -q "lockstep-$v2.efi" "$run/esp-linux.txt" || { cat "$run/esp-linux.txt" >&2; die "v2's UKI was not blessed (renamed without its boot counter)"; }
+grep -q "lockstep-$v3+0-" "$run/esp-linux.txt" || { cat "$run/esp-linux.txt" >&2; die "v3's UKI does not show its tries used up"; }
+say "ESP: $(tr '\n' ' ' <"$run/esp-linux.txt" | sed 's|::/EFI/Linux/||g')"
 
 # 3. The same disk in another machine: TPM B cannot unseal.
 refuses "$disk" "$run/console-other-tpm.log" B "same disk, other TPM"
 
-# 4. A modified UKI on TPM A: one changed byte in its command line.
-uki=EFI/Linux/$(basename "$IMAGE" .raw).efi
+# 4. A modified UKI on TPM A: one changed byte in its command line, signed
+# again for Secure Boot (whoever holds the Secure Boot key but not the PCR
+# key): it boots, and cannot unseal.
+uki=EFI/Linux/lockstep-$v2.efi
 esp_get "$disk" "$uki" "$run/uki-orig.efi" || die "no UKI at $uki on the ESP"
-cp "$run/uki-orig.efi" "$run/uki.efi"
-python3 - "$run/uki.efi" <<'PY'
+python3 - "$run/uki-orig.efi" "$run/uki-unsigned.efi" <<'PY'
 import sys
-p = sys.argv[1]
-d = open(p, "rb").read()
+d = open(sys.argv[1], "rb").read()
 assert d.count(b"loglevel=4") == 1, "no unique loglevel=4 in the UKI's command line"
-open(p, "wb").write(d.replace(b"loglevel=4", b"loglevel=5"))
+open(sys.argv[2], "wb").write(d.replace(b"loglevel=4", b"loglevel=5"))
 PY
+sbsign --key "$sb_key" --cert "$sb_cert" --output "$run/uki.efi" "$run/uki-unsigned.efi" 2>/dev/null \
+    || die "sbsign could not re-sign the modified UKI"
 moddisk=$run/modified-uki.raw
 cp --sparse=always "$disk" "$moddisk"
 esp_put "$moddisk" "$run/uki.efi" "$uki"
-refuses "$moddisk" "$run/console-modified-uki.log" A "modified UKI (its command line)"
+refuses "$moddisk" "$run/console-modified-uki.log" A "modified UKI (its command line), re-signed for Secure Boot"
 rm -f "$moddisk"
-
-# 4b. The next release: the same change, but the UKI made by uki.sh and its
-# PCR 11 signed with the image's PCR key, as a future image would be. The
-# node unseals the same key: same node id, same operators.
-variant=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["variant"])' "$MANIFEST")
-epoch=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["source_date_epoch"])' "$MANIFEST")
-parts=$OUT/work-$variant
-pcr_key=${PCR_KEY:-$OUT/dev-pcr.key}
-for f in linuxx64.efi.stub vmlinuz os-release cmdline initrd; do
-    [ -f "$parts/$f" ] || die "$parts/$f missing: the UKI's parts come from 'make image' (run it again)"
-done
-[ -f "$pcr_key" ] || die "no PCR key at $pcr_key (give PCR_KEY=, the key the image was built with)"
-# The parts must be this image's: rebuilt, they give its UKI byte for byte.
-SOURCE_DATE_EPOCH=$epoch "$here/uki.sh" "$parts/linuxx64.efi.stub" "$parts/vmlinuz" "$parts/os-release" \
-    "$parts/cmdline" "$parts/initrd" "$pcr_key" "$run/uki-rebuilt.efi" >/dev/null
-cmp -s "$run/uki-rebuilt.efi" "$run/uki-orig.efi" \
-    || die "the UKI rebuilt from $parts differs from the image's: the parts are not this image's"
-sed 's/loglevel=4/loglevel=5/' "$parts/cmdline" >"$run/cmdline-next"
-pcr11_next=$(SOURCE_DATE_EPOCH=$epoch "$here/uki.sh" "$parts/linuxx64.efi.stub" "$parts/vmlinuz" \
-    "$parts/os-release" "$run/cmdline-next" "$parts/initrd" "$pcr_key" "$run/uki-next.efi")
-nextdisk=$run/next-release.raw
-cp --sparse=always "$disk" "$nextdisk"
-esp_put "$nextdisk" "$run/uki-next.efi" "$uki"
-port=$(free_udp_port)
-serve "$nextdisk" "$run/console-next.log" "$port" A
-[ "$node" = "$key" ] || die "the re-signed UKI gave another node id ($node)"
-python3 - "$MANIFEST" "$pcr11_next" "$run/next.manifest.json" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-m["name"] += "-next"; m["tpm_pcr11_sha256"] = sys.argv[2]
-json.dump(m, open(sys.argv[3], "w"))
-PY
-if "$lockstep" attest --node "127.0.0.1:$port" --node-key "$key" --ek-roots "$run/ek-roots.pem" \
-    --accept-manifest "$MANIFEST" >"$run/attest-next-old.txt" 2>&1; then
-    die "the next release attested as the old one"
-fi
-"$lockstep" attest --node "127.0.0.1:$port" --node-key "$key" --ek-roots "$run/ek-roots.pem" \
-    --accept-manifest "$run/next.manifest.json" >/dev/null \
-    || die "the next release's quote does not show the PCR 11 uki.sh predicted ($pcr11_next)"
-stop_vm
-rm -f "$nextdisk"
-say "next release (command line changed, PCRs 11+12 re-signed with the PCR key): unsealed, same node id, quote shows the predicted PCR 11 $pcr11_next"
 
 # 5. A fresh image on TPM B: another machine, another identity.
 diskb=$run/disk-b.raw
@@ -403,7 +508,7 @@ bad=$run/tampered.raw
 cp --sparse=always "$IMAGE" "$bad"
 read -r root_start root_size < <(sfdisk --json "$bad" 2>/dev/null | python3 -c '
 import json, sys
-p = [p for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p.get("name") == "lockstep-root"][0]
+p = [p for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p.get("name") == "lockstep-root-a"][0]
 print(p["start"], p["size"])')
 offset=$(( root_start * 512 + root_size * 512 / 2 + 12345 ))
 python3 - "$bad" "$offset" <<'EOF'
@@ -412,7 +517,7 @@ path, off = sys.argv[1], int(sys.argv[2])
 with open(path, "r+b") as f:
     f.seek(off); b = f.read(1); f.seek(off); f.write(bytes([b[0] ^ 0x01]))
 EOF
-say "flipped one byte at offset $offset (inside lockstep-root)"
+say "flipped one byte at offset $offset (inside lockstep-root-a)"
 console=$run/console-tampered.log
 boot "$bad" "$console" "$(free_udp_port)" B
 if wait_for "lockstepd listening on" "$console" $((boot_limit / 2)); then
@@ -422,4 +527,23 @@ grep -aq "ROOT VERIFICATION FAILED" "$console" \
     || { tail -n 30 "$console" >&2; die "the tampered image did not report a verity failure (console above)"; }
 stop_vm
 say "tampered root refused: dm-verity verification failed, lockstepd never started"
+# 7. Secure Boot: the same UKI, not signed, is refused by the firmware:
+# nothing of it runs (no initramfs line ever reaches the console).
+sbdisk=$run/unsigned.raw
+cp --sparse=always "$IMAGE" "$sbdisk"
+esp_get "$sbdisk" "EFI/Linux/lockstep-$v1.efi" "$run/uki-v1.efi" || die "no UKI on the fresh image's ESP"
+sbattach --remove "$run/uki-v1.efi" >/dev/null 2>&1 || die "the image's UKI has no Secure Boot signature to remove"
+esp_put "$sbdisk" "$run/uki-v1.efi" "EFI/Linux/lockstep-$v1.efi"
+console=$run/console-unsigned.log
+boot "$sbdisk" "$console" "$(free_udp_port)" B
+sb_wait=$((boot_limit / 5))
+wait_for "Error loading .*lockstep-.*: \(Access Denied\|Security Violation\)" "$console" "$sb_wait" || true
+grep -aq "Error loading .*lockstep-.*: \(Access Denied\|Security Violation\)" "$console" \
+    || { tail -n 20 "$console" | tr -d '\r' >&2; die "the firmware did not refuse the UKI without a Secure Boot signature"; }
+if grep -aq "lockstep: \|lockstep-boot\|lockstepd listening" "$console"; then
+    die "a UKI without a Secure Boot signature ran"
+fi
+stop_vm
+say "UKI without a Secure Boot signature refused by the firmware: $(grep -ao "Error loading .*lockstep-.*: \(Access Denied\|Security Violation\)" "$console" | head -n 1 | tr -d '\r')"
+rm -f "$sbdisk"
 say "PASS"

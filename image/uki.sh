@@ -11,8 +11,11 @@
 #
 #   uki.sh STUB LINUX OSREL CMDLINE INITRD PCR_KEY OUT
 #
+# With SB_KEY and SB_CERT (PEM) in the environment, OUT is signed for
+# Secure Boot with sbsign (docs/updates.md, "Secure Boot"); PCR 11 is
+# predicted over the sections, which the signature does not change.
 # Prints the predicted PCR 11 (SHA-256 bank, hex) on stdout. Equal inputs
-# and SOURCE_DATE_EPOCH give an equal UKI.
+# and SOURCE_DATE_EPOCH give an equal unsigned UKI.
 set -euo pipefail
 die() { echo "uki: $*" >&2; exit 2; }
 [ $# = 7 ] || die "usage: uki.sh STUB LINUX OSREL CMDLINE INITRD PCR_KEY OUT"
@@ -109,4 +112,11 @@ for (w,) in struct.iter_unpack("<H", bytes(d) + b"\0" * (len(d) % 2)):
 struct.pack_into("<I", d, ck, (total + len(raw)) & 0xFFFFFFFF)
 open(path, "wb").write(d)
 PY
+if [ -n "${SB_KEY:-}" ] || [ -n "${SB_CERT:-}" ]; then
+    [ -f "${SB_KEY:-}" ] && [ -f "${SB_CERT:-}" ] || die "SB_KEY and SB_CERT must both name files"
+    command -v sbsign >/dev/null || die "sbsign is missing (make image-deps installs sbsigntool)"
+    sbsign --key "$SB_KEY" --cert "$SB_CERT" --output "$out.signed" "$out" 2>"$tmp/sbsign.log" \
+        || { cat "$tmp/sbsign.log" >&2; die "sbsign could not sign $out"; }
+    mv "$out.signed" "$out"
+fi
 echo "$pcr11"
