@@ -535,6 +535,15 @@ fn run() -> Result<()> {
     // A worker panic ends the process (non-zero) after the failed jobs'
     // errors went out, so that systemd restarts the node.
     let (panic_tx, panic_rx) = smol::channel::bounded::<String>(1);
+    // A ready file left by an earlier run must not vouch for this one.
+    if let Some(path) = &args.ready_file {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!("cannot remove the old ready file {}: {e}", path.display())
+            }
+            _ => {}
+        }
+    }
     // The worker thread owns the device: open it there and report back.
     let counters = Arc::new(Counters::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

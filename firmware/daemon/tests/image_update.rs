@@ -165,15 +165,25 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Each artifact cut into wire chunks, one after the other: chunks never
+/// span two artifacts (the fleet's rule).
+fn chunked(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+    parts
+        .iter()
+        .flat_map(|p| p.chunks(lockstep_limits::WIRE_CHUNK_BYTES))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 /// One admin session: the node's info, and the reply to `action` (with
-/// `image` and the data chunks `parts`, each artifact in wire chunks that
-/// never span two artifacts). `None` for the action: only the info.
+/// `image` and the data chunks `frames`). `None` for the action: only the
+/// info.
 async fn admin(
     node: &common::Node,
     key: &SigningKey,
     action: Option<AdminAction>,
     image: Option<ImageUpload>,
-    parts: &[&[u8]],
+    frames: Vec<Vec<u8>>,
 ) -> (NodeInfo, Option<AdminReply>) {
     let conn = connect_from(node, "127.0.0.1").await.unwrap();
     let (mut send, recv) = conn.open_bi().await.unwrap();
@@ -220,15 +230,10 @@ async fn admin(
     write_frame(&mut send, &Message::AdminCommand(command).to_frame())
         .await
         .unwrap();
-    'parts: for part in parts {
-        for chunk in part.chunks(lockstep_limits::WIRE_CHUNK_BYTES) {
-            // A node that refused stops the stream: then stop sending.
-            if write_frame(&mut send, &Frame::Data(chunk.to_vec()))
-                .await
-                .is_err()
-            {
-                break 'parts;
-            }
+    for chunk in frames {
+        // A node that refused stops the stream: then stop sending.
+        if write_frame(&mut send, &Frame::Data(chunk)).await.is_err() {
+            break;
         }
     }
     let _ = send.finish();
@@ -249,6 +254,15 @@ async fn push(
     update: &SignedUpdate,
     parts: &[&[u8]],
 ) -> AdminReply {
+    push_frames(node, key, update, chunked(parts)).await
+}
+
+async fn push_frames(
+    node: &common::Node,
+    key: &SigningKey,
+    update: &SignedUpdate,
+    frames: Vec<Vec<u8>>,
+) -> AdminReply {
     let action = AdminAction::PushImage {
         image_version: update.metadata.image_version.clone(),
         version: update.metadata.version,
@@ -257,7 +271,7 @@ async fn push(
         metadata: update.bytes.clone(),
         signature: update.signature.clone(),
     };
-    admin(node, key, Some(action), Some(image), parts)
+    admin(node, key, Some(action), Some(image), frames)
         .await
         .1
         .unwrap()
@@ -309,7 +323,7 @@ fn a_signed_update_is_written_to_the_inactive_slot_and_staged() {
     let image = Image::new(1);
     let update = sign(&ab.operator, &image, 7, now() + 86_400, "lavapipe");
     smol::block_on(async {
-        let (info, _) = admin(&ab.node, &ab.operator, None, None, &[]).await;
+        let (info, _) = admin(&ab.node, &ab.operator, None, None, vec![]).await;
         assert_eq!(info.image_version, "0.1.0-abc");
         let slot = info.slot.expect("an A/B node reports its slot");
         assert_eq!(
@@ -373,7 +387,7 @@ fn a_signed_update_is_written_to_the_inactive_slot_and_staged() {
                 a.verity.sha256
             )
         );
-        let (info, _) = admin(&ab.node, &ab.operator, None, None, &[]).await;
+        let (info, _) = admin(&ab.node, &ab.operator, None, None, vec![]).await;
         let slot = info.slot.unwrap();
         assert_eq!(slot.update_floor, 7);
         assert_eq!(slot.other_version.as_deref(), Some("0.2.0-abc"));
@@ -459,6 +473,38 @@ fn refused_updates_stage_nothing_and_the_node_keeps_serving() {
             assert_nothing_staged(&ab);
         }
 
+        // A chunk that spans the UKI's end into the root, and an empty
+        // chunk: both refused, nothing staged.
+        let mut spanning = image.uki.clone();
+        spanning.push(image.root[0]);
+        let reply = push_frames(&ab.node, &ab.operator, &good, vec![spanning]).await;
+        assert!(
+            reply
+                .message
+                .starts_with("image update refused (ArtifactOverlong)")
+                && reply.message.contains("never span two artifacts"),
+            "{}",
+            reply.message
+        );
+        assert_nothing_staged(&ab);
+        let reply = push_frames(&ab.node, &ab.operator, &good, vec![vec![]]).await;
+        assert!(
+            !reply.ok && reply.message.contains("empty data chunk"),
+            "{}",
+            reply.message
+        );
+        assert_nothing_staged(&ab);
+        // The stream ends before the verity.
+        let mut short = chunked(&all);
+        short.pop();
+        let reply = push_frames(&ab.node, &ab.operator, &good, short).await;
+        assert!(
+            !reply.ok && reply.message.contains("the stream ended after"),
+            "{}",
+            reply.message
+        );
+        assert_nothing_staged(&ab);
+
         // A root larger than slot b's partition: refused before any byte
         // is read (none is sent).
         let mut big = Image::new(3);
@@ -490,7 +536,7 @@ fn refused_updates_stage_nothing_and_the_node_keeps_serving() {
             &ab.operator,
             Some(action),
             Some(image_upload),
-            &[],
+            vec![],
         )
         .await;
         let reply = reply.unwrap();
@@ -511,7 +557,7 @@ fn refused_updates_stage_nothing_and_the_node_keeps_serving() {
 
         // Still serving jobs and admin sessions, and still at floor 0.
         a_job_is_served(&ab.node, 2).await;
-        let (info, _) = admin(&ab.node, &ab.operator, None, None, &[]).await;
+        let (info, _) = admin(&ab.node, &ab.operator, None, None, vec![]).await;
         assert_eq!(info.slot.unwrap().update_floor, 0);
 
         // And the good update still goes in afterwards.
@@ -552,7 +598,48 @@ fn without_slots_or_with_a_bad_boot_info_updates_are_disabled_but_jobs_run() {
             s(&boot),
         ],
     );
+    // A valid A/B node whose state partition is below its free floor.
+    let slots = dir.path().join("slots");
+    std::fs::create_dir_all(&slots).unwrap();
+    for name in [
+        "lockstep-root-a",
+        "lockstep-verity-a",
+        "lockstep-root-b",
+        "lockstep-verity-b",
+    ] {
+        std::fs::File::create(slots.join(name))
+            .unwrap()
+            .set_len(ROOT_SLOT_BYTES)
+            .unwrap();
+    }
+    let good_boot = dir.path().join("good-boot.json");
+    std::fs::write(&good_boot, BOOT_INFO).unwrap();
+    let full = common::start(
+        &dir.path().join("s3"),
+        "cpu",
+        &[
+            "--config",
+            s(&config),
+            "--slots",
+            s(&slots),
+            "--boot-info",
+            s(&good_boot),
+            "--state-free-floor-bytes",
+            "1000000000000000000",
+        ],
+    );
     smol::block_on(async {
+        let reply = push(&full, &operator, &update, &[]).await;
+        assert!(!reply.ok);
+        assert!(
+            reply.message.starts_with("the state partition has")
+                && reply.message.contains("--state-free-floor-bytes"),
+            "{}",
+            reply.message
+        );
+        assert!(!dir.path().join("s3/update/uki.efi.tmp").exists());
+        a_job_is_served(&full, 5).await;
+
         let reply = push(&plain, &operator, &update, &[]).await;
         assert!(!reply.ok);
         assert!(
@@ -562,14 +649,14 @@ fn without_slots_or_with_a_bad_boot_info_updates_are_disabled_but_jobs_run() {
             "{}",
             reply.message
         );
-        let (info, _) = admin(&plain, &operator, None, None, &[]).await;
+        let (info, _) = admin(&plain, &operator, None, None, vec![]).await;
         assert_eq!(info.slot, None);
         a_job_is_served(&plain, 3).await;
 
         let reply = push(&bad, &operator, &update, &[]).await;
         assert!(!reply.ok);
         assert!(reply.message.contains("boot info"), "{}", reply.message);
-        let (info, _) = admin(&bad, &operator, None, None, &[]).await;
+        let (info, _) = admin(&bad, &operator, None, None, vec![]).await;
         assert_eq!(info.slot, None);
         a_job_is_served(&bad, 4).await;
     });
