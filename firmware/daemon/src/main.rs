@@ -111,6 +111,10 @@ struct Args {
     /// worker panics on the first job.
     #[arg(long, hide = true)]
     inject_worker_panic: bool,
+    /// Test builds only (this crate's `fault-injection` feature): the
+    /// start-up self-test sees one wrong bit of a matmul.
+    #[arg(long, hide = true)]
+    inject_self_test_fault: bool,
     /// An unprovisioned node (no operator pinned, none configured) trusts
     /// the first operator that enrolls within N seconds of this start; without
     /// this flag it refuses every enrolment. A flag only, never a config
@@ -382,6 +386,10 @@ fn run() -> Result<()> {
     if args.inject_worker_panic && !cfg!(feature = "fault-injection") {
         bail!("--inject-worker-panic needs a test build (cargo feature lockstep-daemon/fault-injection)");
     }
+    if args.inject_self_test_fault && !cfg!(feature = "fault-injection") {
+        bail!("--inject-self-test-fault needs a test build (cargo feature lockstep-daemon/fault-injection)");
+    }
+    let inject_self_test_fault = args.inject_self_test_fault;
     let enroll_window = match args.enroll_window_s {
         Some(0) => {
             bail!("--enroll-window-s 0 opens no window; leave the flag out, or give seconds")
@@ -582,7 +590,12 @@ fn run() -> Result<()> {
                     // The backend jobs will run on proves itself bit-exact
                     // before the node listens: an image whose driver
                     // computes something else never gets its boot blessed.
-                    let ops = match self_test::run(b.as_mut()) {
+                    let tested = if inject_self_test_fault {
+                        self_test::run(&mut self_test::OneBitOff(b.as_mut()))
+                    } else {
+                        self_test::run(b.as_mut())
+                    };
+                    let ops = match tested {
                         Ok(ops) => ops,
                         Err(e) => {
                             let _ = ready_tx.send(Err(StartError::SelfTest(e)));

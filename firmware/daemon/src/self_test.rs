@@ -39,6 +39,31 @@ pub fn run(backend: &mut dyn Backend) -> Result<usize, String> {
     Ok(count)
 }
 
+/// Test builds only (`lockstepd --inject-self-test-fault`): a backend that
+/// flips one bit of every matmul output, so that the start-up self-test's
+/// failure path can be exercised on a real process.
+pub struct OneBitOff<'a>(pub &'a mut dyn Backend);
+
+impl Backend for OneBitOff<'_> {
+    fn fingerprint(&self) -> &lockstep_backend::DeviceFingerprint {
+        self.0.fingerprint()
+    }
+
+    fn run(
+        &mut self,
+        op: &Op,
+        inputs: &[&Tensor],
+    ) -> Result<Tensor, lockstep_backend::BackendError> {
+        let mut t = self.0.run(op, inputs)?;
+        if op.name() == "matmul" {
+            if let Some(v) = t.data_mut().first_mut() {
+                *v = f32::from_bits(v.to_bits() ^ 1);
+            }
+        }
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
