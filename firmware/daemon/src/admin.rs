@@ -95,6 +95,8 @@ pub struct AdminState {
     /// One admin command at a time: two pushes racing would both pass the
     /// version check.
     busy: smol::lock::Mutex<()>,
+    /// A/B image updates: boot info, floor, `PushImage` (image_update.rs).
+    pub updates: crate::image_update::ImageUpdates,
 }
 
 impl AdminState {
@@ -110,6 +112,7 @@ impl AdminState {
         operators: Vec<NodeId>,
         chain: Option<Vec<ChainEntry>>,
         enroll_until: Option<Instant>,
+        updates: crate::image_update::ImageUpdates,
     ) -> AdminState {
         AdminState {
             key,
@@ -122,6 +125,7 @@ impl AdminState {
             operators: Mutex::new(operators),
             enroll_until,
             busy: smol::lock::Mutex::new(()),
+            updates,
         }
     }
 
@@ -501,7 +505,7 @@ fn node_info(shared: &Shared) -> NodeInfo {
         bundle_id: active.bundle_id,
         trusted_operators: admin.trusted().iter().map(|k| k.to_base64()).collect(),
         key_protection: admin.key_protection,
-        slot: None,
+        slot: admin.updates.slot_info(),
     }
 }
 
@@ -571,11 +575,28 @@ async fn execute(
             )
             .await
         }
-        AdminAction::PushImage { .. } => {
+        AdminAction::PushImage {
+            image_version,
+            version,
+        } => {
             if !is_trusted {
                 return Err(untrusted(&operator, &trusted));
             }
-            Err("this node does not install image updates yet".into())
+            let outcome = crate::image_update::push(
+                reader,
+                &admin.updates,
+                &trusted,
+                command.image,
+                &image_version,
+                version,
+            )
+            .await;
+            if outcome.is_err() {
+                // The rest of a refused image is not wanted: stop it, so
+                // the fleet stops sending and reads the refusal.
+                reader.stop();
+            }
+            outcome
         }
     }
 }

@@ -20,6 +20,7 @@ mod certification;
 mod certify_stream;
 mod connection;
 mod evidence;
+mod image_update;
 mod retention;
 mod self_test;
 mod stream;
@@ -110,6 +111,10 @@ struct Args {
     /// worker panics on the first job.
     #[arg(long, hide = true)]
     inject_worker_panic: bool,
+    /// Test builds only (this crate's `fault-injection` feature): the
+    /// start-up self-test sees one wrong bit of a matmul.
+    #[arg(long, hide = true)]
+    inject_self_test_fault: bool,
     /// An unprovisioned node (no operator pinned, none configured) trusts
     /// the first operator that enrolls within N seconds of this start; without
     /// this flag it refuses every enrolment. A flag only, never a config
@@ -143,6 +148,25 @@ struct Args {
     /// device:/dev/tpmrm0.
     #[arg(long, value_name = "TCTI")]
     tpm_tcti: Option<String>,
+    /// A/B image: the directory of the slots' partitions by label
+    /// (DIR/lockstep-root-a, lockstep-verity-a, lockstep-root-b,
+    /// lockstep-verity-b; the image passes /dev/disk/by-partlabel). Image
+    /// updates are written to the inactive slot's. A flag only, never a
+    /// config key: whoever writes the ESP must not choose which devices
+    /// lockstepd writes.
+    #[arg(long, value_name = "DIR")]
+    slots: Option<PathBuf>,
+    /// A/B image: the JSON the image writes at boot (slot, variant,
+    /// image_version, rolled_back_from, other_version). Image updates are
+    /// enabled only with both --slots and a valid --boot-info; a bad file
+    /// disables them (logged), it never stops the node.
+    #[arg(long, value_name = "PATH")]
+    boot_info: Option<PathBuf>,
+    /// Written (atomically, one line) once lockstepd listens and its
+    /// start-up self-test passed: the image's boot-health check waits for
+    /// it before it blesses the boot.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -231,7 +255,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lockstepd: {e:#}");
-            let code = if e.is::<WorkerPanicked>() { 1 } else { 2 };
+            let code = if e.is::<WorkerPanicked>() || e.is::<SelfTestFailed>() {
+                1
+            } else {
+                2
+            };
             std::process::ExitCode::from(code)
         }
     }
@@ -358,6 +386,10 @@ fn run() -> Result<()> {
     if args.inject_worker_panic && !cfg!(feature = "fault-injection") {
         bail!("--inject-worker-panic needs a test build (cargo feature lockstep-daemon/fault-injection)");
     }
+    if args.inject_self_test_fault && !cfg!(feature = "fault-injection") {
+        bail!("--inject-self-test-fault needs a test build (cargo feature lockstep-daemon/fault-injection)");
+    }
+    let inject_self_test_fault = args.inject_self_test_fault;
     let enroll_window = match args.enroll_window_s {
         Some(0) => {
             bail!("--enroll-window-s 0 opens no window; leave the flag out, or give seconds")
@@ -369,6 +401,10 @@ fn run() -> Result<()> {
         n => n.map(Duration::from_secs),
     };
     let started = Instant::now();
+    let state_free_floor = args
+        .state_free_floor_bytes
+        .or(file.state_free_floor_bytes)
+        .unwrap_or(lockstep_limits::DEFAULT_STATE_FREE_FLOOR_BYTES);
     let retention = Arc::new(retention::Retention::open(
         &state,
         Duration::from_secs(
@@ -379,10 +415,20 @@ fn run() -> Result<()> {
         args.retention_bytes
             .or(file.retention_bytes)
             .unwrap_or(lockstep_limits::DEFAULT_RETENTION_BYTES),
-        args.state_free_floor_bytes
-            .or(file.state_free_floor_bytes)
-            .unwrap_or(lockstep_limits::DEFAULT_STATE_FREE_FLOOR_BYTES),
+        state_free_floor,
     )?);
+    let updates = image_update::ImageUpdates::open(
+        &state,
+        args.slots.clone(),
+        args.boot_info.as_deref(),
+        state_free_floor,
+    );
+    // The config's image_version wins; an A/B image states its own.
+    let image_version = file
+        .image_version
+        .clone()
+        .or_else(|| updates.boot().map(|b| b.image_version.clone()))
+        .unwrap_or_else(|| format!("dev (lockstepd {})", env!("CARGO_PKG_VERSION")));
     let memory_budget = args
         .memory_budget_bytes
         .or(file.memory_budget_bytes)
@@ -497,6 +543,15 @@ fn run() -> Result<()> {
     // A worker panic ends the process (non-zero) after the failed jobs'
     // errors went out, so that systemd restarts the node.
     let (panic_tx, panic_rx) = smol::channel::bounded::<String>(1);
+    // A ready file left by an earlier run must not vouch for this one.
+    if let Some(path) = &args.ready_file {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!("cannot remove the old ready file {}: {e}", path.display())
+            }
+            _ => {}
+        }
+    }
     // The worker thread owns the device: open it there and report back.
     let counters = Arc::new(Counters::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -531,25 +586,50 @@ fn run() -> Result<()> {
                     .map_err(|e| e.to_string()),
             };
             match backend {
-                Ok(b) => {
+                Ok(mut b) => {
+                    // The backend jobs will run on proves itself bit-exact
+                    // before the node listens: an image whose driver
+                    // computes something else never gets its boot blessed.
+                    let tested = if inject_self_test_fault {
+                        self_test::run(&mut self_test::OneBitOff(b.as_mut()))
+                    } else {
+                        self_test::run(b.as_mut())
+                    };
+                    let ops = match tested {
+                        Ok(ops) => ops,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(StartError::SelfTest(e)));
+                            return;
+                        }
+                    };
                     ctx.certification
                         .set_device(lockstep_certify::DeviceIdentity::of(b.fingerprint()));
                     let record = worker::device_record(b.fingerprint());
                     let _ = ready_tx.send(Ok((
                         b.fingerprint().name.clone(),
                         admin::device_fingerprint(&record),
+                        ops,
                     )));
                     worker::run(&QUEUE, b, ctx);
                 }
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+                    let _ = ready_tx.send(Err(StartError::Open(e)));
                 }
             }
         })?;
-    let (device_name, device_fingerprint) = ready_rx
+    let (device_name, device_fingerprint, self_test_ops) = match ready_rx
         .recv()
         .context("the GPU worker stopped while opening the device")?
-        .map_err(anyhow::Error::msg)?;
+    {
+        Ok(ready) => ready,
+        Err(StartError::Open(e)) => bail!(e),
+        Err(StartError::SelfTest(e)) => return Err(SelfTestFailed(e).into()),
+    };
+    // stdout carries only the "listening" line (scripts read one line and
+    // may close the pipe); the console and the journal get this one.
+    eprintln!(
+        "lockstepd self-test passed ({self_test_ops} ops bit-exact against the CPU reference)"
+    );
 
     let verdict = certification.verdict(&bundle_id);
     if certification.uncertified_override {
@@ -565,6 +645,18 @@ fn run() -> Result<()> {
     tracing::info!(node = %node_id, device = %device_name, bundle = %bundle_id, "serving");
     // Tests and scripts read the bound address from this line.
     println!("lockstepd listening on {local} as {node_id}");
+    if let Some(path) = &args.ready_file {
+        image_update::write_atomic(
+            path,
+            format!("serving {image_version}; self-test passed\n").as_bytes(),
+        )
+        .with_context(|| {
+            format!(
+                "cannot write the ready file {}: the boot-health check would never see this node ready",
+                path.display()
+            )
+        })?;
+    }
 
     let shared = Arc::new(Shared {
         queue: &QUEUE,
@@ -582,13 +674,12 @@ fn run() -> Result<()> {
             key.clone(),
             key_protection,
             state.clone(),
-            file.image_version
-                .clone()
-                .unwrap_or_else(|| format!("dev (lockstepd {})", env!("CARGO_PKG_VERSION"))),
+            image_version.clone(),
             device_fingerprint,
             operators,
             chain,
             enroll_until,
+            updates,
         )),
         retention,
         budgets: budgets.clone(),
@@ -698,6 +789,21 @@ fn run() -> Result<()> {
 #[derive(Debug, thiserror::Error)]
 #[error("the GPU worker panicked ({0}); exiting so that the node restarts")]
 struct WorkerPanicked(String);
+
+/// Why the worker could not start serving.
+enum StartError {
+    /// The backend did not open.
+    Open(String),
+    /// The backend opened but failed the start-up self-test.
+    SelfTest(String),
+}
+
+/// The start-up self-test failed: a machine or image problem (exit 1); the
+/// image's boot-health check sees the daemon failing and does not bless
+/// the boot.
+#[derive(Debug, thiserror::Error)]
+#[error("the start-up self-test of the backend failed ({0}); this node's device or driver does not compute bit-exact results: not serving")]
+struct SelfTestFailed(String);
 
 /// Trusted certifier keys (config, then flags), the --uncertified override,
 /// and the load backend a remote suite run uses.

@@ -84,7 +84,7 @@ pub struct Retention {
 }
 
 /// Free bytes an unprivileged writer may still use on `dir`'s filesystem.
-fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

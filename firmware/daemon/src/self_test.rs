@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use lockstep_backend::{Backend, CpuBackend, Op};
 use lockstep_tensor::{Fill, Tensor};
 
-/// Runs the fixed ops; the error names the first op that differs.
-pub fn run(backend: &mut dyn Backend) -> Result<(), String> {
+/// Runs the fixed ops; the number of ops that matched bit for bit, or an
+/// error naming the first op that differs.
+pub fn run(backend: &mut dyn Backend) -> Result<usize, String> {
     let mut reference = CpuBackend::new();
     let t = |shape: Vec<usize>, seed| {
         Tensor::filled(shape, seed, Fill::Uniform).expect("small fixed shapes")
@@ -22,6 +23,7 @@ pub fn run(backend: &mut dyn Backend) -> Result<(), String> {
         ("add", vec![&a, &c]),
         ("gelu", vec![&a]),
     ];
+    let count = cases.len();
     for (name, inputs) in cases {
         let op = Op::parse(name, &BTreeMap::new()).map_err(|e| e.to_string())?;
         let want = reference.run(&op, &inputs).map_err(|e| e.to_string())?;
@@ -34,7 +36,32 @@ pub fn run(backend: &mut dyn Backend) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(count)
+}
+
+/// Test builds only (`lockstepd --inject-self-test-fault`): a backend that
+/// flips one bit of every matmul output, so that the start-up self-test's
+/// failure path can be exercised on a real process.
+pub struct OneBitOff<'a>(pub &'a mut dyn Backend);
+
+impl Backend for OneBitOff<'_> {
+    fn fingerprint(&self) -> &lockstep_backend::DeviceFingerprint {
+        self.0.fingerprint()
+    }
+
+    fn run(
+        &mut self,
+        op: &Op,
+        inputs: &[&Tensor],
+    ) -> Result<Tensor, lockstep_backend::BackendError> {
+        let mut t = self.0.run(op, inputs)?;
+        if op.name() == "matmul" {
+            if let Some(v) = t.data_mut().first_mut() {
+                *v = f32::from_bits(v.to_bits() ^ 1);
+            }
+        }
+        Ok(t)
+    }
 }
 
 #[cfg(test)]

@@ -399,6 +399,7 @@ fn a_build_without_the_test_feature_refuses_fault_injection() {
     for flags in [
         &["--inject-fault", "op=0"][..],
         &["--inject-worker-panic"][..],
+        &["--inject-self-test-fault"][..],
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
             .args([
@@ -464,6 +465,46 @@ fn a_worker_panic_fails_the_job_and_ends_the_process_non_zero() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(1), "exit status {status:?}");
+}
+
+/// A backend that fails the start-up self-test: lockstepd exits 1 with
+/// one line naming the op, never listens, and writes no ready file (the
+/// image's boot-health check then does not bless the boot).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_failed_start_up_self_test_exits_1_without_a_ready_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    std::fs::write(&ready, "serving old; self-test passed\n").unwrap();
+    let o = lockstepd(
+        &[
+            "--file-key",
+            "--uncertified",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+            "--state",
+            s(&dir.path().join("state")),
+            "--ready-file",
+            s(&ready),
+            "--inject-self-test-fault",
+        ],
+        &[],
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(!o.stdout.contains("listening"), "{}", o.stdout);
+    let last = o.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("lockstepd: the start-up self-test of the backend failed")
+            && last.contains("matmul"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !ready.exists(),
+        "a stale ready file vouches for a failed start"
+    );
 }
 
 fn lockstepd(args: &[&str], env: &[(&str, &Path)]) -> Out {

@@ -434,3 +434,16 @@ pub const MAX_UPDATE_VALIDITY_S: u64 = 30 * 24 * 60 * 60;
 /// Largest minisign signature file of update metadata a node reads (four
 /// lines: about 300 bytes and the trusted comment).
 pub const MAX_UPDATE_SIGNATURE_BYTES: usize = 4096;
+
+/// Largest boot-info file (`lockstepd --boot-info`: the slot, variant and
+/// image version the image writes at boot) a node reads; a real one is
+/// about 150 bytes.
+pub const MAX_BOOT_INFO_BYTES: usize = 4096;
+
+/// Largest `STATE/update/floor` a node reads: one decimal `u64` (at most
+/// 20 digits) and a newline.
+pub const MAX_UPDATE_FLOOR_FILE_BYTES: usize = 64;
+
+/// Longest slot, variant or image version named in a boot-info file or in
+/// `STATE/update/pending.env` (bytes of `[A-Za-z0-9._+-]`).
+pub const MAX_SLOT_TEXT_BYTES: usize = 128;

@@ -164,6 +164,13 @@ pub struct BundleUpload {
 /// minisign signature inline; the slot parts follow as data chunks, in
 /// this order: the UKI, the root, the verity hash tree, each exactly as
 /// long as the metadata says.
+///
+/// Chunk rule: a data chunk never spans two artifacts (each artifact's
+/// last chunk ends exactly at its announced length; the next artifact
+/// starts in a new chunk), and no chunk is empty. A node refuses a chunk
+/// that crosses an artifact's end (`ArtifactOverlong`) or is empty. The
+/// fleet sends each artifact cut into `WIRE_CHUNK_BYTES` chunks, one
+/// artifact after the other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageUpload {
     pub metadata: Vec<u8>,
