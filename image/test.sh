@@ -343,7 +343,7 @@ release() { # VERSION: $run/rel/lockstep-VERSION.{raw,efi,manifest.json} from $r
     mkdir -p "$d/parts" "$run/rel"
     sed -i --follow-symlinks "s/^IMAGE_VERSION=.*/IMAGE_VERSION=$v/" "$run/tree/etc/os-release"
     sed "s/^IMAGE_VERSION=.*/IMAGE_VERSION=$v/" "$parts/os-release" >"$d/os-release"
-    mksquashfs "$run/tree" "$d/parts/root.squashfs" -comp zstd -noappend -no-progress -quiet -processors 2 >/dev/null
+    mksquashfs "$run/tree" "$d/parts/root.squashfs" -comp zstd -Xcompression-level 3 -noappend -no-progress -quiet -processors 2 >/dev/null
     local rh
     rh=$(veritysetup format "$d/parts/root.squashfs" "$d/parts/root.verity" | sed -n 's/^Root hash:[[:space:]]*//p')
     [ ${#rh} = 64 ] || die "veritysetup gave no root hash for $v"
