@@ -675,6 +675,83 @@ mod tests {
     }
 
     #[test]
+    fn inventories_from_before_image_updates_load_and_record_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INVENTORY_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..4] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute(
+                "INSERT INTO nodes VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 0, 'dev', 0, NULL, 't',
+                 NULL, 'file', NULL, NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        let old = inv.get("RWQold").unwrap().unwrap();
+        assert_eq!(
+            (old.slot, old.update_floor, old.last_update),
+            (None, None, None)
+        );
+        assert_eq!(inv.last_update_version().unwrap(), None);
+        let slot = lockstep_protocol::admin::SlotInfo {
+            slot: "b".into(),
+            variant: "lavapipe".into(),
+            update_floor: 3,
+            rolled_back_from: None,
+            other_version: Some("dev".into()),
+        };
+        inv.set_image(
+            "RWQold",
+            &ImageState {
+                image_version: Some("0.2.0"),
+                slot: Some(&slot),
+                outcome: "healthy",
+                version: 3,
+            },
+            "t2",
+        )
+        .unwrap();
+        inv.add_image_update(&ImageUpdate {
+            version: 3,
+            name: "lockstep-0.2.0".into(),
+            image_version: "0.2.0".into(),
+            target: "lavapipe".into(),
+            dir: "/f/updates/3".into(),
+            signed_at: "t2".into(),
+        })
+        .unwrap();
+        let n = inv.get("RWQold").unwrap().unwrap();
+        assert_eq!(n.image_version, "0.2.0");
+        assert_eq!(n.slot.as_deref(), Some("b"));
+        assert_eq!(n.update_floor, Some(3));
+        assert_eq!(n.last_update.as_deref(), Some("healthy"));
+        assert_eq!(n.last_update_version, Some(3));
+        assert_eq!(inv.last_update_version().unwrap(), Some(3));
+        // A timeout records the outcome and keeps what the node last said.
+        inv.set_image(
+            "RWQold",
+            &ImageState {
+                image_version: None,
+                slot: None,
+                outcome: "timed-out",
+                version: 4,
+            },
+            "t3",
+        )
+        .unwrap();
+        let n = inv.get("RWQold").unwrap().unwrap();
+        assert_eq!(
+            (n.slot.as_deref(), n.last_update.as_deref()),
+            (Some("b"), Some("timed-out"))
+        );
+    }
+
+    #[test]
     fn nodes_enrolled_before_key_protection_are_file_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(INVENTORY_FILE);

@@ -822,6 +822,7 @@ fn image_push(
         Some(v) => v,
         None => {
             let mut floors = Vec::new();
+            let mut current = 0usize;
             for n in &targets {
                 let (addr, id) = update::node_target(n).map_err(usage)?;
                 let info = update::node_info(addr, &id)
@@ -830,6 +831,16 @@ fn image_push(
                     return Err(machine(format!("{reason}; nothing was sent")));
                 }
                 floors.push(info.slot.map_or(0, |s| s.update_floor));
+                if info.image_version == manifest.version {
+                    current += 1;
+                }
+            }
+            if current == targets.len() {
+                eprintln!(
+                    "all {current} node(s) already run image {}; nothing signed, nothing sent",
+                    manifest.version
+                );
+                return Ok(());
             }
             update::choose_version(None, fleet_last, floors)
         }

@@ -373,7 +373,17 @@ fn a_push_reaches_every_node_and_each_comes_back_healthy() {
         text.contains("slot b floor 1 last update 1 healthy"),
         "{text}"
     );
-    // Pushing the same image again: every node already runs it.
+    // Pushing the same image again: every node already runs it, so
+    // nothing is signed.
+    let out = fleet(&f, &["image", "push", image.to_str().unwrap(), "--all"]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("already run image 0.2.0-new"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!f.join("updates/2").exists());
+    // With an explicit version, each node is skipped.
     let out = fleet(
         &f,
         &[
@@ -381,8 +391,8 @@ fn a_push_reaches_every_node_and_each_comes_back_healthy() {
             "push",
             image.to_str().unwrap(),
             "--all",
-            "--poll-interval-s",
-            "1",
+            "--version",
+            "7",
         ],
     );
     ok(&out);
@@ -392,8 +402,20 @@ fn a_push_reaches_every_node_and_each_comes_back_healthy() {
         "{}",
         stderr(&out)
     );
-    // The next version goes above the fleet's last and the nodes' floors.
-    assert!(f.join("updates/2/update.json").exists());
+    // A version is signed once.
+    let out = fleet(
+        &f,
+        &[
+            "image",
+            "push",
+            image.to_str().unwrap(),
+            "--all",
+            "--version",
+            "7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("signed before"), "{}", stderr(&out));
 }
 
 #[test]
