@@ -50,6 +50,12 @@ fn stderr(out: &Output) -> String {
 enum After {
     Healthy,
     RollBack,
+    /// Refuses the update after receiving it.
+    Refuse,
+    /// Accepts it but never comes back on the new image.
+    Hang,
+    /// Not an A/B image: reports no slot.
+    NoSlot,
 }
 
 #[derive(Default)]
@@ -67,7 +73,7 @@ struct FakeNode {
     seen: Arc<Mutex<Seen>>,
 }
 
-fn info(id: &str, image_version: &str, slot: SlotInfo) -> NodeInfo {
+fn info(id: &str, image_version: &str, slot: Option<SlotInfo>) -> NodeInfo {
     NodeInfo {
         node_id: id.to_string(),
         device_fingerprint: "0".repeat(64),
@@ -79,7 +85,7 @@ fn info(id: &str, image_version: &str, slot: SlotInfo) -> NodeInfo {
         certification_report_sha256: None,
         trusted_operators: vec![],
         key_protection: lockstep_identity::KeyProtection::File,
-        slot: Some(slot),
+        slot,
     }
 }
 
@@ -141,13 +147,13 @@ fn fake_node(dir: &Path, after: After) -> FakeNode {
         let mut state = info(
             &id,
             "0.1.0-old",
-            SlotInfo {
+            (after != After::NoSlot).then(|| SlotInfo {
                 slot: "a".into(),
                 variant: "lavapipe".into(),
                 update_floor: 0,
                 rolled_back_from: None,
                 other_version: None,
-            },
+            }),
         );
         smol::block_on(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -201,7 +207,12 @@ fn fake_node(dir: &Path, after: After) -> FakeNode {
                                 s.received = vec![0; 3];
                                 s.metadata = Some(meta.clone());
                             }
-                            let result = receive_parts(&mut reader, &meta, &seen).await;
+                            let mut result = receive_parts(&mut reader, &meta, &seen).await;
+                            if after == After::Refuse && result.is_ok() {
+                                result = Err(format!(
+                                    "update {version} is not newer than this node's floor 9"
+                                ));
+                            }
                             let ok = result.is_ok();
                             let message = match result {
                                 Ok(()) => {
@@ -228,6 +239,7 @@ fn fake_node(dir: &Path, after: After) -> FakeNode {
                                         slot.rolled_back_from = Some(image_version);
                                         slot.update_floor = version;
                                     }
+                                    After::Hang | After::Refuse | After::NoSlot => {}
                                 }
                                 break;
                             }
@@ -487,4 +499,71 @@ fn bad_input_exits_2_before_any_node_is_touched() {
     assert!(stderr(&out).contains("SHA-256"), "{}", stderr(&out));
     assert_eq!(nodes[0].seen.lock().unwrap().sessions, before);
     assert!(!f.join("updates").exists());
+}
+
+#[test]
+fn a_refusal_a_timeout_or_a_node_without_slots_stops_the_rollout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (f, nodes) = setup(
+        tmp.path(),
+        &[After::Refuse, After::Hang, After::NoSlot, After::Healthy],
+    );
+    let image = fake_image(tmp.path());
+    let img = image.to_str().unwrap();
+    let last = nodes[3].seen.lock().unwrap().sessions;
+    let push = |node: &str, version: &str| {
+        fleet(
+            &f,
+            &[
+                "image",
+                "push",
+                img,
+                node,
+                &nodes[3].addr,
+                "--version",
+                version,
+                "--poll-interval-s",
+                "1",
+                "--boot-timeout-s",
+                "3",
+            ],
+        )
+    };
+    // The node's refusal, with its reason.
+    let out = push(&nodes[0].addr, "1");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the update: update 1 is not newer than this node's floor 9"),
+        "{}",
+        stderr(&out)
+    );
+    // Accepted, never back: the boot timeout.
+    let out = push(&nodes[1].addr, "2");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("within 3 s"), "{}", stderr(&out));
+    let hung = ok(&fleet(&f, &["show", &nodes[1].addr]));
+    let hung: serde_json::Value = serde_json::from_str(&hung).unwrap();
+    assert_eq!(hung["last_update"], "timed-out");
+    // Not an A/B image: refused before anything is sent; without
+    // --version, before anything is signed.
+    let out = push(&nodes[2].addr, "3");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an A/B image"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(nodes[2].seen.lock().unwrap().pushes, 0);
+    let out = fleet(&f, &["image", "push", img, &nodes[2].addr]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an A/B image"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!f.join("updates/4").exists());
+    // The node after each of them was never contacted.
+    assert_eq!(nodes[3].seen.lock().unwrap().sessions, last);
+    let text = ok(&fleet(&f, &["list"]));
+    assert!(text.contains("(no A/B slot)"), "{text}");
 }
