@@ -664,28 +664,8 @@ fn push(dir: &Path, node: Option<&str>, all: bool, bundle: Option<&Path>) -> Res
                 .dir,
         ),
     };
-    let targets: Vec<NodeRecord> = match (node, all) {
-        (Some(n), false) => {
-            let n = inv.find(n).map_err(usage)?;
-            if n.revoked_at.is_some() {
-                return Err(usage(format!(
-                    "{} is revoked; not pushing to it",
-                    n.node_id
-                )));
-            }
-            vec![n]
-        }
-        (None, true) => inv
-            .nodes()
-            .map_err(machine)?
-            .into_iter()
-            .filter(|n| n.revoked_at.is_none())
-            .collect(),
-        _ => return Err(usage("name a NODE or give --all")),
-    };
-    if targets.is_empty() {
-        return Err(usage("no (unrevoked) nodes in the inventory"));
-    }
+    let names: Vec<String> = node.map(str::to_string).into_iter().collect();
+    let targets = targets(&inv, &names, all)?;
     let upload = release::read_upload(&bundle_dir).map_err(usage)?;
     let key = operator::load(dir).map_err(usage)?;
     drop(inv);
@@ -741,7 +721,9 @@ struct PushOptions {
     poll_interval_s: u64,
 }
 
-/// The push targets: NODE... or every unrevoked node (as `bundle push`).
+/// The push targets of `bundle push` and `image push`: the named nodes
+/// (id, id prefix or inventory address), in the order given, or every
+/// unrevoked node; each reached at its inventory address.
 fn targets(inv: &Inventory, nodes: &[String], all: bool) -> Result<Vec<NodeRecord>, Failure> {
     match (nodes.is_empty(), all) {
         (false, false) => {
