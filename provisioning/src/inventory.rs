@@ -56,6 +56,24 @@ const MIGRATIONS: &[&str] = &[
     // enrolled with --allow-file-key, and for nodes enrolled before).
     "ALTER TABLE nodes ADD COLUMN attestation_sha256 TEXT;
     ALTER TABLE nodes ADD COLUMN attested_release TEXT;",
+    // 5: A/B image updates: the slot each node reports (null for nodes
+    // enrolled before, and for nodes that are not A/B images), the last
+    // image update's outcome, and every signed update version.
+    "ALTER TABLE nodes ADD COLUMN slot TEXT;
+    ALTER TABLE nodes ADD COLUMN image_variant TEXT;
+    ALTER TABLE nodes ADD COLUMN update_floor BIGINT;
+    ALTER TABLE nodes ADD COLUMN rolled_back_from TEXT;
+    ALTER TABLE nodes ADD COLUMN last_update TEXT;
+    ALTER TABLE nodes ADD COLUMN last_update_version BIGINT;
+    ALTER TABLE nodes ADD COLUMN last_update_at TEXT;
+    CREATE TABLE image_updates (
+        version BIGINT PRIMARY KEY,
+        name TEXT NOT NULL,
+        image_version TEXT NOT NULL,
+        target TEXT NOT NULL,
+        dir TEXT NOT NULL,
+        signed_at TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +122,54 @@ pub struct NodeRecord {
     pub attestation_sha256: Option<String>,
     /// The accepted image release its PCR 11 matched.
     pub attested_release: Option<String>,
+    /// The A/B slot (`a` or `b`) the node last reported running from;
+    /// null for a node that is not an A/B image (or enrolled before).
+    pub slot: Option<String>,
+    /// The image variant the node reported with its slot.
+    pub image_variant: Option<String>,
+    /// The node's update floor (highest update version it accepted).
+    pub update_floor: Option<u64>,
+    /// The image version the node last returned from because it did not
+    /// come up healthy, as it reported.
+    pub rolled_back_from: Option<String>,
+    /// The outcome of the last `image push` to this node: `healthy`,
+    /// `rolled-back` or `timed-out`.
+    pub last_update: Option<String>,
+    /// The update version of that push.
+    pub last_update_version: Option<u64>,
+    pub last_update_at: Option<String>,
+}
+
+impl NodeRecord {
+    /// Takes the slot fields from what a node reports.
+    pub fn set_slot(&mut self, slot: Option<&lockstep_protocol::admin::SlotInfo>) {
+        self.slot = slot.map(|s| s.slot.clone());
+        self.image_variant = slot.map(|s| s.variant.clone());
+        self.update_floor = slot.map(|s| s.update_floor);
+        self.rolled_back_from = slot.and_then(|s| s.rolled_back_from.clone());
+    }
+}
+
+/// A signed image update (`image push`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageUpdate {
+    pub version: u64,
+    pub name: String,
+    pub image_version: String,
+    pub target: String,
+    /// Where `update.json` and its signature were saved.
+    pub dir: String,
+    pub signed_at: String,
+}
+
+/// What an image push learnt about a node: its state as it reported it
+/// after the push (if it answered), and the outcome.
+pub struct ImageState<'a> {
+    pub image_version: Option<&'a str>,
+    pub slot: Option<&'a lockstep_protocol::admin::SlotInfo>,
+    /// `healthy`, `rolled-back` or `timed-out`.
+    pub outcome: &'a str,
+    pub version: u64,
 }
 
 /// A signed bundle release.
@@ -211,8 +277,10 @@ impl Inventory {
         tx.execute(
             "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
                 bundle_version, image_version, certified, certification_report_sha256,
-                enrolled_at, revoked_at, key_protection, attestation_sha256, attested_release)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?13)
+                enrolled_at, revoked_at, key_protection, attestation_sha256, attested_release,
+                slot, image_variant, update_floor, rolled_back_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?13,
+                ?14, ?15, ?16, ?17)
              ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
                 device_fingerprint = excluded.device_fingerprint, device = excluded.device,
                 bundle_id = excluded.bundle_id, bundle_version = excluded.bundle_version,
@@ -220,7 +288,10 @@ impl Inventory {
                 certification_report_sha256 = excluded.certification_report_sha256,
                 key_protection = excluded.key_protection,
                 attestation_sha256 = excluded.attestation_sha256,
-                attested_release = excluded.attested_release",
+                attested_release = excluded.attested_release,
+                slot = excluded.slot, image_variant = excluded.image_variant,
+                update_floor = excluded.update_floor,
+                rolled_back_from = excluded.rolled_back_from",
             params![
                 n.node_id,
                 n.address,
@@ -235,6 +306,10 @@ impl Inventory {
                 n.key_protection.as_str(),
                 n.attestation_sha256,
                 n.attested_release,
+                n.slot,
+                n.image_variant,
+                n.update_floor.map(|v| v as i64),
+                n.rolled_back_from,
             ],
         )
         .map_err(sql)?;
@@ -252,7 +327,9 @@ impl Inventory {
             .prepare(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at, key_protection, attestation_sha256, attested_release
+                    revoked_at, key_protection, attestation_sha256, attested_release,
+                    slot, image_variant, update_floor, rolled_back_from, last_update,
+                    last_update_version, last_update_at
                  FROM nodes ORDER BY enrolled_at, node_id",
             )
             .map_err(self.sql())?;
@@ -283,7 +360,9 @@ impl Inventory {
             .query_row(
                 "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
                     image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at, key_protection, attestation_sha256, attested_release
+                    revoked_at, key_protection, attestation_sha256, attested_release,
+                    slot, image_variant, update_floor, rolled_back_from, last_update,
+                    last_update_version, last_update_at
                  FROM nodes WHERE node_id = ?1",
                 [node_id],
                 row_to_node,
@@ -332,6 +411,75 @@ impl Inventory {
             tx.execute(
                 "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
                 params![node_id, at, format!("bundle {bundle_id} release {version}")],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records what a node reported after an image push (its image
+    /// version and slot) and the push's outcome.
+    pub fn set_image(
+        &mut self,
+        node_id: &str,
+        state: &ImageState<'_>,
+        at: &str,
+    ) -> Result<(), InventoryError> {
+        let slot = state.slot;
+        self.write(|tx| {
+            if let Some(image_version) = state.image_version {
+                tx.execute(
+                    "UPDATE nodes SET image_version = ?2, slot = ?3, image_variant = ?4,
+                     update_floor = ?5, rolled_back_from = ?6 WHERE node_id = ?1",
+                    params![
+                        node_id,
+                        image_version,
+                        slot.map(|s| s.slot.clone()),
+                        slot.map(|s| s.variant.clone()),
+                        slot.map(|s| s.update_floor as i64),
+                        slot.and_then(|s| s.rolled_back_from.clone()),
+                    ],
+                )?;
+            }
+            tx.execute(
+                "UPDATE nodes SET last_update = ?2, last_update_version = ?3,
+                 last_update_at = ?4 WHERE node_id = ?1",
+                params![node_id, state.outcome, state.version as i64, at],
+            )?;
+            tx.execute(
+                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
+                params![
+                    node_id,
+                    at,
+                    format!("image update {}: {}", state.version, state.outcome)
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The highest image update version signed so far, if any.
+    pub fn last_update_version(&self) -> Result<Option<u64>, InventoryError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(version) FROM image_updates", [], |r| r.get(0))
+            .map_err(self.sql())?;
+        Ok(max.map(|v| v as u64))
+    }
+
+    pub fn add_image_update(&mut self, u: &ImageUpdate) -> Result<(), InventoryError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO image_updates
+                 (version, name, image_version, target, dir, signed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    u.version as i64,
+                    u.name,
+                    u.image_version,
+                    u.target,
+                    u.dir,
+                    u.signed_at
+                ],
             )?;
             Ok(())
         })
@@ -412,6 +560,13 @@ fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
         })?,
         attestation_sha256: r.get(12)?,
         attested_release: r.get(13)?,
+        slot: r.get(14)?,
+        image_variant: r.get(15)?,
+        update_floor: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
+        rolled_back_from: r.get(17)?,
+        last_update: r.get(18)?,
+        last_update_version: r.get::<_, Option<i64>>(19)?.map(|v| v as u64),
+        last_update_at: r.get(20)?,
     })
 }
 
@@ -435,6 +590,13 @@ mod tests {
             revoked_at: None,
             attestation_sha256: Some("a".repeat(64)),
             attested_release: Some("lockstep-1".into()),
+            slot: None,
+            image_variant: None,
+            update_floor: None,
+            rolled_back_from: None,
+            last_update: None,
+            last_update_version: None,
+            last_update_at: None,
         }
     }
 
@@ -510,6 +672,83 @@ mod tests {
         }
         let inv = Inventory::open(dir.path()).unwrap();
         assert_eq!(inv.nodes().unwrap().len(), 200);
+    }
+
+    #[test]
+    fn inventories_from_before_image_updates_load_and_record_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INVENTORY_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..4] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute(
+                "INSERT INTO nodes VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 0, 'dev', 0, NULL, 't',
+                 NULL, 'file', NULL, NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        let old = inv.get("RWQold").unwrap().unwrap();
+        assert_eq!(
+            (old.slot, old.update_floor, old.last_update),
+            (None, None, None)
+        );
+        assert_eq!(inv.last_update_version().unwrap(), None);
+        let slot = lockstep_protocol::admin::SlotInfo {
+            slot: "b".into(),
+            variant: "lavapipe".into(),
+            update_floor: 3,
+            rolled_back_from: None,
+            other_version: Some("dev".into()),
+        };
+        inv.set_image(
+            "RWQold",
+            &ImageState {
+                image_version: Some("0.2.0"),
+                slot: Some(&slot),
+                outcome: "healthy",
+                version: 3,
+            },
+            "t2",
+        )
+        .unwrap();
+        inv.add_image_update(&ImageUpdate {
+            version: 3,
+            name: "lockstep-0.2.0".into(),
+            image_version: "0.2.0".into(),
+            target: "lavapipe".into(),
+            dir: "/f/updates/3".into(),
+            signed_at: "t2".into(),
+        })
+        .unwrap();
+        let n = inv.get("RWQold").unwrap().unwrap();
+        assert_eq!(n.image_version, "0.2.0");
+        assert_eq!(n.slot.as_deref(), Some("b"));
+        assert_eq!(n.update_floor, Some(3));
+        assert_eq!(n.last_update.as_deref(), Some("healthy"));
+        assert_eq!(n.last_update_version, Some(3));
+        assert_eq!(inv.last_update_version().unwrap(), Some(3));
+        // A timeout records the outcome and keeps what the node last said.
+        inv.set_image(
+            "RWQold",
+            &ImageState {
+                image_version: None,
+                slot: None,
+                outcome: "timed-out",
+                version: 4,
+            },
+            "t3",
+        )
+        .unwrap();
+        let n = inv.get("RWQold").unwrap().unwrap();
+        assert_eq!(
+            (n.slot.as_deref(), n.last_update.as_deref()),
+            (Some("b"), Some("timed-out"))
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - [`push`]: a push across many nodes, every outcome reported.
 //! - [`image`]: the provisioning file written into an appliance image's
 //!   ESP before flashing.
+//! - [`update`]: in-place A/B image updates: reading and measuring an
+//!   image's slot parts, update versions, rollout waves, one node's
+//!   update until it is back healthy or rolled back.
 //! - [`registry`]: signed identity records for a registry contract
 //!   (docs/identity.md).
 
@@ -25,6 +28,7 @@ pub mod push;
 pub mod registry;
 pub mod release;
 pub mod session;
+pub mod update;
 
 /// The current time as RFC 3339 UTC (what the inventory stores).
 pub fn now() -> String {

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lockstep_fleet::inventory::{Inventory, NodeRecord, Release};
 use lockstep_fleet::push::{push_all, Outcome};
 use lockstep_fleet::session::Session;
+use lockstep_fleet::update::{self, NodeFailure, NodeOutcome};
 use lockstep_fleet::{attest, now, operator, registry, release};
 use lockstep_identity::{KeyProtection, NodeId};
 use lockstep_protocol::admin::AdminAction;
@@ -79,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// In-place A/B image updates.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// The operator keys a node trusts (pinned in its state partition).
     Operators {
         #[command(subcommand)]
@@ -123,6 +129,45 @@ enum BundleCommand {
         /// The bundle directory (default: the latest `bundle sign`).
         #[arg(long)]
         bundle: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Sign an update for the image IMAGE (NAME.raw, with
+    /// NAME.manifest.json and its UKI beside it) and roll it out: a canary
+    /// node, then waves doubling in size. Each node installs it into its
+    /// inactive slot and reboots; the rollout waits until it is back
+    /// healthy and stops at the first refusal, rollback or timeout.
+    Push {
+        #[arg(value_name = "IMAGE.raw")]
+        image: PathBuf,
+        /// Node ids, id prefixes or addresses.
+        #[arg(value_name = "NODE")]
+        nodes: Vec<String>,
+        /// Every unrevoked node in the inventory.
+        #[arg(long, conflicts_with = "nodes")]
+        all: bool,
+        /// Update version; default: one above the fleet's last update and
+        /// every target node's floor.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Days the signed update stays valid (1 to 30).
+        #[arg(long, default_value_t = update::DEFAULT_EXPIRES_IN_DAYS)]
+        expires_in_days: u64,
+        /// Nodes per wave (default: a canary of 1, then 2, 4, …).
+        #[arg(long)]
+        wave_size: Option<usize>,
+        /// How long to wait for a node to come back healthy.
+        #[arg(long, default_value_t = update::DEFAULT_BOOT_TIMEOUT_S)]
+        boot_timeout_s: u64,
+        /// Verify the image manifest's minisign signature
+        /// (NAME.manifest.json.minisig) with this public key (or .pub file).
+        #[arg(long, value_name = "PUB")]
+        image_key: Option<String>,
+        /// Seconds between polls of a rebooting node (tests).
+        #[arg(long, default_value_t = update::DEFAULT_POLL_S, hide = true)]
+        poll_interval_s: u64,
     },
 }
 
@@ -213,6 +258,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bundle {
             command: BundleCommand::Push { node, all, bundle },
         } => push(dir, node.as_deref(), all, bundle.as_deref()),
+        Command::Image {
+            command:
+                ImageCommand::Push {
+                    image,
+                    nodes,
+                    all,
+                    version,
+                    expires_in_days,
+                    wave_size,
+                    boot_timeout_s,
+                    image_key,
+                    poll_interval_s,
+                },
+        } => image_push(
+            dir,
+            &image,
+            &nodes,
+            all,
+            &PushOptions {
+                version,
+                expires_in_days,
+                wave_size,
+                boot_timeout_s,
+                image_key,
+                poll_interval_s,
+            },
+        ),
         Command::Operators {
             command: OperatorsCommand::Set { node, keys },
         } => set_operators(dir, &node, &keys),
@@ -419,7 +491,7 @@ fn enroll(
         session.send(command, &[]).await.map_err(machine)?;
         Ok::<_, Failure>((info, attestation))
     })?;
-    let record = NodeRecord {
+    let mut record = NodeRecord {
         node_id: info.node_id.clone(),
         address: sock.to_string(),
         device_fingerprint: info.device_fingerprint,
@@ -434,7 +506,15 @@ fn enroll(
         revoked_at: None,
         attestation_sha256: attestation.as_ref().map(|a| hex::encode(a.digest)),
         attested_release: attestation.as_ref().map(|a| a.release.clone()),
+        slot: None,
+        image_variant: None,
+        update_floor: None,
+        rolled_back_from: None,
+        last_update: None,
+        last_update_version: None,
+        last_update_at: None,
     };
+    record.set_slot(info.slot.as_ref());
     inv.upsert_node(&record).map_err(machine)?;
     match &attestation {
         Some(a) => eprintln!(
@@ -505,7 +585,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
     }
     for n in &nodes {
         println!(
-            "{}  {}  bundle {} (release {})  {}  key {}  {}{}",
+            "{}  {}  bundle {} (release {})  {}  key {}  image {}{}{}",
             n.node_id,
             n.address,
             // The node reported this string: cut by characters, never
@@ -519,6 +599,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
             },
             n.key_protection,
             n.image_version,
+            slot_summary(n),
             if n.revoked_at.is_some() {
                 "  REVOKED"
             } else {
@@ -527,6 +608,24 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// ` slot b floor 7 last update 7 healthy`, or ` (no A/B slot)`.
+fn slot_summary(n: &NodeRecord) -> String {
+    let mut s = match &n.slot {
+        Some(slot) => format!(" slot {slot} floor {}", n.update_floor.unwrap_or(0)),
+        None => " (no A/B slot)".to_string(),
+    };
+    if let Some(from) = &n.rolled_back_from {
+        s.push_str(&format!(
+            " ROLLED BACK from {}",
+            from.chars().take(40).collect::<String>()
+        ));
+    }
+    if let (Some(outcome), Some(v)) = (&n.last_update, n.last_update_version) {
+        s.push_str(&format!(" last update {v} {outcome}"));
+    }
+    s
 }
 
 fn sign(dir: &Path, bundle: &Path, version: Option<u64>) -> Result<(), Failure> {
@@ -565,28 +664,8 @@ fn push(dir: &Path, node: Option<&str>, all: bool, bundle: Option<&Path>) -> Res
                 .dir,
         ),
     };
-    let targets: Vec<NodeRecord> = match (node, all) {
-        (Some(n), false) => {
-            let n = inv.find(n).map_err(usage)?;
-            if n.revoked_at.is_some() {
-                return Err(usage(format!(
-                    "{} is revoked; not pushing to it",
-                    n.node_id
-                )));
-            }
-            vec![n]
-        }
-        (None, true) => inv
-            .nodes()
-            .map_err(machine)?
-            .into_iter()
-            .filter(|n| n.revoked_at.is_none())
-            .collect(),
-        _ => return Err(usage("name a NODE or give --all")),
-    };
-    if targets.is_empty() {
-        return Err(usage("no (unrevoked) nodes in the inventory"));
-    }
+    let names: Vec<String> = node.map(str::to_string).into_iter().collect();
+    let targets = targets(&inv, &names, all)?;
     let upload = release::read_upload(&bundle_dir).map_err(usage)?;
     let key = operator::load(dir).map_err(usage)?;
     drop(inv);
@@ -631,4 +710,276 @@ fn push(dir: &Path, node: Option<&str>, all: bool, bundle: Option<&Path>) -> Res
         failed.len(),
         outcomes.len()
     )))
+}
+
+struct PushOptions {
+    version: Option<u64>,
+    expires_in_days: u64,
+    wave_size: Option<usize>,
+    boot_timeout_s: u64,
+    image_key: Option<String>,
+    poll_interval_s: u64,
+}
+
+/// The push targets of `bundle push` and `image push`: the named nodes
+/// (id, id prefix or inventory address), in the order given, or every
+/// unrevoked node; each reached at its inventory address.
+fn targets(inv: &Inventory, nodes: &[String], all: bool) -> Result<Vec<NodeRecord>, Failure> {
+    match (nodes.is_empty(), all) {
+        (false, false) => {
+            let mut out: Vec<NodeRecord> = Vec::new();
+            for which in nodes {
+                let n = inv.find(which).map_err(usage)?;
+                if n.revoked_at.is_some() {
+                    return Err(usage(format!(
+                        "{} is revoked; not pushing to it",
+                        n.node_id
+                    )));
+                }
+                if !out.iter().any(|o| o.node_id == n.node_id) {
+                    out.push(n);
+                }
+            }
+            Ok(out)
+        }
+        (true, true) => {
+            let out: Vec<NodeRecord> = inv
+                .nodes()
+                .map_err(machine)?
+                .into_iter()
+                .filter(|n| n.revoked_at.is_none())
+                .collect();
+            if out.is_empty() {
+                return Err(usage("no (unrevoked) nodes in the inventory"));
+            }
+            Ok(out)
+        }
+        _ => Err(usage("name one or more NODEs or give --all")),
+    }
+}
+
+fn image_push(
+    dir: &Path,
+    image: &Path,
+    nodes: &[String],
+    all: bool,
+    o: &PushOptions,
+) -> Result<(), Failure> {
+    use lockstep_update::UpdateSigner;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    // Bad input first, before any node is touched.
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| machine(format!("the clock is before 1970: {e}")))?
+        .as_secs();
+    let expires_at = update::expires_at(now_s, o.expires_in_days).map_err(usage)?;
+    if o.version == Some(0) {
+        return Err(usage("update version 0 means no update; use 1 or more"));
+    }
+    if o.boot_timeout_s == 0 {
+        return Err(usage("--boot-timeout-s must be at least 1"));
+    }
+    let image_key = o
+        .image_key
+        .as_deref()
+        .map(|k| {
+            let text = std::fs::read_to_string(k).unwrap_or_else(|_| k.to_string());
+            NodeId::parse(&text).map_err(|e| {
+                usage(format!(
+                    "--image-key {k:?} is not a minisign public key (or a .pub file holding one): {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    let inv = Inventory::open(dir).map_err(usage)?;
+    let targets = targets(&inv, nodes, all)?;
+    let key = operator::load(dir).map_err(usage)?;
+    let fleet_last = inv.last_update_version().map_err(machine)?;
+    drop(inv);
+    eprintln!("reading {} ...", image.display());
+    let source = update::read_image(image, image_key.as_ref()).map_err(usage)?;
+    let manifest = &source.manifest;
+    // The version: explicit, or above every target's floor (ask them).
+    let version = match o.version {
+        Some(v) => v,
+        None => {
+            let mut floors = Vec::new();
+            let mut current = 0usize;
+            for n in &targets {
+                let (addr, id) = update::node_target(n).map_err(usage)?;
+                let info = update::node_info(addr, &id)
+                    .map_err(|e| machine(format!("node {}: {e}; nothing was sent", n.node_id)))?;
+                if let Some(reason) = update::refuse_reason(&info, &manifest.variant) {
+                    return Err(machine(format!("{reason}; nothing was sent")));
+                }
+                floors.push(info.slot.map_or(0, |s| s.update_floor));
+                if info.image_version == manifest.version {
+                    current += 1;
+                }
+            }
+            if current == targets.len() {
+                eprintln!(
+                    "all {current} node(s) already run image {}; nothing signed, nothing sent",
+                    manifest.version
+                );
+                return Ok(());
+            }
+            update::choose_version(None, fleet_last, floors)
+        }
+    };
+    let signer = UpdateSigner::new(&key);
+    let metadata = signer
+        .metadata(manifest, source.artifacts.clone(), version, expires_at)
+        .map_err(|e| usage(format!("{}: {e}", source.manifest_path.display())))?;
+    let signed = signer.sign_at(&metadata, now_s).map_err(usage)?;
+    let update_dir = dir.join(update::UPDATES_DIR).join(version.to_string());
+    update::save_update(&update_dir, &signed).map_err(usage)?;
+    let abs = std::fs::canonicalize(&update_dir).unwrap_or(update_dir.clone());
+    let mut inv = Inventory::open(dir).map_err(machine)?;
+    inv.add_image_update(&lockstep_fleet::inventory::ImageUpdate {
+        version,
+        name: manifest.name.clone(),
+        image_version: manifest.version.clone(),
+        target: manifest.variant.clone(),
+        dir: abs.display().to_string(),
+        signed_at: now(),
+    })
+    .map_err(machine)?;
+    drop(inv);
+    eprintln!(
+        "signed update {version}: image {} ({}) for {}, expires in {} day(s)",
+        manifest.version, manifest.name, manifest.variant, o.expires_in_days
+    );
+    println!("{}", abs.join(lockstep_update::UPDATE_FILE).display());
+    println!(
+        "{}",
+        abs.join(lockstep_update::UPDATE_SIGNATURE_FILE).display()
+    );
+    let waves = update::wave_sizes(targets.len(), o.wave_size);
+    let job = update::NodeUpdate {
+        key: &key,
+        signed: &signed,
+        image: &source,
+        boot_timeout: Duration::from_secs(o.boot_timeout_s),
+        poll: Duration::from_secs(o.poll_interval_s.max(1)),
+    };
+    let log = |line: String| eprintln!("{line}");
+    let mut summary: Vec<String> = Vec::new();
+    let mut updated = 0usize;
+    let mut rest = targets.as_slice();
+    for (w, size) in waves.iter().enumerate() {
+        let (wave, later) = rest.split_at(*size);
+        rest = later;
+        eprintln!(
+            "wave {}/{}: {} node(s){}",
+            w + 1,
+            waves.len(),
+            wave.len(),
+            if w == 0 && o.wave_size.is_none() {
+                " (canary)"
+            } else {
+                ""
+            }
+        );
+        for n in wave {
+            let result = update::update_node(n, &job, &log);
+            let mut inv = Inventory::open(dir).map_err(machine)?;
+            let at = now();
+            let record =
+                |inv: &mut Inventory, state: &lockstep_fleet::inventory::ImageState<'_>| {
+                    inv.set_image(&n.node_id, state, &at).map_err(machine)
+                };
+            match result {
+                Ok(NodeOutcome::Healthy {
+                    info,
+                    total,
+                    downtime,
+                }) => {
+                    let slot = info.slot.as_ref().map_or("?", |s| s.slot.as_str());
+                    eprintln!(
+                        "node {}: healthy on {} in slot {slot} after {} s",
+                        n.node_id,
+                        info.image_version,
+                        downtime.as_secs()
+                    );
+                    record(
+                        &mut inv,
+                        &lockstep_fleet::inventory::ImageState {
+                            image_version: Some(&info.image_version),
+                            slot: info.slot.as_ref(),
+                            outcome: "healthy",
+                            version,
+                        },
+                    )?;
+                    updated += 1;
+                    summary.push(format!(
+                        "{}  updated  slot {slot}  update {} s  downtime {} s",
+                        n.node_id,
+                        total.as_secs(),
+                        downtime.as_secs()
+                    ));
+                }
+                Ok(NodeOutcome::Skipped { info }) => {
+                    let slot = info.slot.as_ref().map_or("?", |s| s.slot.as_str());
+                    eprintln!(
+                        "node {}: already on {} (slot {slot}); skipped",
+                        n.node_id, info.image_version
+                    );
+                    summary.push(format!(
+                        "{}  already on {}  slot {slot}",
+                        n.node_id, info.image_version
+                    ));
+                }
+                Err(failure) => {
+                    let code = match &failure {
+                        NodeFailure::RolledBack { info, .. } => {
+                            record(
+                                &mut inv,
+                                &lockstep_fleet::inventory::ImageState {
+                                    image_version: Some(&info.image_version),
+                                    slot: info.slot.as_ref(),
+                                    outcome: "rolled-back",
+                                    version,
+                                },
+                            )?;
+                            1
+                        }
+                        NodeFailure::TimedOut(_) => {
+                            record(
+                                &mut inv,
+                                &lockstep_fleet::inventory::ImageState {
+                                    image_version: None,
+                                    slot: None,
+                                    outcome: "timed-out",
+                                    version,
+                                },
+                            )?;
+                            1
+                        }
+                        NodeFailure::Source(_) => 2,
+                        NodeFailure::Before(_) => 1,
+                    };
+                    eprintln!("{failure}");
+                    print_summary(&summary, updated, targets.len());
+                    return Err(Failure {
+                        code,
+                        message: format!(
+                            "rollout of update {version} stopped at node {} ({updated} of {} node(s) updated); the remaining nodes were not updated",
+                            n.node_id,
+                            targets.len()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    print_summary(&summary, updated, targets.len());
+    Ok(())
+}
+
+fn print_summary(lines: &[String], updated: usize, total: usize) {
+    eprintln!("summary: {updated} of {total} node(s) updated");
+    for l in lines {
+        eprintln!("  {l}");
+    }
 }

@@ -93,6 +93,13 @@ mod tests {
             revoked_at: revoked.then(|| "t".into()),
             attestation_sha256: Some("cd".into()),
             attested_release: Some("r".into()),
+            slot: None,
+            image_variant: None,
+            update_floor: None,
+            rolled_back_from: None,
+            last_update: None,
+            last_update_version: None,
+            last_update_at: None,
         };
         let out = export(&[node("n1", false), node("n2", true)], &key);
         assert_eq!(out.len(), 1);

@@ -2,12 +2,14 @@
 //! `lockstep_protocol::admin`): connect, challenge, check the node's proof
 //! of key possession, then send one signed command.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use lockstep_identity::{NodeId, Signature, SigningKey};
 use lockstep_protocol::admin::{
     challenge_statement, AdminAction, AdminCommand, AdminHello, AdminReply, AdminStatement,
-    BundleUpload, NodeInfo, ADMIN_FORMAT,
+    BundleUpload, ImageUpload, NodeInfo, ADMIN_FORMAT,
 };
 use lockstep_protocol::{Frame, Message};
 use lockstep_transport::frames::{write_frame, FrameReader};
@@ -24,6 +26,21 @@ pub enum SessionError {
     Impostor { addr: SocketAddr, reason: String },
     #[error("node at {addr} refused: {message}")]
     Refused { addr: SocketAddr, message: String },
+    /// A local file to be sent could not be read as announced.
+    #[error("{path}: {reason}")]
+    Source { path: PathBuf, reason: String },
+}
+
+/// One part of a streamed upload: `bytes` bytes of the file at `path`,
+/// from `offset` (an image's slot part: the UKI file, or a byte range of
+/// the .raw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPart {
+    /// For progress and messages (`uki`, `root`, `verity`).
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
 }
 
 /// An open session: the node's verified info and this session's nonce.
@@ -139,6 +156,26 @@ impl Session {
         action: AdminAction,
         bundle: Option<BundleUpload>,
     ) -> AdminCommand {
+        self.sign_with(key, action, bundle, None)
+    }
+
+    /// Signs `action` with an image update attached (`PushImage`).
+    pub fn sign_image(
+        &self,
+        key: &SigningKey,
+        action: AdminAction,
+        image: ImageUpload,
+    ) -> AdminCommand {
+        self.sign_with(key, action, None, Some(image))
+    }
+
+    fn sign_with(
+        &self,
+        key: &SigningKey,
+        action: AdminAction,
+        bundle: Option<BundleUpload>,
+        image: Option<ImageUpload>,
+    ) -> AdminCommand {
         let statement = AdminStatement {
             format: ADMIN_FORMAT.to_string(),
             node: self.info.node_id.clone(),
@@ -155,7 +192,7 @@ impl Session {
             statement: bytes,
             signature,
             bundle,
-            image: None,
+            image,
         }
     }
 
@@ -178,6 +215,62 @@ impl Session {
                     .map_err(|e| wire(e.to_string()))?;
             }
         }
+        self.reply().await
+    }
+
+    /// Sends a command, then `parts` streamed from their files in order
+    /// (chunks of at most `WIRE_CHUNK_BYTES`, never empty, never spanning
+    /// two parts, read through one bounded buffer), and waits for the
+    /// node's reply; a refusal is an error. `progress(part, sent)` is
+    /// called after every chunk.
+    pub async fn send_streamed(
+        mut self,
+        command: AdminCommand,
+        parts: &[StreamPart],
+        progress: &mut dyn FnMut(&StreamPart, u64),
+    ) -> Result<AdminReply, SessionError> {
+        let addr = self.addr;
+        let wire = |reason: String| SessionError::Wire { addr, reason };
+        write_frame(&mut self.send, &Message::AdminCommand(command).to_frame())
+            .await
+            .map_err(|e| wire(e.to_string()))?;
+        let mut buf = vec![0u8; lockstep_limits::WIRE_CHUNK_BYTES];
+        for part in parts {
+            let source = |reason: String| SessionError::Source {
+                path: part.path.clone(),
+                reason,
+            };
+            let mut file = std::fs::File::open(&part.path).map_err(|e| source(e.to_string()))?;
+            file.seek(SeekFrom::Start(part.offset))
+                .map_err(|e| source(e.to_string()))?;
+            let mut sent = 0u64;
+            while sent < part.bytes {
+                let want = (part.bytes - sent).min(buf.len() as u64) as usize;
+                let n = file
+                    .read(&mut buf[..want])
+                    .map_err(|e| source(e.to_string()))?;
+                if n == 0 {
+                    return Err(source(format!(
+                        "{} ended after {sent} of the {} {} bytes; the image changed while it was sent",
+                        part.path.display(),
+                        part.bytes,
+                        part.name
+                    )));
+                }
+                write_frame(&mut self.send, &Frame::Data(buf[..n].to_vec()))
+                    .await
+                    .map_err(|e| wire(e.to_string()))?;
+                sent += n as u64;
+                progress(part, sent);
+            }
+        }
+        self.reply().await
+    }
+
+    /// Finishes the sending side and reads the node's reply.
+    async fn reply(mut self) -> Result<AdminReply, SessionError> {
+        let addr = self.addr;
+        let wire = |reason: String| SessionError::Wire { addr, reason };
         let _ = self.send.finish();
         match next_message(&mut self.reader).await.map_err(wire)? {
             Message::AdminReply(r) if r.ok => Ok(r),
