@@ -801,7 +801,14 @@ fn image_push(
     let manifest = &source.manifest;
     // The version: explicit, or above every target's floor (ask them).
     let version = match o.version {
-        Some(v) => v,
+        Some(v) => {
+            if let Some(last) = fleet_last.filter(|&last| v <= last) {
+                eprintln!(
+                    "warning: update version {v} is not above this fleet's last ({last}); nodes whose floor is {v} or more will refuse it"
+                );
+            }
+            v
+        }
         None => {
             let mut floors = Vec::new();
             let mut current = 0usize;

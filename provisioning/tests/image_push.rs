@@ -139,121 +139,128 @@ fn fake_node(dir: &Path, after: After) -> FakeNode {
     let endpoint =
         lockstep_transport::server_endpoint(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap().to_string();
-    let id = key.node_id().to_string();
+    let state = Arc::new(Mutex::new(info(
+        &key.node_id().to_string(),
+        "0.1.0-old",
+        (after != After::NoSlot).then(|| SlotInfo {
+            slot: "a".into(),
+            variant: "lavapipe".into(),
+            update_floor: 0,
+            rolled_back_from: None,
+            other_version: None,
+        }),
+    )));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let shared = seen.clone();
+    let key = Arc::new(key);
     std::thread::spawn(move || {
-        let seen = shared;
-        let mut state = info(
-            &id,
-            "0.1.0-old",
-            (after != After::NoSlot).then(|| SlotInfo {
-                slot: "a".into(),
-                variant: "lavapipe".into(),
-                update_floor: 0,
-                rolled_back_from: None,
-                other_version: None,
-            }),
-        );
         smol::block_on(async move {
+            // Each connection on its own task, as lockstepd does: a fleet
+            // process that exits without closing its connection does not
+            // hold up the next one.
             while let Some(incoming) = endpoint.accept().await {
-                let Ok(connection) = incoming.await else {
-                    continue;
-                };
-                while let Ok((mut send, recv)) = connection.accept_bi().await {
-                    let mut reader = FrameReader::new(recv);
-                    let Ok(Some(Frame::Control(p))) = reader.next().await else {
-                        continue;
-                    };
-                    let Ok(Message::AdminHello(hello)) = Message::decode(&p) else {
-                        continue;
-                    };
-                    seen.lock().unwrap().sessions += 1;
-                    let nonce = [7u8; 32];
-                    let signature = key
-                        .sign_minisign(&challenge_statement(&hello.challenge, &state, &nonce), "x")
-                        .to_file();
-                    let answer = Message::AdminChallenge(AdminChallenge {
-                        info: state.clone(),
-                        nonce,
-                        signature,
-                    });
-                    let _ = write_frame(&mut send, &answer.to_frame()).await;
-                    let Ok(Some(Frame::Control(p))) = reader.next().await else {
-                        continue;
-                    };
-                    let Ok(Message::AdminCommand(command)) = Message::decode(&p) else {
-                        continue;
-                    };
-                    let statement: AdminStatement =
-                        serde_json::from_slice(&command.statement).unwrap();
-                    match statement.action {
-                        AdminAction::Enroll => {
-                            let _ =
-                                write_frame(&mut send, &reply(true, "enrolled".into()).to_frame())
-                                    .await;
-                        }
-                        AdminAction::PushImage {
-                            image_version,
-                            version,
-                        } => {
-                            let image = command.image.expect("PushImage carries an image");
-                            let meta = UpdateMetadata::parse(&image.metadata).unwrap();
-                            assert_eq!(meta.image_version, image_version);
-                            assert_eq!(meta.version, version);
-                            {
-                                let mut s = seen.lock().unwrap();
-                                s.pushes += 1;
-                                s.received = vec![0; 3];
-                                s.metadata = Some(meta.clone());
-                            }
-                            let mut result = receive_parts(&mut reader, &meta, &seen).await;
-                            if after == After::Refuse && result.is_ok() {
-                                result = Err(format!(
-                                    "update {version} is not newer than this node's floor 9"
-                                ));
-                            }
-                            let ok = result.is_ok();
-                            let message = match result {
-                                Ok(()) => {
-                                    format!("update {version} installed into slot b; rebooting")
-                                }
-                                Err(e) => e,
-                            };
-                            let _ = write_frame(&mut send, &reply(ok, message).to_frame()).await;
-                            let _ = send.finish();
-                            if ok {
-                                // The reboot: once the fleet has the
-                                // reply and hangs up, the next sessions
-                                // see the new state.
-                                let _ = connection.closed().await;
-                                let slot = state.slot.as_mut().unwrap();
-                                match after {
-                                    After::Healthy => {
-                                        state.image_version = image_version;
-                                        slot.slot = "b".into();
-                                        slot.update_floor = version;
-                                        slot.other_version = Some("0.1.0-old".into());
-                                    }
-                                    After::RollBack => {
-                                        slot.rolled_back_from = Some(image_version);
-                                        slot.update_floor = version;
-                                    }
-                                    After::Hang | After::Refuse | After::NoSlot => {}
-                                }
-                                break;
-                            }
-                        }
-                        _ => {
-                            let _ =
-                                write_frame(&mut send, &reply(false, "no".into()).to_frame()).await;
-                        }
+                let (key, state, seen) = (key.clone(), state.clone(), shared.clone());
+                smol::spawn(async move {
+                    if let Ok(connection) = incoming.await {
+                        serve(connection, &key, &state, &seen, after).await;
                     }
-                }
+                })
+                .detach();
             }
         })
     });
     FakeNode { addr, seen }
+}
+
+async fn serve(
+    connection: quinn::Connection,
+    key: &DeviceKey,
+    state: &Mutex<NodeInfo>,
+    seen: &Mutex<Seen>,
+    after: After,
+) {
+    while let Ok((mut send, recv)) = connection.accept_bi().await {
+        let mut reader = FrameReader::new(recv);
+        let Ok(Some(Frame::Control(p))) = reader.next().await else {
+            continue;
+        };
+        let Ok(Message::AdminHello(hello)) = Message::decode(&p) else {
+            continue;
+        };
+        seen.lock().unwrap().sessions += 1;
+        let info = state.lock().unwrap().clone();
+        let nonce = [7u8; 32];
+        let signature = key
+            .sign_minisign(&challenge_statement(&hello.challenge, &info, &nonce), "x")
+            .to_file();
+        let answer = Message::AdminChallenge(AdminChallenge {
+            info,
+            nonce,
+            signature,
+        });
+        let _ = write_frame(&mut send, &answer.to_frame()).await;
+        let Ok(Some(Frame::Control(p))) = reader.next().await else {
+            continue;
+        };
+        let Ok(Message::AdminCommand(command)) = Message::decode(&p) else {
+            continue;
+        };
+        let statement: AdminStatement = serde_json::from_slice(&command.statement).unwrap();
+        match statement.action {
+            AdminAction::Enroll => {
+                let _ = write_frame(&mut send, &reply(true, "enrolled".into()).to_frame()).await;
+            }
+            AdminAction::PushImage {
+                image_version,
+                version,
+            } => {
+                let image = command.image.expect("PushImage carries an image");
+                let meta = UpdateMetadata::parse(&image.metadata).unwrap();
+                assert_eq!(meta.image_version, image_version);
+                assert_eq!(meta.version, version);
+                {
+                    let mut s = seen.lock().unwrap();
+                    s.pushes += 1;
+                    s.received = vec![0; 3];
+                    s.metadata = Some(meta.clone());
+                }
+                let mut result = receive_parts(&mut reader, &meta, seen).await;
+                if after == After::Refuse && result.is_ok() {
+                    result = Err(format!(
+                        "update {version} is not newer than this node's floor 9"
+                    ));
+                }
+                let ok = result.is_ok();
+                let message = match result {
+                    Ok(()) => format!("update {version} installed into slot b; rebooting"),
+                    Err(e) => e,
+                };
+                let _ = write_frame(&mut send, &reply(ok, message).to_frame()).await;
+                let _ = send.finish();
+                if ok {
+                    // The "reboot": the next sessions see the new state.
+                    let mut info = state.lock().unwrap();
+                    let slot = info.slot.as_mut().unwrap();
+                    match after {
+                        After::Healthy => {
+                            slot.slot = "b".into();
+                            slot.update_floor = version;
+                            slot.other_version = Some("0.1.0-old".into());
+                            info.image_version = image_version;
+                        }
+                        After::RollBack => {
+                            slot.rolled_back_from = Some(image_version);
+                            slot.update_floor = version;
+                        }
+                        After::Hang | After::Refuse | After::NoSlot => {}
+                    }
+                }
+            }
+            _ => {
+                let _ = write_frame(&mut send, &reply(false, "no".into()).to_frame()).await;
+            }
+        }
+    }
 }
 
 fn sha(b: &[u8]) -> String {
