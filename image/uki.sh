@@ -55,32 +55,39 @@ for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     --tpm2-device="swtpm:host=127.0.0.1,port=$port" >"$tmp/pcrsig.json" 2>"$tmp/measure.log" \
     || { cat "$tmp/measure.log" >&2; die "systemd-measure could not sign PCR 11"; }
 [ -s "$tmp/pcrsig.json" ] || die "systemd-measure signed nothing"
-# PCR 12 holds the kernel command line as systemd-boot passes it and
-# systemd-stub receives it (each measures it once, UTF-16 with its NUL):
-# for this UKI that is its own .cmdline, so the value is known here. A
-# second entry signs PCRs 11 and 12 together (systemd-measure in systemd
-# 252 signs PCR 11 alone): the node's seal names both, so a boot entry
-# that passes another command line cannot unseal, and a release with a new
-# command line (a new root hash) can. The PolicyPCR digest is computed as
-# the TPM does; the assert checks the computation against systemd-measure's
-# own for PCR 11.
+# PCR 12 holds the kernel command line as systemd-boot passes it (it
+# measures it once, UTF-16 with its NUL): for this UKI that is its own
+# .cmdline, so the value is known here. systemd-stub measures it a second
+# time only without Secure Boot: with Secure Boot on it ignores what the
+# loader passes and uses its own .cmdline, which PCR 11 covers. A second
+# entry signs PCRs 11 and 12 together for each case (systemd-measure in
+# systemd 252 signs PCR 11 alone): the node's seal names both PCRs, so a
+# boot entry that passes another command line cannot unseal, and a release
+# with a new command line (a new root hash) can. Signing both cases is
+# safe: each holds this UKI's own command line, and PCR 7 in the seal
+# still tells a Secure Boot machine from one without. The PolicyPCR digest
+# is computed as the TPM does; the assert checks the computation against
+# systemd-measure's own for PCR 11.
 python3 - "$tmp/pcrsig.json" "$cmdline" "$pcr11" "$pcr_key" <<'PY' || die "signing PCRs 11+12 failed"
 import base64, hashlib, json, struct, subprocess, sys
 sig_path, cmdline_path, pcr11_hex, key = sys.argv[1:5]
 h = lambda b: hashlib.sha256(b).digest()
 measured = h((open(cmdline_path, "rb").read().decode() + "\0").encode("utf-16-le"))
-pcr12 = bytes(32)
-for _ in range(2):  # systemd-boot, then systemd-stub
-    pcr12 = h(pcr12 + measured)
+def pcr12(extends):  # systemd-boot; then systemd-stub, without Secure Boot
+    v = bytes(32)
+    for _ in range(extends):
+        v = h(v + measured)
+    return v
 def policy_pcr(select, values):  # TPM2_PolicyPCR from an empty policy, SHA-256 bank
     pcrs = struct.pack(">IHB", 1, 0x000B, 3) + bytes(select)
     return h(bytes(32) + struct.pack(">I", 0x17F) + pcrs + h(b"".join(values)))
 doc = json.load(open(sig_path))
 only11 = doc["sha256"][0]
 assert only11["pcrs"] == [11] and policy_pcr([0, 0x08, 0], [bytes.fromhex(pcr11_hex)]).hex() == only11["pol"]
-pol = policy_pcr([0, 0x18, 0], [bytes.fromhex(pcr11_hex), pcr12])
-sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=pol, capture_output=True, check=True).stdout
-doc["sha256"].append({"pcrs": [11, 12], "pkfp": only11["pkfp"], "pol": pol.hex(), "sig": base64.b64encode(sig).decode()})
+for extends in (1, 2):  # Secure Boot on, off
+    pol = policy_pcr([0, 0x18, 0], [bytes.fromhex(pcr11_hex), pcr12(extends)])
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=pol, capture_output=True, check=True).stdout
+    doc["sha256"].append({"pcrs": [11, 12], "pkfp": only11["pkfp"], "pol": pol.hex(), "sig": base64.b64encode(sig).decode()})
 json.dump(doc, open(sig_path, "w"), separators=(",", ":"))
 PY
 
