@@ -234,6 +234,27 @@ impl Session {
         write_frame(&mut self.send, &Message::AdminCommand(command).to_frame())
             .await
             .map_err(|e| wire(e.to_string()))?;
+        let streamed = self.stream_parts(parts, progress).await;
+        match streamed {
+            Ok(()) => self.reply().await,
+            // A node that refuses mid-stream stops our sending side and
+            // says why on its own: read that, so the operator sees the
+            // reason and not "stopped by peer".
+            Err(sending @ SessionError::Wire { .. }) => match self.reply().await {
+                Err(refused @ SessionError::Refused { .. }) => Err(refused),
+                _ => Err(sending),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stream_parts(
+        &mut self,
+        parts: &[StreamPart],
+        progress: &mut dyn FnMut(&StreamPart, u64),
+    ) -> Result<(), SessionError> {
+        let addr = self.addr;
+        let wire = |reason: String| SessionError::Wire { addr, reason };
         let mut buf = vec![0u8; lockstep_limits::WIRE_CHUNK_BYTES];
         for part in parts {
             let source = |reason: String| SessionError::Source {
@@ -264,7 +285,7 @@ impl Session {
                 progress(part, sent);
             }
         }
-        self.reply().await
+        Ok(())
     }
 
     /// Finishes the sending side and reads the node's reply.

@@ -291,7 +291,8 @@ pub struct ImageUpdates {
     staged: Mutex<Option<String>>,
     /// Why `PushImage` is refused; `None`: updates are enabled.
     disabled: Option<String>,
-    /// Free bytes the state partition keeps (`--state-free-floor-bytes`).
+    /// Free bytes the state partition keeps after the UKI
+    /// (`--update-free-floor-bytes`).
     free_floor: u64,
 }
 
@@ -518,7 +519,7 @@ pub async fn push(
     let needed = updates.free_floor.saturating_add(m.uki.bytes);
     if free < needed {
         return Err(format!(
-            "the state partition has {free} bytes free; the UKI needs {} above its {}-byte free floor (--state-free-floor-bytes): lower --retention-bytes or free the partition; nothing installed",
+            "the state partition has {free} bytes free; the UKI needs {} above its {}-byte free floor (--update-free-floor-bytes): free the state partition; nothing installed",
             m.uki.bytes, updates.free_floor
         ));
     }

@@ -143,6 +143,10 @@ struct Args {
     /// Free bytes that retained evidence never takes from its filesystem.
     #[arg(long)]
     state_free_floor_bytes: Option<u64>,
+    /// Free bytes the state directory keeps after an image update's UKI is
+    /// staged there.
+    #[arg(long)]
+    update_free_floor_bytes: Option<u64>,
     /// The TPM that attestations use, as a TSS2 TCTI (tpm2-tools'
     /// TPM2TOOLS_TCTI), e.g. swtpm:host=127.0.0.1,port=2321; default
     /// device:/dev/tpmrm0.
@@ -421,7 +425,8 @@ fn run() -> Result<()> {
         &state,
         args.slots.clone(),
         args.boot_info.as_deref(),
-        state_free_floor,
+        args.update_free_floor_bytes
+            .unwrap_or(lockstep_limits::DEFAULT_UPDATE_FREE_FLOOR_BYTES),
     );
     // The config's image_version wins; an A/B image states its own.
     let image_version = file

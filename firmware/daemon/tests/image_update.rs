@@ -624,7 +624,7 @@ fn without_slots_or_with_a_bad_boot_info_updates_are_disabled_but_jobs_run() {
             s(&slots),
             "--boot-info",
             s(&good_boot),
-            "--state-free-floor-bytes",
+            "--update-free-floor-bytes",
             "1000000000000000000",
         ],
     );
@@ -633,7 +633,7 @@ fn without_slots_or_with_a_bad_boot_info_updates_are_disabled_but_jobs_run() {
         assert!(!reply.ok);
         assert!(
             reply.message.starts_with("the state partition has")
-                && reply.message.contains("--state-free-floor-bytes"),
+                && reply.message.contains("--update-free-floor-bytes"),
             "{}",
             reply.message
         );

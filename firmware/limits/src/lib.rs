@@ -349,6 +349,15 @@ pub const RETENTION_SOURCES_MIN: u64 = 8;
 /// (`lockstepd --state-free-floor-bytes`).
 pub const DEFAULT_STATE_FREE_FLOOR_BYTES: u64 = 512 << 20;
 
+/// Free bytes the state directory keeps after an image update's UKI is
+/// staged there (`STATE/update/uki.efi`, at most `MAX_UPDATE_UKI_BYTES`):
+/// the device key, the trust files and the operator chain keep room to be
+/// written (`lockstepd --update-free-floor-bytes`). Smaller than
+/// `DEFAULT_STATE_FREE_FLOOR_BYTES`, which guards retained evidence: the
+/// appliance keeps evidence on its own partition, and its state partition
+/// (512 MiB) could never hold a UKI above that floor.
+pub const DEFAULT_UPDATE_FREE_FLOOR_BYTES: u64 = 64 << 20;
+
 /// Bytes the service unit allows lockstepd beyond the budgets above, for
 /// the binary, the GPU driver and its shader compiler, and thread stacks
 /// (image/overlay/.../lockstepd.service `MemoryMax=`).
