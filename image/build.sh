@@ -17,6 +17,11 @@
 #                systemd-boot and the UKI; the certificate goes into the
 #                firmware's db (default: a development pair made once in
 #                image/out/, announced; docs/updates.md, "Secure Boot")
+#   NVIDIA_BRANCH  GPU=nvidia only: the Debian driver branch, as its package
+#                names spell it: empty (default: nvidia-driver,
+#                nvidia-kernel-dkms, nvidia-vulkan-icd) or e.g. tesla-470
+#                (nvidia-tesla-470-driver, ...). A new branch is this one
+#                variable and a rebuild (docs/updates.md, "NVIDIA modules").
 #   BOOT_TRIES   how many boots an update gets to come up healthy before
 #                systemd-boot returns to the previous slot (default 2)
 #   PCR_KEY      RSA private key (PEM) that signs the UKI's expected PCR 11
@@ -38,7 +43,7 @@ OUT=${OUT:-$here/out}
 GPU=${GPU:-lavapipe}
 DEBUG=${DEBUG:-0}
 # make passes unset settings as empty strings: treat those as unset.
-for v in VERSION SIGNING_KEY PCR_KEY SB_KEY SB_CERT BOOT_TRIES PROVISION LOCK LOCKSTEPD; do
+for v in VERSION SIGNING_KEY PCR_KEY SB_KEY SB_CERT BOOT_TRIES NVIDIA_BRANCH PROVISION LOCK LOCKSTEPD; do
     [ -n "${!v:-}" ] || unset "$v"
 done
 SUITE=bookworm
@@ -125,7 +130,22 @@ if [ "$GPU" = nvidia ]; then
     # The proprietary driver, its kernel module built by DKMS against the
     # image's kernel, and its Vulkan ICD. apt (not debootstrap) resolves
     # these: they depend on virtual packages.
-    step "adding the NVIDIA driver (non-free, DKMS)"
+    nv=nvidia-${NVIDIA_BRANCH:+$NVIDIA_BRANCH-}
+    [[ "${NVIDIA_BRANCH:-}" =~ ^[a-z0-9-]*$ ]] || die "NVIDIA_BRANCH=$NVIDIA_BRANCH: use the branch as Debian's package names spell it (e.g. tesla-470)"
+    step "adding the NVIDIA driver (non-free, DKMS: ${nv}driver), its modules signed with a per-build key"
+    # The modules are signed with a key made for this build alone, outside
+    # the chroot: DKMS (Debian's dkms signs with /var/lib/dkms/mok.key and
+    # mok.pub, and would otherwise make that key itself, inside the image)
+    # signs with it, then the private key is removed from the root and
+    # destroyed with the work directory. Only its certificate leaves the
+    # build (beside the image, and in the manifest), for the machines'
+    # module trust (docs/updates.md, "NVIDIA modules").
+    (umask 077 && openssl req -new -x509 -newkey rsa:3072 -nodes -days 36500 -sha256 \
+        -subj "/CN=Lockstep NVIDIA modules $VERSION/" -keyout "$work/module-signing.key" \
+        -outform DER -out "$work/module-signing.der" 2>/dev/null) || die "openssl could not make the module signing key"
+    mkdir -p "$root/var/lib/dkms"
+    install -m 0600 "$work/module-signing.key" "$root/var/lib/dkms/mok.key"
+    install -m 0644 "$work/module-signing.der" "$root/var/lib/dkms/mok.pub"
     echo "deb $MIRROR $SUITE main contrib non-free non-free-firmware" >"$root/etc/apt/sources.list"
     # The build host's resolver, for apt in the chroot only (the image's
     # own /etc/resolv.conf is set below).
@@ -134,10 +154,18 @@ if [ "$GPU" = nvidia ]; then
     trap 'for fs in proc sys dev; do umount -l "$root/$fs" 2>/dev/null || true; done' EXIT
     chroot "$root" apt-get update -q >"$work/nvidia.log" 2>&1 &&
         chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            linux-headers-amd64 nvidia-driver nvidia-vulkan-icd nvidia-kernel-dkms >>"$work/nvidia.log" 2>&1 \
+            linux-headers-amd64 "${nv}driver" "${nv}vulkan-icd" "${nv}kernel-dkms" >>"$work/nvidia.log" 2>&1 \
         || { tail -n 30 "$work/nvidia.log" >&2; die "installing the NVIDIA driver failed (log: $work/nvidia.log)"; }
-    ls "$root"/lib/modules/*/updates/dkms/nvidia-current.ko* >/dev/null 2>&1 \
+    ls "$root"/lib/modules/*/updates/dkms/nvidia*.ko* >/dev/null 2>&1 \
         || die "DKMS built no nvidia module for the image's kernel (log: $work/nvidia.log)"
+    # Every module DKMS built carries this build's signature, and the
+    # private key is gone from the root before anything else happens.
+    shred -u "$root/var/lib/dkms/mok.key"
+    for ko in "$root"/lib/modules/*/updates/dkms/*.ko*; do
+        signer=$(chroot "$root" modinfo -F signer "${ko#"$root"}" 2>/dev/null || true)
+        [ "$signer" = "Lockstep NVIDIA modules $VERSION" ] \
+            || die "$(basename "$ko") is not signed with this build's module key (signer: '${signer:-none}'; log: $work/nvidia.log)"
+    done
     # The compiler and headers DKMS used stay: removing them would remove
     # nvidia-kernel-dkms and its module with them (a prebuilt module
     # package would let this variant drop them).
@@ -292,6 +320,11 @@ printf '%s' "$roothash" >"$work/parts/roothash"
 slot_json=$(NAME=$name VERSION=$VERSION VARIANT=$variant PROVISION=${PROVISION:-} "$here/assemble.sh" "$work/parts" "$img") \
     || die "assemble.sh could not lay out the disk"
 cp "$work/parts/lockstep.efi" "$OUT/$name.efi"
+module_cert_sha=""
+if [ "$GPU" = nvidia ]; then
+    cp "$work/module-signing.der" "$OUT/$name.module-signing.der"
+    module_cert_sha=$(sha256sum "$work/module-signing.der" | cut -d' ' -f1)
+fi
 
 step "manifest and signatures"
 image_sha=$(sha256sum "$img" | cut -d' ' -f1)
@@ -318,6 +351,7 @@ print(json.dumps({
     "tpm_pcr_public_key_sha256": "$(openssl pkey -pubin -in "$work/pcrpkey.pem" -outform DER | sha256sum | cut -d' ' -f1)",
     "secure_boot_cert_sha256": "$(openssl x509 -in "$sb_cert" -outform DER | sha256sum | cut -d' ' -f1)",
     "boot_tries": $BOOT_TRIES,
+    "module_signing_cert_sha256": "$module_cert_sha" or None,
     "slot": json.loads(r"""$slot_json"""),
     "packages": packages,
 }, indent=2, sort_keys=True))
