@@ -63,7 +63,8 @@ sb_cert=${SB_CERT:-$OUT/dev-sb.crt}
 [ -f "$sb_key" ] && [ -f "$sb_cert" ] || die "no Secure Boot pair ($sb_key, $sb_cert): give SB_KEY= and SB_CERT=, the pair the image was signed with"
 # KVM is used when it is usable, which takes more than a /dev/kvm node:
 # nested KVM on some cloud VMs aborts QEMU at start (unsupported MSRs), so
-# a five-second probe boot decides.
+# a fifteen-second probe boot decides (a loaded host can take longer than
+# five seconds to reach the firmware instruction that fails).
 kvm_usable() {
     [ -r /dev/kvm ] && [ -w /dev/kvm ] || { why="no read/write /dev/kvm"; return 1; }
     local rc
@@ -74,7 +75,7 @@ kvm_usable() {
     # QEMU, so the exit code alone cannot tell.
     local log
     log=$(mktemp)
-    rc=$(bash -c 'timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 \
+    rc=$(bash -c 'timeout 15 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 \
         -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
         -display none -serial none -monitor none -nodefaults >/dev/null 2>"'"$log"'"; echo $?' 2>/dev/null)
     if [ "$rc" = 124 ] && ! grep -qi "internal error\|emulation failure" "$log"; then
