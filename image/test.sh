@@ -160,8 +160,10 @@ power_on() { # DISK CONSOLE PORT TPM
     swtpm socket --tpm2 --tpmstate dir="$run/tpm-$4" --ctrl type=unixio,path="$sock" --terminate \
         --log file="$run/tpm-$4.log" &
     local tpm=$!
-    for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
-    [ -S "$sock" ] || { echo "image-test: swtpm for TPM $4 did not start" >&2; kill "$tpm" 2>/dev/null; return 1; }
+    for _ in $(seq 300); do [ -S "$sock" ] && break; sleep 0.1; done
+    [ -S "$sock" ] || {
+        echo "image-test: swtpm for TPM $4 did not start: $(tail -n 3 "$run/tpm-$4.log" 2>/dev/null)" >&2
+        kill "$tpm" 2>/dev/null; return 1; }
     qemu-system-x86_64 -machine q35,smm=on,accel="$ACCEL" -cpu "$cpu" -smp 2 -m 2048 \
         -global driver=cfi.pflash01,property=secure,value=on \
         -drive if=pflash,format=raw,unit=0,readonly=on,file="$ovmf_code" \
@@ -185,6 +187,17 @@ boot() {
         power_on "$@" &
     fi
     qemu_pid=$!
+}
+
+# wait_for PATTERN CONSOLE SECONDS: 0 when the console shows PATTERN.
+wait_for() {
+    local deadline=$((SECONDS + $3))
+    while [ $SECONDS -lt "$deadline" ]; do
+        grep -aq -- "$1" "$2" 2>/dev/null && return 0
+        kill -0 "$qemu_pid" 2>/dev/null || return 1
+        sleep 1
+    done
+    return 1
 }
 
 stop_vm() {
