@@ -11,7 +11,7 @@ CARGO ?= cargo
 DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and boot-testing the appliance image needs (image/README.md).
-IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf openssl swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 sbsigntool python3-venv
+IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf openssl swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 sbsigntool python3-venv busybox-static cpio file
 # virt-fw-vars enrols the image's Secure Boot certificate in the boot
 # test's firmware variables (not packaged in Debian 12): pinned, in a venv.
 IMAGE_VENV := target/image-venv
@@ -136,7 +136,7 @@ image: image-deps
 	$(CARGO) build --release --locked -q -p lockstep-daemon
 	$(SUDO) env LOCKSTEPD=$(CURDIR)/target/release/lockstepd GPU="$(GPU)" DEBUG="$(DEBUG)" \
 	  VERSION="$(VERSION)" SIGNING_KEY="$(SIGNING_KEY)" PCR_KEY="$(PCR_KEY)" PROVISION="$(PROVISION)" LOCK="$(LOCK)" \
-	  SB_KEY="$(SB_KEY)" SB_CERT="$(SB_CERT)" BOOT_TRIES="$(BOOT_TRIES)" \
+	  SB_KEY="$(SB_KEY)" SB_CERT="$(SB_CERT)" BOOT_TRIES="$(BOOT_TRIES)" NVIDIA_BRANCH="$(NVIDIA_BRANCH)" \
 	  image/build.sh
 
 # Boots the image in QEMU and proves it serves (and that a tampered root

@@ -112,6 +112,21 @@ if grep -rIl -e "enroll-window" -e "enroll_window" "$here/overlay"; then
     die "image/overlay opens a first-enrolment window (above): remove it; nodes get their operators from the provisioning file"
 fi
 
+# Secure Boot: systemd-boot and the UKI are signed with SB_KEY; a machine
+# whose firmware db holds SB_CERT boots them and nothing else
+# (docs/updates.md, "Secure Boot"). The NVIDIA variant's module key is
+# certified by it too.
+sb_key=${SB_KEY:-$OUT/dev-sb.key}
+sb_cert=${SB_CERT:-$OUT/dev-sb.crt}
+if [ -z "${SB_KEY:-}" ] && [ ! -f "$sb_key" ]; then
+    echo "image: no SB_KEY given: making a DEVELOPMENT Secure Boot key $sb_key and certificate $sb_cert (not for release; enrol the certificate in a test machine's db)" >&2
+    (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -keyout "$sb_key" -out "$sb_cert" \
+        -subj "/CN=Lockstep development Secure Boot key (not for release)" -days 3650 2>/dev/null) \
+        || die "openssl could not make a Secure Boot key"
+fi
+[ -f "$sb_key" ] && [ -f "$sb_cert" ] || die "SB_KEY=$sb_key and SB_CERT=$sb_cert must both exist"
+echo "image: Secure Boot signing key $sb_key (certificate $sb_cert, sha256 $(openssl x509 -in "$sb_cert" -outform DER | sha256sum | cut -d' ' -f1))" >&2
+
 # One build at a time per output directory; an interrupted build may have
 # left its chroot's mounts behind, and rm -rf must never walk into those.
 exec 9>"$OUT/.build.lock"
@@ -133,19 +148,18 @@ if [ "$GPU" = nvidia ]; then
     nv=nvidia-${NVIDIA_BRANCH:+$NVIDIA_BRANCH-}
     [[ "${NVIDIA_BRANCH:-}" =~ ^[a-z0-9-]*$ ]] || die "NVIDIA_BRANCH=$NVIDIA_BRANCH: use the branch as Debian's package names spell it (e.g. tesla-470)"
     step "adding the NVIDIA driver (non-free, DKMS: ${nv}driver), its modules signed with a per-build key"
-    # The modules are signed with a key made for this build alone, outside
-    # the chroot: DKMS (Debian's dkms signs with /var/lib/dkms/mok.key and
-    # mok.pub, and would otherwise make that key itself, inside the image)
-    # signs with it, then the private key is removed from the root and
-    # destroyed with the work directory. Only its certificate leaves the
-    # build (beside the image, and in the manifest), for the machines'
-    # module trust (docs/updates.md, "NVIDIA modules").
-    (umask 077 && openssl req -new -x509 -newkey rsa:3072 -nodes -days 36500 -sha256 \
-        -subj "/CN=Lockstep NVIDIA modules $VERSION/" -keyout "$work/module-signing.key" \
-        -outform DER -out "$work/module-signing.der" 2>/dev/null) || die "openssl could not make the module signing key"
-    mkdir -p "$root/var/lib/dkms"
-    install -m 0600 "$work/module-signing.key" "$root/var/lib/dkms/mok.key"
-    install -m 0644 "$work/module-signing.der" "$root/var/lib/dkms/mok.pub"
+    # The modules are signed with a key made for this build alone and
+    # certified by the Secure Boot key (module-sig.sh): under Secure Boot,
+    # Debian's kernel trusts a module whose signature chains to a
+    # certificate in the firmware's db, so the machines that boot this
+    # image load its modules and no others. The key never enters the
+    # chroot, whose package scripts run as root: DKMS signs with a key of
+    # its own, which is shredded, and every module is signed again here.
+    # Only the certificate leaves the build (beside the image, and in the
+    # manifest) (docs/updates.md, "NVIDIA modules").
+    "$here/module-sig.sh" key "$sb_key" "$sb_cert" "Lockstep NVIDIA modules $VERSION" \
+        "$work/module-signing.key" "$work/module-signing.crt"
+    openssl x509 -in "$work/module-signing.crt" -outform DER -out "$work/module-signing.der"
     echo "deb $MIRROR $SUITE main contrib non-free non-free-firmware" >"$root/etc/apt/sources.list"
     # The build host's resolver, for apt in the chroot only (the image's
     # own /etc/resolv.conf is set below).
@@ -158,14 +172,17 @@ if [ "$GPU" = nvidia ]; then
         || { tail -n 30 "$work/nvidia.log" >&2; die "installing the NVIDIA driver failed (log: $work/nvidia.log)"; }
     ls "$root"/lib/modules/*/updates/dkms/nvidia*.ko* >/dev/null 2>&1 \
         || die "DKMS built no nvidia module for the image's kernel (log: $work/nvidia.log)"
-    # Every module DKMS built carries this build's signature, and the
-    # private key is gone from the root before anything else happens.
-    shred -u "$root/var/lib/dkms/mok.key"
-    for ko in "$root"/lib/modules/*/updates/dkms/*.ko*; do
-        signer=$(chroot "$root" modinfo -F signer "${ko#"$root"}" 2>/dev/null || true)
-        [ "$signer" = "Lockstep NVIDIA modules $VERSION" ] \
-            || die "$(basename "$ko") is not signed with this build's module key (signer: '${signer:-none}'; log: $work/nvidia.log)"
+    # DKMS's own key (made in the chroot) goes; every module DKMS built is
+    # signed with this build's key and must verify against the Secure Boot
+    # certificate, as the kernel will check it.
+    for f in "$root"/var/lib/dkms/mok.key "$root"/var/lib/dkms/mok.pub; do
+        [ ! -e "$f" ] || shred -u "$f"
     done
+    mods=("$root"/lib/modules/*/updates/dkms/*.ko)
+    "$here/module-sig.sh" sign "$work/module-signing.key" "$work/module-signing.crt" "${mods[@]}"
+    shred -u "$work/module-signing.key"
+    "$here/module-sig.sh" verify "$sb_cert" "${mods[@]}"
+    echo "image: ${#mods[@]} DKMS modules signed with this build's module key (certified by $sb_cert)" >&2
     # The compiler and headers DKMS used stay: removing them would remove
     # nvidia-kernel-dkms and its module with them (a prebuilt module
     # package would let this variant drop them).
@@ -289,19 +306,6 @@ fi
 # them as updates and checks that the node keeps its identity.
 cp "$root/usr/lib/systemd/boot/efi/linuxx64.efi.stub" "$work/linuxx64.efi.stub"
 cp "$root/etc/os-release" "$work/os-release"
-# Secure Boot: systemd-boot and the UKI are signed with SB_KEY; a machine
-# whose firmware db holds SB_CERT boots them and nothing else
-# (docs/updates.md, "Secure Boot").
-sb_key=${SB_KEY:-$OUT/dev-sb.key}
-sb_cert=${SB_CERT:-$OUT/dev-sb.crt}
-if [ -z "${SB_KEY:-}" ] && [ ! -f "$sb_key" ]; then
-    echo "image: no SB_KEY given: making a DEVELOPMENT Secure Boot key $sb_key and certificate $sb_cert (not for release; enrol the certificate in a test machine's db)" >&2
-    (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -keyout "$sb_key" -out "$sb_cert" \
-        -subj "/CN=Lockstep development Secure Boot key (not for release)" -days 3650 2>/dev/null) \
-        || die "openssl could not make a Secure Boot key"
-fi
-[ -f "$sb_key" ] && [ -f "$sb_cert" ] || die "SB_KEY=$sb_key and SB_CERT=$sb_cert must both exist"
-echo "image: Secure Boot signing key $sb_key (certificate $sb_cert, sha256 $(openssl x509 -in "$sb_cert" -outform DER | sha256sum | cut -d' ' -f1))" >&2
 mkdir -p "$work/parts"
 pcr11=$(SB_KEY=$sb_key SB_CERT=$sb_cert "$here/uki.sh" "$work/linuxx64.efi.stub" "$work/vmlinuz" "$work/os-release" \
     "$work/cmdline" "$work/initrd" "$pcr_key" "$work/parts/lockstep.efi") || die "uki.sh could not make the UKI"

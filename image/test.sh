@@ -21,7 +21,9 @@
 #      transcripts with a forged quote, a wrong nonce or the other TPM's
 #      quote are refused;
 #   6. a copy whose root partition has one flipped byte never serves;
-#   7. a UKI not signed for Secure Boot is refused by the firmware.
+#   7. a UKI not signed for Secure Boot is refused by the firmware;
+#   8. the image's kernel under Secure Boot loads a module signed as the
+#      NVIDIA variant signs its modules, and refuses other signatures.
 #
 #   IMAGE=path.raw  the image to test (default: the newest in image/out)
 #   ACCEL=kvm|tcg   default: kvm when /dev/kvm is usable, else tcg (slow)
@@ -47,7 +49,7 @@ say() { echo "== image-test: $*" >&2; }
 IMAGE=${IMAGE:-$(ls -t "$OUT"/lockstep-*.raw 2>/dev/null | grep -v -- '-nvidia' | head -n 1 || true)}
 [ -n "$IMAGE" ] && [ -f "$IMAGE" ] || die "no image: run 'make image' first (or give IMAGE=path.raw)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run 'make image-test' (it installs it)"
-for tool in swtpm swtpm_setup swtpm_localca openssl sbsign unsquashfs mksquashfs veritysetup mdir; do
+for tool in swtpm swtpm_setup swtpm_localca openssl sbsign unsquashfs mksquashfs veritysetup mdir cpio file; do
     command -v "$tool" >/dev/null || die "$tool missing: run 'make image-test' (it installs what the test needs)"
 done
 [ "$(id -u)" = 0 ] || die "the update scenarios re-squash the root as releases are built: run as root"
@@ -577,4 +579,75 @@ fi
 stop_vm
 say "UKI without a Secure Boot signature refused by the firmware: $(grep -ao "Error loading .*lockstep-.*: \(Access Denied\|Security Violation\)" "$console" | head -n 1 | tr -d '\r')"
 rm -f "$sbdisk"
+# 8. Kernel modules under Secure Boot (docs/updates.md, "NVIDIA modules"):
+# the image's own kernel, in a UKI signed with the Secure Boot key, booted
+# with Secure Boot enforced, loads a module signed as the NVIDIA variant's
+# build signs its modules (module-sig.sh: a module key certified by the
+# Secure Boot key, its certificate in the signature), and refuses the same
+# module unsigned or signed by a key the firmware's db does not vouch for.
+# The probe is an initramfs of busybox, the modules and a script; the
+# module is the image's own dummy.ko (no NVIDIA module builds here).
+kver=$(basename "$(ls -d "$run/tree/lib/modules/"* | head -n 1)")
+dummy=$run/tree/lib/modules/$kver/kernel/drivers/net/dummy.ko
+[ -f "$dummy" ] || die "the image's kernel has no dummy.ko to probe module signatures with"
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] && file -L "$busybox" | grep -q "statically linked" \
+    || die "a static busybox is missing: run 'make image-test' (it installs busybox-static)"
+probe=$run/modsig
+mkdir -p "$probe/initrd/bin" "$probe/initrd/m" "$probe/initrd/proc" "$probe/initrd/sys" "$probe/initrd/tmp"
+cp "$busybox" "$probe/initrd/bin/busybox"
+for a in sh mount insmod rmmod cat tr poweroff sleep; do ln -s busybox "$probe/initrd/bin/$a"; done
+cp "$dummy" "$probe/initrd/m/debian.ko"
+cp "$dummy" "$probe/initrd/m/unsigned.ko"
+"$here/module-sig.sh" strip "$probe/initrd/m/unsigned.ko"
+"$here/module-sig.sh" key "$sb_key" "$sb_cert" "Lockstep modules (boot test)" "$probe/module.key" "$probe/module.crt"
+cp "$dummy" "$probe/initrd/m/certified.ko"
+"$here/module-sig.sh" sign "$probe/module.key" "$probe/module.crt" "$probe/initrd/m/certified.ko"
+"$here/module-sig.sh" verify "$sb_cert" "$probe/initrd/m/certified.ko"
+openssl req -x509 -newkey rsa:3072 -nodes -sha256 -days 1 -subj "/CN=Lockstep modules (not in db)/" \
+    -keyout "$probe/other.key" -out "$probe/other.crt" 2>/dev/null || die "openssl could not make a key"
+cp "$dummy" "$probe/initrd/m/self-signed.ko"
+"$here/module-sig.sh" sign "$probe/other.key" "$probe/other.crt" "$probe/initrd/m/self-signed.ko"
+cat >"$probe/initrd/init" <<'PROBE'
+#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t securityfs securityfs /sys/kernel/security
+echo "modsig-probe: lockdown: $(cat /sys/kernel/security/lockdown)"
+for m in unsigned self-signed certified debian; do
+    if insmod "/m/$m.ko" 2>/tmp/err; then
+        echo "modsig-probe: $m: loaded"
+        rmmod dummy
+    else
+        echo "modsig-probe: $m: refused ($(tr '\n' ' ' </tmp/err))"
+    fi
+    sleep 1
+done
+echo "modsig-probe: done"
+poweroff -f
+PROBE
+chmod 0755 "$probe/initrd/init"
+(cd "$probe/initrd" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$probe/initrd.cpio"
+echo "console=ttyS0,115200 panic=10" >"$probe/cmdline"
+SB_KEY=$sb_key SB_CERT=$sb_cert "$here/uki.sh" "$parts/linuxx64.efi.stub" "$parts/vmlinuz" "$parts/os-release" \
+    "$probe/cmdline" "$probe/initrd.cpio" "$pcr_key" "$probe/probe.efi" >/dev/null || die "uki.sh could not make the probe UKI"
+mdisk=$run/modsig.raw
+cp --sparse=always "$IMAGE" "$mdisk"
+esp_put "$mdisk" "$probe/probe.efi" "EFI/Linux/lockstep-$v1.efi"
+console=$run/console-modsig.log
+boot "$mdisk" "$console" "$(free_udp_port)" B
+wait_for "modsig-probe: done" "$console" $((boot_limit / 2)) \
+    || { tail -n 30 "$console" | tr -d '\r' >&2; die "the module probe did not finish (console above)"; }
+stop_vm
+probe_result() { grep -ao "modsig-probe: $1: [a-z]*" "$console" | head -n 1 | sed 's/.*: //'; }
+grep -aq "modsig-probe: lockdown: .*\[integrity\]" "$console" \
+    || { grep -a "modsig-probe" "$console" | tr -d '\r' >&2; die "the kernel did not lock down under Secure Boot"; }
+for expect in unsigned:refused self-signed:refused certified:loaded debian:loaded; do
+    got=$(probe_result "${expect%%:*}")
+    [ "$got" = "${expect#*:}" ] || { grep -a "modsig-probe\|Lockdown\|X.509\|module" "$console" | tr -d '\r' >&2
+        die "module ${expect%%:*}: ${got:-no answer}, expected ${expect#*:} (console above)"; }
+done
+say "modules under Secure Boot, kernel locked down: signed by a module key the Secure Boot key certified: loaded; unsigned: refused ($(grep -ao 'Loading of unsigned module is rejected' "$console" | head -n 1)); signed by a key db does not vouch for: refused ($(grep -ao 'Loading of module with unavailable key is rejected' "$console" | head -n 1))"
+rm -f "$mdisk"
 say "PASS"
