@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod abi;
 mod address;
 pub mod eip712;
 mod key;
