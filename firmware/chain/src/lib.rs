@@ -34,6 +34,7 @@ pub mod abi;
 mod address;
 pub mod eip712;
 mod key;
+pub mod tx;
 
 pub use address::{hex0x, keccak256, Address, AddressError};
 pub use key::{recover, ChainKey, KeyError, Signature65};
