@@ -34,6 +34,8 @@ pub mod abi;
 mod address;
 pub mod eip712;
 mod key;
+pub mod keystore;
+mod scrypt;
 pub mod tx;
 
 pub use address::{hex0x, keccak256, Address, AddressError};
