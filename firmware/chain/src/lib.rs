@@ -35,6 +35,7 @@ mod address;
 pub mod eip712;
 mod key;
 pub mod keystore;
+pub mod rpc;
 mod scrypt;
 pub mod tx;
 
