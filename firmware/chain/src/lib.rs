@@ -33,6 +33,8 @@
 pub mod abi;
 mod address;
 pub mod eip712;
+mod error;
+pub mod http;
 mod key;
 pub mod keystore;
 pub mod rpc;
@@ -40,4 +42,5 @@ mod scrypt;
 pub mod tx;
 
 pub use address::{hex0x, keccak256, Address, AddressError};
+pub use error::ClientError;
 pub use key::{recover, ChainKey, KeyError, Signature65};
