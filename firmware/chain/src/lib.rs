@@ -32,6 +32,7 @@
 
 pub mod abi;
 mod address;
+pub mod client;
 pub mod eip712;
 mod error;
 pub mod http;
