@@ -25,7 +25,12 @@ SWIFTSHADER_DIR := target/swiftshader
 SWIFTSHADER_ICD := $(SWIFTSHADER_DIR)/usr/lib/chromium/vk_swiftshader_icd.json
 LOCKSTEP := target/release/lockstep
 
-.PHONY: deps swiftshader demo test lint bench kernels image image-deps image-test clean
+# The NodeRegistry contract's pinned compiler and the local EVM node of the
+# chain tests (contracts/README.md), installed by npm from package-lock.json.
+# npm writes this file on every install, so it says what is installed and when.
+CONTRACTS_INSTALLED := contracts/node_modules/.package-lock.json
+
+.PHONY: deps swiftshader contracts-deps contracts demo test lint bench kernels image image-deps image-test clean
 
 # install-missing PACKAGES: apt-get installs those not installed yet.
 define install-missing
@@ -42,6 +47,23 @@ endef
 deps:
 	$(call install-missing,$(DEB_PACKAGES))
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+# Node.js from Debian only when there is no node at all (one installed
+# otherwise, e.g. from NodeSource, already brings its own npm, which
+# Debian's npm package would conflict with). npm ci runs again only when the
+# lock file is newer than the last install: it deletes node_modules first.
+contracts-deps:
+ifeq ($(shell command -v node),)
+	$(call install-missing,nodejs npm)
+endif
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js with npm"; exit 1; }
+	@if [ ! -f $(CONTRACTS_INSTALLED) ] || [ contracts/package-lock.json -nt $(CONTRACTS_INSTALLED) ]; then \
+	  cd contracts && npm ci --no-audit --no-fund; \
+	fi
+
+# Recompile the contract after editing it (then commit contracts/out).
+contracts: contracts-deps
+	node contracts/compile.mjs
 
 # Idempotent: nothing happens when the ICD is already there. Only apt is
 # asked for the package (the lists are refreshed once if it is unknown).
@@ -105,11 +127,13 @@ demo: deps
 # here explicitly (no dependency turns it on); the second run rebuilds
 # lockstepd without it and proves that build refuses --inject-fault. Then
 # the Vulkan tests and the examples run again under the Khronos validation
-# layer (.ci/validation.sh): any message fails the run.
-test: deps swiftshader
+# layer (.ci/validation.sh): any message fails the run. The contract's
+# committed bytecode must be what its source compiles to (contracts/check.mjs).
+test: deps swiftshader contracts-deps
 	@mkdir -p target
 	set -o pipefail; LOCKSTEP_SWIFTSHADER_ICD=$(CURDIR)/$(SWIFTSHADER_ICD) $(CARGO) test --workspace --locked --features lockstep-daemon/fault-injection 2>&1 | tee target/test-output.log
 	set -o pipefail; $(CARGO) test --locked -p lockstep-daemon --test node -- a_build_without_the_test_feature 2>&1 | tee -a target/test-output.log
+	node contracts/check.mjs
 	.ci/validation.sh $(CURDIR)/$(SWIFTSHADER_ICD)
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.log
 
