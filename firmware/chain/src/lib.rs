@@ -1,4 +1,4 @@
-//! On-chain identity for Lockstep nodes (docs/chain.md): the client side
+//! On-chain identity for Lockstep nodes (contracts/README.md): the client side
 //! of the `NodeRegistry` contract, written by hand.
 //!
 //! The core is sans-IO, pure functions and data:
