@@ -8,7 +8,7 @@
 //! [`ClientError::Reverted`] with the registry's typed reason. Polling for
 //! the receipt is the only waiting in this crate.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lockstep_limits::{TX_RECEIPT_POLL_ATTEMPTS, TX_RECEIPT_POLL_INTERVAL_MS};
@@ -29,11 +29,12 @@ use crate::tx::{tx_hash, Eip1559Tx};
 /// Gas added to `eth_estimateGas`'s answer, in percent.
 pub const GAS_MARGIN_PERCENT: u64 = 20;
 
-/// A JSON-RPC endpoint.
+/// A JSON-RPC endpoint (`Sync`: calls may come from several threads;
+/// each is its own connection).
 #[derive(Debug)]
 pub struct RpcClient {
     url: HttpUrl,
-    next_id: Cell<u64>,
+    next_id: AtomicU64,
 }
 
 /// A log of a mined transaction.
@@ -61,7 +62,7 @@ impl RpcClient {
     pub fn new(url: &str) -> Result<RpcClient, ClientError> {
         Ok(RpcClient {
             url: HttpUrl::parse(url)?,
-            next_id: Cell::new(1),
+            next_id: AtomicU64::new(1),
         })
     }
 
@@ -73,8 +74,7 @@ impl RpcClient {
     /// One JSON-RPC call. An EVM revert becomes
     /// [`ClientError::Reverted`].
     pub fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
-        let id = self.next_id.get();
-        self.next_id.set(id.wrapping_add(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = post_json(&self.url, &rpc::request(id, method, params))?;
         match rpc::parse_response(&body, id) {
             Ok(value) => Ok(value),
@@ -565,6 +565,13 @@ mod tests {
         assert_eq!(d.uint8(2).unwrap(), 1);
         // 8 heads, 65 bytes padded to 96 with its length word, 64 with its.
         assert_eq!(data.len(), 4 + 8 * 32 + 32 + 96 + 32 + 64);
+    }
+
+    #[test]
+    fn clients_are_shareable() {
+        fn sync<T: Send + Sync>() {}
+        sync::<RpcClient>();
+        sync::<Registry>();
     }
 
     #[test]
