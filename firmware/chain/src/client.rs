@@ -567,6 +567,107 @@ mod tests {
         assert_eq!(data.len(), 4 + 8 * 32 + 32 + 96 + 32 + 64);
     }
 
+    /// A JSON-RPC server on 127.0.0.1 that answers each method with
+    /// `answer(method, params)` (a `result` or an `error` object), one
+    /// connection per request, until the test ends.
+    fn fake_node(answer: fn(&str, &Value) -> Value) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for socket in listener.incoming() {
+                let mut socket = socket.unwrap();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body = loop {
+                    let n = socket.read(&mut buf).unwrap();
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        if body.len() >= length {
+                            break body.to_string();
+                        }
+                    }
+                };
+                let request: Value = serde_json::from_str(&body).unwrap();
+                let mut response = json!({"jsonrpc": "2.0", "id": request["id"]});
+                let answer = answer(request["method"].as_str().unwrap(), &request["params"]);
+                match answer.get("error") {
+                    Some(error) => response["error"] = error.clone(),
+                    None => response["result"] = answer["result"].clone(),
+                }
+                let text = response.to_string();
+                let _ = write!(
+                    socket,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        url
+    }
+
+    fn failing_node(method: &str, params: &Value) -> Value {
+        match method {
+            "eth_chainId" => json!({"result": "0x539"}),
+            "eth_estimateGas" => json!({"result": "0x5208"}),
+            "eth_gasPrice" => json!({"result": "0x1"}),
+            "eth_getTransactionCount" => json!({"result": "0x0"}),
+            "eth_sendRawTransaction" => {
+                let raw = rpc::parse_data_value(&params[0]).unwrap();
+                json!({"result": rpc::data(&tx_hash(&raw))})
+            }
+            "eth_getTransactionReceipt" => json!({"result": {
+                "status": "0x0", "gasUsed": "0x5000", "blockNumber": "0x2",
+                "contractAddress": null, "logs": [],
+            }}),
+            "eth_call" => {
+                let revert = RegistryRevert::NotOperator {
+                    node_id: [1; 32],
+                    caller: Address([2; 20]),
+                };
+                json!({"error": {"code": -32000, "message": "VM Exception while processing transaction: revert",
+                    "data": {"result": rpc::data(&revert.encode())}}})
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    fn silently_failing_node(method: &str, params: &Value) -> Value {
+        match method {
+            "eth_call" => json!({"result": "0x"}),
+            _ => failing_node(method, params),
+        }
+    }
+
+    #[test]
+    fn a_transaction_that_fails_on_chain_is_explained_by_eth_call() {
+        let key = ChainKey::generate([3; 32]).unwrap();
+        let registry = Registry::at(&fake_node(failing_node), Address([9; 20])).unwrap();
+        assert_eq!(registry.chain_id(), 1337);
+        assert_eq!(
+            registry.revoke(&key, &[1; 32]).unwrap_err(),
+            ClientError::Reverted(RegistryRevert::NotOperator {
+                node_id: [1; 32],
+                caller: Address([2; 20])
+            })
+        );
+        let registry = Registry::at(&fake_node(silently_failing_node), Address([9; 20])).unwrap();
+        assert!(matches!(
+            registry.revoke(&key, &[1; 32]),
+            Err(ClientError::TxFailed {
+                gas_used: 0x5000,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn clients_are_shareable() {
         fn sync<T: Send + Sync>() {}
