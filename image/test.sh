@@ -587,13 +587,16 @@ rm -f "$sbdisk"
 # module unsigned or signed by a key the firmware's db does not vouch for.
 # The probe is an initramfs of busybox, the modules and a script; the
 # module is the image's own dummy.ko (no NVIDIA module builds here).
-kver=$(basename "$(ls -d "$run/tree/lib/modules/"* | head -n 1)")
-dummy=$run/tree/lib/modules/$kver/kernel/drivers/net/dummy.ko
-[ -f "$dummy" ] || die "the image's kernel has no dummy.ko to probe module signatures with"
+probe=$run/modsig
+mkdir -p "$probe"
+# Only the one module leaves the root (the derived releases' tree is gone).
+unsquashfs -no-progress -quiet -d "$probe/tree" "$parts/root.squashfs" \
+    'usr/lib/modules/*/kernel/drivers/net/dummy.ko' >/dev/null || die "unsquashfs failed"
+dummy=$(ls "$probe"/tree/usr/lib/modules/*/kernel/drivers/net/dummy.ko 2>/dev/null | head -n 1)
+[ -n "$dummy" ] || die "the image's kernel has no dummy.ko to probe module signatures with"
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" | grep -q "statically linked" \
     || die "a static busybox is missing: run 'make image-test' (it installs busybox-static)"
-probe=$run/modsig
 mkdir -p "$probe/initrd/bin" "$probe/initrd/m" "$probe/initrd/proc" "$probe/initrd/sys" "$probe/initrd/tmp"
 cp "$busybox" "$probe/initrd/bin/busybox"
 for a in sh mount insmod rmmod cat tr poweroff sleep; do ln -s busybox "$probe/initrd/bin/$a"; done
