@@ -321,6 +321,56 @@ mod tests {
     }
 
     #[test]
+    fn v5_chain_fields_are_bounded_at_decode() {
+        let done = |chain_signature: String| {
+            Message::Done(JobResult {
+                outputs: vec![],
+                receipt: vec![],
+                signature: String::new(),
+                chain_signature,
+            })
+        };
+        let decode = |m: &Message| {
+            let Frame::Control(payload) = m.to_frame() else {
+                panic!("control frame expected")
+            };
+            Message::decode(&payload)
+        };
+        let ok = done(format!("0x{}", "00".repeat(65)));
+        assert_eq!(decode(&ok).unwrap(), ok);
+        assert!(matches!(
+            decode(&done("0".repeat(133))),
+            Err(MessageError::Bound(_))
+        ));
+
+        let registration = crate::chain::RegistrationSignature {
+            node_address: format!("0x{}", "11".repeat(20)),
+            key_protection: lockstep_identity::KeyProtection::File,
+            attestation_digest: "0".repeat(64),
+            certification_report_hash: "0".repeat(64),
+            bundle_id: "ab".repeat(32),
+            node_signature: format!("0x{}", "22".repeat(65)),
+            device_signature: format!("0x{}", "33".repeat(64)),
+        };
+        let reply = |registration| {
+            Message::AdminReply(crate::admin::AdminReply {
+                ok: true,
+                message: String::new(),
+                bundle_id: String::new(),
+                bundle_version: 0,
+                certified: false,
+                certification_report_sha256: None,
+                registration: Some(registration),
+            })
+        };
+        let good = reply(registration.clone());
+        assert_eq!(decode(&good).unwrap(), good);
+        let mut long = registration;
+        long.device_signature.push('0');
+        assert!(matches!(decode(&reply(long)), Err(MessageError::Bound(_))));
+    }
+
+    #[test]
     fn other_versions_get_a_version_error() {
         let mut payload = postcard::to_stdvec(&Envelope {
             version: 7,
