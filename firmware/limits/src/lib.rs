@@ -456,3 +456,49 @@ pub const MAX_UPDATE_FLOOR_FILE_BYTES: usize = 64;
 /// Longest slot, variant or image version named in a boot-info file or in
 /// `STATE/update/pending.env` (bytes of `[A-Za-z0-9._+-]`).
 pub const MAX_SLOT_TEXT_BYTES: usize = 128;
+
+/// Largest V3 keystore file (Web3 Secret Storage JSON) the chain client
+/// reads; a real one is about 500 bytes.
+pub const MAX_KEYSTORE_BYTES: usize = 16 * 1024;
+
+/// Largest scrypt cost exponent a keystore may ask for (N = 2^20).
+pub const MAX_KEYSTORE_SCRYPT_LOG_N: u8 = 20;
+
+/// Largest scrypt block size `r` a keystore may ask for.
+pub const MAX_KEYSTORE_SCRYPT_R: u32 = 16;
+
+/// Largest scrypt parallelism `p` a keystore may ask for (scrypt runs
+/// the lanes one after the other: time grows with it, memory does not).
+pub const MAX_KEYSTORE_SCRYPT_P: u32 = 16;
+
+/// Most memory a keystore's scrypt may take (128 × N × r bytes): geth's
+/// standard N = 2^18, r = 8 is exactly this.
+pub const MAX_KEYSTORE_SCRYPT_MEMORY_BYTES: u64 = 256 << 20;
+
+/// Most PBKDF2-HMAC-SHA256 iterations a keystore may ask for (about ten
+/// seconds on a slow core).
+pub const MAX_KEYSTORE_PBKDF2_ROUNDS: u32 = 10_000_000;
+
+/// Largest JSON-RPC response body the chain client reads (a receipt with
+/// its logs, or a contract's return data, is a few KiB).
+pub const MAX_RPC_RESPONSE_BYTES: usize = 4 << 20;
+
+/// Largest HTTP status line and headers of a JSON-RPC response.
+pub const MAX_RPC_HTTP_HEADER_BYTES: usize = 16 * 1024;
+
+/// How long the chain client waits for a TCP connection to its JSON-RPC
+/// endpoint.
+pub const RPC_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// How long one JSON-RPC exchange (request written, whole response read)
+/// may take.
+pub const RPC_TIMEOUT_MS: u64 = 30_000;
+
+/// How long the chain client sleeps between two polls for a sent
+/// transaction's receipt.
+pub const TX_RECEIPT_POLL_INTERVAL_MS: u64 = 1_000;
+
+/// How many times the chain client polls for a sent transaction's
+/// receipt before it gives up (with the interval above: three minutes,
+/// about fifteen blocks on mainnet).
+pub const TX_RECEIPT_POLL_ATTEMPTS: u32 = 180;
