@@ -636,6 +636,7 @@ fn fake_node(
                         trusted_operators: vec![],
                         key_protection: lockstep_identity::KeyProtection::File,
                         slot: None,
+                        chain_address: String::new(),
                     };
                     let nonce = [7u8; 32];
                     let signature = signs

@@ -86,6 +86,7 @@ fn info(id: &str, image_version: &str, slot: Option<SlotInfo>) -> NodeInfo {
         trusted_operators: vec![],
         key_protection: lockstep_identity::KeyProtection::File,
         slot,
+        chain_address: String::new(),
     }
 }
 
@@ -97,6 +98,7 @@ fn reply(ok: bool, message: String) -> Message {
         bundle_version: 0,
         certified: false,
         certification_report_sha256: None,
+        registration: None,
     })
 }
 

@@ -13,15 +13,21 @@
 //! - [`SealedIdentity`]: a device key and its first operator set, as the
 //!   TPM-sealed systemd credential holds them; [`KeyProtection`] says
 //!   which kind of key a node runs with.
+//! - [`DeviceKey::chain_key_material`] and [`DeviceKey::sign_chain_binding`]:
+//!   the node's secp256k1 chain key, derived from the device key (HKDF),
+//!   and the device key's signature binding its address to the node id
+//!   ([`verify_chain_binding`]).
 
 #![forbid(unsafe_code)]
 
+mod chain;
 mod key;
 pub mod minisign;
 mod node_id;
 mod sealed;
 mod secret_key;
 
+pub use chain::{chain_binding_message, verify_chain_binding, CHAIN_KEY_DOMAIN};
 pub use key::{DeviceKey, KeyError, KEY_FILE};
 pub use minisign::{Signature, SignatureError};
 pub use node_id::{NodeId, NodeIdError};

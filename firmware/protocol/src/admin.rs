@@ -65,6 +65,8 @@ pub struct NodeInfo {
     /// The A/B slot this boot runs from and the update state; `None` on a
     /// node that is not an A/B appliance image (development, tests).
     pub slot: Option<SlotInfo>,
+    /// The node's chain key address (EIP-55 `0x…`).
+    pub chain_address: String,
 }
 
 /// Where an A/B appliance runs, and what its last update did
@@ -122,6 +124,17 @@ pub enum AdminAction {
     /// signed update metadata's, so the command and the update cannot be
     /// paired from two rollouts.
     PushImage { image_version: String, version: u64 },
+    /// Sign a registration for the `NodeRegistry` at `registry` on
+    /// `chain_id`, to be sent by `operator` (0x addresses, any case); the
+    /// node answers [`AdminReply::registration`]. `attestation_digest` is
+    /// 64 lower-case hex digits, or "" for none (zero bytes32). The node
+    /// fills the other registration fields from its own state.
+    SignRegistration {
+        chain_id: u64,
+        registry: String,
+        operator: String,
+        attestation_digest: String,
+    },
 }
 
 /// The signed part of an admin command (canonical JSON).
@@ -201,6 +214,9 @@ pub struct AdminReply {
     /// new report), and the SHA-256 of the report it serves under.
     pub certified: bool,
     pub certification_report_sha256: Option<String>,
+    /// The signed registration, in answer to
+    /// [`AdminAction::SignRegistration`]; `None` otherwise.
+    pub registration: Option<crate::chain::RegistrationSignature>,
 }
 
 /// Why a release statement or admin statement is not accepted. Messages
@@ -501,6 +517,7 @@ mod tests {
             trusted_operators: vec![],
             key_protection: lockstep_identity::KeyProtection::File,
             slot: None,
+            chain_address: String::new(),
         };
         let base = challenge_statement(&[1; 32], &info, &[2; 32]);
         assert_ne!(base, challenge_statement(&[9; 32], &info, &[2; 32]));

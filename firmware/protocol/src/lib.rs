@@ -11,6 +11,7 @@
 //! - [`evidence`]: leaves and inputs of retained jobs, for spot checks
 //!   and disputes.
 //! - [`certify`]: signed certification runs and report installs.
+//! - [`chain`]: the chain key's signatures and registrations (v5).
 //! - [`receipt`]: the statement a node signs for every job.
 //!
 //! Wire format and rules: docs/protocol.md, "Wire protocol".
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod attest;
 pub mod certify;
+pub mod chain;
 pub mod evidence;
 pub mod frame;
 pub mod message;
@@ -32,6 +34,7 @@ pub use certify::{
     CertifyReply, CertifyRequest, CertifyStatement, InstallReport, Installed,
     CERTIFY_REQUEST_FORMAT,
 };
+pub use chain::{ChainFieldError, RegistrationSignature};
 pub use evidence::{EvidenceAccess, InputRequest, LeafEvidence, LeafRequest};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
 pub use lockstep_identity::KeyProtection;
@@ -40,6 +43,7 @@ pub use message::{
     TensorHeader, PROTOCOL_VERSION,
 };
 pub use receipt::{
-    rfc3339, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT, RECEIPT_FORMAT_V1,
+    rfc3339, verify_chain_signature, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT,
+    RECEIPT_FORMAT_V1, RECEIPT_FORMAT_V2,
 };
 pub use tensors::{header, tensor_chunks, TensorReceiver, TensorStreamError};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::Frame;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -101,6 +101,10 @@ pub struct JobResult {
     pub receipt: Vec<u8>,
     /// The minisign signature file of `receipt`.
     pub signature: String,
+    /// `0x` + 130 hex: the chain key's EIP-712 `Receipt(bytes32
+    /// receiptDigest)` signature (receipt domain), where `receiptDigest` is
+    /// the SHA-256 of `receipt` ([`crate::Receipt::digest`]).
+    pub chain_signature: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +164,8 @@ pub struct NodeStatus {
     pub uptime_s: u64,
     /// How the device key is protected (TPM-sealed or a file).
     pub key_protection: lockstep_identity::KeyProtection,
+    /// The node's chain key address (EIP-55 `0x…`).
+    pub chain_address: String,
 }
 
 /// Why a control frame is not a message this node accepts.
@@ -238,7 +244,38 @@ fn check_headers(headers: &[TensorHeader]) -> Result<(), MessageError> {
 fn check_bounds(m: &Message) -> Result<(), MessageError> {
     match m {
         Message::Submit(r) => check_headers(&r.inputs),
-        Message::Done(r) => check_headers(&r.outputs),
+        Message::Done(r) => {
+            if r.chain_signature.len() > crate::chain::CHAIN_SIGNATURE_TEXT_LEN {
+                return Err(MessageError::Bound(format!(
+                    "chain signature of {} characters; it has {}",
+                    r.chain_signature.len(),
+                    crate::chain::CHAIN_SIGNATURE_TEXT_LEN
+                )));
+            }
+            check_headers(&r.outputs)
+        }
+        Message::Status(s) if s.chain_address.len() > crate::chain::ADDRESS_TEXT_LEN => {
+            Err(MessageError::Bound(format!(
+                "chain address of {} characters; it has {}",
+                s.chain_address.len(),
+                crate::chain::ADDRESS_TEXT_LEN
+            )))
+        }
+        Message::AdminChallenge(c)
+            if c.info.chain_address.len() > crate::chain::ADDRESS_TEXT_LEN =>
+        {
+            Err(MessageError::Bound(format!(
+                "chain address of {} characters; it has {}",
+                c.info.chain_address.len(),
+                crate::chain::ADDRESS_TEXT_LEN
+            )))
+        }
+        Message::AdminReply(r) => match &r.registration {
+            Some(registration) => {
+                crate::chain::check_registration(registration).map_err(MessageError::Bound)
+            }
+            None => Ok(()),
+        },
         Message::AdminCommand(c) => crate::admin::check_command(c).map_err(MessageError::Bound),
         Message::Leaf(e) => {
             crate::evidence::check_leaf(e)?;

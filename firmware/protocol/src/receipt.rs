@@ -1,16 +1,27 @@
 //! The receipt: what a node states about a job, as canonical JSON (sorted
 //! keys, no insignificant whitespace), signed by its device key in minisign
 //! format so that `minisign -Vm receipt.json -P NODE_KEY` verifies it.
+//!
+//! From format 3 the receipt also names the node's chain address, and the
+//! chain key signs the same bytes' SHA-256 ([`Receipt::digest`]) as an
+//! EIP-712 `Receipt(bytes32 receiptDigest)`: one canonical digest, two
+//! signatures ([`Receipt::sign_chain`], [`verify_chain_signature`]).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use lockstep_chain::{eip712, Address, ChainKey};
 use lockstep_identity::{DeviceKey, KeyProtection, NodeId, Signature, SignatureError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-/// Version of the receipt's own layout. Format 2 added `key_protection`;
-/// format 1 receipts (without it) still verify.
-pub const RECEIPT_FORMAT: u32 = 2;
+use crate::chain::ChainFieldError;
+
+/// Version of the receipt's own layout. Format 2 added `key_protection`,
+/// format 3 `chain_address`; format 1 and 2 receipts still verify.
+pub const RECEIPT_FORMAT: u32 = 3;
+/// The layout before `chain_address`.
+pub const RECEIPT_FORMAT_V2: u32 = 2;
 /// The layout before `key_protection`.
 pub const RECEIPT_FORMAT_V1: u32 = 1;
 
@@ -56,9 +67,14 @@ pub struct Receipt {
     /// present from format 2 on, absent in format 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_protection: Option<KeyProtection>,
+    /// The node's chain key address (EIP-55), whose EIP-712 signature
+    /// travels beside the receipt; present from format 3 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReceiptError {
     #[error("receipt signature: {0}")]
     Signature(#[from] SignatureError),
@@ -68,6 +84,10 @@ pub enum ReceiptError {
     NotCanonical,
     #[error("receipt names node {claimed}, but was verified against {given}")]
     OtherNode { claimed: String, given: String },
+    #[error("receipt format {format} has no chain address (only format {RECEIPT_FORMAT} receipts carry a chain signature): verify its minisign signature alone")]
+    NoChainAddress { format: u32 },
+    #[error("receipt chain signature: {0}")]
+    ChainSignature(#[from] ChainFieldError),
 }
 
 impl Receipt {
@@ -75,6 +95,18 @@ impl Receipt {
     pub fn canonical_bytes(&self) -> Vec<u8> {
         lockstep_canonical_json::to_vec(self)
             .expect("receipts hold only strings, integers and booleans")
+    }
+
+    /// SHA-256 of the canonical bytes: the `receiptDigest` the chain key
+    /// signs and the registry's `verifyReceipt` takes.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.canonical_bytes()).into()
+    }
+
+    /// The chain key's EIP-712 signature of this receipt: `0x` + 130 hex.
+    pub fn sign_chain(&self, key: &ChainKey) -> String {
+        let signature = key.sign_digest(&eip712::receipt_typed_digest(&self.digest()));
+        lockstep_chain::hex0x(&signature.0)
     }
 
     /// Canonical bytes and their minisign signature by the device key.
@@ -102,24 +134,7 @@ impl Receipt {
         if receipt.canonical_bytes() != bytes {
             return Err(ReceiptError::NotCanonical);
         }
-        match (receipt.format, receipt.key_protection) {
-            (RECEIPT_FORMAT, Some(_)) | (RECEIPT_FORMAT_V1, None) => {}
-            (RECEIPT_FORMAT, None) => {
-                return Err(ReceiptError::Malformed(format!(
-                    "format {RECEIPT_FORMAT} receipt without key_protection"
-                )))
-            }
-            (RECEIPT_FORMAT_V1, Some(_)) => {
-                return Err(ReceiptError::Malformed(format!(
-                    "format {RECEIPT_FORMAT_V1} receipt with key_protection (a format {RECEIPT_FORMAT} field)"
-                )))
-            }
-            (other, _) => {
-                return Err(ReceiptError::Malformed(format!(
-                    "receipt format {other}; this build verifies formats {RECEIPT_FORMAT_V1} and {RECEIPT_FORMAT}"
-                )))
-            }
-        }
+        receipt.check_format()?;
         if receipt.node != node.to_base64() {
             return Err(ReceiptError::OtherNode {
                 claimed: receipt.node,
@@ -128,6 +143,87 @@ impl Receipt {
         }
         Ok(receipt)
     }
+
+    /// Checks that the fields present are those of the receipt's format.
+    fn check_format(&self) -> Result<(), ReceiptError> {
+        let malformed = |m: String| Err(ReceiptError::Malformed(m));
+        let (protection, chain) = (self.key_protection.is_some(), self.chain_address.is_some());
+        match self.format {
+            RECEIPT_FORMAT_V1 | RECEIPT_FORMAT_V2 | RECEIPT_FORMAT => {}
+            other => {
+                return malformed(format!(
+                    "receipt format {other}; this build verifies formats {RECEIPT_FORMAT_V1} to {RECEIPT_FORMAT}"
+                ))
+            }
+        }
+        if self.format >= RECEIPT_FORMAT_V2 && !protection {
+            return malformed(format!(
+                "format {} receipt without key_protection",
+                self.format
+            ));
+        }
+        if self.format < RECEIPT_FORMAT_V2 && protection {
+            return malformed(format!(
+                "format {} receipt with key_protection (a format {RECEIPT_FORMAT_V2} field)",
+                self.format
+            ));
+        }
+        if self.format >= RECEIPT_FORMAT && !chain {
+            return malformed(format!(
+                "format {} receipt without chain_address",
+                self.format
+            ));
+        }
+        if self.format < RECEIPT_FORMAT && chain {
+            return malformed(format!(
+                "format {} receipt with chain_address (a format {RECEIPT_FORMAT} field)",
+                self.format
+            ));
+        }
+        if let Some(text) = &self.chain_address {
+            let address = crate::chain::parse_address("the receipt's chain_address", text)?;
+            if address.to_checksum() != *text {
+                return malformed(format!(
+                    "chain_address {text:?} is not in its EIP-55 form {}",
+                    address.to_checksum()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The receipt's chain address, parsed (format 3 on).
+    pub fn chain_address(&self) -> Result<Address, ReceiptError> {
+        let text = self
+            .chain_address
+            .as_deref()
+            .ok_or(ReceiptError::NoChainAddress {
+                format: self.format,
+            })?;
+        Ok(crate::chain::parse_address(
+            "the receipt's chain_address",
+            text,
+        )?)
+    }
+}
+
+/// Checks a receipt's chain signature: `signature_hex` (`0x` + 130 hex)
+/// must be the EIP-712 `Receipt(bytes32 receiptDigest)` signature, with
+/// `receiptDigest` = SHA-256 of `receipt_bytes`, by `expected_address` (the
+/// receipt's `chain_address`). Returns the signer. The bytes are taken as
+/// they are: check them with [`Receipt::verify`] first.
+pub fn verify_chain_signature(
+    receipt_bytes: &[u8],
+    signature_hex: &str,
+    expected_address: &Address,
+) -> Result<Address, ReceiptError> {
+    let digest: [u8; 32] = Sha256::digest(receipt_bytes).into();
+    Ok(crate::chain::check_chain_signature(
+        "the receipt's chain signature",
+        &eip712::receipt_typed_digest(&digest),
+        signature_hex.trim_end(),
+        expected_address,
+    )?)
 }
 
 /// RFC 3339 UTC time, second precision (`2026-11-24T07:49:03Z`).

@@ -9,6 +9,7 @@ use lockstep_identity::DeviceKey;
 use lockstep_protocol::*;
 use lockstep_tensor::{Fill, Tensor};
 use proptest::prelude::*;
+use sha2::Digest as _;
 
 fn tensors() -> Vec<(String, Tensor)> {
     vec![
@@ -127,7 +128,110 @@ fn receipt(node: &str) -> Receipt {
         finished_at: "2026-11-24T07:49:04Z".into(),
         certified: false,
         key_protection: Some(lockstep_protocol::KeyProtection::TpmSealed),
+        chain_address: Some(chain_key().address().to_checksum()),
     }
+}
+
+/// A known secp256k1 key (address 0x2c7536E3605D9C16a7a3D7b1898e529396a65c23).
+fn chain_key() -> lockstep_chain::ChainKey {
+    let secret: [u8; 32] =
+        hex::decode("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    lockstep_chain::ChainKey::from_bytes(&secret).unwrap()
+}
+
+#[test]
+fn format_3_receipts_carry_a_chain_signature_over_the_same_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = DeviceKey::load_or_create(&dir.path().join("a")).unwrap();
+    let r = receipt(&key.node_id().to_base64());
+    let (bytes, sig) = r.sign(&key);
+    assert!(
+        String::from_utf8_lossy(&bytes)
+            .contains("\"chain_address\":\"0x2c7536E3605D9C16a7a3D7b1898e529396a65c23\""),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let checked = Receipt::verify(&bytes, &sig.to_file(), key.node_id()).unwrap();
+    let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    assert_eq!(checked.digest(), digest);
+
+    let chain_signature = r.sign_chain(&chain_key());
+    assert_eq!(chain_signature.len(), 132);
+    assert!(chain_signature.starts_with("0x"));
+    let address = checked.chain_address().unwrap();
+    assert_eq!(
+        verify_chain_signature(&bytes, &chain_signature, &address).unwrap(),
+        chain_key().address()
+    );
+    // The signature is the registry's: EIP-712 Receipt(bytes32) in the
+    // receipt domain, over the SHA-256 of the canonical bytes.
+    let typed = lockstep_chain::eip712::receipt_typed_digest(&digest);
+    let parsed =
+        lockstep_chain::Signature65::from_slice(&hex::decode(&chain_signature[2..]).unwrap())
+            .unwrap();
+    assert_eq!(
+        lockstep_chain::recover(&typed, &parsed).unwrap(),
+        chain_key().address()
+    );
+
+    // Another receipt's bytes, a flipped signature byte, another address,
+    // malformed text: all refused with typed errors.
+    let edited = String::from_utf8(bytes.clone())
+        .unwrap()
+        .replace("\"certified\":false", "\"certified\":true");
+    assert!(matches!(
+        verify_chain_signature(edited.as_bytes(), &chain_signature, &address),
+        Err(ReceiptError::ChainSignature(_))
+    ));
+    let mut flipped = chain_signature.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'0' { b'1' } else { b'0' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    assert!(matches!(
+        verify_chain_signature(&bytes, &flipped, &address),
+        Err(ReceiptError::ChainSignature(_))
+    ));
+    assert!(matches!(
+        verify_chain_signature(&bytes, &chain_signature, &lockstep_chain::Address([1; 20])),
+        Err(ReceiptError::ChainSignature(_))
+    ));
+    for bad in [
+        "",
+        "0x",
+        "zz",
+        &chain_signature[2..],
+        &chain_signature[..131],
+    ] {
+        assert!(
+            verify_chain_signature(&bytes, bad, &address).is_err(),
+            "{bad}"
+        );
+    }
+
+    // Format 2 (no chain address) still verifies, and has no chain address.
+    let mut v2 = r.clone();
+    v2.format = lockstep_protocol::RECEIPT_FORMAT_V2;
+    v2.chain_address = None;
+    let (b2, s2) = v2.sign(&key);
+    let v2 = Receipt::verify(&b2, &s2.to_file(), key.node_id()).unwrap();
+    assert!(matches!(
+        v2.chain_address(),
+        Err(ReceiptError::NoChainAddress { format: 2 })
+    ));
+    // A chain address not in its EIP-55 form is refused (one encoding).
+    let mut lower = r.clone();
+    lower.chain_address = Some("0x2c7536e3605d9c16a7a3d7b1898e529396a65c23".into());
+    let (bl, sl) = lower.sign(&key);
+    assert!(matches!(
+        Receipt::verify(&bl, &sl.to_file(), key.node_id()),
+        Err(ReceiptError::Malformed(_))
+    ));
+    let mut garbage = r.clone();
+    garbage.chain_address = Some("0xnothex".into());
+    let (bg, sg) = garbage.sign(&key);
+    assert!(Receipt::verify(&bg, &sg.to_file(), key.node_id()).is_err());
 }
 
 #[test]
@@ -163,20 +267,31 @@ fn receipts_are_canonical_signed_and_checked() {
     let mut v1 = r.clone();
     v1.format = lockstep_protocol::RECEIPT_FORMAT_V1;
     v1.key_protection = None;
+    v1.chain_address = None;
     let (b1, s1) = v1.sign(&key);
     assert!(!String::from_utf8_lossy(&b1).contains("key_protection"));
     assert_eq!(
         Receipt::verify(&b1, &s1.to_file(), key.node_id()).unwrap(),
         v1
     );
-    for (format, protection) in [
-        (RECEIPT_FORMAT, None),
-        (lockstep_protocol::RECEIPT_FORMAT_V1, r.key_protection),
-        (99, r.key_protection),
+    let chain = r.chain_address.clone();
+    for (format, protection, chain_address) in [
+        (RECEIPT_FORMAT, None, chain.clone()),
+        (RECEIPT_FORMAT, r.key_protection, None),
+        (
+            lockstep_protocol::RECEIPT_FORMAT_V2,
+            r.key_protection,
+            chain.clone(),
+        ),
+        (lockstep_protocol::RECEIPT_FORMAT_V2, None, None),
+        (lockstep_protocol::RECEIPT_FORMAT_V1, r.key_protection, None),
+        (lockstep_protocol::RECEIPT_FORMAT_V1, None, chain.clone()),
+        (99, r.key_protection, chain.clone()),
     ] {
         let mut odd = r.clone();
         odd.format = format;
         odd.key_protection = protection;
+        odd.chain_address = chain_address;
         let (b, s) = odd.sign(&key);
         assert!(matches!(
             Receipt::verify(&b, &s.to_file(), key.node_id()),
