@@ -469,11 +469,14 @@ pub async fn serve(
     };
     let _one_at_a_time = admin.busy.lock().await;
     let outcome = execute(reader, shared, &nonce, command).await;
-    let (ok, message) = match outcome {
-        Ok(m) => (true, m),
+    let (ok, message, registration) = match outcome {
+        Ok(Done {
+            message,
+            registration,
+        }) => (true, message, registration),
         Err(m) => {
             tracing::warn!(reason = %m, "admin command refused");
-            (false, m)
+            (false, m, None)
         }
     };
     let info = node_info(shared);
@@ -484,8 +487,42 @@ pub async fn serve(
         bundle_version: info.bundle_version,
         certified: info.certified,
         certification_report_sha256: info.certification_report_sha256,
+        registration,
     });
     write_frame(send, &reply.to_frame()).await.map_err(wire)
+}
+
+/// A command that succeeded: its one-line message and, for
+/// `SignRegistration`, the signed registration.
+struct Done {
+    message: String,
+    registration: Option<lockstep_protocol::RegistrationSignature>,
+}
+
+impl From<String> for Done {
+    fn from(message: String) -> Done {
+        Done {
+            message,
+            registration: None,
+        }
+    }
+}
+
+/// The facts a registration states, read from the node's own state: the
+/// key protection, the report its receipts are certified under (none when
+/// they say uncertified) and the active bundle.
+fn node_facts(shared: &Shared) -> crate::chain_identity::NodeFacts {
+    let bundle_id = shared.current_bundle_id();
+    let certification_report_sha256 = if shared.certification.receipts_certified(&bundle_id) {
+        shared.certification.verdict(&bundle_id).report_sha256
+    } else {
+        None
+    };
+    crate::chain_identity::NodeFacts {
+        key_protection: shared.admin.key_protection,
+        certification_report_sha256,
+        bundle_id,
+    }
 }
 
 fn node_info(shared: &Shared) -> NodeInfo {
@@ -506,6 +543,7 @@ fn node_info(shared: &Shared) -> NodeInfo {
         trusted_operators: admin.trusted().iter().map(|k| k.to_base64()).collect(),
         key_protection: admin.key_protection,
         slot: admin.updates.slot_info(),
+        chain_address: shared.chain.address(),
     }
 }
 
@@ -515,7 +553,7 @@ async fn execute(
     shared: &Shared,
     nonce: &[u8; 32],
     command: AdminCommand,
-) -> Result<String, String> {
+) -> Result<Done, String> {
     let admin = &shared.admin;
     let operator = NodeId::parse(&command.operator)
         .map_err(|e| format!("the command's operator key is not a minisign key: {e}"))?;
@@ -541,18 +579,51 @@ async fn execute(
     }
     let trusted = admin.trusted();
     let is_trusted = trusted.contains(&operator);
-    match statement.action {
+    let message = match statement.action {
         AdminAction::Enroll => {
             if is_trusted {
-                return Ok(format!(
-                    "enrolled; operator {} is trusted",
-                    operator.key_id_hex()
-                ));
+                return Ok(
+                    format!("enrolled; operator {} is trusted", operator.key_id_hex()).into(),
+                );
             }
             if !trusted.is_empty() {
                 return Err(untrusted(&operator, &trusted));
             }
             enroll_first(admin, &operator)
+        }
+        AdminAction::SignRegistration {
+            chain_id,
+            registry,
+            operator: account,
+            attestation_digest,
+        } => {
+            if !is_trusted {
+                return Err(untrusted(&operator, &trusted));
+            }
+            if command.bundle.is_some() || command.image.is_some() {
+                return Err("SignRegistration refused: it carries no bundle or image; send the command alone".into());
+            }
+            let registration = crate::chain_identity::sign_registration(
+                &shared.chain,
+                &node_facts(shared),
+                chain_id,
+                &registry,
+                &account,
+                &attestation_digest,
+            )?;
+            tracing::info!(
+                operator = %operator.key_id_hex(),
+                chain_id,
+                registry = %registry,
+                "signed a registration"
+            );
+            return Ok(Done {
+                message: format!(
+                    "registration signed for chain {chain_id}, registry {registry}, operator account {account}: node address {}",
+                    registration.node_address
+                ),
+                registration: Some(registration),
+            });
         }
         AdminAction::SetOperators { keys } => {
             if !is_trusted {
@@ -598,7 +669,8 @@ async fn execute(
             }
             outcome
         }
-    }
+    };
+    message.map(Done::from)
 }
 
 /// The first enrolment of a node that trusts no operator: only inside the

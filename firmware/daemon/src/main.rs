@@ -18,6 +18,7 @@ mod bundle_store;
 mod bundle_switch;
 mod certification;
 mod certify_stream;
+mod chain_identity;
 mod connection;
 mod evidence;
 mod image_update;
@@ -496,6 +497,9 @@ fn run() -> Result<()> {
     };
     let key = Arc::new(key);
     let node_id = key.node_id().to_base64();
+    // The chain key is derived from the device key, sealed or not: it is
+    // never stored, and only its address is ever logged.
+    let node_chain = Arc::new(chain_identity::NodeChain::new(key.clone())?);
     let enroll_until = match (operators.is_empty(), enroll_window) {
         (true, Some(w)) => {
             tracing::warn!(
@@ -562,6 +566,7 @@ fn run() -> Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let ctx = WorkerContext {
         key: key.clone(),
+        chain: node_chain.clone(),
         key_protection,
         bundle_id: bundle_id.clone(),
         certification: certification.clone(),
@@ -648,6 +653,7 @@ fn run() -> Result<()> {
     let endpoint = lockstep_transport::server_endpoint(&key, listen)?;
     let local = endpoint.local_addr()?;
     tracing::info!(node = %node_id, device = %device_name, bundle = %bundle_id, "serving");
+    eprintln!("lockstepd chain address {}", node_chain.address());
     // Tests and scripts read the bound address from this line.
     println!("lockstepd listening on {local} as {node_id}");
     if let Some(path) = &args.ready_file {
@@ -667,6 +673,7 @@ fn run() -> Result<()> {
         queue: &QUEUE,
         counters,
         node_id,
+        chain: node_chain,
         device: device_name,
         active,
         certification,

@@ -49,6 +49,9 @@ pub struct Shared {
     pub queue: &'static JobQueue,
     pub counters: Arc<Counters>,
     pub node_id: String,
+    /// The chain key and the device key, for receipts' second signature
+    /// and `SignRegistration` (chain_identity.rs).
+    pub chain: Arc<crate::chain_identity::NodeChain>,
     pub device: String,
     /// The active bundle (id, version, rollback floor); only the worker's
     /// bundle switch changes it (bundle_switch.rs).
@@ -222,6 +225,7 @@ async fn serve(
                 jobs_failed: shared.counters.failed.load(Ordering::Relaxed),
                 uptime_s: shared.started.elapsed().as_secs(),
                 key_protection: shared.admin.key_protection,
+                chain_address: shared.chain.address(),
             });
             write_frame(send, &status.to_frame()).await.map_err(wire)?;
             Ok(())
@@ -455,6 +459,7 @@ async fn submit(
         outputs,
         receipt: finished.receipt,
         signature: finished.signature,
+        chain_signature: finished.chain_signature,
     });
     write_frame(send, &done.to_frame()).await.map_err(wire)?;
     for t in finished.outputs.values() {

@@ -44,6 +44,8 @@ pub struct Finished {
     pub outputs: BTreeMap<String, Tensor>,
     pub receipt: Vec<u8>,
     pub signature: String,
+    /// The chain key's EIP-712 signature of the receipt.
+    pub chain_signature: String,
     /// Still held while the outputs are sent.
     pub _admitted: Admitted,
 }
@@ -78,6 +80,8 @@ pub struct Counters {
 /// What the worker needs besides the queue.
 pub struct WorkerContext {
     pub key: Arc<DeviceKey>,
+    /// Signs every receipt a second time (EIP-712), and names its address.
+    pub chain: Arc<crate::chain_identity::NodeChain>,
     /// Stated in every receipt.
     pub key_protection: lockstep_identity::KeyProtection,
     pub bundle_id: String,
@@ -268,9 +272,11 @@ fn run_job(
         finished_at: rfc3339(SystemTime::now()),
         certified: ctx.certification.receipts_certified(&ctx.bundle_id),
         key_protection: Some(ctx.key_protection),
+        chain_address: Some(ctx.chain.address()),
     };
     let (bytes, signature) = receipt.sign(&ctx.key);
     let signature = signature.to_file();
+    let chain_signature = ctx.chain.sign_receipt(&receipt);
     if let Some(p) = pending {
         ctx.retention.commit(p, &bytes, &signature);
     }
@@ -278,6 +284,7 @@ fn run_job(
         outputs: report.outputs,
         receipt: bytes,
         signature,
+        chain_signature,
         _admitted: job.admitted,
     })
 }
