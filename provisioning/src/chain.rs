@@ -6,7 +6,8 @@
 //! Pinned means pinned: the fleet deploys only the committed build
 //! (`contracts/out/NodeRegistry.json`, embedded here), and trusts an
 //! existing registry only if `eth_getCode` answers exactly its
-//! `deployedBytecode`.
+//! `deployedBytecode`, but for the one immutable the constructor fills in:
+//! the owner's address ([`runtime_matches`]).
 //!
 //! The operator's chain key comes from a V3 keystore (`--keystore FILE`,
 //! password in [`KEYSTORE_PASSWORD_ENV`]) or from [`CHAIN_KEY_ENV`]; it is
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lockstep_chain::abi::NodeRecord;
+use lockstep_chain::abi::{encode_call, signatures, Decoder, NodeRecord};
 use lockstep_chain::client::{Registry, RpcClient, TxReceipt};
 use lockstep_chain::eip712::{KeyProtection as ChainKeyProtection, Registration};
 use lockstep_chain::keystore::{self, KeystoreError};
@@ -254,11 +255,56 @@ pub fn new_keystore(
     Ok(key.address())
 }
 
-/// Checks that `address` holds the pinned registry's runtime code.
+/// Whether `deployed` (what `eth_getCode` answers) is the pinned runtime
+/// code `committed` of a registry owned by `owner`: the same bytes except
+/// where the compiler left the immutable `_owner`'s 32 zero bytes, which
+/// the constructor filled with the owner's address.
+pub fn runtime_matches(committed: &[u8], deployed: &[u8], owner: &Address) -> bool {
+    if committed.len() != deployed.len() {
+        return false;
+    }
+    let mut word = [0u8; 32];
+    word[12..].copy_from_slice(owner.as_bytes());
+    let mut i = 0;
+    while i < committed.len() {
+        if committed[i] == deployed[i] {
+            i += 1;
+            continue;
+        }
+        // A difference: it must be inside an owner word standing where
+        // the committed code has 32 zero bytes. Such a word starts at
+        // most 31 bytes before.
+        let start = (i.saturating_sub(31)..=i).find(|&s| {
+            s + 32 <= committed.len()
+                && committed[s..s + 32] == [0u8; 32]
+                && deployed[s..s + 32] == word
+        });
+        match start {
+            Some(s) => i = s + 32,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Checks that `address` holds the pinned registry's runtime code (the
+/// committed `deployedBytecode` with its owner filled in).
 pub fn check_pinned(rpc: &RpcClient, address: &Address) -> Result<(), ChainError> {
     let code = rpc.call("eth_getCode", json!([address.to_string(), "latest"]))?;
     let code = lockstep_chain::rpc::parse_data_value(&code).map_err(ClientError::from)?;
-    if code != pinned().deployed_bytecode {
+    let committed = &pinned().deployed_bytecode;
+    if code.len() != committed.len() {
+        return Err(ChainError::NotPinned(*address));
+    }
+    let answer = match rpc.eth_call(None, address, &encode_call(signatures::OWNER, &[])) {
+        Ok(answer) => answer,
+        Err(ClientError::Reverted(_)) => return Err(ChainError::NotPinned(*address)),
+        Err(e) => return Err(e.into()),
+    };
+    let owner = Decoder::new(&answer)
+        .address(0)
+        .map_err(|_| ChainError::NotPinned(*address))?;
+    if !runtime_matches(committed, &code, &owner) {
         return Err(ChainError::NotPinned(*address));
     }
     Ok(())
@@ -457,6 +503,31 @@ mod tests {
         let p = pinned();
         assert!(p.bytecode.len() > p.deployed_bytecode.len());
         assert!(!p.deployed_bytecode.is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_may_differ_from_the_committed_code() {
+        let owner = Address([0xab; 20]);
+        let mut word = [0u8; 32];
+        word[12..].copy_from_slice(&owner.0);
+        let mut committed = vec![0x60; 10];
+        committed.extend_from_slice(&[0; 32]);
+        committed.extend_from_slice(&[0x61; 5]);
+        committed.extend_from_slice(&[0; 32]);
+        let mut deployed = committed.clone();
+        deployed[10..42].copy_from_slice(&word);
+        deployed[47..79].copy_from_slice(&word);
+        assert!(runtime_matches(&committed, &deployed, &owner));
+        assert!(runtime_matches(&committed, &committed, &owner));
+        assert!(!runtime_matches(
+            &committed,
+            &deployed,
+            &Address([0xac; 20])
+        ));
+        let mut changed = deployed.clone();
+        changed[44] ^= 1;
+        assert!(!runtime_matches(&committed, &changed, &owner));
+        assert!(!runtime_matches(&committed, &deployed[1..], &owner));
     }
 
     #[test]
