@@ -8,7 +8,7 @@
 //! [`ClientError::Reverted`] with the registry's typed reason. Polling for
 //! the receipt is the only waiting in this crate.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lockstep_limits::{TX_RECEIPT_POLL_ATTEMPTS, TX_RECEIPT_POLL_INTERVAL_MS};
@@ -29,11 +29,12 @@ use crate::tx::{tx_hash, Eip1559Tx};
 /// Gas added to `eth_estimateGas`'s answer, in percent.
 pub const GAS_MARGIN_PERCENT: u64 = 20;
 
-/// A JSON-RPC endpoint.
+/// A JSON-RPC endpoint (`Sync`: calls may come from several threads;
+/// each is its own connection).
 #[derive(Debug)]
 pub struct RpcClient {
     url: HttpUrl,
-    next_id: Cell<u64>,
+    next_id: AtomicU64,
 }
 
 /// A log of a mined transaction.
@@ -61,7 +62,7 @@ impl RpcClient {
     pub fn new(url: &str) -> Result<RpcClient, ClientError> {
         Ok(RpcClient {
             url: HttpUrl::parse(url)?,
-            next_id: Cell::new(1),
+            next_id: AtomicU64::new(1),
         })
     }
 
@@ -73,8 +74,7 @@ impl RpcClient {
     /// One JSON-RPC call. An EVM revert becomes
     /// [`ClientError::Reverted`].
     pub fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
-        let id = self.next_id.get();
-        self.next_id.set(id.wrapping_add(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = post_json(&self.url, &rpc::request(id, method, params))?;
         match rpc::parse_response(&body, id) {
             Ok(value) => Ok(value),
@@ -565,6 +565,114 @@ mod tests {
         assert_eq!(d.uint8(2).unwrap(), 1);
         // 8 heads, 65 bytes padded to 96 with its length word, 64 with its.
         assert_eq!(data.len(), 4 + 8 * 32 + 32 + 96 + 32 + 64);
+    }
+
+    /// A JSON-RPC server on 127.0.0.1 that answers each method with
+    /// `answer(method, params)` (a `result` or an `error` object), one
+    /// connection per request, until the test ends.
+    fn fake_node(answer: fn(&str, &Value) -> Value) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for socket in listener.incoming() {
+                let mut socket = socket.unwrap();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body = loop {
+                    let n = socket.read(&mut buf).unwrap();
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        if body.len() >= length {
+                            break body.to_string();
+                        }
+                    }
+                };
+                let request: Value = serde_json::from_str(&body).unwrap();
+                let mut response = json!({"jsonrpc": "2.0", "id": request["id"]});
+                let answer = answer(request["method"].as_str().unwrap(), &request["params"]);
+                match answer.get("error") {
+                    Some(error) => response["error"] = error.clone(),
+                    None => response["result"] = answer["result"].clone(),
+                }
+                let text = response.to_string();
+                let _ = write!(
+                    socket,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        url
+    }
+
+    fn failing_node(method: &str, params: &Value) -> Value {
+        match method {
+            "eth_chainId" => json!({"result": "0x539"}),
+            "eth_estimateGas" => json!({"result": "0x5208"}),
+            "eth_gasPrice" => json!({"result": "0x1"}),
+            "eth_getTransactionCount" => json!({"result": "0x0"}),
+            "eth_sendRawTransaction" => {
+                let raw = rpc::parse_data_value(&params[0]).unwrap();
+                json!({"result": rpc::data(&tx_hash(&raw))})
+            }
+            "eth_getTransactionReceipt" => json!({"result": {
+                "status": "0x0", "gasUsed": "0x5000", "blockNumber": "0x2",
+                "contractAddress": null, "logs": [],
+            }}),
+            "eth_call" => {
+                let revert = RegistryRevert::NotOperator {
+                    node_id: [1; 32],
+                    caller: Address([2; 20]),
+                };
+                json!({"error": {"code": -32000, "message": "VM Exception while processing transaction: revert",
+                    "data": {"result": rpc::data(&revert.encode())}}})
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    fn silently_failing_node(method: &str, params: &Value) -> Value {
+        match method {
+            "eth_call" => json!({"result": "0x"}),
+            _ => failing_node(method, params),
+        }
+    }
+
+    #[test]
+    fn a_transaction_that_fails_on_chain_is_explained_by_eth_call() {
+        let key = ChainKey::generate([3; 32]).unwrap();
+        let registry = Registry::at(&fake_node(failing_node), Address([9; 20])).unwrap();
+        assert_eq!(registry.chain_id(), 1337);
+        assert_eq!(
+            registry.revoke(&key, &[1; 32]).unwrap_err(),
+            ClientError::Reverted(RegistryRevert::NotOperator {
+                node_id: [1; 32],
+                caller: Address([2; 20])
+            })
+        );
+        let registry = Registry::at(&fake_node(silently_failing_node), Address([9; 20])).unwrap();
+        assert!(matches!(
+            registry.revoke(&key, &[1; 32]),
+            Err(ClientError::TxFailed {
+                gas_used: 0x5000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn clients_are_shareable() {
+        fn sync<T: Send + Sync>() {}
+        sync::<RpcClient>();
+        sync::<Registry>();
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! On top: [`http`], a minimal blocking HTTP/1.1 POST for `http://` URLs
 //! (no TLS: talk to a local node or an http gateway), and [`client`], the
 //! [`client::Registry`] client that deploys, registers, revokes, records
-//! disputes and reads the registry's views. Waiting for a transaction's
-//! receipt is the only timing in the crate.
+//! disputes and reads the registry's views. Besides the transport's
+//! timeouts, waiting for a transaction's receipt is the only timing in the
+//! crate.
 //!
 //! **Architecture Invariant:** this crate knows nothing of QUIC, Vulkan,
 //! the node's files or receipts' JSON: it hashes, signs, encodes and talks

@@ -296,6 +296,40 @@ mod tests {
         );
     }
 
+    /// Known answers from ethereumjs's EIP-1559 test vectors
+    /// (packages/tx/test/json/eip1559.json; chain id 7822, there wrapped
+    /// once more as an RLP string): one with y parity 0, one with 1.
+    #[test]
+    fn ethereumjs_known_answers() {
+        let secret: [u8; 32] =
+            hex::decode("8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let key = ChainKey::from_bytes(&secret).unwrap();
+        let cases = [
+            (819, 43203529, 35552, 75853, 121212, "02f870821e8e8203338301284d8301d97c828ae094000000000000000000000000000000000000aaaa8402933bc980c080a0d067f2167008c59219652f91cbf8788dbca5f771f6e91e2b7657e85b78b472e0a01d305af9fe81fdba43f0dfcd400ed24dcace0a7e30d4e85701dcaaf484cd079e"),
+            (353, 61901619, 32593, 38850, 136295, "02f86f821e8e8201618297c283021467827f5194000000000000000000000000000000000000aaaa8403b08b3380c001a004205678f13fc1d7b10feea6513dfa76e24418b6e08097d95c6f93a3b64e536da01d45ad61bfece43862de2cce7d2575a8c1d08c26c87f3cb5f26d7b0be54a91b2"),
+        ];
+        for (nonce, value, gas_limit, priority, max_fee, raw) in cases {
+            let tx = Eip1559Tx {
+                chain_id: 7822,
+                nonce,
+                max_priority_fee_per_gas: priority,
+                max_fee_per_gas: max_fee,
+                gas_limit,
+                to: Some(
+                    "0x000000000000000000000000000000000000aaaa"
+                        .parse()
+                        .unwrap(),
+                ),
+                value,
+                data: vec![],
+            };
+            assert_eq!(hex::encode(tx.sign(&key)), raw);
+        }
+    }
+
     fn sample() -> Eip1559Tx {
         Eip1559Tx {
             chain_id: 1337,

@@ -14,7 +14,15 @@ pub fn verify_receipt(
     node_key: Option<&str>,
     fleet: Option<&Path>,
     outputs: &[PathBuf],
+    chain: Option<&crate::chain_check::ChainOptions>,
 ) -> Result<(), Failure> {
+    let on_chain = |verified: crate::submit::Verified| -> Result<(), Failure> {
+        if let Some(options) = chain {
+            let shown = receipt.display().to_string();
+            println!("{}", crate::chain_check::check(&verified, options, &shown)?);
+        }
+        Ok(())
+    };
     let Some(fleet) = fleet else {
         let key = node_key.ok_or_else(|| {
             Failure::Input(
@@ -22,7 +30,7 @@ pub fn verify_receipt(
                     .into(),
             )
         })?;
-        return crate::submit::verify_receipt(receipt, key, outputs);
+        return on_chain(crate::submit::verify_receipt_files(receipt, key, outputs)?);
     };
     let bytes = std::fs::read(receipt)
         .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
@@ -51,7 +59,7 @@ pub fn verify_receipt(
                 fleet.display()
             ))
         })?;
-    crate::submit::verify_receipt(receipt, node, outputs)?;
+    let verified = crate::submit::verify_receipt_files(receipt, node, outputs)?;
     match record.revoked_at {
         // RFC 3339 UTC strings of one format compare in time order.
         Some(revoked) if finished >= revoked.as_str() => Err(Failure::Input(format!(
@@ -62,11 +70,11 @@ pub fn verify_receipt(
             println!(
                 "note: node {node} was revoked at {revoked}, after this receipt ({finished})"
             );
-            Ok(())
+            on_chain(verified)
         }
         None => {
             println!("node {node} is enrolled in the fleet (since {})", record.enrolled_at);
-            Ok(())
+            on_chain(verified)
         }
     }
 }

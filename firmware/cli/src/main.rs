@@ -8,6 +8,7 @@
 
 mod attest;
 mod bench;
+mod chain_check;
 mod commands;
 mod dispute;
 mod evidence;
@@ -158,6 +159,15 @@ enum Command {
         fleet: Option<PathBuf>,
         #[arg(long, value_name = "FILE.npy", num_args = 1..)]
         outputs: Vec<PathBuf>,
+        /// Also ask the NodeRegistry on this chain (an http:// JSON-RPC
+        /// URL) whether the receipt's chain signer is a registered node
+        /// that was not revoked when the receipt was made (needs
+        /// --registry).
+        #[arg(long, value_name = "RPC_URL")]
+        chain: Option<String>,
+        /// The NodeRegistry's address (with --chain).
+        #[arg(long, value_name = "ADDR")]
+        registry: Option<String>,
     },
     /// Check that a node's key is kept by a genuine TPM on a machine that
     /// booted an accepted image release (or re-check a saved transcript).
@@ -231,7 +241,19 @@ fn main() -> ExitCode {
             node_key,
             fleet,
             outputs,
-        } => fleet_check::verify_receipt(&receipt, node_key.as_deref(), fleet.as_deref(), &outputs),
+            chain,
+            registry,
+        } => chain_check::ChainOptions::parse(chain.as_deref(), registry.as_deref()).and_then(
+            |chain| {
+                fleet_check::verify_receipt(
+                    &receipt,
+                    node_key.as_deref(),
+                    fleet.as_deref(),
+                    &outputs,
+                    chain.as_ref(),
+                )
+            },
+        ),
         Command::Attest(args) => attest::attest(&args),
         Command::Verify(args) => verify::verify(&args),
         Command::Dispute(args) => dispute::dispute(&args),

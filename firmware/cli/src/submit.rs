@@ -129,6 +129,13 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
     let (done, outputs) = smol::block_on(exchange(node.node, &pinned, request, &inputs))?;
     let receipt = Receipt::verify(&done.receipt, &done.signature, &pinned)
         .map_err(|e| Failure::Runtime(format!("the node's receipt does not verify: {e}")))?;
+    // The node speaks protocol v5: its receipts are format 3, signed by its
+    // chain key too.
+    let chain_address = receipt
+        .chain_address()
+        .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
+    lockstep_protocol::verify_chain_signature(&done.receipt, &done.chain_signature, &chain_address)
+        .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
     for (name, t) in &outputs {
         if receipt.outputs.get(name) != Some(&t.sha256_hex()) {
             return Err(Failure::Runtime(format!(
@@ -160,6 +167,10 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
     let mut sig_path = receipt_path.as_os_str().to_owned();
     sig_path.push(".minisig");
     write(PathBuf::from(sig_path), done.signature.as_bytes())?;
+    write(
+        sibling(receipt_path, EIP712_SUFFIX),
+        format!("{}\n", done.chain_signature).as_bytes(),
+    )?;
     println!("job     {}", receipt.job_id);
     println!("node    {}", receipt.node);
     println!(
@@ -167,13 +178,30 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
         receipt.device.name, receipt.device.backend
     );
     println!("trace   root {}", receipt.trace_root);
-    println!("receipt {} (signature verified)", receipt_path.display());
+    println!("chain   {chain_address}");
+    println!(
+        "receipt {} (signature verified; chain signature in {})",
+        receipt_path.display(),
+        sibling(receipt_path, EIP712_SUFFIX).display()
+    );
     Ok(())
+}
+
+/// The suffix of the file beside a receipt that holds its chain key's
+/// EIP-712 signature (`0x` + 130 hex, one line).
+pub(crate) const EIP712_SUFFIX: &str = ".eip712";
+
+/// `RECEIPT` + `suffix`.
+pub(crate) fn sibling(receipt: &Path, suffix: &str) -> PathBuf {
+    let mut path = receipt.as_os_str().to_owned();
+    path.push(suffix);
+    PathBuf::from(path)
 }
 
 pub(crate) struct Done {
     pub(crate) receipt: Vec<u8>,
     pub(crate) signature: String,
+    pub(crate) chain_signature: String,
 }
 
 pub(crate) async fn exchange(
@@ -270,6 +298,7 @@ async fn exchange_on(
         Done {
             receipt: result.receipt,
             signature: result.signature,
+            chain_signature: result.chain_signature,
         },
         outputs,
     ))
@@ -324,10 +353,47 @@ pub fn status(node: &NodeArgs) -> Result<(), Failure> {
     );
     println!("uptime   {} s", status.uptime_s);
     println!("key      {}", status.key_protection);
+    println!("chain    {}", status.chain_address);
     Ok(())
 }
 
-pub fn verify_receipt(receipt: &Path, node_key: &str, outputs: &[PathBuf]) -> Result<(), Failure> {
+/// A receipt whose signatures verified.
+pub(crate) struct Verified {
+    pub(crate) receipt: Receipt,
+    /// Format 3: the chain key's signature (from `RECEIPT.eip712`), checked
+    /// to recover to the receipt's chain address.
+    pub(crate) chain: Option<(lockstep_chain::Address, lockstep_chain::Signature65)>,
+}
+
+/// Reads `RECEIPT.eip712` (bounded: one short line).
+fn read_chain_signature(receipt: &Path) -> Result<String, Failure> {
+    use std::io::Read as _;
+    let path = sibling(receipt, EIP712_SUFFIX);
+    let file = std::fs::File::open(&path).map_err(|e| {
+        Failure::Input(if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "{}: missing: a format 3 receipt's chain signature travels beside it ({} writes it); copy it with the receipt",
+                path.display(),
+                "lockstep submit"
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        })
+    })?;
+    let mut text = String::new();
+    file.take(1024)
+        .read_to_string(&mut text)
+        .map_err(|e| Failure::Input(format!("{}: not a chain signature: {e}", path.display())))?;
+    Ok(text.trim().to_string())
+}
+
+/// Verifies `RECEIPT` with `RECEIPT.minisig` (and, format 3, `RECEIPT.eip712`)
+/// against `node_key`, and any output files against its hashes.
+pub(crate) fn verify_receipt_files(
+    receipt: &Path,
+    node_key: &str,
+    outputs: &[PathBuf],
+) -> Result<Verified, Failure> {
     let pinned = NodeId::parse(node_key).map_err(|e| Failure::Input(format!("--node-key: {e}")))?;
     let bytes = std::fs::read(receipt)
         .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
@@ -338,6 +404,22 @@ pub fn verify_receipt(receipt: &Path, node_key: &str, outputs: &[PathBuf]) -> Re
         .map_err(|e| Failure::Input(format!("{}: {e}", sig_path.display())))?;
     let r = Receipt::verify(&bytes, &sig, &pinned)
         .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
+    let chain = match r.chain_address {
+        None => None,
+        Some(_) => {
+            let address = r
+                .chain_address()
+                .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
+            let text = read_chain_signature(receipt)?;
+            let eip712 = sibling(receipt, EIP712_SUFFIX);
+            lockstep_protocol::verify_chain_signature(&bytes, &text, &address)
+                .map_err(|e| Failure::Input(format!("{}: {e}", eip712.display())))?;
+            let signature =
+                lockstep_protocol::chain::parse_chain_signature("chain signature", &text)
+                    .map_err(|e| Failure::Input(format!("{}: {e}", eip712.display())))?;
+            Some((address, signature))
+        }
+    };
     for file in outputs {
         let t = npy::read_file(file).map_err(|e| Failure::Input(e.to_string()))?;
         let hash = t.sha256_hex();
@@ -367,7 +449,14 @@ pub fn verify_receipt(receipt: &Path, node_key: &str, outputs: &[PathBuf]) -> Re
         r.key_protection
             .map_or("not stated (receipt format 1: a file key)", |p| p.as_str())
     );
-    Ok(())
+    match &chain {
+        Some((address, _)) => println!("chain address: {address} (EIP-712 signature verified)"),
+        None => println!(
+            "chain address: none (receipt format {}: signed by the device key only)",
+            r.format
+        ),
+    }
+    Ok(Verified { receipt: r, chain })
 }
 
 /// `lockstep bench-node`: round-trip latency of a tiny job on one
