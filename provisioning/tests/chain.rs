@@ -195,24 +195,18 @@ fn eip712_path(receipt: &Path) -> PathBuf {
     receipt.with_file_name(name)
 }
 
-/// The receipt's digest (SHA-256 of its canonical bytes, the file as
-/// written) and its EIP-712 signature.
+/// The receipt's digest (`Receipt::digest`: SHA-256 of its canonical
+/// bytes) and its EIP-712 signature (`R.json.eip712`: `0x` + 130 hex).
 fn receipt_signature(receipt: &Path) -> ([u8; 32], Signature65) {
-    let bytes = std::fs::read(receipt).unwrap();
+    let parsed: lockstep_protocol::receipt::Receipt =
+        serde_json::from_slice(&std::fs::read(receipt).unwrap()).unwrap();
     let path = eip712_path(receipt);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let text = text.trim();
-    let hex_text = if text.starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(text).unwrap();
-        ["signature", "chain_signature", "node_signature"]
-            .iter()
-            .find_map(|f| value[*f].as_str().map(str::to_string))
-            .unwrap_or_else(|| panic!("no signature in {text}"))
-    } else {
-        text.to_string()
-    };
-    let signature = hex::decode(hex_text.trim_start_matches("0x")).unwrap();
-    (sha256(&bytes), Signature65::from_slice(&signature).unwrap())
+    let signature = hex::decode(text.trim().trim_start_matches("0x")).unwrap();
+    (
+        parsed.digest(),
+        Signature65::from_slice(&signature).unwrap(),
+    )
 }
 
 fn sleep_past_a_second() {
@@ -402,7 +396,10 @@ fn a_node_on_a_local_chain() {
     let checked_before = verify_on_chain(&before, &node, url, &registry_address);
     let said = format!("{}{}", stdout(&checked_before), stderr(&checked_before));
     assert!(checked_before.status.success(), "{said}");
-    assert!(said.contains("registered"), "{said}");
+    assert!(
+        said.contains("registered at") && said.contains("not revoked"),
+        "{said}"
+    );
     let (digest, signature) = receipt_signature(&before);
     let verdict = registry.verify_receipt(&digest, &signature.0).unwrap();
     assert!(verdict.valid);
@@ -475,9 +472,15 @@ fn a_node_on_a_local_chain() {
     submit(&node, &after, &tmp.path().join("out2"));
     let refused = verify_on_chain(&after, &node, url, &registry_address);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(stderr(&refused).contains("revoked"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("from a revoked node"),
+        "{}",
+        stderr(&refused)
+    );
     let earlier = verify_on_chain(&before, &node, url, &registry_address);
     let said = format!("{}{}", stdout(&earlier), stderr(&earlier));
+    assert!(earlier.status.success(), "{said}");
+    assert!(said.contains("; revoked at"), "{said}");
     assert!(said.contains("after this receipt"), "{said}");
 
     // The registry must be the pinned one.
