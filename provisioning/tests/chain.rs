@@ -509,6 +509,20 @@ fn a_node_on_a_local_chain() {
         2,
         "not a usable RPC URL",
     );
+    fails(
+        &fleet(
+            &f,
+            &["chain", "deploy", "--rpc", url, "--referee", "0x12"],
+            &[("LOCKSTEP_CHAIN_KEY", &raw)],
+        ),
+        2,
+        "is not an address",
+    );
+    fails(
+        &fleet(&f, &["chain", "show", "RWQnosuchnode"], &[]),
+        2,
+        "no node RWQnosuchnode",
+    );
     let down = format!("http://127.0.0.1:{}", free_port());
     fails(
         &fleet(&f, &["chain", "show", &node.key, "--rpc", &down], &[]),
