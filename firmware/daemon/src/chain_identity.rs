@@ -91,6 +91,15 @@ pub fn sign_registration(
     attestation_digest: &str,
 ) -> Result<RegistrationSignature, String> {
     let refuse = |e: lockstep_protocol::ChainFieldError| format!("SignRegistration refused: {e}");
+    // Addresses are 42 characters: refuse a long text before echoing it.
+    for (what, text) in [("registry", registry), ("operator", operator)] {
+        if text.len() > 2 * lockstep_protocol::chain::ADDRESS_TEXT_LEN {
+            return Err(format!(
+                "SignRegistration refused: the {what} is {} bytes long, an address is 0x and 40 hex digits; give the address",
+                text.len()
+            ));
+        }
+    }
     let registry = parse_address("registry", registry).map_err(refuse)?;
     let operator = parse_address("operator", operator).map_err(refuse)?;
     let attestation = parse_hash("attestation_digest", attestation_digest, true).map_err(refuse)?;
@@ -202,6 +211,7 @@ mod tests {
             (REGISTRY, "0x2C7536e3605d9c16a7a3d7b1898e529396a65c23", ""),
             (REGISTRY, OPERATOR, "ABCD"),
             (REGISTRY, OPERATOR, &"AB".repeat(32)),
+            (&"0x".repeat(10_000), OPERATOR, ""),
             (REGISTRY, "0x0000000000000000000000000000000000000000", ""),
             ("0x0000000000000000000000000000000000000000", OPERATOR, ""),
         ] {

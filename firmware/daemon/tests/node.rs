@@ -119,8 +119,12 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     assert_eq!(r["trace_root"], trace["root"]);
     assert_eq!(r["node"], node.key.as_str());
-    assert_eq!(r["format"], 2);
+    assert_eq!(r["format"], 3);
     assert_eq!(r["key_protection"], "file");
+    assert!(
+        r["chain_address"].as_str().is_some_and(|a| a.len() == 42),
+        "{r}"
+    );
 
     // The stock minisign tool verifies the receipt; so does the client.
     let m = Command::new("minisign")
@@ -141,6 +145,11 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
     ]);
     assert_eq!(v.code, 0, "{}", v.stderr);
     assert!(v.stdout.contains("key protection: file"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("(EIP-712 signature verified)"),
+        "{}",
+        v.stdout
+    );
     // A receipt edited after signing is refused.
     let text = std::fs::read_to_string(&receipt).unwrap();
     std::fs::write(
@@ -668,5 +677,22 @@ fn a_sealed_node_states_its_key_protection() {
         "{}",
         v.stdout
     );
+    // The chain key is derived from the sealed device key: status names
+    // its address, and the receipt's chain signature (R.json.eip712)
+    // recovers to it.
+    let chain = status
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("chain    "))
+        .unwrap_or_else(|| panic!("no chain line: {}", status.stdout));
+    assert!(chain.starts_with("0x") && chain.len() == 42, "{chain}");
+    assert!(
+        v.stdout.contains(&format!(
+            "chain address: {chain} (EIP-712 signature verified)"
+        )),
+        "{}",
+        v.stdout
+    );
+    assert!(dir.path().join("r.json.eip712").exists());
     assert!(!dir.path().join("state/device.key").exists());
 }
