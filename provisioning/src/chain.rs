@@ -257,9 +257,11 @@ pub fn new_keystore(
 
 /// Whether `deployed` (what `eth_getCode` answers) is the pinned runtime
 /// code `committed` of a registry owned by `owner`: the same bytes except
-/// where the compiler left the immutable `_owner`'s 32 zero bytes, which
-/// the constructor filled with the owner's address.
+/// where the compiler left the immutable `_owner`'s 32 zero bytes (the
+/// operand of a PUSH32), which the constructor filled with the owner's
+/// address.
 pub fn runtime_matches(committed: &[u8], deployed: &[u8], owner: &Address) -> bool {
+    const PUSH32: u8 = 0x7f;
     if committed.len() != deployed.len() {
         return false;
     }
@@ -272,10 +274,12 @@ pub fn runtime_matches(committed: &[u8], deployed: &[u8], owner: &Address) -> bo
             continue;
         }
         // A difference: it must be inside an owner word standing where
-        // the committed code has 32 zero bytes. Such a word starts at
-        // most 31 bytes before.
+        // the committed code has a PUSH32 of 32 zero bytes (how solc
+        // leaves an immutable). Such a word starts at most 31 bytes before.
         let start = (i.saturating_sub(31)..=i).find(|&s| {
-            s + 32 <= committed.len()
+            s >= 1
+                && s + 32 <= committed.len()
+                && committed[s - 1] == PUSH32
                 && committed[s..s + 32] == [0u8; 32]
                 && deployed[s..s + 32] == word
         });
@@ -510,9 +514,15 @@ mod tests {
         let owner = Address([0xab; 20]);
         let mut word = [0u8; 32];
         word[12..].copy_from_slice(&owner.0);
-        let mut committed = vec![0x60; 10];
+        // Two immutables (PUSH32 0x00…), at 10 and 47.
+        let mut committed = vec![0x60; 9];
+        committed.push(0x7f);
         committed.extend_from_slice(&[0; 32]);
-        committed.extend_from_slice(&[0x61; 5]);
+        committed.extend_from_slice(&[0x61; 4]);
+        committed.push(0x7f);
+        committed.extend_from_slice(&[0; 32]);
+        // And 32 zero bytes that are no PUSH32's operand, at 80.
+        committed.push(0x5b);
         committed.extend_from_slice(&[0; 32]);
         let mut deployed = committed.clone();
         deployed[10..42].copy_from_slice(&word);
@@ -528,6 +538,9 @@ mod tests {
         changed[44] ^= 1;
         assert!(!runtime_matches(&committed, &changed, &owner));
         assert!(!runtime_matches(&committed, &deployed[1..], &owner));
+        let mut elsewhere = deployed.clone();
+        elsewhere[80..112].copy_from_slice(&word);
+        assert!(!runtime_matches(&committed, &elsewhere, &owner));
     }
 
     #[test]
