@@ -74,6 +74,27 @@ const MIGRATIONS: &[&str] = &[
         dir TEXT NOT NULL,
         signed_at TEXT NOT NULL
     );",
+    // 6: the on-chain registry (`chain deploy`; the newest row is the
+    // fleet's) and each node's registration on a registry (`chain
+    // register`, `chain revoke`; times are block timestamps, unix seconds).
+    "CREATE TABLE chain_registries (
+        id INTEGER PRIMARY KEY,
+        rpc_url TEXT NOT NULL,
+        chain_id BIGINT NOT NULL,
+        address TEXT NOT NULL,
+        deploy_tx TEXT NOT NULL,
+        deployed_at TEXT NOT NULL
+    );
+    CREATE TABLE chain_nodes (
+        node_id TEXT NOT NULL,
+        registry TEXT NOT NULL,
+        chain_address TEXT NOT NULL,
+        registered_tx TEXT NOT NULL,
+        registered_at BIGINT NOT NULL,
+        revoked_tx TEXT,
+        revoked_at BIGINT,
+        PRIMARY KEY (node_id, registry)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +191,33 @@ pub struct ImageState<'a> {
     /// `healthy`, `rolled-back` or `timed-out`.
     pub outcome: &'a str,
     pub version: u64,
+}
+
+/// A registry the fleet deployed (`chain deploy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainRegistry {
+    pub rpc_url: String,
+    pub chain_id: u64,
+    /// The registry's address (EIP-55).
+    pub address: String,
+    /// The deployment's transaction hash (0x hex).
+    pub deploy_tx: String,
+    pub deployed_at: String,
+}
+
+/// A node's registration on a registry (`chain register`/`chain revoke`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainNode {
+    pub node_id: String,
+    /// The registry's address (EIP-55).
+    pub registry: String,
+    /// The node's chain address (EIP-55).
+    pub chain_address: String,
+    pub registered_tx: String,
+    /// Block timestamp (unix seconds).
+    pub registered_at: u64,
+    pub revoked_tx: Option<String>,
+    pub revoked_at: Option<u64>,
 }
 
 /// A signed bundle release.
@@ -524,6 +572,137 @@ impl Inventory {
             .map_err(self.sql())
     }
 
+    /// Records a registry the fleet deployed; it becomes the fleet's.
+    pub fn add_chain_registry(&mut self, r: &ChainRegistry) -> Result<(), InventoryError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO chain_registries (rpc_url, chain_id, address, deploy_tx, deployed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    r.rpc_url,
+                    r.chain_id as i64,
+                    r.address,
+                    r.deploy_tx,
+                    r.deployed_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The fleet's registry: the last one deployed.
+    pub fn chain_registry(&self) -> Result<Option<ChainRegistry>, InventoryError> {
+        self.conn
+            .query_row(
+                "SELECT rpc_url, chain_id, address, deploy_tx, deployed_at
+                 FROM chain_registries ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(ChainRegistry {
+                        rpc_url: r.get(0)?,
+                        chain_id: r.get::<_, i64>(1)? as u64,
+                        address: r.get(2)?,
+                        deploy_tx: r.get(3)?,
+                        deployed_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// Records a node's registration on a registry.
+    pub fn set_chain_registered(&mut self, n: &ChainNode, at: &str) -> Result<(), InventoryError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO chain_nodes (node_id, registry, chain_address, registered_tx,
+                    registered_at, revoked_tx, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (node_id, registry) DO UPDATE SET
+                    chain_address = excluded.chain_address,
+                    registered_tx = excluded.registered_tx,
+                    registered_at = excluded.registered_at,
+                    revoked_tx = excluded.revoked_tx, revoked_at = excluded.revoked_at",
+                params![
+                    n.node_id,
+                    n.registry,
+                    n.chain_address,
+                    n.registered_tx,
+                    n.registered_at as i64,
+                    n.revoked_tx,
+                    n.revoked_at.map(|v| v as i64),
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
+                params![
+                    n.node_id,
+                    at,
+                    format!(
+                        "registered on chain registry {} as {} (tx {})",
+                        n.registry, n.chain_address, n.registered_tx
+                    )
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a node's revocation on a registry.
+    pub fn set_chain_revoked(
+        &mut self,
+        node_id: &str,
+        registry: &str,
+        revoked_tx: &str,
+        revoked_at: u64,
+        at: &str,
+    ) -> Result<(), InventoryError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE chain_nodes SET revoked_tx = ?3, revoked_at = ?4
+                 WHERE node_id = ?1 AND registry = ?2",
+                params![node_id, registry, revoked_tx, revoked_at as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
+                params![
+                    node_id,
+                    at,
+                    format!("revoked on chain registry {registry} (tx {revoked_tx})")
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A node's registration on `registry`, if the fleet recorded one.
+    pub fn chain_node(
+        &self,
+        node_id: &str,
+        registry: &str,
+    ) -> Result<Option<ChainNode>, InventoryError> {
+        self.conn
+            .query_row(
+                "SELECT node_id, registry, chain_address, registered_tx, registered_at,
+                    revoked_tx, revoked_at
+                 FROM chain_nodes WHERE node_id = ?1 AND registry = ?2",
+                params![node_id, registry],
+                |r| {
+                    Ok(ChainNode {
+                        node_id: r.get(0)?,
+                        registry: r.get(1)?,
+                        chain_address: r.get(2)?,
+                        registered_tx: r.get(3)?,
+                        registered_at: r.get::<_, i64>(4)? as u64,
+                        revoked_tx: r.get(5)?,
+                        revoked_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
     fn write(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
@@ -748,6 +927,55 @@ mod tests {
         assert_eq!(
             (n.slot.as_deref(), n.last_update.as_deref()),
             (Some("b"), Some("timed-out"))
+        );
+    }
+
+    #[test]
+    fn chain_registries_and_registrations_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INVENTORY_FILE);
+        {
+            // An inventory from before the chain (schema 5) with a node.
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..5] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+        }
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        inv.upsert_node(&node("RWQabc")).unwrap();
+        assert_eq!(inv.chain_registry().unwrap(), None);
+        let registry = |address: &str| ChainRegistry {
+            rpc_url: "http://127.0.0.1:8545".into(),
+            chain_id: 1337,
+            address: address.into(),
+            deploy_tx: "0xaa".into(),
+            deployed_at: "2026-01-01T00:00:00Z".into(),
+        };
+        inv.add_chain_registry(&registry("0x01")).unwrap();
+        inv.add_chain_registry(&registry("0x02")).unwrap();
+        assert_eq!(inv.chain_registry().unwrap(), Some(registry("0x02")));
+        let registered = ChainNode {
+            node_id: "RWQabc".into(),
+            registry: "0x02".into(),
+            chain_address: "0x03".into(),
+            registered_tx: "0xbb".into(),
+            registered_at: 1_700_000_000,
+            revoked_tx: None,
+            revoked_at: None,
+        };
+        inv.set_chain_registered(&registered, "t").unwrap();
+        assert_eq!(
+            inv.chain_node("RWQabc", "0x02").unwrap().as_ref(),
+            Some(&registered)
+        );
+        assert_eq!(inv.chain_node("RWQabc", "0x01").unwrap(), None);
+        inv.set_chain_revoked("RWQabc", "0x02", "0xcc", 1_700_000_100, "t2")
+            .unwrap();
+        let revoked = inv.chain_node("RWQabc", "0x02").unwrap().unwrap();
+        assert_eq!(
+            (revoked.revoked_tx.as_deref(), revoked.revoked_at),
+            (Some("0xcc"), Some(1_700_000_100))
         );
     }
 

@@ -17,10 +17,14 @@
 //!   update until it is back healthy or rolled back.
 //! - [`registry`]: signed identity records for a registry contract
 //!   (docs/identity.md).
+//! - [`chain`]: the on-chain NodeRegistry: the operator's chain key, the
+//!   pinned bytecode and its check, a node's signed registration checked
+//!   before any gas is spent.
 
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod chain;
 pub mod image;
 pub mod inventory;
 pub mod operator;

@@ -1,7 +1,8 @@
 //! `lockstep-fleet`: enroll nodes, keep the inventory, sign and push kernel
-//! bundles, export identity records. Errors are one line; exit 2 for bad
-//! input or usage, 1 for node or network problems (and for a push in which
-//! any node failed).
+//! bundles, export identity records, put nodes on an on-chain registry.
+//! Errors are one line; exit 2 for bad input or usage (and for a request
+//! the registry contract refuses), 1 for node, chain or network problems
+//! (and for a push in which any node failed).
 
 #![forbid(unsafe_code)]
 
@@ -9,8 +10,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use lockstep_fleet::inventory::{Inventory, NodeRecord, Release};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lockstep_fleet::chain::{self, ChainError};
+use lockstep_fleet::inventory::{ChainNode, ChainRegistry, Inventory, NodeRecord, Release};
 use lockstep_fleet::push::{push_all, Outcome};
 use lockstep_fleet::session::Session;
 use lockstep_fleet::update::{self, NodeFailure, NodeOutcome};
@@ -107,6 +109,80 @@ enum Command {
     ExportRegistry {
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
+    },
+    /// The on-chain node registry (contracts/README.md): deploy the
+    /// pinned NodeRegistry, register, revoke and show nodes.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+}
+
+/// The operator's chain key: a V3 keystore or LOCKSTEP_CHAIN_KEY.
+#[derive(Args)]
+struct ChainKeyArgs {
+    /// A V3 (Web3 Secret Storage) keystore holding the operator's chain
+    /// key; its password in LOCKSTEP_KEYSTORE_PASSWORD. Without it, the key
+    /// is LOCKSTEP_CHAIN_KEY (0x and 64 hex digits).
+    #[arg(long, value_name = "FILE")]
+    keystore: Option<PathBuf>,
+}
+
+/// Which registry: default the fleet's (`chain deploy`).
+#[derive(Args)]
+struct RegistryArgs {
+    /// The chain's JSON-RPC URL (http://host:port); default: the fleet's.
+    #[arg(long, value_name = "URL")]
+    rpc: Option<String>,
+    /// The registry's address; default: the fleet's.
+    #[arg(long, value_name = "ADDR")]
+    registry: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Write a new V3 keystore FILE with a fresh operator chain key,
+    /// encrypted with LOCKSTEP_KEYSTORE_PASSWORD; prints its address.
+    NewKeystore {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Deploy the pinned NodeRegistry (the committed build) with the
+    /// operator chain key, and record it as the fleet's registry.
+    Deploy {
+        /// The chain's JSON-RPC URL (http://host:port).
+        #[arg(long, value_name = "URL")]
+        rpc: String,
+        /// A referee the registry trusts to record dispute outcomes
+        /// (repeatable).
+        #[arg(long = "referee", value_name = "ADDR")]
+        referees: Vec<String>,
+        #[command(flatten)]
+        key: ChainKeyArgs,
+    },
+    /// Register a node (id, id prefix or address) on the registry: the
+    /// node signs its registration, the fleet checks it, then sends it.
+    Register {
+        node: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        key: ChainKeyArgs,
+    },
+    /// Revoke a node on the registry (only the operator that registered
+    /// it can).
+    Revoke {
+        node: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        key: ChainKeyArgs,
+    },
+    /// Show a node's on-chain record and dispute counts.
+    Show {
+        node: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
 }
 
@@ -235,9 +311,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Show { node } => {
             let inv = Inventory::open(dir).map_err(usage)?;
             let n = inv.find(&node).map_err(usage)?;
+            let fleet_registry = inv.chain_registry().map_err(machine)?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&n).expect("records serialise")
+                serde_json::to_string_pretty(&with_chain(&inv, &n, fleet_registry.as_ref())?)
+                    .expect("records serialise")
             );
             Ok(())
         }
@@ -305,7 +383,350 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Chain { command } => match command {
+            ChainCommand::NewKeystore { file } => chain_new_keystore(&file),
+            ChainCommand::Deploy { rpc, referees, key } => {
+                chain_deploy(dir, &rpc, &referees, key.keystore.as_deref())
+            }
+            ChainCommand::Register {
+                node,
+                registry,
+                key,
+            } => chain_register(dir, &node, &registry, key.keystore.as_deref()),
+            ChainCommand::Revoke {
+                node,
+                registry,
+                key,
+            } => chain_revoke(dir, &node, &registry, key.keystore.as_deref()),
+            ChainCommand::Show { node, registry } => chain_show(dir, &node, &registry),
+        },
     }
+}
+
+fn chain_failure(e: ChainError) -> Failure {
+    Failure {
+        code: e.exit_code(),
+        message: e.to_string(),
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A node record with its registration on the fleet's registry
+/// (`"chain": null` when it has none).
+fn with_chain(
+    inv: &Inventory,
+    n: &NodeRecord,
+    fleet_registry: Option<&ChainRegistry>,
+) -> Result<serde_json::Value, Failure> {
+    let mut value = serde_json::to_value(n).expect("records serialise");
+    let chain = match fleet_registry {
+        Some(r) => inv.chain_node(&n.node_id, &r.address).map_err(machine)?,
+        None => None,
+    };
+    value["chain"] = serde_json::to_value(chain).expect("records serialise");
+    Ok(value)
+}
+
+/// `registered`, `revoked` or `—` on the fleet's registry.
+fn chain_state(
+    inv: &Inventory,
+    n: &NodeRecord,
+    fleet_registry: Option<&ChainRegistry>,
+) -> Result<&'static str, Failure> {
+    let Some(r) = fleet_registry else {
+        return Ok("—");
+    };
+    Ok(
+        match inv.chain_node(&n.node_id, &r.address).map_err(machine)? {
+            Some(c) if c.revoked_at.is_some() => "revoked",
+            Some(_) => "registered",
+            None => "—",
+        },
+    )
+}
+
+fn chain_new_keystore(file: &Path) -> Result<(), Failure> {
+    use rand_core::RngCore;
+    // Randomness at the edge: the OS RNG.
+    let mut entropy = chain::KeystoreEntropy {
+        key: [0; 32],
+        salt: [0; 32],
+        iv: [0; 16],
+        id: [0; 16],
+    };
+    let mut rng = rand_core::OsRng;
+    rng.fill_bytes(&mut entropy.key);
+    rng.fill_bytes(&mut entropy.salt);
+    rng.fill_bytes(&mut entropy.iv);
+    rng.fill_bytes(&mut entropy.id);
+    let address = chain::new_keystore(file, &env_var, entropy).map_err(chain_failure)?;
+    eprintln!(
+        "wrote a new V3 keystore {} (keep it and its password safe; it is the operator's chain account)",
+        file.display()
+    );
+    println!("{address}");
+    Ok(())
+}
+
+/// The RPC URL and registry address: the flags, else the fleet's.
+fn registry_target(
+    inv: &Inventory,
+    args: &RegistryArgs,
+) -> Result<(String, lockstep_chain::Address), Failure> {
+    let fleet = inv.chain_registry().map_err(machine)?;
+    let url = match (&args.rpc, &fleet) {
+        (Some(url), _) => url.clone(),
+        (None, Some(r)) => r.rpc_url.clone(),
+        (None, None) => return Err(chain_failure(ChainError::NoRegistry)),
+    };
+    let address = match (&args.registry, &fleet) {
+        (Some(a), _) => chain::parse_address("--registry", a).map_err(chain_failure)?,
+        (None, Some(r)) => chain::parse_address("the inventory's registry", &r.address)
+            .map_err(|e| machine(format!("{e}; the inventory is damaged")))?,
+        (None, None) => return Err(chain_failure(ChainError::NoRegistry)),
+    };
+    Ok((url, address))
+}
+
+fn chain_deploy(
+    dir: &Path,
+    rpc: &str,
+    referees: &[String],
+    keystore: Option<&Path>,
+) -> Result<(), Failure> {
+    // Bad input first: the referees, the inventory, the key.
+    let referees = referees
+        .iter()
+        .map(|r| chain::parse_address("--referee", r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(chain_failure)?;
+    let mut inv = Inventory::open(dir).map_err(usage)?;
+    let key = chain::operator_key(keystore, &env_var).map_err(chain_failure)?;
+    let (registry, receipt) = chain::deploy(rpc, &key, &referees).map_err(chain_failure)?;
+    let tx = lockstep_chain::hex0x(&receipt.hash);
+    inv.add_chain_registry(&ChainRegistry {
+        rpc_url: rpc.to_string(),
+        chain_id: registry.chain_id(),
+        address: registry.address().to_string(),
+        deploy_tx: tx.clone(),
+        deployed_at: now(),
+    })
+    .map_err(machine)?;
+    eprintln!(
+        "deployed the pinned NodeRegistry at {} on chain {} (owner {}, {} referee(s)): tx {tx}, gas used {}; recorded as the fleet's registry",
+        registry.address(),
+        registry.chain_id(),
+        key.address(),
+        referees.len(),
+        receipt.gas_used
+    );
+    println!("registry {}", registry.address());
+    println!("chain id {}", registry.chain_id());
+    println!("tx {tx}");
+    println!("gas used {}", receipt.gas_used);
+    Ok(())
+}
+
+/// The inventory node named `which`, for the chain commands.
+fn chain_node(inv: &Inventory, which: &str) -> Result<(NodeRecord, NodeId), Failure> {
+    let n = inv.find(which).map_err(usage)?;
+    let id = NodeId::parse(&n.node_id)
+        .map_err(|e| machine(format!("inventory node id {}: {e}", n.node_id)))?;
+    Ok((n, id))
+}
+
+fn chain_register(
+    dir: &Path,
+    which: &str,
+    args: &RegistryArgs,
+    keystore: Option<&Path>,
+) -> Result<(), Failure> {
+    let inv = Inventory::open(dir).map_err(usage)?;
+    let (n, id) = chain_node(&inv, which)?;
+    if n.revoked_at.is_some() {
+        return Err(usage(format!(
+            "{} is revoked in this fleet; not registering it",
+            n.node_id
+        )));
+    }
+    let (url, address) = registry_target(&inv, args)?;
+    let attestation_digest = match &n.attestation_sha256 {
+        Some(text) => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(text, &mut digest).map_err(|_| {
+                machine(format!(
+                    "the inventory's attestation digest of {} is not 64 hex digits; the inventory is damaged",
+                    n.node_id
+                ))
+            })?;
+            Some(digest)
+        }
+        None => None,
+    };
+    let fleet_key = operator::load(dir).map_err(usage)?;
+    let key = chain::operator_key(keystore, &env_var).map_err(chain_failure)?;
+    drop(inv);
+    let registry = chain::open_registry(&url, address).map_err(chain_failure)?;
+    let sock = resolve(&n.address)?;
+    let action = AdminAction::SignRegistration {
+        chain_id: registry.chain_id(),
+        registry: address.to_string(),
+        operator: key.address().to_string(),
+        attestation_digest: n.attestation_sha256.clone().unwrap_or_default(),
+    };
+    let (info, reply) = smol::block_on(async {
+        let session = Session::open(sock, Some(&id)).await?;
+        let info = session.info.clone();
+        let command = session.sign(&fleet_key, action, None);
+        let reply = session.send(command, &[]).await?;
+        Ok::<_, lockstep_fleet::session::SessionError>((info, reply))
+    })
+    .map_err(|e| machine(format!("{e}; nothing was sent to the chain")))?;
+    let signed = reply.registration.ok_or_else(|| {
+        machine(format!(
+            "node {} answered without a signed registration (an older lockstepd?); nothing was sent to the chain",
+            n.node_id
+        ))
+    })?;
+    let checked = chain::check_registration(
+        &signed,
+        &chain::Expected {
+            node: &id,
+            chain_address: &info.chain_address,
+            key_protection: n.key_protection,
+            attestation_digest,
+            operator: key.address(),
+            chain_id: registry.chain_id(),
+            registry: address,
+        },
+    )
+    .map_err(chain_failure)?;
+    let receipt = registry
+        .register(
+            &key,
+            &checked.registration,
+            &checked.node_signature,
+            &checked.device_signature,
+        )
+        .map_err(|e| chain_failure(e.into()))?;
+    let tx = lockstep_chain::hex0x(&receipt.hash);
+    let node_id = chain::node_id_bytes(&id);
+    let record = registry
+        .get_node(&node_id)
+        .map_err(|e| chain_failure(e.into()))?;
+    let mut inv = Inventory::open(dir).map_err(machine)?;
+    inv.set_chain_registered(
+        &ChainNode {
+            node_id: n.node_id.clone(),
+            registry: address.to_string(),
+            chain_address: checked.registration.node_address.to_string(),
+            registered_tx: tx.clone(),
+            registered_at: record.registered_at,
+            revoked_tx: None,
+            revoked_at: None,
+        },
+        &now(),
+    )
+    .map_err(machine)?;
+    eprintln!(
+        "registered {} on {} as {}: tx {tx}, gas used {}",
+        n.node_id, address, checked.registration.node_address, receipt.gas_used
+    );
+    print!("{}", chain::describe(&n.node_id, &record, 0, 0, &address));
+    Ok(())
+}
+
+fn chain_revoke(
+    dir: &Path,
+    which: &str,
+    args: &RegistryArgs,
+    keystore: Option<&Path>,
+) -> Result<(), Failure> {
+    let inv = Inventory::open(dir).map_err(usage)?;
+    let (n, id) = chain_node(&inv, which)?;
+    let (url, address) = registry_target(&inv, args)?;
+    let key = chain::operator_key(keystore, &env_var).map_err(chain_failure)?;
+    drop(inv);
+    let registry = chain::open_registry(&url, address).map_err(chain_failure)?;
+    let node_id = chain::node_id_bytes(&id);
+    let receipt = registry
+        .revoke(&key, &node_id)
+        .map_err(|e| chain_failure(e.into()))?;
+    let tx = lockstep_chain::hex0x(&receipt.hash);
+    let record = registry
+        .get_node(&node_id)
+        .map_err(|e| chain_failure(e.into()))?;
+    let mut inv = Inventory::open(dir).map_err(machine)?;
+    if inv
+        .chain_node(&n.node_id, &address.to_string())
+        .map_err(machine)?
+        .is_none()
+    {
+        // Registered by this operator, but not through this inventory.
+        inv.set_chain_registered(
+            &ChainNode {
+                node_id: n.node_id.clone(),
+                registry: address.to_string(),
+                chain_address: record.node_address.to_string(),
+                registered_tx: String::new(),
+                registered_at: record.registered_at,
+                revoked_tx: None,
+                revoked_at: None,
+            },
+            &now(),
+        )
+        .map_err(machine)?;
+    }
+    inv.set_chain_revoked(
+        &n.node_id,
+        &address.to_string(),
+        &tx,
+        record.revoked_at,
+        &now(),
+    )
+    .map_err(machine)?;
+    eprintln!(
+        "revoked {} on {} at {}: tx {tx}, gas used {}",
+        n.node_id,
+        address,
+        chain::chain_time(record.revoked_at),
+        receipt.gas_used
+    );
+    println!("tx {tx}");
+    println!("gas used {}", receipt.gas_used);
+    Ok(())
+}
+
+fn chain_show(dir: &Path, which: &str, args: &RegistryArgs) -> Result<(), Failure> {
+    let inv = Inventory::open(dir).map_err(usage)?;
+    let (n, id) = chain_node(&inv, which)?;
+    let (url, address) = registry_target(&inv, args)?;
+    drop(inv);
+    let registry = chain::open_registry(&url, address).map_err(chain_failure)?;
+    let node_id = chain::node_id_bytes(&id);
+    let record = registry
+        .get_node(&node_id)
+        .map_err(|e| chain_failure(e.into()))?;
+    if !record.exists() {
+        return Err(chain_failure(ChainError::NotRegistered {
+            node: n.node_id,
+            registry: address,
+        }));
+    }
+    let faults = registry
+        .fault_count(&node_id)
+        .map_err(|e| chain_failure(e.into()))?;
+    let cleared = registry
+        .cleared_count(&node_id)
+        .map_err(|e| chain_failure(e.into()))?;
+    print!(
+        "{}",
+        chain::describe(&n.node_id, &record, faults, cleared, &address)
+    );
+    Ok(())
 }
 
 fn provision_image(
@@ -576,7 +997,12 @@ fn set_operators(dir: &Path, node: &str, keys: &[String]) -> Result<(), Failure>
 fn list(dir: &Path, json: bool) -> Result<(), Failure> {
     let inv = Inventory::open(dir).map_err(usage)?;
     let nodes = inv.nodes().map_err(machine)?;
+    let fleet_registry = inv.chain_registry().map_err(machine)?;
     if json {
+        let nodes = nodes
+            .iter()
+            .map(|n| with_chain(&inv, n, fleet_registry.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
         println!(
             "{}",
             serde_json::to_string_pretty(&nodes).expect("records serialise")
@@ -585,7 +1011,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
     }
     for n in &nodes {
         println!(
-            "{}  {}  bundle {} (release {})  {}  key {}  image {}{}{}",
+            "{}  {}  bundle {} (release {})  {}  key {}  image {}{}  chain {}{}",
             n.node_id,
             n.address,
             // The node reported this string: cut by characters, never
@@ -600,6 +1026,7 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
             n.key_protection,
             n.image_version,
             slot_summary(n),
+            chain_state(&inv, n, fleet_registry.as_ref())?,
             if n.revoked_at.is_some() {
                 "  REVOKED"
             } else {

@@ -41,6 +41,8 @@ mod key;
 pub mod keystore;
 pub mod rpc;
 mod scrypt;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tx;
 
 pub use address::{hex0x, keccak256, Address, AddressError};

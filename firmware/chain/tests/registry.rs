@@ -2,107 +2,21 @@
 //! `contracts/out/NodeRegistry.json`) on a local ganache chain.
 //!
 //! Needs `contracts/node_modules` (`make test` installs it, or `cd
-//! contracts && npm ci`): without it this test fails, it never skips.
-
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+//! contracts && npm ci`): without it this test fails, it never skips. The
+//! chain is `lockstep_chain::testing::Ganache`, shared with other crates' tests.
 
 use lockstep_chain::abi::{RegistryEvent, RegistryRevert};
-use lockstep_chain::client::{Registry, RpcClient};
+use lockstep_chain::client::Registry;
 use lockstep_chain::eip712::{
     receipt_typed_digest, registry_domain_separator, DisputeOutcome, KeyProtection, Outcome,
     Registration,
 };
+use lockstep_chain::testing::{free_port, repo_root, Ganache, CHAIN_ID};
 use lockstep_chain::{keccak256, Address, ChainKey, ClientError};
 use sha2::{Digest, Sha256};
 
-const CHAIN_ID: u64 = 1337;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn key(name: &str) -> ChainKey {
     ChainKey::from_bytes(&keccak256(format!("lockstep test {name}").as_bytes())).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A ganache chain, killed when dropped.
-struct Ganache {
-    child: Child,
-    url: String,
-}
-
-impl Ganache {
-    fn start(accounts: &[&ChainKey]) -> Ganache {
-        let ganache = repo_root().join("contracts/node_modules/.bin/ganache");
-        assert!(
-            ganache.exists(),
-            "{} is missing: run `make test` (or `make contracts-deps`, or `cd contracts && npm ci`) to install the pinned ganache; this test never skips",
-            ganache.display()
-        );
-        let port = free_port();
-        let mut command = Command::new(&ganache);
-        command
-            .args(["--chain.chainId", &CHAIN_ID.to_string()])
-            .args(["--server.host", "127.0.0.1"])
-            .args(["--server.port", &port.to_string()])
-            .arg("--logging.quiet");
-        for account in accounts {
-            command.arg("--wallet.accounts").arg(format!(
-                "0x{},1000000000000000000000",
-                hex::encode(*account.to_bytes())
-            ));
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (is Node.js installed? run `make test`)",
-                    ganache.display()
-                )
-            });
-        let mut chain = Ganache {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let rpc = RpcClient::new(&chain.url).unwrap();
-        let started = Instant::now();
-        loop {
-            if let Ok(id) = rpc.chain_id() {
-                assert_eq!(id, CHAIN_ID);
-                break;
-            }
-            if let Some(status) = chain.child.try_wait().unwrap() {
-                panic!("ganache exited before it answered: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "ganache did not answer within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        chain
-    }
-}
-
-impl Drop for Ganache {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn bytecode() -> Vec<u8> {
