@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use lockstep_chain::client::Registry;
 use lockstep_chain::{Address, ClientError};
+use lockstep_protocol::receipt::parse_rfc3339;
 use lockstep_protocol::rfc3339;
 
 use crate::failure::Failure;
@@ -49,47 +50,6 @@ fn failure(e: ClientError) -> Failure {
         }
         other => Failure::Runtime(other.to_string()),
     }
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC time as receipts write it
-/// (`2026-11-24T07:49:03Z`).
-pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let b = text.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
-    {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(range)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    // Days from civil (H. Hinnant's algorithm), the inverse of `rfc3339`.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
 }
 
 fn time(secs: u64) -> String {
@@ -164,23 +124,6 @@ pub fn check(verified: &Verified, options: &ChainOptions, shown: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        for secs in [0u64, 951_782_400, 1_795_506_543, 4_102_444_800, 86_399] {
-            assert_eq!(parse_rfc3339(&time(secs)), Some(secs), "{secs}");
-        }
-        for bad in [
-            "",
-            "2026-11-24 07:49:03Z",
-            "2026-13-24T07:49:03Z",
-            "2026-11-24T07:49:03",
-            "+026-11-24T07:49:03Z",
-            "2026-11-24T07:49:0éZ",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn chain_and_registry_come_together() {
