@@ -8,17 +8,10 @@ mod common;
 
 use common::client::{ask, connect_from, job_id, one_op, submit};
 use lockstep_chain::Address;
-use lockstep_identity::{verify_chain_binding, Signature, SigningKey};
-use lockstep_protocol::admin::{
-    challenge_statement, AdminAction, AdminCommand, AdminHello, AdminReply, AdminStatement,
-    NodeInfo, ADMIN_FORMAT,
-};
-use lockstep_protocol::{
-    verify_chain_signature, Frame, KeyProtection, Message, Receipt, RECEIPT_FORMAT,
-};
+use lockstep_identity::{verify_chain_binding, SigningKey};
+use lockstep_protocol::admin::{AdminAction, AdminReply, NodeInfo};
+use lockstep_protocol::{verify_chain_signature, KeyProtection, Message, Receipt, RECEIPT_FORMAT};
 use lockstep_tensor::{Fill, Tensor};
-use lockstep_transport::frames::{write_frame, FrameReader};
-use rand_core::RngCore;
 
 const REGISTRY: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 const OPERATOR: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
@@ -60,56 +53,8 @@ async fn admin(
     key: &SigningKey,
     action: AdminAction,
 ) -> (NodeInfo, AdminReply) {
-    let conn = connect_from(node, "127.0.0.1").await.unwrap();
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    let mut reader = FrameReader::new(recv);
-    let mut challenge = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut challenge);
-    write_frame(
-        &mut send,
-        &Message::AdminHello(AdminHello { challenge }).to_frame(),
-    )
-    .await
-    .unwrap();
-    let Some(Frame::Control(p)) = reader.next().await.unwrap() else {
-        panic!("no challenge")
-    };
-    let Message::AdminChallenge(answer) = Message::decode(&p).unwrap() else {
-        panic!("not a challenge")
-    };
-    Signature::parse(&answer.signature)
-        .unwrap()
-        .verify(
-            &node.node_id(),
-            &challenge_statement(&challenge, &answer.info, &answer.nonce),
-        )
-        .unwrap();
-    let statement = lockstep_canonical_json::to_vec(&AdminStatement {
-        format: ADMIN_FORMAT.into(),
-        node: answer.info.node_id.clone(),
-        nonce: hex::encode(answer.nonce),
-        action,
-    })
-    .unwrap();
-    let command = AdminCommand {
-        operator: key.public().to_base64(),
-        signature: key.sign_minisign(&statement, "test admin").to_file(),
-        statement,
-        bundle: None,
-        image: None,
-    };
-    write_frame(&mut send, &Message::AdminCommand(command).to_frame())
-        .await
-        .unwrap();
-    let _ = send.finish();
-    let Some(Frame::Control(p)) = reader.next().await.unwrap() else {
-        panic!("no reply")
-    };
-    let Message::AdminReply(reply) = Message::decode(&p).unwrap() else {
-        panic!("not an admin reply")
-    };
-    conn.close(0u32.into(), b"");
-    (answer.info, reply)
+    let (info, reply) = common::client::admin(node, key, Some(action), None, Vec::new()).await;
+    (info, reply.expect("an admin command is answered"))
 }
 
 async fn status_address(node: &common::Node) -> String {

@@ -8,17 +8,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::client::{connect_from, job_id, one_op, submit};
-use lockstep_identity::{Signature, SigningKey};
-use lockstep_protocol::admin::{
-    challenge_statement, AdminAction, AdminCommand, AdminHello, AdminReply, AdminStatement,
-    ImageUpload, NodeInfo, ADMIN_FORMAT,
-};
-use lockstep_protocol::{Frame, Message};
+use common::client::{admin, connect_from, job_id, one_op, submit};
+use lockstep_identity::SigningKey;
+use lockstep_protocol::admin::{AdminAction, AdminReply, ImageUpload};
+use lockstep_protocol::Message;
 use lockstep_tensor::{Fill, Tensor};
-use lockstep_transport::frames::{write_frame, FrameReader};
 use lockstep_update::{Artifact, ImageManifest, SignedUpdate, SlotArtifacts, UpdateSigner};
-use rand_core::RngCore;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -173,79 +168,6 @@ fn chunked(parts: &[&[u8]]) -> Vec<Vec<u8>> {
         .flat_map(|p| p.chunks(lockstep_limits::WIRE_CHUNK_BYTES))
         .map(<[u8]>::to_vec)
         .collect()
-}
-
-/// One admin session: the node's info, and the reply to `action` (with
-/// `image` and the data chunks `frames`). `None` for the action: only the
-/// info.
-async fn admin(
-    node: &common::Node,
-    key: &SigningKey,
-    action: Option<AdminAction>,
-    image: Option<ImageUpload>,
-    frames: Vec<Vec<u8>>,
-) -> (NodeInfo, Option<AdminReply>) {
-    let conn = connect_from(node, "127.0.0.1").await.unwrap();
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    let mut reader = FrameReader::new(recv);
-    let mut challenge = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut challenge);
-    write_frame(
-        &mut send,
-        &Message::AdminHello(AdminHello { challenge }).to_frame(),
-    )
-    .await
-    .unwrap();
-    let Some(Frame::Control(p)) = reader.next().await.unwrap() else {
-        panic!("no challenge")
-    };
-    let Message::AdminChallenge(answer) = Message::decode(&p).unwrap() else {
-        panic!("not a challenge")
-    };
-    Signature::parse(&answer.signature)
-        .unwrap()
-        .verify(
-            &node.node_id(),
-            &challenge_statement(&challenge, &answer.info, &answer.nonce),
-        )
-        .unwrap();
-    let Some(action) = action else {
-        let _ = send.finish();
-        return (answer.info, None);
-    };
-    let statement = lockstep_canonical_json::to_vec(&AdminStatement {
-        format: ADMIN_FORMAT.into(),
-        node: answer.info.node_id.clone(),
-        nonce: hex::encode(answer.nonce),
-        action,
-    })
-    .unwrap();
-    let command = AdminCommand {
-        operator: key.public().to_base64(),
-        signature: key.sign_minisign(&statement, "test admin").to_file(),
-        statement,
-        bundle: None,
-        image,
-    };
-    write_frame(&mut send, &Message::AdminCommand(command).to_frame())
-        .await
-        .unwrap();
-    for chunk in frames {
-        // A node that refused stops the stream: then stop sending.
-        if write_frame(&mut send, &Frame::Data(chunk)).await.is_err() {
-            break;
-        }
-    }
-    let _ = send.finish();
-    let Some(Frame::Control(p)) = reader.next().await.unwrap() else {
-        panic!("no reply")
-    };
-    let reply = match Message::decode(&p).unwrap() {
-        Message::AdminReply(r) => r,
-        other => panic!("not an admin reply: {other:?}"),
-    };
-    conn.close(0u32.into(), b"");
-    (answer.info, Some(reply))
 }
 
 async fn push(

@@ -126,12 +126,18 @@ pub mod client {
     use std::collections::BTreeMap;
     use std::net::IpAddr;
 
+    use lockstep_identity::{Signature, SigningKey};
+    use lockstep_protocol::admin::{
+        challenge_statement, AdminAction, AdminCommand, AdminHello, AdminReply, AdminStatement,
+        ImageUpload, NodeInfo, ADMIN_FORMAT,
+    };
     use lockstep_protocol::{
         header, tensor_chunks, EvidenceAccess, Frame, JobRequest, LeafRequest, Message,
     };
     use lockstep_tensor::Tensor;
     use lockstep_transport::frames::{write_frame, FrameReader};
     use lockstep_transport::TransportError;
+    use rand_core::RngCore;
 
     use super::Node;
 
@@ -227,5 +233,78 @@ pub mod client {
             .iter()
             .map(|(n, t)| (n.to_string(), t.clone()))
             .collect()
+    }
+
+    /// One admin session: the node's info, and the reply to `action` (with
+    /// `image` and the data chunks `frames`). `None` for the action: only the
+    /// info.
+    pub async fn admin(
+        node: &Node,
+        key: &SigningKey,
+        action: Option<AdminAction>,
+        image: Option<ImageUpload>,
+        frames: Vec<Vec<u8>>,
+    ) -> (NodeInfo, Option<AdminReply>) {
+        let conn = connect_from(node, "127.0.0.1").await.unwrap();
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        let mut reader = FrameReader::new(recv);
+        let mut challenge = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut challenge);
+        write_frame(
+            &mut send,
+            &Message::AdminHello(AdminHello { challenge }).to_frame(),
+        )
+        .await
+        .unwrap();
+        let Some(Frame::Control(p)) = reader.next().await.unwrap() else {
+            panic!("no challenge")
+        };
+        let Message::AdminChallenge(answer) = Message::decode(&p).unwrap() else {
+            panic!("not a challenge")
+        };
+        Signature::parse(&answer.signature)
+            .unwrap()
+            .verify(
+                &node.node_id(),
+                &challenge_statement(&challenge, &answer.info, &answer.nonce),
+            )
+            .unwrap();
+        let Some(action) = action else {
+            let _ = send.finish();
+            return (answer.info, None);
+        };
+        let statement = lockstep_canonical_json::to_vec(&AdminStatement {
+            format: ADMIN_FORMAT.into(),
+            node: answer.info.node_id.clone(),
+            nonce: hex::encode(answer.nonce),
+            action,
+        })
+        .unwrap();
+        let command = AdminCommand {
+            operator: key.public().to_base64(),
+            signature: key.sign_minisign(&statement, "test admin").to_file(),
+            statement,
+            bundle: None,
+            image,
+        };
+        write_frame(&mut send, &Message::AdminCommand(command).to_frame())
+            .await
+            .unwrap();
+        for chunk in frames {
+            // A node that refused stops the stream: then stop sending.
+            if write_frame(&mut send, &Frame::Data(chunk)).await.is_err() {
+                break;
+            }
+        }
+        let _ = send.finish();
+        let Some(Frame::Control(p)) = reader.next().await.unwrap() else {
+            panic!("no reply")
+        };
+        let reply = match Message::decode(&p).unwrap() {
+            Message::AdminReply(r) => r,
+            other => panic!("not an admin reply: {other:?}"),
+        };
+        conn.close(0u32.into(), b"");
+        (answer.info, Some(reply))
     }
 }
