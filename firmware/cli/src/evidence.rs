@@ -240,6 +240,8 @@ pub fn run_on(
         job_id,
         program: program.program().to_postcard(),
         inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
+        references: vec![],
+        submitter: None,
     };
     let (done, _) = smol::block_on(crate::submit::exchange(addr, key, request, inputs))?;
     let receipt = Receipt::verify(&done.receipt, &done.signature, key).map_err(|e| {

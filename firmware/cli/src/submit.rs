@@ -125,6 +125,8 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
         job_id,
         program: program.to_postcard(),
         inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
+        references: vec![],
+        submitter: None,
     };
     let (done, outputs) = smol::block_on(exchange(node.node, &pinned, request, &inputs))?;
     let receipt = Receipt::verify(&done.receipt, &done.signature, &pinned)
@@ -473,6 +475,8 @@ pub fn bench_node(node: &NodeArgs, jobs: usize, upload_mib: usize) -> Result<(),
             job_id,
             program: program.to_postcard(),
             inputs: vec![header("in0", t)],
+            references: vec![],
+            submitter: None,
         }
     };
     smol::block_on(async {

@@ -10,7 +10,9 @@ use std::process::Command;
 
 use lockstep_chain::ChainKey;
 use lockstep_identity::{DeviceKey, KeyProtection};
-use lockstep_protocol::{DeviceRecord, Receipt, RECEIPT_FORMAT, RECEIPT_FORMAT_V2};
+use lockstep_protocol::{
+    DeviceRecord, Receipt, RECEIPT_FORMAT, RECEIPT_FORMAT_V2, RECEIPT_FORMAT_V3,
+};
 
 const REGISTRY: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 
@@ -87,13 +89,15 @@ fn signed(format: u32) -> Signed {
         finished_at: "2026-11-24T07:49:04Z".into(),
         certified: false,
         key_protection: Some(KeyProtection::File),
-        chain_address: (format >= RECEIPT_FORMAT).then(|| address.clone()),
+        chain_address: (format >= RECEIPT_FORMAT_V3).then(|| address.clone()),
+        submitter: None,
+        references: (format >= RECEIPT_FORMAT).then(BTreeMap::new),
     };
     let (bytes, signature) = receipt.sign(&key);
     let path = dir.path().join("r.json");
     std::fs::write(&path, &bytes).unwrap();
     std::fs::write(dir.path().join("r.json.minisig"), signature.to_file()).unwrap();
-    if format >= RECEIPT_FORMAT {
+    if format >= RECEIPT_FORMAT_V3 {
         std::fs::write(
             dir.path().join("r.json.eip712"),
             format!("{}\n", receipt.sign_chain(&chain)),

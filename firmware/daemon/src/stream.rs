@@ -433,6 +433,8 @@ async fn submit(
         deadline: Instant::now() + shared.job_timeout,
         admitted,
         source: peer.source,
+        submitter: request.submitter.clone(),
+        references: vec![],
     };
     if let Err(TrySendError::Full(_)) = shared.queue.try_send(Work::Run(job)) {
         let busy = Message::Busy {

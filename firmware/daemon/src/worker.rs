@@ -30,6 +30,11 @@ pub struct Job {
     pub admitted: Admitted,
     /// Who submitted it: retention quotas are per source.
     pub source: crate::admission::Source,
+    /// The submitter's key, which the receipt records.
+    pub submitter: Option<String>,
+    /// The inputs that were fetched from other nodes (already in `inputs`,
+    /// checked against these): the receipt records each one's source.
+    pub references: Vec<lockstep_protocol::TensorReference>,
 }
 
 /// What an admitted job holds of the node's budgets; released on drop.
@@ -273,6 +278,13 @@ fn run_job(
         certified: ctx.certification.receipts_certified(&ctx.bundle_id),
         key_protection: Some(ctx.key_protection),
         chain_address: Some(ctx.chain.address()),
+        submitter: job.submitter.clone(),
+        references: Some(
+            job.references
+                .iter()
+                .map(|r| (r.input.clone(), r.record()))
+                .collect(),
+        ),
     };
     let (bytes, signature) = receipt.sign(&ctx.key);
     let signature = signature.to_file();

@@ -107,6 +107,8 @@ fn a_client_that_vanishes_mid_upload_costs_nothing() {
                 job_id: [1; 16],
                 program: program.to_postcard(),
                 inputs: vec![header("x", &x)],
+                references: vec![],
+                submitter: None,
             });
             write_frame(&mut send, &request.to_frame()).await.unwrap();
             // A quarter of the data, then gone.
@@ -125,6 +127,8 @@ fn a_client_that_vanishes_mid_upload_costs_nothing() {
                 shape: vec![1 << 20, 1 << 20],
                 sha256: [0; 32],
             }],
+            references: vec![],
+            submitter: None,
         });
         let reply = raw(&node, &huge.to_frame().encode()).await;
         assert!(matches!(reply, Some(Message::Rejected(_))), "{reply:?}");
@@ -146,6 +150,8 @@ fn a_job_past_the_time_limit_is_answered_with_a_timeout() {
             job_id: [3; 16],
             program: program.to_postcard(),
             inputs: vec![],
+            references: vec![],
+            submitter: None,
         });
         match raw(&node, &request.to_frame().encode()).await {
             Some(Message::Rejected(e)) => {

@@ -502,3 +502,41 @@ pub const TX_RECEIPT_POLL_INTERVAL_MS: u64 = 1_000;
 /// receipt before it gives up (with the interval above: three minutes,
 /// about fifteen blocks on mainnet).
 pub const TX_RECEIPT_POLL_ATTEMPTS: u32 = 180;
+
+// --- Peer-to-peer tensor references (docs/protocol.md, "References") ---
+
+/// Most consumer nodes one fetch permission may name.
+pub const MAX_PERMISSION_CONSUMERS: usize = 16;
+
+/// Largest fetch permission statement (canonical JSON); one naming
+/// `MAX_PERMISSION_CONSUMERS` nodes is under 2 KiB.
+pub const MAX_PERMISSION_BYTES: usize = 4096;
+
+/// Longest producer address text in a reference (`[v6 address]:port`).
+pub const MAX_PEER_ADDRESS_BYTES: usize = 64;
+
+/// Longest validity a submitter may give a fetch permission: a capability
+/// that outlives any retention window is a standing grant, not a permission.
+pub const MAX_PERMISSION_VALIDITY_S: u64 = 7 * 24 * 3600;
+
+/// Fetches of referenced inputs one node runs at once, for all its jobs
+/// together; a job whose fetch finds them taken waits at most
+/// `PEER_FETCH_QUEUE_WAIT_MS`, then fails `Busy`.
+pub const MAX_PEER_FETCHES_IN_FLIGHT: usize = 8;
+
+/// How long a job waits for one of the node's fetch turns.
+pub const PEER_FETCH_QUEUE_WAIT_MS: u64 = 10_000;
+
+/// How long a consuming node waits for the QUIC handshake with a producer.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// How long a consuming node waits for the producer's next frame (its
+/// answer, or the next data chunk) before it gives the fetch up as stalled.
+pub const PEER_FETCH_STALL_TIMEOUT_MS: u64 = 10_000;
+
+/// Attempts at one referenced input when the producer is unreachable or
+/// busy (a definite refusal is never retried).
+pub const PEER_FETCH_ATTEMPTS: u32 = 3;
+
+/// Pause before the second attempt; doubled before each further one.
+pub const PEER_FETCH_RETRY_BACKOFF_MS: u64 = 250;

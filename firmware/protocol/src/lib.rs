@@ -13,6 +13,8 @@
 //! - [`certify`]: signed certification runs and report installs.
 //! - [`chain`]: the chain key's signatures and registrations (v5).
 //! - [`receipt`]: the statement a node signs for every job.
+//! - [`reference`]: job inputs given as other nodes' outputs, the
+//!   submitter's fetch permissions, and the checks of both ends (v6).
 //!
 //! Wire format and rules: docs/protocol.md, "Wire protocol".
 
@@ -26,6 +28,7 @@ pub mod evidence;
 pub mod frame;
 pub mod message;
 pub mod receipt;
+pub mod reference;
 pub mod tensors;
 
 pub use attest::{AttestChallenge, AttestEvidence, AttestIdentity, AttestTpm, QuotedPcr};
@@ -43,7 +46,12 @@ pub use message::{
     TensorHeader, PROTOCOL_VERSION,
 };
 pub use receipt::{
-    rfc3339, verify_chain_signature, DeviceRecord, Receipt, ReceiptError, RECEIPT_FORMAT,
-    RECEIPT_FORMAT_V1, RECEIPT_FORMAT_V2,
+    rfc3339, verify_chain_signature, DeviceRecord, Receipt, ReceiptError, ReferenceRecord,
+    RECEIPT_FORMAT, RECEIPT_FORMAT_V1, RECEIPT_FORMAT_V2, RECEIPT_FORMAT_V3,
+};
+pub use reference::{
+    check_fetch, check_reference, proof_message, OutputRequest, Permission, PermissionStatement,
+    ProgramRequest, ReferenceError, ReferenceRefusal, SourceEvidence, SourceRequest,
+    TensorReference, FETCH_EXPORTER_LABEL, PERMISSION_FORMAT,
 };
 pub use tensors::{header, tensor_chunks, TensorReceiver, TensorStreamError};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::Frame;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -74,6 +74,19 @@ pub enum Message {
     /// Node → client: the activated secret, a quote over the nonce and
     /// the node key, and the quoted PCRs' values.
     AttestEvidence(crate::attest::AttestEvidence),
+    /// Consumer node → producer node: a job's output, under the submitter's
+    /// permission (reference.rs).
+    FetchOutput(crate::reference::OutputRequest),
+    /// Producer → consumer: the output's header; its data chunks follow.
+    Output(TensorHeader),
+    /// Client → node: where a job's referenced input came from (lineage).
+    FetchSource(crate::reference::SourceRequest),
+    /// Node → client: the reference it was given, less the permission.
+    Source(crate::reference::SourceEvidence),
+    /// Client → node: a retained job's program (lineage re-execution).
+    FetchProgram(crate::reference::ProgramRequest),
+    /// Node → client: the program's canonical postcard bytes.
+    Program(Vec<u8>),
 }
 
 /// One named tensor's shape and the SHA-256 of its canonical `.npy` bytes.
@@ -91,7 +104,15 @@ pub struct JobRequest {
     /// The program's canonical postcard bytes (a single op is a one-step
     /// program).
     pub program: Vec<u8>,
+    /// The inputs sent as data, in the order their chunks follow.
     pub inputs: Vec<TensorHeader>,
+    /// The inputs given as other nodes' outputs: the node fetches them
+    /// (docs/protocol.md, "References"). Every declared input is in
+    /// exactly one of `inputs` and `references`.
+    pub references: Vec<crate::reference::TensorReference>,
+    /// The submitter's minisign public key (base64): the receipt records
+    /// it, and only it may permit other nodes to fetch the outputs.
+    pub submitter: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +161,9 @@ pub enum ErrorKind {
     /// The node cannot attest: it has no TPM, or its device key is a file
     /// key (nothing ties it to the TPM); the message says which.
     NotAttestable,
+    /// A referenced input was refused or could not be fetched; the
+    /// refusal says which check failed, the message names the input.
+    Reference(crate::reference::ReferenceRefusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,7 +267,28 @@ fn check_headers(headers: &[TensorHeader]) -> Result<(), MessageError> {
 
 fn check_bounds(m: &Message) -> Result<(), MessageError> {
     match m {
-        Message::Submit(r) => check_headers(&r.inputs),
+        Message::Submit(r) => {
+            if r.inputs.len() + r.references.len() > MAX_JOB_TENSORS {
+                return Err(MessageError::Bound(format!(
+                    "{} inputs and {} references; a job carries at most {MAX_JOB_TENSORS}",
+                    r.inputs.len(),
+                    r.references.len()
+                )));
+            }
+            if let Some(s) = &r.submitter {
+                if s.len() > lockstep_limits::MAX_PUBLIC_KEY_TEXT_BYTES {
+                    return Err(MessageError::Bound(format!(
+                        "a submitter key of {} bytes; at most {}",
+                        s.len(),
+                        lockstep_limits::MAX_PUBLIC_KEY_TEXT_BYTES
+                    )));
+                }
+            }
+            for reference in &r.references {
+                crate::reference::check_reference_bounds(reference)?;
+            }
+            check_headers(&r.inputs)
+        }
         Message::Done(r) => {
             if r.chain_signature.len() > crate::chain::CHAIN_SIGNATURE_TEXT_LEN {
                 return Err(MessageError::Bound(format!(
@@ -286,7 +331,21 @@ fn check_bounds(m: &Message) -> Result<(), MessageError> {
             crate::evidence::check_access(&r.access)
         }
         Message::FetchLeaf(r) => crate::evidence::check_access(&r.access),
-        Message::Input(h) => check_headers(std::slice::from_ref(h)),
+        Message::Input(h) | Message::Output(h) => check_headers(std::slice::from_ref(h)),
+        Message::FetchOutput(r) => crate::reference::check_output_request(r),
+        Message::FetchSource(r) => {
+            crate::evidence::check_name(&r.input)?;
+            crate::evidence::check_access(&r.access)
+        }
+        Message::Source(e) => crate::reference::check_source(e),
+        Message::FetchProgram(r) => crate::evidence::check_access(&r.access),
+        Message::Program(p) if p.len() > lockstep_limits::MAX_PROGRAM_BYTES => {
+            Err(MessageError::Bound(format!(
+                "a program of {} bytes; at most {}",
+                p.len(),
+                lockstep_limits::MAX_PROGRAM_BYTES
+            )))
+        }
         Message::CertifyRequest(r) => crate::certify::check_request(r).map_err(MessageError::Bound),
         Message::CertifyReport(r) => crate::certify::check_reply(r).map_err(MessageError::Bound),
         Message::InstallReport(r) => crate::certify::check_install(r).map_err(MessageError::Bound),
@@ -313,6 +372,8 @@ mod tests {
                 shape: vec![2, 3],
                 sha256: [9; 32],
             }],
+            references: vec![],
+            submitter: None,
         });
         let Frame::Control(payload) = m.to_frame() else {
             panic!("control frame expected")

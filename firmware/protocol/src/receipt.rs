@@ -18,8 +18,11 @@ use sha2::{Digest, Sha256};
 use crate::chain::ChainFieldError;
 
 /// Version of the receipt's own layout. Format 2 added `key_protection`,
-/// format 3 `chain_address`; format 1 and 2 receipts still verify.
-pub const RECEIPT_FORMAT: u32 = 3;
+/// format 3 `chain_address`, format 4 `references` (and the optional
+/// `submitter`); receipts of formats 1 to 3 still verify.
+pub const RECEIPT_FORMAT: u32 = 4;
+/// The layout before `references` and `submitter`.
+pub const RECEIPT_FORMAT_V3: u32 = 3;
 /// The layout before `chain_address`.
 pub const RECEIPT_FORMAT_V2: u32 = 2;
 /// The layout before `key_protection`.
@@ -71,6 +74,32 @@ pub struct Receipt {
     /// travels beside the receipt; present from format 3 on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_address: Option<String>,
+    /// The submitter's minisign public key (base64), when the job was
+    /// submitted with one: only that key may permit other nodes to fetch
+    /// the job's outputs (docs/protocol.md, "References"). Format 4 on,
+    /// optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
+    /// Input name → where it came from, for each input given as a reference
+    /// to another node's output: with `inputs`' hash, the lineage a chain
+    /// of receipts forms. Present (possibly empty) from format 4 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<BTreeMap<String, ReferenceRecord>>,
+}
+
+/// One referenced input, as its consuming receipt records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceRecord {
+    /// The producing node's id (minisign public key, base64).
+    pub producer: String,
+    /// Hex of the producing job's id.
+    pub job_id: String,
+    /// The output's name in the producing job.
+    pub output: String,
+    /// SHA-256 of the source receipt's canonical bytes
+    /// ([`Receipt::digest`]): the link a lineage walk follows and checks.
+    pub source_receipt_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +113,7 @@ pub enum ReceiptError {
     NotCanonical,
     #[error("receipt names node {claimed}, but was verified against {given}")]
     OtherNode { claimed: String, given: String },
-    #[error("receipt format {format} has no chain address (only format {RECEIPT_FORMAT} receipts carry a chain signature): verify its minisign signature alone")]
+    #[error("receipt format {format} has no chain address (only receipts of format {RECEIPT_FORMAT_V3} on carry a chain signature): verify its minisign signature alone")]
     NoChainAddress { format: u32 },
     #[error("receipt chain signature: {0}")]
     ChainSignature(#[from] ChainFieldError),
@@ -147,38 +176,44 @@ impl Receipt {
     /// Checks that the fields present are those of the receipt's format.
     fn check_format(&self) -> Result<(), ReceiptError> {
         let malformed = |m: String| Err(ReceiptError::Malformed(m));
-        let (protection, chain) = (self.key_protection.is_some(), self.chain_address.is_some());
-        match self.format {
-            RECEIPT_FORMAT_V1 | RECEIPT_FORMAT_V2 | RECEIPT_FORMAT => {}
-            other => {
-                return malformed(format!(
-                    "receipt format {other}; this build verifies formats {RECEIPT_FORMAT_V1} to {RECEIPT_FORMAT}"
-                ))
+        if !(RECEIPT_FORMAT_V1..=RECEIPT_FORMAT).contains(&self.format) {
+            return malformed(format!(
+                "receipt format {}; this build verifies formats {RECEIPT_FORMAT_V1} to {RECEIPT_FORMAT}",
+                self.format
+            ));
+        }
+        // (field, present, the format that introduced it, required from then on)
+        let fields = [
+            (
+                "key_protection",
+                self.key_protection.is_some(),
+                RECEIPT_FORMAT_V2,
+                true,
+            ),
+            (
+                "chain_address",
+                self.chain_address.is_some(),
+                RECEIPT_FORMAT_V3,
+                true,
+            ),
+            (
+                "references",
+                self.references.is_some(),
+                RECEIPT_FORMAT,
+                true,
+            ),
+            ("submitter", self.submitter.is_some(), RECEIPT_FORMAT, false),
+        ];
+        for (name, present, since, required) in fields {
+            if self.format >= since && required && !present {
+                return malformed(format!("format {} receipt without {name}", self.format));
             }
-        }
-        if self.format >= RECEIPT_FORMAT_V2 && !protection {
-            return malformed(format!(
-                "format {} receipt without key_protection",
-                self.format
-            ));
-        }
-        if self.format < RECEIPT_FORMAT_V2 && protection {
-            return malformed(format!(
-                "format {} receipt with key_protection (a format {RECEIPT_FORMAT_V2} field)",
-                self.format
-            ));
-        }
-        if self.format >= RECEIPT_FORMAT && !chain {
-            return malformed(format!(
-                "format {} receipt without chain_address",
-                self.format
-            ));
-        }
-        if self.format < RECEIPT_FORMAT && chain {
-            return malformed(format!(
-                "format {} receipt with chain_address (a format {RECEIPT_FORMAT} field)",
-                self.format
-            ));
+            if self.format < since && present {
+                return malformed(format!(
+                    "format {} receipt with {name} (a format {since} field)",
+                    self.format
+                ));
+            }
         }
         if let Some(text) = &self.chain_address {
             let address = crate::chain::parse_address("the receipt's chain_address", text)?;
@@ -186,6 +221,23 @@ impl Receipt {
                 return malformed(format!(
                     "chain_address {text:?} is not in its EIP-55 form {}",
                     address.to_checksum()
+                ));
+            }
+        }
+        if let Some(submitter) = &self.submitter {
+            NodeId::parse(submitter)
+                .map_err(|e| ReceiptError::Malformed(format!("submitter: {e}")))?;
+        }
+        for (input, r) in self.references.iter().flatten() {
+            if !self.inputs.contains_key(input) {
+                return malformed(format!(
+                    "reference for '{input}', which is not one of the receipt's inputs"
+                ));
+            }
+            let hex32 = |s: &str| s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit());
+            if !hex32(&r.source_receipt_sha256) || r.job_id.len() != 32 {
+                return malformed(format!(
+                    "reference for '{input}' has a malformed job id or receipt digest"
                 ));
             }
         }

@@ -39,6 +39,8 @@ fn a_job_survives_the_wire_in_any_split() {
         job_id: [1; 16],
         program: vec![0xAB; 100],
         inputs: ts.iter().map(|(n, t)| header(n, t)).collect(),
+        references: vec![],
+        submitter: None,
     });
     let mut wire = request.to_frame().encode();
     for (_, t) in &ts {
@@ -129,6 +131,8 @@ fn receipt(node: &str) -> Receipt {
         certified: false,
         key_protection: Some(lockstep_protocol::KeyProtection::TpmSealed),
         chain_address: Some(chain_key().address().to_checksum()),
+        submitter: None,
+        references: Some(BTreeMap::new()),
     }
 }
 
@@ -214,6 +218,7 @@ fn format_3_receipts_carry_a_chain_signature_over_the_same_digest() {
     let mut v2 = r.clone();
     v2.format = lockstep_protocol::RECEIPT_FORMAT_V2;
     v2.chain_address = None;
+    v2.references = None;
     let (b2, s2) = v2.sign(&key);
     let v2 = Receipt::verify(&b2, &s2.to_file(), key.node_id()).unwrap();
     assert!(matches!(
@@ -268,12 +273,38 @@ fn receipts_are_canonical_signed_and_checked() {
     v1.format = lockstep_protocol::RECEIPT_FORMAT_V1;
     v1.key_protection = None;
     v1.chain_address = None;
+    v1.references = None;
     let (b1, s1) = v1.sign(&key);
     assert!(!String::from_utf8_lossy(&b1).contains("key_protection"));
     assert_eq!(
         Receipt::verify(&b1, &s1.to_file(), key.node_id()).unwrap(),
         v1
     );
+    // Format 3 (before references) still verifies too.
+    let mut v3 = r.clone();
+    v3.format = RECEIPT_FORMAT_V3;
+    v3.references = None;
+    let (b3, s3) = v3.sign(&key);
+    assert_eq!(
+        Receipt::verify(&b3, &s3.to_file(), key.node_id()).unwrap(),
+        v3
+    );
+    // A reference must be for one of the receipt's inputs.
+    let mut stray = r.clone();
+    stray.references = Some(BTreeMap::from([(
+        "not-an-input".to_string(),
+        ReferenceRecord {
+            producer: r.node.clone(),
+            job_id: "00".repeat(16),
+            output: "y".into(),
+            source_receipt_sha256: "ab".repeat(32),
+        },
+    )]));
+    let (bs, ss) = stray.sign(&key);
+    assert!(matches!(
+        Receipt::verify(&bs, &ss.to_file(), key.node_id()),
+        Err(ReceiptError::Malformed(_))
+    ));
     let chain = r.chain_address.clone();
     for (format, protection, chain_address) in [
         (RECEIPT_FORMAT, None, chain.clone()),
@@ -286,12 +317,14 @@ fn receipts_are_canonical_signed_and_checked() {
         (lockstep_protocol::RECEIPT_FORMAT_V2, None, None),
         (lockstep_protocol::RECEIPT_FORMAT_V1, r.key_protection, None),
         (lockstep_protocol::RECEIPT_FORMAT_V1, None, chain.clone()),
+        (RECEIPT_FORMAT_V3, None, chain.clone()),
         (99, r.key_protection, chain.clone()),
     ] {
         let mut odd = r.clone();
         odd.format = format;
         odd.key_protection = protection;
         odd.chain_address = chain_address;
+        odd.references = (format >= RECEIPT_FORMAT).then(BTreeMap::new);
         let (b, s) = odd.sign(&key);
         assert!(matches!(
             Receipt::verify(&b, &s.to_file(), key.node_id()),
@@ -344,6 +377,8 @@ proptest! {
             job_id: [5; 16],
             program: vec![1; 50],
             inputs: vec![TensorHeader { name: "x".into(), shape: vec![3, 4], sha256: [1; 32] }],
+            references: vec![],
+            submitter: None,
         });
         let Frame::Control(mut p) = m.to_frame() else { unreachable!() };
         let i = pos % p.len();

@@ -109,6 +109,8 @@ mod tests {
             certified: false,
             key_protection: Some(lockstep_protocol::KeyProtection::File),
             chain_address: Some("0x2c7536E3605D9C16a7a3D7b1898e529396a65c23".into()),
+            submitter: None,
+            references: Some(BTreeMap::new()),
         }
     }
 

@@ -190,6 +190,8 @@ pub mod client {
             job_id,
             program: program.to_postcard(),
             inputs: vec![header("x", x)],
+            references: vec![],
+            submitter: None,
         });
         let data: Vec<Frame> = tensor_chunks(x).collect();
         ask(conn, &request, &data).await.map(|(m, _)| m)
