@@ -246,6 +246,15 @@ async fn serve(
         Message::AdminHello(hello) => crate::admin::serve(send, reader, shared, hello).await,
         Message::FetchLeaf(request) => crate::evidence::leaf(send, shared, peer, request).await,
         Message::FetchInput(request) => crate::evidence::input(send, shared, peer, request).await,
+        Message::FetchOutput(request) => {
+            crate::peer_serve::output(send, shared, peer, request).await
+        }
+        Message::FetchSource(request) => {
+            crate::peer_serve::source(send, shared, peer, request).await
+        }
+        Message::FetchProgram(request) => {
+            crate::peer_serve::program(send, shared, peer, request).await
+        }
         Message::AttestHello => {
             crate::attest_stream::session(
                 send,
