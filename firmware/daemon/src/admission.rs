@@ -371,6 +371,10 @@ pub struct Peer {
     /// The node-wide frame budget, and this source's share of it.
     pub memory: Arc<Budget>,
     pub source_frames: Arc<SourceBytes>,
+    /// The connection's TLS exporter value under `FETCH_EXPORTER_LABEL`:
+    /// what a peer fetch's proof is bound to (peer_serve.rs). `None` when
+    /// it could not be derived (then no fetch is served on it).
+    pub exporter: Option<[u8; 32]>,
 }
 
 impl Peer {
@@ -383,6 +387,7 @@ impl Peer {
             ),
             memory: node.frames.clone(),
             source_frames: node.frames_per_source.clone(),
+            exporter: None,
         }
     }
 

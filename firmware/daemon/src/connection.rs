@@ -38,7 +38,13 @@ pub async fn serve(incoming: quinn::Incoming, slot: Slot, source: Source, shared
             return;
         }
     };
-    let peer = Peer::new(source, &shared.budgets);
+    let mut peer = Peer::new(source, &shared.budgets);
+    // The session binding a peer fetch's proof signs (peer_serve.rs).
+    let mut exporter = [0u8; 32];
+    peer.exporter = connection
+        .export_keying_material(&mut exporter, lockstep_protocol::FETCH_EXPORTER_LABEL, b"")
+        .ok()
+        .map(|()| exporter);
     let since = Instant::now();
     let open = Arc::new(AtomicUsize::new(0));
     let last_ms = Arc::new(AtomicU64::new(0));

@@ -1,5 +1,6 @@
 //! Serving retained evidence: a trace leaf (hash, audit path, optionally
-//! the tensor) or a job input.
+//! the tensor) or a job input. Peer fetches, a referenced input's source
+//! and a job's program (peer_serve.rs) take the same turns.
 //!
 //! Who may read it: whoever holds the job's receipt as this node signed it
 //! (the submitter, or a verifier or referee the submitter gave it to);
@@ -30,13 +31,16 @@ use crate::stream::{wire, within, write_frame, Shared};
 static EVIDENCE_TURNS: smol::lock::Semaphore =
     smol::lock::Semaphore::new(lockstep_limits::MAX_CONCURRENT_EVIDENCE);
 
-fn refused(e: RetentionError) -> JobError {
+pub(crate) fn refused(e: RetentionError) -> JobError {
     let kind = match e {
         RetentionError::NotRetained(_) => ErrorKind::NotRetained,
-        RetentionError::NoLeaf { .. } | RetentionError::NoInput { .. } => ErrorKind::BadInput,
-        RetentionError::Damaged { .. } | RetentionError::Io(_) | RetentionError::NoRoom { .. } => {
-            ErrorKind::Internal
-        }
+        RetentionError::NoLeaf { .. }
+        | RetentionError::NoInput { .. }
+        | RetentionError::NoReference { .. } => ErrorKind::BadInput,
+        RetentionError::Damaged { .. }
+        | RetentionError::NoOutput { .. }
+        | RetentionError::Io(_)
+        | RetentionError::NoRoom { .. } => ErrorKind::Internal,
     };
     JobError {
         kind,
@@ -53,7 +57,7 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> JobError {
 
 /// Checks that the requester may read job `job_id`'s evidence; returns the
 /// receipt it proved that with.
-fn authorize(
+pub(crate) fn authorize(
     shared: &Shared,
     job_id: &[u8; 16],
     access: &EvidenceAccess,
@@ -83,12 +87,12 @@ fn authorize(
 }
 
 /// An evidence turn: this source's slot, then a node-wide turn.
-struct Turn {
+pub(crate) struct Turn {
     _slot: Slot,
     _turn: smol::lock::SemaphoreGuard<'static>,
 }
 
-async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobError> {
+pub(crate) async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobError> {
     let slot = shared
         .budgets
         .evidence
@@ -118,7 +122,10 @@ async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobError> {
 /// write at a time, and the whole response within the write-stall limit
 /// plus its size at `PEER_RATE_MIN_BYTES_PER_S`: a reader that takes a
 /// little at a time cannot keep its turn for hours.
-async fn stream_data(send: &mut quinn::SendStream, data: StoredData) -> Result<(), JobError> {
+pub(crate) async fn stream_data(
+    send: &mut quinn::SendStream,
+    data: StoredData,
+) -> Result<(), JobError> {
     let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS)
         + Duration::from_secs(data.len / lockstep_limits::PEER_RATE_MIN_BYTES_PER_S);
     within(limit, stream_chunks(send, data))

@@ -22,6 +22,8 @@ mod chain_identity;
 mod connection;
 mod evidence;
 mod image_update;
+mod peer_fetch;
+mod peer_serve;
 mod retention;
 mod self_test;
 mod stream;

@@ -8,8 +8,12 @@
 //! - `leaves.idx`: per leaf, offset (u64 LE), length (u64 LE) and the
 //!   output SHA-256 (32 bytes): the trace's leaves, so audit paths are
 //!   computed without reading tensor data;
-//! - `inputs/NAME.npy`, `program.bin` (canonical postcard), `receipt.json`
-//!   and `receipt.json.minisig`.
+//! - `inputs/NAME.npy` (the inputs given as data, and those fetched from
+//!   another node), `program.bin` (canonical postcard), `receipt.json`
+//!   and `receipt.json.minisig`;
+//! - `references.bin`: the job's tensor references (postcard of
+//!   `Vec<TensorReference>`, empty when it had none), served as the
+//!   lineage of its referenced inputs (`FetchSource`).
 //!
 //! - `source`: who submitted the job (admission.rs `Source`), for quotas.
 //!
@@ -38,13 +42,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use lockstep_limits::{MAX_RETAINED_JOBS, RETAINED_JOBS_PER_SOURCE_MAX, RETENTION_SOURCES_MIN};
+use lockstep_limits::{
+    MAX_JOB_TENSORS, MAX_PROGRAM_BYTES, MAX_RECEIPT_BYTES, MAX_RETAINED_JOBS,
+    MAX_SIGNATURE_FILE_BYTES, RETAINED_JOBS_PER_SOURCE_MAX, RETENTION_SOURCES_MIN,
+};
+use lockstep_protocol::{SourceEvidence, TensorReference};
 
 use crate::admission::Source;
 use lockstep_program::trace::Hash;
 use lockstep_tensor::{npy, Tensor};
 
 const LEAF_RECORD: usize = 8 + 8 + 32;
+
+/// Most bytes `references.bin` may hold: every input a reference with a
+/// receipt of the largest size and room for the rest.
+const MAX_REFERENCES_BYTES: usize = MAX_JOB_TENSORS * (MAX_RECEIPT_BYTES + 16 * 1024);
 
 /// Why evidence cannot be served or kept.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +67,10 @@ pub enum RetentionError {
     NoLeaf { job: String, index: u64, size: u64 },
     #[error("job {job}: no input named '{name}'")]
     NoInput { job: String, name: String },
+    #[error("job {job} has no referenced input named '{name}'")]
+    NoReference { job: String, name: String },
+    #[error("job {job} has no output with SHA-256 {sha256} in its retained trace")]
+    NoOutput { job: String, sha256: String },
     #[error("retained evidence of job {job} is damaged: {problem}")]
     Damaged { job: String, problem: String },
     #[error("writing evidence: {0}")]
@@ -192,6 +208,7 @@ impl Retention {
         source: Source,
         program: &[u8],
         inputs: &std::collections::BTreeMap<String, Tensor>,
+        references: &[TensorReference],
     ) -> Option<Pending> {
         if self.budget == 0 {
             return None;
@@ -206,7 +223,13 @@ impl Retention {
             let room = free_bytes(&self.dir)?
                 .saturating_sub(self.free_floor)
                 .min(self.source_bytes_max());
+            let references = postcard::to_stdvec(references).map_err(|e| {
+                RetentionError::Io(std::io::Error::other(format!(
+                    "encoding the job's references: {e}"
+                )))
+            })?;
             let first = program.len() as u64
+                + references.len() as u64
                 + inputs
                     .values()
                     .map(|t| t.len() as u64 * 4 + 128)
@@ -221,8 +244,9 @@ impl Retention {
             let _ = fs::remove_dir_all(&tmp);
             fs::create_dir_all(tmp.join("inputs"))?;
             fs::write(tmp.join("source"), encode_source(source))?;
-            let mut bytes = program.len() as u64;
+            let mut bytes = program.len() as u64 + references.len() as u64;
             fs::write(tmp.join("program.bin"), program)?;
+            fs::write(tmp.join("references.bin"), &references)?;
             for (name, t) in inputs {
                 bytes += npy::encoded_len(t);
                 let mut f = BufWriter::new(File::create(
@@ -428,6 +452,124 @@ impl Retention {
         Ok(fs::read(path)? == receipt)
     }
 
+    /// The job's receipt, exactly as this node signed it (bounded by
+    /// `MAX_RECEIPT_BYTES`).
+    pub fn receipt_bytes(&self, job_id: &[u8; 16]) -> Result<Vec<u8>, RetentionError> {
+        let dir = self.find(job_id)?;
+        read_bounded(&dir.join("receipt.json"), MAX_RECEIPT_BYTES, job_id)
+    }
+
+    /// The minisign signature file of the job's receipt.
+    pub fn receipt_signature(&self, job_id: &[u8; 16]) -> Result<String, RetentionError> {
+        let dir = self.find(job_id)?;
+        let bytes = read_bounded(
+            &dir.join("receipt.json.minisig"),
+            MAX_SIGNATURE_FILE_BYTES,
+            job_id,
+        )?;
+        String::from_utf8(bytes).map_err(|_| RetentionError::Damaged {
+            job: hex::encode(job_id),
+            problem: "receipt.json.minisig is not text".into(),
+        })
+    }
+
+    /// The job's program, canonical postcard (bounded by
+    /// `MAX_PROGRAM_BYTES`).
+    pub fn program_bytes(&self, job_id: &[u8; 16]) -> Result<Vec<u8>, RetentionError> {
+        let dir = self.find(job_id)?;
+        read_bounded(&dir.join("program.bin"), MAX_PROGRAM_BYTES, job_id)
+    }
+
+    /// The job's tensor references, as it was given them (none for a job
+    /// retained before references existed).
+    pub fn references(&self, job_id: &[u8; 16]) -> Result<Vec<TensorReference>, RetentionError> {
+        let dir = self.find(job_id)?;
+        let path = dir.join("references.bin");
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let bytes = read_bounded(&path, MAX_REFERENCES_BYTES, job_id)?;
+        postcard::from_bytes(&bytes).map_err(|e| RetentionError::Damaged {
+            job: hex::encode(job_id),
+            problem: format!("references.bin: {e}"),
+        })
+    }
+
+    /// Where the job's referenced input `input` came from: the reference
+    /// it was given, less the permission.
+    pub fn source(&self, job_id: &[u8; 16], input: &str) -> Result<SourceEvidence, RetentionError> {
+        let r = self
+            .references(job_id)?
+            .into_iter()
+            .find(|r| r.input == input)
+            .ok_or_else(|| RetentionError::NoReference {
+                job: hex::encode(job_id),
+                name: input.to_string(),
+            })?;
+        Ok(SourceEvidence {
+            input: r.input,
+            producer: r.producer,
+            address: r.address,
+            job_id: r.job_id,
+            output: r.output,
+            receipt: r.receipt,
+            signature: r.signature,
+        })
+    }
+
+    /// The stored data of the job's output with hash `sha256`, to be
+    /// streamed: the last trace leaf with that hash (an output is the
+    /// value its name last took), or else the input the program passed
+    /// through unchanged (by the hash the receipt records for it). Reads
+    /// the index one record at a time.
+    pub fn output_data(
+        &self,
+        job_id: &[u8; 16],
+        sha256: &Hash,
+    ) -> Result<StoredData, RetentionError> {
+        let dir = self.find(job_id)?;
+        let f = File::open(dir.join("leaves.idx"))
+            .map_err(|_| RetentionError::NotRetained(hex::encode(job_id)))?;
+        let mut index = std::io::BufReader::new(f);
+        let mut record = [0u8; LEAF_RECORD];
+        let mut found = None;
+        loop {
+            match index.read_exact(&mut record) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e.into()),
+            }
+            if record[16..48] == sha256[..] {
+                let offset = u64::from_le_bytes(record[0..8].try_into().expect("8 bytes"));
+                let len = u64::from_le_bytes(record[8..16].try_into().expect("8 bytes"));
+                found = Some((offset, len));
+            }
+        }
+        if let Some((offset, len)) = found {
+            return open_stored(&dir.join("leaves.bin"), offset, Some(len), job_id);
+        }
+        // An output that is an input, unchanged: the receipt says which.
+        let receipt = self.receipt_bytes(job_id)?;
+        let hex_sha = hex::encode(sha256);
+        /// The receipt's one field this needs.
+        #[derive(serde::Deserialize)]
+        struct Inputs {
+            inputs: std::collections::BTreeMap<String, String>,
+        }
+        let receipt: Inputs =
+            serde_json::from_slice(&receipt).map_err(|e| RetentionError::Damaged {
+                job: hex::encode(job_id),
+                problem: format!("receipt.json: {e}"),
+            })?;
+        match receipt.inputs.iter().find(|(_, h)| **h == hex_sha) {
+            Some((name, _)) => self.input_data(job_id, name),
+            None => Err(RetentionError::NoOutput {
+                job: hex::encode(job_id),
+                sha256: hex_sha,
+            }),
+        }
+    }
+
     /// The job's program input `name`, to be streamed.
     pub fn input_data(&self, job_id: &[u8; 16], name: &str) -> Result<StoredData, RetentionError> {
         let dir = self.find(job_id)?;
@@ -560,6 +702,21 @@ fn open_stored(
     })
 }
 
+/// A retained file, read whole if it is at most `max` bytes; a missing
+/// file means the job is not (or no longer) retained.
+fn read_bounded(path: &Path, max: usize, job_id: &[u8; 16]) -> Result<Vec<u8>, RetentionError> {
+    let f = File::open(path).map_err(|_| RetentionError::NotRetained(hex::encode(job_id)))?;
+    let mut bytes = Vec::new();
+    f.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(RetentionError::Damaged {
+            job: hex::encode(job_id),
+            problem: format!("{} is over its {max}-byte bound", path.display()),
+        });
+    }
+    Ok(bytes)
+}
+
 fn read_index(dir: &Path, job_id: &[u8; 16]) -> Result<Vec<(u64, u64, Hash)>, RetentionError> {
     let bytes = fs::read(dir.join("leaves.idx"))
         .map_err(|_| RetentionError::NotRetained(hex::encode(job_id)))?;
@@ -644,6 +801,7 @@ mod tests {
                 Source::V4([10, 0, 0, id]),
                 b"program",
                 &BTreeMap::from([("x".to_string(), x.clone())]),
+                &[],
             )
             .unwrap();
         for _ in 0..leaves {
@@ -717,6 +875,7 @@ mod tests {
             source,
             b"p",
             &BTreeMap::from([("x".to_string(), x.clone())]),
+            &[],
         ) else {
             return false;
         };
@@ -812,5 +971,175 @@ mod tests {
         assert!(matches!(r.leaves(&a), Err(RetentionError::NotRetained(_))));
         job(&r, 2, 1);
         assert!(!dir.path().join("retained").join(hex::encode(a)).exists());
+    }
+    fn reference(input: &str) -> TensorReference {
+        TensorReference {
+            input: input.into(),
+            producer: "producer".into(),
+            address: "127.0.0.1:4433".into(),
+            job_id: [3; 16],
+            output: "w".into(),
+            sha256: [4; 32],
+            receipt: b"{\"receipt\":1}".to_vec(),
+            signature: "sig".into(),
+            permission: lockstep_protocol::Permission {
+                statement: b"{}".to_vec(),
+                signature: "perm".into(),
+            },
+        }
+    }
+
+    /// A job with input `x` (given), `y` (a reference), three leaves of
+    /// which the middle one differs, and a receipt naming `x`'s hash.
+    fn referencing_job(r: &Retention, id: u8) -> ([u8; 16], Tensor, Tensor) {
+        let job_id = [id; 16];
+        let x = Tensor::filled(vec![8], 1, lockstep_tensor::Fill::Uniform).unwrap();
+        let y = Tensor::filled(vec![2, 3], 2, lockstep_tensor::Fill::Uniform).unwrap();
+        let mut p = r
+            .begin(
+                &job_id,
+                Source::V4([10, 0, 0, id]),
+                b"the program",
+                &BTreeMap::from([("x".to_string(), x.clone()), ("y".to_string(), y.clone())]),
+                &[reference("y")],
+            )
+            .unwrap();
+        p.push(&y.sha256(), &y);
+        p.push(&x.sha256(), &x);
+        p.push(&y.sha256(), &y);
+        let receipt = format!("{{\"inputs\":{{\"x\":\"{}\"}}}}", x.sha256_hex());
+        r.commit(p, receipt.as_bytes(), "the signature");
+        (job_id, x, y)
+    }
+
+    fn read_all(mut d: StoredData) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        (&mut d.file).take(d.len).read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    fn le(t: &Tensor) -> Vec<u8> {
+        t.data().iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn references_programs_and_receipts_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20, 0).unwrap();
+        let (id, _, _) = referencing_job(&r, 1);
+        assert_eq!(r.references(&id).unwrap(), vec![reference("y")]);
+        let s = r.source(&id, "y").unwrap();
+        let want = reference("y");
+        assert_eq!(
+            (
+                s.input,
+                s.producer,
+                s.address,
+                s.job_id,
+                s.output,
+                s.receipt,
+                s.signature
+            ),
+            (
+                want.input,
+                want.producer,
+                want.address,
+                want.job_id,
+                want.output,
+                want.receipt,
+                want.signature
+            )
+        );
+        assert!(matches!(
+            r.source(&id, "x"),
+            Err(RetentionError::NoReference { .. })
+        ));
+        assert_eq!(r.program_bytes(&id).unwrap(), b"the program");
+        assert!(r.receipt_bytes(&id).unwrap().starts_with(b"{\"inputs\""));
+        assert_eq!(r.receipt_signature(&id).unwrap(), "the signature");
+        // A job without references has an empty references.bin.
+        let plain = job(&r, 2, 1);
+        assert!(r.references(&plain).unwrap().is_empty());
+        assert!(dir
+            .path()
+            .join("retained")
+            .join(hex::encode(plain))
+            .join("references.bin")
+            .exists());
+        // A job retained before references existed has none.
+        fs::remove_file(
+            dir.path()
+                .join("retained")
+                .join(hex::encode(plain))
+                .join("references.bin"),
+        )
+        .unwrap();
+        assert!(r.source(&plain, "x").is_err());
+        assert!(matches!(
+            r.program_bytes(&[9; 16]),
+            Err(RetentionError::NotRetained(_))
+        ));
+    }
+
+    #[test]
+    fn an_output_is_found_by_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Retention::open(dir.path(), Duration::from_secs(60), 1 << 20, 0).unwrap();
+        let (id, x, y) = referencing_job(&r, 1);
+        // The last leaf with the hash: leaf 2, after leaf 0 with the same.
+        let d = r.output_data(&id, &y.sha256()).unwrap();
+        assert_eq!(d.shape, vec![2, 3]);
+        assert_eq!(d.len, 24);
+        assert_eq!(read_all(d), le(&y));
+        let d = r.output_data(&id, &x.sha256()).unwrap();
+        assert_eq!(read_all(d), le(&x));
+        assert!(matches!(
+            r.output_data(&id, &[0; 32]),
+            Err(RetentionError::NoOutput { .. })
+        ));
+        // An output that is an input, unchanged (no leaf has its hash).
+        let z = Tensor::filled(vec![5], 9, lockstep_tensor::Fill::Uniform).unwrap();
+        let job_id = [7; 16];
+        let mut p = r
+            .begin(
+                &job_id,
+                Source::V4([10, 0, 0, 7]),
+                b"p",
+                &BTreeMap::from([("z".to_string(), z.clone())]),
+                &[],
+            )
+            .unwrap();
+        p.push(&x.sha256(), &x);
+        let receipt = format!("{{\"inputs\":{{\"z\":\"{}\"}}}}", z.sha256_hex());
+        r.commit(p, receipt.as_bytes(), "s");
+        let d = r.output_data(&job_id, &z.sha256()).unwrap();
+        assert_eq!(read_all(d), le(&z));
+    }
+
+    #[test]
+    fn a_job_past_its_window_is_not_retained_before_eviction_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Retention::open(dir.path(), Duration::from_millis(50), 1 << 20, 0).unwrap();
+        let (id, _, y) = referencing_job(&r, 1);
+        assert!(r.output_data(&id, &y.sha256()).is_ok());
+        std::thread::sleep(Duration::from_millis(100));
+        // Nothing has evicted it yet: its directory is still there.
+        assert!(dir.path().join("retained").join(hex::encode(id)).exists());
+        assert!(matches!(
+            r.output_data(&id, &y.sha256()),
+            Err(RetentionError::NotRetained(_))
+        ));
+        assert!(matches!(
+            r.receipt_bytes(&id),
+            Err(RetentionError::NotRetained(_))
+        ));
+        assert!(matches!(
+            r.source(&id, "y"),
+            Err(RetentionError::NotRetained(_))
+        ));
+        assert!(matches!(
+            r.program_bytes(&id),
+            Err(RetentionError::NotRetained(_))
+        ));
     }
 }

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use embassy_sync::channel::TrySendError;
 use lockstep_program::{validate, Program, ValidateOptions};
 use lockstep_protocol::{
-    header, tensor_chunks, ErrorKind, Frame, JobError, JobRequest, JobResult, Message, NodeStatus,
-    TensorReceiver,
+    check_reference, header, tensor_chunks, ErrorKind, Frame, JobError, JobRequest, JobResult,
+    Message, NodeStatus, TensorReceiver,
 };
 
 use crate::admission::Peer;
@@ -246,6 +246,15 @@ async fn serve(
         Message::AdminHello(hello) => crate::admin::serve(send, reader, shared, hello).await,
         Message::FetchLeaf(request) => crate::evidence::leaf(send, shared, peer, request).await,
         Message::FetchInput(request) => crate::evidence::input(send, shared, peer, request).await,
+        Message::FetchOutput(request) => {
+            crate::peer_serve::output(send, shared, peer, request).await
+        }
+        Message::FetchSource(request) => {
+            crate::peer_serve::source(send, shared, peer, request).await
+        }
+        Message::FetchProgram(request) => {
+            crate::peer_serve::program(send, shared, peer, request).await
+        }
         Message::AttestHello => {
             crate::attest_stream::session(
                 send,
@@ -303,23 +312,37 @@ async fn submit(
         .iter()
         .map(|d| (d.name.as_str(), d.shape.iter().map(|&x| x as u64).collect()))
         .collect();
-    let announced: BTreeMap<&str, &Vec<u64>> = request
-        .inputs
-        .iter()
-        .map(|h| (h.name.as_str(), &h.shape))
-        .collect();
-    if announced.len() != request.inputs.len() {
-        return Err(err(ErrorKind::BadInput, "an input is announced twice"));
+    // Each declared input is given exactly once: as data (`inputs`, with
+    // its shape) or as a reference (fetched from its producer).
+    let mut given: BTreeMap<&str, Option<&Vec<u64>>> = BTreeMap::new();
+    for h in &request.inputs {
+        if given.insert(h.name.as_str(), Some(&h.shape)).is_some() {
+            return Err(err(
+                ErrorKind::BadInput,
+                format!("input '{}' is announced twice", h.name),
+            ));
+        }
+    }
+    for r in &request.references {
+        if given.insert(r.input.as_str(), None).is_some() {
+            return Err(err(
+                ErrorKind::BadInput,
+                format!(
+                    "input '{}' is given twice (as data and as a reference, or by two references); give each input once",
+                    r.input
+                ),
+            ));
+        }
     }
     for (name, shape) in &declared {
-        match announced.get(name) {
+        match given.get(name) {
             None => {
                 return Err(err(
                     ErrorKind::BadInput,
                     format!("input '{name}' is missing"),
                 ))
             }
-            Some(s) if *s != shape => {
+            Some(Some(s)) if *s != shape => {
                 return Err(err(
                     ErrorKind::BadInput,
                     format!("input '{name}' has shape {s:?}; the program declares {shape:?}"),
@@ -328,11 +351,28 @@ async fn submit(
             _ => {}
         }
     }
-    if let Some(extra) = announced.keys().find(|n| !declared.contains_key(*n)) {
+    if let Some(extra) = given.keys().find(|n| !declared.contains_key(*n)) {
         return Err(err(
             ErrorKind::BadInput,
             format!("input '{extra}' is not declared by the program"),
         ));
+    }
+    if let Some(submitter) = &request.submitter {
+        lockstep_identity::NodeId::parse(submitter).map_err(|e| {
+            err(
+                ErrorKind::BadInput,
+                format!("the submitter key is not a public key: {e}"),
+            )
+        })?;
+    }
+    // Every reference is checked before anything is held: the source
+    // receipt under its producer's key, and a permission for this node.
+    let me = shared.admin.key.node_id();
+    let mut sources = Vec::with_capacity(request.references.len());
+    for r in &request.references {
+        let (producer, address, _) =
+            check_reference(r, me, SystemTime::now()).map_err(|e| e.to_job_error())?;
+        sources.push((producer, address));
     }
     // Admission, before any input byte is accepted: a job slot, and the
     // host memory the job will hold (its program, inputs and outputs) from
@@ -424,6 +464,22 @@ async fn submit(
             }
         }
     }
+    // The referenced inputs, fetched from their producers: within the
+    // job's reservation (admission counted every declared input).
+    let fetch_deadline = Instant::now() + shared.job_timeout;
+    for (r, (producer, address)) in request.references.iter().zip(sources) {
+        // Every reference names a declared input (checked above).
+        let shape = declared.get(r.input.as_str()).ok_or_else(|| {
+            err(
+                ErrorKind::BadInput,
+                format!("input '{}' is not declared by the program", r.input),
+            )
+        })?;
+        let t = crate::peer_fetch::fetch(shared, r, producer, address, shape, fetch_deadline)
+            .await
+            .map_err(|e| e.to_job_error())?;
+        inputs.insert(r.input.clone(), t);
+    }
     let (reply, outcome) = smol::channel::bounded(1);
     let job = Job {
         job_id: request.job_id,
@@ -433,8 +489,8 @@ async fn submit(
         deadline: Instant::now() + shared.job_timeout,
         admitted,
         source: peer.source,
-        submitter: request.submitter.clone(),
-        references: vec![],
+        submitter: request.submitter,
+        references: request.references,
     };
     if let Err(TrySendError::Full(_)) = shared.queue.try_send(Work::Run(job)) {
         let busy = Message::Busy {

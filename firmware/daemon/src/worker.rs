@@ -232,6 +232,7 @@ fn run_job(
         job.source,
         &job.program.program().to_postcard(),
         &job.inputs,
+        &job.references,
     );
     let mut retain = |entry: &lockstep_program::TraceEntry, t: &Tensor| {
         if let Some(p) = &mut pending {
