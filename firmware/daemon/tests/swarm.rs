@@ -104,7 +104,7 @@ fn same(out: &Path, step: &str, local: &(BTreeMap<String, Tensor>, String)) {
         assert_eq!(r.outputs[name], t.sha256_hex(), "{step}: output {name}");
         let written =
             npy::read_file(&out.join(step).join("out").join(format!("{name}.npy"))).unwrap();
-        assert_eq!(&written, t, "{step}: {name}.npy");
+        assert_eq!(written.sha256(), t.sha256(), "{step}: {name}.npy");
     }
 }
 
