@@ -113,3 +113,51 @@ pub fn read(path: &Path, input_name: &str) -> Result<TensorReference, Failure> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference() -> TensorReference {
+        TensorReference {
+            input: "w1".into(),
+            producer: "RWQ".into(),
+            address: "127.0.0.1:4433".into(),
+            job_id: [7; 16],
+            output: "w1".into(),
+            sha256: [9; 32],
+            receipt: b"{\"format\":4}".to_vec(),
+            signature: "untrusted comment: x\nsig\n".into(),
+            permission: Permission {
+                statement: b"{\"format\":\"p\"}".to_vec(),
+                signature: "untrusted comment: y\nsig\n".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_written_reference_reads_back_under_the_consumer_s_input_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w1.ref.json");
+        write(&path, &reference()).unwrap();
+        let back = read(&path, "x").unwrap();
+        assert_eq!(back.input, "x");
+        assert_eq!(
+            back,
+            TensorReference {
+                input: "x".into(),
+                ..reference()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_formats_and_oversized_files_are_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, r#"{"format":"lockstep-reference/9"}"#).unwrap();
+        assert!(matches!(read(&path, "x"), Err(Failure::Input(m)) if m.contains("unknown format")));
+        std::fs::write(&path, vec![b' '; 300 * 1024]).unwrap();
+        assert!(matches!(read(&path, "x"), Err(Failure::Input(m)) if m.contains("larger")));
+    }
+}

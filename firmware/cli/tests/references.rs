@@ -368,3 +368,60 @@ fn lineage_refuses_an_edited_source_and_bad_flags() {
     let out = lockstep(&["lineage", s(&root), "--node-key", "nope"]);
     assert_fails(&out, 2, &["--node-key"]);
 }
+
+#[test]
+fn submit_checks_references_before_connecting() {
+    let p = produced();
+    let refs = p.dir.path().join("refs");
+    let out = lockstep(&[
+        "permit",
+        s(&p.receipt),
+        "--consumer",
+        &p.consumer,
+        "--submitter-key",
+        s(&p.submitter),
+        "--output",
+        "w1",
+        "--address",
+        "127.0.0.1:4433",
+        "--out-dir",
+        s(&refs),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let program = p.dir.path().join("p.json");
+    std::fs::write(
+        &program,
+        r#"{"version":1,"inputs":[{"name":"x","shape":[4]},{"name":"z","shape":[4]}],"outputs":["y"],"body":[{"op":"add","inputs":["x","z"],"output":"y"}]}"#,
+    )
+    .unwrap();
+    let other = device_key(&p.dir.path().join("other"))
+        .node_id()
+        .to_base64();
+    let x = format!("x={}", refs.join("w1.ref.json").display());
+    let submit = |node_key: &str, extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "--node",
+            "127.0.0.1:9",
+            "--node-key",
+            node_key,
+            "--receipt",
+            "/nonexistent/r.json",
+            "exec",
+            s(&program),
+            "--out-dir",
+            "/nonexistent/out",
+        ];
+        args.extend_from_slice(extra);
+        lockstep(&args)
+    };
+    // The permission does not name this node: refused here, exit 2.
+    let out = submit(&other, &["--ref", &x, "--input", "z=/nonexistent/z.npy"]);
+    assert_fails(&out, 2, &["does not name node"]);
+    // Every declared input once: z is missing.
+    let out = submit(&p.consumer, &["--ref", &x]);
+    assert_fails(&out, 2, &["input 'z'"]);
+    // x both as --ref and --input.
+    let out = submit(&p.consumer, &["--ref", &x, "--input", "x=/a.npy"]);
+    assert_fails(&out, 2, &["both as --input and as --ref"]);
+}
