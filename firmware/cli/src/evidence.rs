@@ -166,6 +166,38 @@ impl Remote {
         self.receive(&mut reader, h)
     }
 
+    /// Where job `job_id`'s input `input` came from: the source receipt
+    /// the node holds for a referenced input (checked by the caller).
+    pub fn source(
+        &mut self,
+        job_id: [u8; 16],
+        input: &str,
+    ) -> Result<lockstep_protocol::SourceEvidence, Failure> {
+        let (reply, _) = self.ask(Message::FetchSource(lockstep_protocol::SourceRequest {
+            job_id,
+            input: input.to_string(),
+            access: self.access.clone(),
+        }))?;
+        let Message::Source(e) = reply else {
+            return Err(self.net(&"unexpected reply to a source request"));
+        };
+        Ok(e)
+    }
+
+    /// The program job `job_id` ran, as the node holds it (checked by the
+    /// caller against the receipt's program hash).
+    pub fn program(&mut self, job_id: [u8; 16]) -> Result<Vec<u8>, Failure> {
+        let (reply, _) = self.ask(Message::FetchProgram(lockstep_protocol::ProgramRequest {
+            job_id,
+            access: self.access.clone(),
+        }))?;
+        let Message::Program(bytes) = reply else {
+            return Err(self.net(&"unexpected reply to a program request"));
+        };
+        self.bytes += bytes.len() as u64;
+        Ok(bytes)
+    }
+
     pub fn close(self) {
         self.connection.close(0u32.into(), b"done");
     }
@@ -254,6 +286,11 @@ pub fn run_on(
 /// an encrypted one, from `LOCKSTEP_KEY_PASSWORD`, else asked on a
 /// terminal.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, Failure> {
+    read_signing_key_flag(path, "--key")
+}
+
+/// [`read_signing_key`] for a key given with `flag`.
+pub fn read_signing_key_flag(path: &Path, flag: &str) -> Result<SigningKey, Failure> {
     use lockstep_identity::SecretKeyError;
     let password = std::env::var("LOCKSTEP_KEY_PASSWORD").ok();
     match SigningKey::read_file(path, password.as_deref()) {
@@ -268,8 +305,8 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, Failure> {
                 .read_line(&mut line)
                 .map_err(|e| Failure::Input(format!("reading the password: {e}")))?;
             SigningKey::read_file(path, Some(line.trim_end_matches(['\r', '\n'])))
-                .map_err(|e| Failure::Input(format!("--key: {e}")))
+                .map_err(|e| Failure::Input(format!("{flag}: {e}")))
         }
-        Err(e) => Err(Failure::Input(format!("--key: {e}"))),
+        Err(e) => Err(Failure::Input(format!("{flag}: {e}"))),
     }
 }

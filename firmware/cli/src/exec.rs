@@ -75,6 +75,26 @@ pub(crate) fn input_files(
     flags: &[String],
     program: &ValidatedProgram,
 ) -> Result<BTreeMap<String, PathBuf>, Failure> {
+    input_files_except(program_path, flags, program, &Default::default())
+}
+
+/// [`input_files`] for a program whose inputs named in `referenced` are
+/// given otherwise (`--ref`): those must not be given as files, and every
+/// other declared input must.
+pub(crate) fn input_files_except(
+    program_path: &Path,
+    flags: &[String],
+    program: &ValidatedProgram,
+    referenced: &std::collections::BTreeSet<String>,
+) -> Result<BTreeMap<String, PathBuf>, Failure> {
+    for name in referenced {
+        if !program.inputs().iter().any(|d| &d.name == name) {
+            return Err(Failure::Input(format!(
+                "--ref {name}: {} declares no input '{name}'",
+                program_path.display()
+            )));
+        }
+    }
     let mut files = BTreeMap::new();
     for flag in flags {
         let Some((name, file)) = flag.split_once('=') else {
@@ -94,6 +114,11 @@ pub(crate) fn input_files(
                 program_path.display()
             )));
         }
+        if referenced.contains(name) {
+            return Err(Failure::Input(format!(
+                "input '{name}' is given both as --input and as --ref"
+            )));
+        }
         if files
             .insert(name.to_string(), PathBuf::from(file))
             .is_some()
@@ -102,7 +127,7 @@ pub(crate) fn input_files(
         }
     }
     for decl in program.inputs() {
-        if !files.contains_key(&decl.name) {
+        if !files.contains_key(&decl.name) && !referenced.contains(&decl.name) {
             return Err(Failure::Input(format!(
                 "{}: input '{}' ({}) is declared but no --input {}=FILE.npy was given",
                 program_path.display(),
@@ -122,7 +147,10 @@ pub(crate) fn read_inputs(
 ) -> Result<BTreeMap<String, Tensor>, Failure> {
     let mut tensors = BTreeMap::new();
     for decl in program.inputs() {
-        let path = &files[&decl.name];
+        // Inputs given as references are not read here.
+        let Some(path) = files.get(&decl.name) else {
+            continue;
+        };
         let t = npy::read_file(path).map_err(|e| Failure::Input(e.to_string()))?;
         if t.shape() != decl.shape.as_slice() {
             return Err(Failure::Input(format!(

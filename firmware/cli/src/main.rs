@@ -15,6 +15,9 @@ mod evidence;
 mod exec;
 mod failure;
 mod fleet_check;
+mod lineage;
+mod permit;
+mod reference_file;
 mod submit;
 mod verify;
 
@@ -128,9 +131,26 @@ enum Command {
         /// Where the signed receipt goes (and RECEIPT.minisig beside it).
         #[arg(long, value_name = "R.json")]
         receipt: PathBuf,
+        /// The submitter's secret key (`lockstep keygen`): the receipt
+        /// records its public key, and only it can permit other nodes to
+        /// fetch the job's outputs (`lockstep permit`).
+        #[arg(long, value_name = "KEY")]
+        submitter_key: Option<PathBuf>,
         #[command(subcommand)]
         job: submit::Job,
     },
+    /// Write a new submitter key (unencrypted minisign secret key) and
+    /// KEY.pub; print the public key.
+    Keygen {
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+    },
+    /// Permit nodes to fetch a job's outputs: writes one reference file
+    /// (NAME.ref.json) per output, for `submit exec --ref`.
+    Permit(permit::PermitArgs),
+    /// Walk a receipt's inputs back through their source receipts,
+    /// verifying every signature and hash; optionally re-execute each step.
+    Lineage(lineage::LineageArgs),
     /// Measure a node: tiny-job latency and large-tensor throughput.
     BenchNode {
         #[command(flatten)]
@@ -229,7 +249,15 @@ fn main() -> ExitCode {
         } => bench::bench(&sizes, repeats, &backends, device, &python),
         Command::Show { file, limit } => commands::show(&file, limit),
         Command::Identity { state } => commands::identity(&state),
-        Command::Submit { node, receipt, job } => submit::submit(&node, &receipt, &job),
+        Command::Submit {
+            node,
+            receipt,
+            submitter_key,
+            job,
+        } => submit::submit(&node, &receipt, submitter_key.as_deref(), &job),
+        Command::Keygen { out } => permit::keygen(&out),
+        Command::Permit(args) => permit::permit(&args),
+        Command::Lineage(args) => lineage::lineage(&args),
         Command::Status { node } => submit::status(&node),
         Command::BenchNode {
             node,

@@ -45,6 +45,10 @@ pub enum Job {
         program: PathBuf,
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
         inputs: Vec<String>,
+        /// Input NAME is another job's output: the reference file
+        /// `lockstep permit` wrote. The node fetches it from its producer.
+        #[arg(long = "ref", value_name = "NAME=REF.json")]
+        refs: Vec<String>,
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
     },
@@ -88,8 +92,44 @@ fn one_op_program(op: &str, inputs: &[Tensor], attrs: BTreeMap<String, String>) 
     }
 }
 
-pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Failure> {
+/// The `--ref NAME=REF.json` flags: each reference, checked locally as
+/// the node `pinned` will check it (its receipt verifies under its
+/// producer, the permission names this node and has not expired).
+fn read_refs(
+    flags: &[String],
+    pinned: &NodeId,
+) -> Result<BTreeMap<String, lockstep_protocol::TensorReference>, Failure> {
+    let mut refs = BTreeMap::new();
+    for flag in flags {
+        let Some((name, file)) = flag.split_once('=') else {
+            return Err(Failure::Input(format!(
+                "--ref {flag:?} is not NAME=REF.json"
+            )));
+        };
+        let r = crate::reference_file::read(Path::new(file), name)?;
+        lockstep_protocol::check_reference(&r, pinned, std::time::SystemTime::now())
+            .map_err(|e| Failure::Input(format!("--ref {name}={file}: {e}")))?;
+        if refs.insert(name.to_string(), r).is_some() {
+            return Err(Failure::Input(format!("--ref {name} is given twice")));
+        }
+    }
+    Ok(refs)
+}
+
+pub fn submit(
+    node: &NodeArgs,
+    receipt_path: &Path,
+    submitter_key: Option<&Path>,
+    job: &Job,
+) -> Result<(), Failure> {
     let pinned = node_id(node)?;
+    let submitter = submitter_key
+        .map(|p| {
+            crate::evidence::read_signing_key_flag(p, "--submitter-key")
+                .map(|k| k.public().to_base64())
+        })
+        .transpose()?;
+    let mut references = BTreeMap::new();
     let (program, inputs) = match job {
         Job::Run {
             op, inputs, attrs, ..
@@ -107,12 +147,17 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
             (program, named)
         }
         Job::Exec {
-            program, inputs, ..
+            program,
+            inputs,
+            refs,
+            ..
         } => {
             let p = crate::exec::load_program(program)?;
             let validated = validate(&p, &ValidateOptions::default())
                 .map_err(|e| Failure::Input(format!("{}: {e}", program.display())))?;
-            let files = crate::exec::input_files(program, inputs, &validated)?;
+            references = read_refs(refs, &pinned)?;
+            let referenced = references.keys().cloned().collect();
+            let files = crate::exec::input_files_except(program, inputs, &validated, &referenced)?;
             let tensors = crate::exec::read_inputs(program, &validated, &files)?;
             (p, tensors)
         }
@@ -125,8 +170,8 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
         job_id,
         program: program.to_postcard(),
         inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
-        references: vec![],
-        submitter: None,
+        references: references.values().cloned().collect(),
+        submitter,
     };
     let (done, outputs) = smol::block_on(exchange(node.node, &pinned, request, &inputs))?;
     let receipt = Receipt::verify(&done.receipt, &done.signature, &pinned)
@@ -138,6 +183,15 @@ pub fn submit(node: &NodeArgs, receipt_path: &Path, job: &Job) -> Result<(), Fai
         .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
     lockstep_protocol::verify_chain_signature(&done.receipt, &done.chain_signature, &chain_address)
         .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
+    for (name, r) in &references {
+        let recorded = receipt.references.as_ref().and_then(|m| m.get(name));
+        if recorded != Some(&r.record()) || receipt.inputs.get(name) != Some(&hex::encode(r.sha256))
+        {
+            return Err(Failure::Runtime(format!(
+                "the node's receipt does not record input '{name}' as the reference given"
+            )));
+        }
+    }
     for (name, t) in &outputs {
         if receipt.outputs.get(name) != Some(&t.sha256_hex()) {
             return Err(Failure::Runtime(format!(
@@ -265,6 +319,19 @@ async fn exchange_on(
             )))
         }
         Message::Rejected(e) => {
+            if let ErrorKind::Reference(r) = e.kind {
+                use lockstep_protocol::ReferenceRefusal as R;
+                let msg = format!("node at {addr} refused a reference ({r:?}): {}", e.message);
+                return Err(match r {
+                    R::ForgedReceipt
+                    | R::NotInReceipt
+                    | R::NoPermission
+                    | R::PermissionExpired
+                    | R::Malformed
+                    | R::DataMismatch => Failure::Input(msg),
+                    _ => Failure::Runtime(msg),
+                });
+            }
             let msg = format!(
                 "node at {addr} refused the job ({:?}): {}",
                 e.kind, e.message

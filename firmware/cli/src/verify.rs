@@ -170,19 +170,19 @@ fn full(args: &VerifyArgs) -> Result<(), Failure> {
         remote: Remote::connect(addr, &key, receipt_bytes, receipt_sig)?,
         job_id: job_id(&receipt)?,
     };
-    let (index, rounds) = first_difference(
-        program.op_count(),
+    let d = locate(
+        &program,
         hex32(&receipt.trace_root)?,
         root,
         &mut theirs,
         &mut mine,
     )?;
-    let flow = Dataflow::of(&program);
-    let op = flow.op(&program, index).expect("index within the trace");
+    let index = d.index;
     println!(
-        "first differing op: index {index} (op {} {}), found in {rounds} rounds, {} bytes fetched",
-        op.path,
-        op.op.name(),
+        "first differing op: index {index} (op {} {}), found in {} rounds, {} bytes fetched",
+        d.path,
+        d.op,
+        d.rounds,
         theirs.bytes() + mine.bytes()
     );
     Err(Failure::Runtime(format!(
@@ -195,6 +195,38 @@ pub fn hex32(s: &str) -> Result<Hash, Failure> {
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| Failure::Input(format!("{s:?} is not a 32-byte hex hash")))
+}
+
+/// The first op at which two runs of a program differ.
+pub struct Difference {
+    /// The op's leaf index in the trace.
+    pub index: u64,
+    /// Where the op sits in the program (its step path).
+    pub path: String,
+    /// The op's name.
+    pub op: String,
+    /// Bisection rounds it took.
+    pub rounds: u32,
+}
+
+/// Finds the first op at which `theirs` (a node's trace, root
+/// `their_root`) and `mine` (root `my_root`) of `program` differ.
+pub fn locate(
+    program: &ValidatedProgram,
+    their_root: Hash,
+    my_root: Hash,
+    theirs: &mut Side,
+    mine: &mut Side,
+) -> Result<Difference, Failure> {
+    let (index, rounds) = first_difference(program.op_count(), their_root, my_root, theirs, mine)?;
+    let flow = Dataflow::of(program);
+    let op = flow.op(program, index).expect("index within the trace");
+    Ok(Difference {
+        index,
+        path: op.path.to_string(),
+        op: op.op.name().to_string(),
+        rounds,
+    })
 }
 
 /// Bisects two traces to their first differing leaf: (index, rounds).

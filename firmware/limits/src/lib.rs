@@ -540,3 +540,9 @@ pub const PEER_FETCH_ATTEMPTS: u32 = 3;
 
 /// Pause before the second attempt; doubled before each further one.
 pub const PEER_FETCH_RETRY_BACKOFF_MS: u64 = 250;
+
+/// Most steps (distinct source receipts, the root included) that
+/// `lockstep lineage` walks back through: a lineage is a DAG of jobs, each
+/// visited once, and a longer one is refused rather than followed without
+/// end.
+pub const MAX_LINEAGE_STEPS: usize = 4096;
