@@ -393,3 +393,49 @@ async fn next_frame(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(kind: ErrorKind) -> (bool, ReferenceRefusal, String) {
+        let e = JobError {
+            kind,
+            message: "why".into(),
+        };
+        match producer_refused("x", e) {
+            Failed::Retry(e) => (true, e.refusal, e.message),
+            Failed::Final(e) => (false, e.refusal, e.message),
+        }
+    }
+
+    #[test]
+    fn only_a_busy_producer_is_retried_and_refusals_keep_their_kind() {
+        assert!(refusal(ErrorKind::Busy).0);
+        assert_eq!(refusal(ErrorKind::Busy).1, ReferenceRefusal::Busy);
+        for r in [
+            ReferenceRefusal::NoPermission,
+            ReferenceRefusal::PermissionExpired,
+            ReferenceRefusal::NotRetained,
+            ReferenceRefusal::NotInReceipt,
+        ] {
+            let (retry, got, message) = refusal(ErrorKind::Reference(r));
+            assert!(!retry);
+            assert_eq!(got, r);
+            assert_eq!(message, "the producer refused: why");
+        }
+        assert_eq!(
+            refusal(ErrorKind::NotRetained),
+            (
+                false,
+                ReferenceRefusal::NotRetained,
+                "the producer refused: why".into()
+            )
+        );
+        assert_eq!(
+            refusal(ErrorKind::Unauthorized).1,
+            ReferenceRefusal::NoPermission
+        );
+        assert!(!refusal(ErrorKind::BadFrame).0);
+    }
+}
