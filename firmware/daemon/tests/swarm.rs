@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lockstep_backend::CpuBackend;
-use lockstep_identity::SigningKey;
+use lockstep_identity::{NodeId, SigningKey};
 use lockstep_program::{execute, validate, ExecOptions, Program, ValidateOptions};
 use lockstep_protocol::Receipt;
 use lockstep_tensor::{npy, Tensor};
@@ -163,10 +163,11 @@ fn the_swarm_is_bit_identical_to_local_rounds_and_its_lineage_re_executes() {
         o.stdout
     );
     for node in ["A", "B", "C"] {
-        let key = node_key(&out, node);
-        let short = &key[..16];
+        let key_id = NodeId::parse(&node_key(&out, node)).unwrap().key_id_hex();
         assert!(
-            o.stdout.contains(&key) || o.stdout.contains(short),
+            o.stdout
+                .to_uppercase()
+                .contains(&format!("NODE {}", key_id.to_uppercase())),
             "node {node} is not in the lineage: {}",
             o.stdout
         );
@@ -210,7 +211,7 @@ fn a_faulty_node_in_the_swarm_is_named_with_its_op_and_a_dispute_settles_it() {
         .lines()
         .find(|l| l.contains(&differs))
         .unwrap_or_else(|| panic!("no differing op in {}", o.stdout));
-    assert!(line.contains(&c) || line.contains(&c[..16]), "{line}");
+    assert!(line.contains(&c), "{line}");
     assert_eq!(o.stdout.matches("DIFFERS").count(), 1, "{}", o.stdout);
     assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
 
