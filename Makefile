@@ -83,7 +83,9 @@ $(SWIFTSHADER_ICD):
 # The main job on the default device: train the example MLP (60 Adam steps,
 # 2136 traced ops) on Vulkan, print the loss curve, the trace root, the
 # device and steps per second; then run it again on the CPU reference and
-# show that both gave the same bits and the same trace root.
+# show that both gave the same bits and the same trace root; the same job
+# through a certified node; then three nodes training by reference
+# (examples/swarm), the final receipt's lineage re-executed.
 demo: deps
 	$(CARGO) build --release -q -p lockstep-cli
 	@mkdir -p $(DEMO_DIR)
@@ -121,6 +123,10 @@ demo: deps
 	echo "== minisign -Vm receipt.json -P $$key" && minisign -Vm $(DEMO_DIR)/node/receipt.json -P $$key && \
 	cmp -s $(DEMO_DIR)/node/out/losses.npy $(DEMO_DIR)/cpu/losses.npy && \
 	echo "== the node's outputs equal the local CPU reference's, bit for bit"
+	@echo "== three nodes exchange tensors by reference: examples/swarm/run.sh (2 rounds; lineage re-executed on the CPU reference)"
+	@rm -rf $(DEMO_DIR)/swarm
+	@LOCKSTEP=$(LOCKSTEP) LOCKSTEPD=target/release/lockstepd ROUNDS=2 LINEAGE_FLAGS=--reexecute \
+	  examples/swarm/run.sh $(DEMO_DIR)/swarm
 
 # The last line totals every test binary's results, so one line says it all.
 # The test-only fault injection is lockstep-daemon's own feature, turned on

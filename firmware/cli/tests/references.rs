@@ -146,11 +146,9 @@ fn produced() -> Produced {
     }
 }
 
-#[test]
-fn permit_writes_reference_files() {
-    let p = produced();
-    let out_dir = p.dir.path().join("refs");
-    let out = lockstep(&[
+/// `lockstep permit` of `p`'s output `w1` for its consumer, into `out_dir`.
+fn permit_w1(p: &Produced, out_dir: &Path) -> Outcome {
+    lockstep(&[
         "permit",
         s(&p.receipt),
         "--consumer",
@@ -162,8 +160,15 @@ fn permit_writes_reference_files() {
         "--address",
         "127.0.0.1:4433",
         "--out-dir",
-        s(&out_dir),
-    ]);
+        s(out_dir),
+    ])
+}
+
+#[test]
+fn permit_writes_reference_files() {
+    let p = produced();
+    let out_dir = p.dir.path().join("refs");
+    let out = permit_w1(&p, &out_dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
     let text = std::fs::read_to_string(out_dir.join("w1.ref.json")).unwrap();
@@ -373,20 +378,7 @@ fn lineage_refuses_an_edited_source_and_bad_flags() {
 fn submit_checks_references_before_connecting() {
     let p = produced();
     let refs = p.dir.path().join("refs");
-    let out = lockstep(&[
-        "permit",
-        s(&p.receipt),
-        "--consumer",
-        &p.consumer,
-        "--submitter-key",
-        s(&p.submitter),
-        "--output",
-        "w1",
-        "--address",
-        "127.0.0.1:4433",
-        "--out-dir",
-        s(&refs),
-    ]);
+    let out = permit_w1(&p, &refs);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let program = p.dir.path().join("p.json");
     std::fs::write(

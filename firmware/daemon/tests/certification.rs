@@ -22,15 +22,7 @@ use lockstep_transport::frames::{write_frame, FrameReader};
 
 mod common;
 
-fn lockstep_bin() -> PathBuf {
-    let client = PathBuf::from(env!("CARGO_BIN_EXE_lockstepd")).with_file_name("lockstep");
-    assert!(
-        client.exists(),
-        "{} is missing: run `cargo build -p lockstep-cli` (make test builds it)",
-        client.display()
-    );
-    client
-}
+use common::lockstep_bin;
 
 struct Out {
     code: i32,

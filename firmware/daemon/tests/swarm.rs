@@ -28,15 +28,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn lockstep_bin() -> PathBuf {
-    let client = PathBuf::from(env!("CARGO_BIN_EXE_lockstepd")).with_file_name("lockstep");
-    assert!(
-        client.exists(),
-        "{} is missing: run `cargo build -p lockstep-cli` (make test builds it)",
-        client.display()
-    );
-    client
-}
+use common::lockstep_bin;
 
 struct Out {
     code: i32,

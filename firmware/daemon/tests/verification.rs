@@ -17,16 +17,7 @@ use lockstep_identity::SigningKey;
 mod common;
 use common::Node;
 
-fn lockstep_bin() -> PathBuf {
-    let daemon = PathBuf::from(env!("CARGO_BIN_EXE_lockstepd"));
-    let client = daemon.with_file_name("lockstep");
-    assert!(
-        client.exists(),
-        "{} is missing: run `cargo build -p lockstep-cli` (make test builds it)",
-        client.display()
-    );
-    client
-}
+use common::lockstep_bin;
 
 struct Out {
     code: i32,

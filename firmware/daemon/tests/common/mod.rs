@@ -82,6 +82,20 @@ pub fn start_with_env(
     }
 }
 
+/// The `lockstep` client from the same target directory as this
+/// `lockstepd` (`cargo test --workspace` builds both).
+#[allow(dead_code)]
+pub fn lockstep_bin() -> std::path::PathBuf {
+    let client =
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_lockstepd")).with_file_name("lockstep");
+    assert!(
+        client.exists(),
+        "{} is missing: run `cargo build -p lockstep-cli` (make test builds it)",
+        client.display()
+    );
+    client
+}
+
 impl Node {
     /// The node's address, parsed.
     #[allow(dead_code)]
