@@ -326,6 +326,10 @@ pub struct NodeBudgets {
     /// Evidence turns per source (the node-wide turns are a semaphore in
     /// evidence.rs, so requests wait their turn rather than fail).
     pub evidence: Arc<SourceGate>,
+    /// Jobs fetching referenced inputs from other nodes, per source and in
+    /// all (each fetch also takes one of the node-wide fetch turns in
+    /// peer_fetch.rs).
+    pub fetches: Arc<SourceGate>,
     /// Attestations running (the TPM is one device): at most
     /// `MAX_ATTESTATIONS_IN_FLIGHT`, node-wide.
     pub attestations: Arc<Budget>,
@@ -354,6 +358,10 @@ impl NodeBudgets {
             evidence: SourceGate::new(
                 lockstep_limits::MAX_CONCURRENT_EVIDENCE,
                 lockstep_limits::MAX_CONCURRENT_EVIDENCE_PER_SOURCE,
+            ),
+            fetches: SourceGate::new(
+                lockstep_limits::MAX_ADMITTED_JOBS,
+                lockstep_limits::MAX_PEER_FETCHES_PER_SOURCE,
             ),
             attestations: Budget::new(
                 "attestation",

@@ -419,27 +419,33 @@ fn stalling_producer(
     let endpoint =
         lockstep_transport::server_endpoint(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap().to_string();
+    // Every connection gets the header and half a chunk, then silence.
     let serving = std::thread::spawn(move || {
         smol::block_on(async move {
-            let Some(incoming) = endpoint.accept().await else {
-                return;
-            };
-            let Ok(conn) = incoming.await else { return };
-            let Ok((mut send, recv)) = conn.accept_bi().await else {
-                return;
-            };
-            let mut reader = lockstep_transport::frames::FrameReader::new(recv);
-            let _ = reader.next().await;
-            let reply = Message::Output(header("y", &y));
-            let _ = lockstep_transport::frames::write_frame(&mut send, &reply.to_frame()).await;
-            let first: Vec<u8> = match tensor_chunks(&y).next() {
-                Some(Frame::Data(d)) => d[..d.len() / 2].to_vec(),
-                _ => unreachable!(),
-            };
-            let _ = lockstep_transport::frames::write_frame(&mut send, &Frame::Data(first)).await;
-            // Stall, holding the connection open.
-            smol::Timer::after(Duration::from_secs(60)).await;
-            drop(conn);
+            while let Some(incoming) = endpoint.accept().await {
+                let y = y.clone();
+                smol::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    let Ok((mut send, recv)) = conn.accept_bi().await else {
+                        return;
+                    };
+                    let mut reader = lockstep_transport::frames::FrameReader::new(recv);
+                    let _ = reader.next().await;
+                    let reply = Message::Output(header("y", &y));
+                    let _ =
+                        lockstep_transport::frames::write_frame(&mut send, &reply.to_frame()).await;
+                    let first: Vec<u8> = match tensor_chunks(&y).next() {
+                        Some(Frame::Data(d)) => d[..d.len() / 2].to_vec(),
+                        _ => unreachable!(),
+                    };
+                    let _ = lockstep_transport::frames::write_frame(&mut send, &Frame::Data(first))
+                        .await;
+                    // Stall, holding the connection open.
+                    smol::Timer::after(Duration::from_secs(60)).await;
+                    drop(conn);
+                })
+                .detach();
+            }
         })
     });
     // The permission is the caller's to grant, for its consumer.
@@ -480,12 +486,32 @@ fn a_producer_that_stalls_mid_transfer_gets_a_bounded_timeout() {
         SystemTime::now() + Duration::from_secs(600),
     )
     .unwrap();
-    let started = Instant::now();
-    let (why, message) = refusal(&consume(&consumer, r).0);
-    let took = started.elapsed();
-    assert_eq!(why, ReferenceRefusal::Stalled, "{message}");
-    let bound = Duration::from_millis(lockstep_limits::PEER_FETCH_STALL_TIMEOUT_MS + 10_000);
-    assert!(took < bound, "took {took:?}, bound {bound:?}");
+    // Two jobs of one source stall on the producer at once; a third from
+    // the same source is refused at once (its source's fetch slots are
+    // taken), not queued behind them.
+    std::thread::scope(|scope| {
+        let stalled: Vec<_> = (0..2)
+            .map(|_| {
+                let (consumer, r) = (&consumer, r.clone());
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    (consume(consumer, r).0, started.elapsed())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        let (why, message) = refusal(&consume(&consumer, r.clone()).0);
+        assert_eq!(why, ReferenceRefusal::Busy, "{message}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{message}");
+        let bound = Duration::from_millis(lockstep_limits::PEER_FETCH_STALL_TIMEOUT_MS + 10_000);
+        for handle in stalled {
+            let (reply, took) = handle.join().unwrap();
+            let (why, message) = refusal(&reply);
+            assert_eq!(why, ReferenceRefusal::Stalled, "{message}");
+            assert!(took < bound, "took {took:?}, bound {bound:?}");
+        }
+    });
 }
 
 /// The producer's own checks, with the test playing a consuming node: a

@@ -524,6 +524,11 @@ pub const MAX_PERMISSION_VALIDITY_S: u64 = 7 * 24 * 3600;
 /// `PEER_FETCH_QUEUE_WAIT_MS`, then fails `Busy`.
 pub const MAX_PEER_FETCHES_IN_FLIGHT: usize = 8;
 
+/// Jobs of one source (IPv4 address or IPv6 prefix) fetching referenced
+/// inputs at once; a further job of that source is answered
+/// `Reference(Busy)` at once, and other sources' jobs keep their turns.
+pub const MAX_PEER_FETCHES_PER_SOURCE: usize = 2;
+
 /// How long a job waits for one of the node's fetch turns.
 pub const PEER_FETCH_QUEUE_WAIT_MS: u64 = 10_000;
 
