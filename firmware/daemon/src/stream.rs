@@ -410,25 +410,26 @@ async fn submit(
     // time, so a submitter pointing its jobs at stalling producers cannot
     // hold every fetch turn of the node; taken before anything else is
     // held for the job.
-    let _fetching =
-        if request.references.is_empty() {
-            None
-        } else {
-            Some(
-                shared
-                    .budgets
-                    .fetches
-                    .try_enter(peer.source)
-                    .map_err(|full| {
-                        lockstep_protocol::ReferenceError::new(
-                &request.references[0].input,
-                lockstep_protocol::ReferenceRefusal::Busy,
-                format!("peer fetches: {full}; retry when your other jobs' fetches are done"),
-            )
-            .to_job_error()
-                    })?,
-            )
-        };
+    let _fetching = match request.references.first() {
+        None => None,
+        Some(first) => Some(
+            shared
+                .budgets
+                .fetches
+                .try_enter(peer.source)
+                .map_err(|full| {
+                    let why = format!(
+                        "peer fetches: {full}; retry when your other jobs' fetches are done"
+                    );
+                    lockstep_protocol::ReferenceError::new(
+                        &first.input,
+                        lockstep_protocol::ReferenceRefusal::Busy,
+                        why,
+                    )
+                    .to_job_error()
+                })?,
+        ),
+    };
     let slot = shared.budgets.jobs.try_enter(peer.source).map_err(|full| {
         err(
             ErrorKind::Busy,
