@@ -42,13 +42,23 @@ pub enum Transpose {
 }
 
 /// Rows of A in one register tile.
-const MR: usize = 4;
+const MR: usize = 6;
 /// Columns of C in one register tile (and one packed strip of B).
 const NR: usize = 8;
 /// Values of `p` in one block: one packed strip of B (`KC`×`NR`) stays in L1.
 const KC: usize = 256;
 /// Rows of A packed at once (`MC`×`KC`, in L2).
-const MC: usize = 64;
+const MC: usize = 72;
+/// `Lanes` in one row of a B strip.
+const NV: usize = NR / 4;
+
+/// Four f32 on a 16-byte boundary: one SIMD register's worth, so the
+/// micro-kernel's loads need no realignment. Packed A holds each value
+/// repeated four times (ready to multiply a row of B lane by lane); packed B
+/// holds four consecutive columns.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct Lanes([f32; 4]);
 
 /// C (m×n) for the given operand layouts. Rows of C are split across
 /// `threads` workers; rows are independent, so the split cannot change bits.
@@ -92,29 +102,20 @@ pub fn matmul(
     c
 }
 
-/// B as strips of `NR` columns: strip `s` holds `b(p, s*NR + jj)` at
-/// `s*k*NR + p*NR + jj`, zero past column `n`.
-fn pack_b(b: &[f32], k: usize, n: usize, t: Transpose) -> Vec<f32> {
+/// B as strips of `NR` columns: strip `s` holds `b(p, s*NR + jj)` at lane
+/// `jj % 4` of `s*k*NV + p*NV + jj/4`, zero past column `n`.
+fn pack_b(b: &[f32], k: usize, n: usize, t: Transpose) -> Vec<Lanes> {
     let strips = n.div_ceil(NR);
-    let mut bp = vec![0.0f32; strips * k * NR];
-    for (s, strip) in bp.chunks_exact_mut(k * NR).enumerate() {
+    let mut bp = vec![Lanes::default(); strips * k * NV];
+    for (s, strip) in bp.chunks_exact_mut(k * NV).enumerate() {
         let j0 = s * NR;
         let nc = NR.min(n - j0);
-        match t {
-            Transpose::B => {
-                // b(p, j) = b[j*k + p]
-                for jj in 0..nc {
-                    let col = &b[(j0 + jj) * k..(j0 + jj + 1) * k];
-                    for (p, &v) in col.iter().enumerate() {
-                        strip[p * NR + jj] = v;
-                    }
-                }
-            }
-            _ => {
-                // b(p, j) = b[p*n + j]
-                for (p, dst) in strip.chunks_exact_mut(NR).enumerate() {
-                    dst[..nc].copy_from_slice(&b[p * n + j0..p * n + j0 + nc]);
-                }
+        for (p, row) in strip.chunks_exact_mut(NV).enumerate() {
+            for jj in 0..nc {
+                row[jj / 4].0[jj % 4] = match t {
+                    Transpose::B => b[(j0 + jj) * k + p],
+                    _ => b[p * n + j0 + jj],
+                };
             }
         }
     }
@@ -125,7 +126,7 @@ fn pack_b(b: &[f32], k: usize, n: usize, t: Transpose) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 fn band(
     a: &[f32],
-    bp: &[f32],
+    bp: &[Lanes],
     m: usize,
     k: usize,
     n: usize,
@@ -135,7 +136,7 @@ fn band(
 ) {
     let rows = c_rows.len() / n;
     let strips = n.div_ceil(NR);
-    let mut ap = vec![0.0f32; MC.next_multiple_of(MR) * KC.min(k)];
+    let mut ap = vec![Lanes::default(); MC.next_multiple_of(MR) * KC.min(k)];
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
         for ic in (0..rows).step_by(MC) {
@@ -155,7 +156,7 @@ fn band(
             for s in 0..strips {
                 let j0 = s * NR;
                 let nc = NR.min(n - j0);
-                let b_strip = &bp[s * k * NR + pc * NR..s * k * NR + (pc + kc) * NR];
+                let b_strip = &bp[(s * k + pc) * NV..(s * k + pc + kc) * NV];
                 for (q, a_panel) in ap[..panels * MR * kc].chunks_exact(MR * kc).enumerate() {
                     let i0 = ic + q * MR;
                     let mr = MR.min(rows - i0);
@@ -181,8 +182,8 @@ fn band(
 }
 
 /// Rows `i0..i0 + mc`, columns `pc..pc + kc` of the logical A, as panels of
-/// `MR` rows: panel `q` holds `a(i0 + q*MR + r, pc + p)` at
-/// `q*kc*MR + p*MR + r`, zero past row `i0 + mc`.
+/// `MR` rows: panel `q` holds `a(i0 + q*MR + r, pc + p)`, in all four lanes,
+/// at `q*kc*MR + p*MR + r`, zero past row `i0 + mc`.
 #[allow(clippy::too_many_arguments)]
 fn pack_a(
     a: &[f32],
@@ -193,27 +194,27 @@ fn pack_a(
     mc: usize,
     pc: usize,
     kc: usize,
-    ap: &mut [f32],
+    ap: &mut [Lanes],
 ) {
     for (q, panel) in ap.chunks_exact_mut(MR * kc).enumerate() {
         for r in 0..MR {
             let i = i0 + q * MR + r;
             if q * MR + r >= mc {
                 for p in 0..kc {
-                    panel[p * MR + r] = 0.0;
+                    panel[p * MR + r] = Lanes::default();
                 }
                 continue;
             }
             match t {
                 Transpose::A => {
                     for p in 0..kc {
-                        panel[p * MR + r] = a[(pc + p) * m + i];
+                        panel[p * MR + r] = Lanes([a[(pc + p) * m + i]; 4]);
                     }
                 }
                 _ => {
                     let row = &a[i * k + pc..i * k + pc + kc];
                     for (p, &v) in row.iter().enumerate() {
-                        panel[p * MR + r] = v;
+                        panel[p * MR + r] = Lanes([v; 4]);
                     }
                 }
             }
@@ -224,15 +225,17 @@ fn pack_a(
 /// One `MR`×`NR` tile: for each `p` in order, `acc[r][j] += a[r] * b[j]`,
 /// the product rounded, then the sum.
 #[inline(always)]
-fn kernel(a_panel: &[f32], b_strip: &[f32], acc: &mut [[f32; NR]; MR]) {
+fn kernel(a_panel: &[Lanes], b_strip: &[Lanes], acc: &mut [[f32; NR]; MR]) {
     let mut c = *acc;
     let (a_rows, _) = a_panel.as_chunks::<MR>();
-    let (b_rows, _) = b_strip.as_chunks::<NR>();
+    let (b_rows, _) = b_strip.as_chunks::<NV>();
     for (a, b) in a_rows.iter().zip(b_rows) {
         for r in 0..MR {
-            for j in 0..NR {
-                let prod = a[r] * b[j];
-                c[r][j] += prod;
+            for v in 0..NV {
+                for l in 0..4 {
+                    let prod = a[r].0[l] * b[v].0[l];
+                    c[r][v * 4 + l] += prod;
+                }
             }
         }
     }
