@@ -419,6 +419,7 @@ mod tests {
             (2 * MC + MR - 1, 2 * KC + 1, 4 * NR + 3),
             (1, 3 * KC, 1),
             (MR + 1, 1, 2 * NR),
+            (MR + 1, 2 * KC + 3, 16 * NR + 3),
         ] {
             let a: Vec<f32> = (0..m * k).map(val).collect();
             let b: Vec<f32> = (0..k * n).map(|i| val(i + 11)).collect();
