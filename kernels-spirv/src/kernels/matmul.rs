@@ -12,11 +12,11 @@
 //!
 //! # Blocking
 //!
-//! - B is packed once into strips of [`NR`] columns (`[p][NR]`, zero-padded
+//! - B is packed once into strips of `NR` columns (`[p][NR]`, zero-padded
 //!   past `n`), whatever its layout.
-//! - Each worker owns a band of rows of C. For each block of [`KC`] values of
-//!   `p`, ascending, and each block of [`MC`] rows, it packs that piece of A
-//!   into panels of [`MR`] rows (`[p][MR]`, zero-padded past the band), then
+//! - Each worker owns a band of rows of C. For each block of `KC` values of
+//!   `p`, ascending, and each block of `MC` rows, it packs that piece of A
+//!   into panels of `MR` rows (`[p][MR]`, zero-padded past the band), then
 //!   runs the micro-kernel on every `MR`×`NR` tile: the tile's partial sums
 //!   (C itself, or `+0.0` in the first `p` block) are loaded into a local
 //!   array, the block's products are added one `p` at a time, and the tile
@@ -41,13 +41,17 @@ pub enum Transpose {
     B,
 }
 
-/// Rows of A in one register tile.
+/// Rows of A in one register tile. The build targets plain x86-64 (SSE2,
+/// 16 registers of 4 f32): a 6×8 tile is 12 registers of accumulators,
+/// leaving room for a row of B and a value of A without spilling.
 const MR: usize = 6;
 /// Columns of C in one register tile (and one packed strip of B).
 const NR: usize = 8;
-/// Values of `p` in one block: one packed strip of B (`KC`×`NR`) stays in L1.
+/// Values of `p` in one block: one packed strip of B (`KC`×`NR`, 8 KiB)
+/// stays in L1 while every panel of A passes over it.
 const KC: usize = 256;
-/// Rows of A packed at once (`MC`×`KC`, in L2).
+/// Rows of A packed at once: `MC`×`KC` values in four lanes each, 288 KiB,
+/// in L2. A multiple of `MR`.
 const MC: usize = 72;
 /// `Lanes` in one row of a B strip.
 const NV: usize = NR / 4;
