@@ -7,6 +7,8 @@ use lockstep_tensor::Tensor;
 
 use crate::{Backend, BackendError, DeviceFingerprint, Op};
 
+/// The CPU reference. It has no device of its own and moves nothing between
+/// host and device, so its [`Backend::counters`] are always zero.
 pub struct CpuBackend {
     fingerprint: DeviceFingerprint,
     threads: usize,

@@ -54,6 +54,36 @@ pub struct DeviceLimit {
     pub device: u64,
 }
 
+/// What a backend has moved between host and device and how often it has
+/// handed work to the device and waited for it, cumulative since the
+/// backend was created; a run's cost is the difference of two readings
+/// ([`TransferCounters::since`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferCounters {
+    /// Bytes copied from host memory to the device (uploads).
+    pub bytes_to_device: u64,
+    /// Bytes copied from the device back to host memory (downloads).
+    pub bytes_from_device: u64,
+    /// Submissions of work to the device's queue (`vkQueueSubmit` calls).
+    pub submits: u64,
+    /// Times the host waited for the device (fence wait calls).
+    pub fence_waits: u64,
+}
+
+impl TransferCounters {
+    /// The counts of `self` less those of an earlier reading `before`.
+    pub fn since(&self, before: &TransferCounters) -> TransferCounters {
+        TransferCounters {
+            bytes_to_device: self.bytes_to_device.saturating_sub(before.bytes_to_device),
+            bytes_from_device: self
+                .bytes_from_device
+                .saturating_sub(before.bytes_from_device),
+            submits: self.submits.saturating_sub(before.submits),
+            fence_waits: self.fence_waits.saturating_sub(before.fence_waits),
+        }
+    }
+}
+
 /// An executor of ops. Implementations must be bit-identical to
 /// [`CpuBackend`] for every op and input.
 pub trait Backend {
@@ -62,6 +92,13 @@ pub trait Backend {
     /// Runs one op. Shapes are checked with [`Op::output_shape`] before any
     /// work starts, so a bad input costs nothing and changes nothing.
     fn run(&mut self, op: &Op, inputs: &[&Tensor]) -> Result<Tensor, BackendError>;
+
+    /// Bytes moved between host and device, submits and fence waits since
+    /// this backend was created. By default all zeros: a backend without a
+    /// device of its own (the CPU reference) moves nothing.
+    fn counters(&self) -> TransferCounters {
+        TransferCounters::default()
+    }
 
     /// The most device memory this backend has held at once, in bytes, if it
     /// has device memory of its own.

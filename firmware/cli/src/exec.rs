@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use lockstep_limits::{DEFAULT_PROGRAM_MEMORY_BYTES, MAX_PROGRAM_BYTES};
 use lockstep_program::{
-    execute, validate, DecodeError, ExecError, ExecOptions, ExecReport, Program, ValidateOptions,
-    ValidatedProgram,
+    execute, validate, DecodeError, ExecError, ExecOptions, ExecReport, OpProfile, Program,
+    ValidateOptions, ValidatedProgram,
 };
 use lockstep_tensor::{npy, shape_string, Tensor};
 
@@ -39,7 +39,14 @@ pub struct ExecArgs {
     /// Print nothing on success.
     #[arg(long, short)]
     quiet: bool,
+    /// Time every op execution and print the ops that took longest, with
+    /// their counts, after the summary.
+    #[arg(long)]
+    profile: bool,
 }
+
+/// Rows of the `--profile` table; the rest are summed in one line.
+const PROFILE_ROWS: usize = 15;
 
 /// Reads and decodes a program file: JSON if its first non-blank byte is
 /// `{`, postcard otherwise.
@@ -229,6 +236,7 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
             None
         },
         deadline: None,
+        profile: args.profile,
         ..ExecOptions::default()
     };
     let report =
@@ -303,6 +311,9 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         if let Some(why) = backend.non_conforming() {
             println!("NOTE    {why}");
         }
+        if let Some(profile) = &report.profile {
+            print!("{}", profile_table(profile, report.wall, PROFILE_ROWS));
+        }
     }
     Ok(())
 }
@@ -364,6 +375,14 @@ fn summary(
     } else {
         println!("ops     {} executed", report.op_count);
     }
+    let moved = &report.transfers;
+    println!(
+        "moved   {} to the device, {} back; {} submits, {} fence waits",
+        human_bytes(moved.bytes_to_device),
+        human_bytes(moved.bytes_from_device),
+        moved.submits,
+        moved.fence_waits
+    );
     // Training programs are a top-level repeat: report its rate too.
     let steps: u64 = program
         .program()
@@ -403,9 +422,99 @@ fn summary(
     }
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The `--profile` table: the `rows` ops with the most total time (the
+/// backend calls alone), then one line for the rest. `share` is of the time
+/// in all backend calls.
+fn profile_table(profile: &[OpProfile], wall: Duration, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let timed: Duration = profile.iter().map(|r| r.total).sum();
+    let executions: u64 = profile.iter().map(|r| r.count).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "profile {executions} op executions: {:.3} ms in backend calls of {:.3} ms wall",
+        ms(timed),
+        ms(wall)
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>7} {:>10} {:>9} {:>9} {:>6}",
+        "op", "count", "total ms", "mean ms", "max ms", "share"
+    );
+    for r in profile.iter().take(rows) {
+        let mean = r.total.as_secs_f64() * 1e3 / r.count.max(1) as f64;
+        let share = if timed.is_zero() {
+            0.0
+        } else {
+            100.0 * r.total.as_secs_f64() / timed.as_secs_f64()
+        };
+        let _ = writeln!(
+            out,
+            "{:<26} {:>7} {:>10.3} {:>9.3} {:>9.3} {:>5.1}%",
+            r.op,
+            r.count,
+            ms(r.total),
+            mean,
+            ms(r.max),
+            share
+        );
+    }
+    let rest = profile.get(rows..).unwrap_or_default();
+    if !rest.is_empty() {
+        let total: Duration = rest.iter().map(|r| r.total).sum();
+        let count: u64 = rest.iter().map(|r| r.count).sum();
+        let _ = writeln!(
+            out,
+            "({} more ops: {:.3} ms in {count} executions)",
+            rest.len(),
+            ms(total)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, profile_table};
+    use lockstep_program::OpProfile;
+    use std::time::Duration;
+
+    #[test]
+    fn profile_table_shows_the_top_rows_and_sums_the_rest() {
+        let row = |op: &str, count, total_ms| OpProfile {
+            op: op.to_string(),
+            count,
+            total: Duration::from_millis(total_ms),
+            max: Duration::from_millis(total_ms / count.max(1)),
+        };
+        let profile = vec![row("matmul", 4, 60), row("add", 10, 30), row("relu", 5, 10)];
+        let t = profile_table(&profile, Duration::from_millis(120), 2);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "profile 19 op executions: 100.000 ms in backend calls of 120.000 ms wall"
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["op", "count", "total", "ms", "mean", "ms", "max", "ms", "share"]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["matmul", "4", "60.000", "15.000", "15.000", "60.0%"]
+        );
+        assert!(lines[3].starts_with("add "), "{t}");
+        assert_eq!(lines[4], "(1 more ops: 10.000 ms in 5 executions)");
+        assert_eq!(lines.len(), 5);
+        // Everything fits: no line for the rest.
+        assert_eq!(
+            profile_table(&profile, Duration::ZERO, 15).lines().count(),
+            5
+        );
+    }
 
     #[test]
     fn bytes_for_people() {

@@ -421,3 +421,129 @@ fn run_takes_zero_inputs_to_the_op_arity_check() {
     let o = lockstep(&["run", "add", "--out", s(&out), "--backend", "cpu"]);
     assert_fails(&o, 2, &["add takes 2 input(s), got 0"]);
 }
+
+/// The `ops` line's count, the `moved` line, and the `--profile` table's
+/// rows as (op, count), from `lockstep exec` output.
+struct Printed {
+    ops: u64,
+    moved: String,
+    rows: Vec<(String, u64)>,
+    rest: Option<String>,
+}
+
+fn parse_exec_output(stdout: &str) -> Printed {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("ops "))
+        .unwrap_or_else(|| panic!("no ops line: {stdout}"));
+    let ops = lines[at]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let moved = lines[at + 1].to_string();
+    assert!(moved.starts_with("moved   "), "moved follows ops: {stdout}");
+    let mut rows = Vec::new();
+    let mut rest = None;
+    if let Some(h) = lines.iter().position(|l| {
+        l.split_whitespace().collect::<Vec<_>>()
+            == [
+                "op", "count", "total", "ms", "mean", "ms", "max", "ms", "share",
+            ]
+    }) {
+        assert!(lines[h - 1].starts_with("profile "), "{stdout}");
+        for l in &lines[h + 1..] {
+            if l.starts_with('(') {
+                rest = Some(l.to_string());
+                break;
+            }
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 6, "{l:?}");
+            assert!(f[5].ends_with('%'), "{l:?}");
+            rows.push((f[0].to_string(), f[1].parse().unwrap()));
+        }
+    }
+    Printed {
+        ops,
+        moved,
+        rows,
+        rest,
+    }
+}
+
+#[test]
+fn profile_prints_the_top_ops_and_moved_counts_transfers() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mlp-train.json");
+    let dir = Scratch::new();
+    let out = dir.path("out");
+    let o = lockstep(&[
+        "exec",
+        s(&example),
+        "--out-dir",
+        s(&out),
+        "--backend",
+        "cpu",
+        "--profile",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let p = parse_exec_output(&o.stdout);
+    assert_eq!(
+        p.moved, "moved   0 B to the device, 0 B back; 0 submits, 0 fence waits",
+        "the CPU reference moves nothing"
+    );
+    assert!(p.rows.len() <= 15, "{}", o.stdout);
+    assert!(p.rows.iter().any(|(op, _)| op == "matmul"), "{}", o.stdout);
+    // The shown counts and the rest line's add up to the ops line.
+    let mut counted: u64 = p.rows.iter().map(|(_, c)| c).sum();
+    if let Some(rest) = &p.rest {
+        assert_eq!(p.rows.len(), 15, "{}", o.stdout);
+        // "(N more ops: X ms in M executions)"
+        let m: u64 = rest
+            .trim_end_matches(" executions)")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{rest:?}"));
+        assert!(
+            rest.starts_with('(') && rest.contains(" more ops: "),
+            "{rest:?}"
+        );
+        counted += m;
+    }
+    assert_eq!(counted, p.ops, "{}", o.stdout);
+
+    // Without --profile: the moved line, no table.
+    let o = lockstep(&[
+        "exec",
+        s(&example),
+        "--out-dir",
+        s(&out),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let plain = parse_exec_output(&o.stdout);
+    assert!(
+        plain.rows.is_empty() && plain.rest.is_none(),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("profile "), "{}", o.stdout);
+
+    // On Vulkan every op stages its inputs and output and submits.
+    if vulkan_enabled("profile_prints_the_top_ops_and_moved_counts_transfers") {
+        let o = lockstep(&["exec", s(&example), "--out-dir", s(&out)]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let v = parse_exec_output(&o.stdout);
+        let f: Vec<&str> = v.moved.split_whitespace().collect();
+        // moved X U to the device, Y U back; S submits, W fence waits
+        let submits: u64 = f[f.len() - 5].parse().unwrap();
+        let waits: u64 = f[f.len() - 3].parse().unwrap();
+        assert!(submits >= v.ops, "{}", v.moved);
+        assert_eq!(submits, waits, "{}", v.moved);
+        assert!(!v.moved.starts_with("moved   0 B"), "{}", v.moved);
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lockstep_backend::{Backend, BackendError};
+use lockstep_backend::{Backend, BackendError, TransferCounters};
 use lockstep_tensor::{shape_string, Tensor};
 
 use crate::trace::{Hash, MerkleBuilder};
@@ -31,6 +31,10 @@ pub struct ExecOptions<'a> {
     /// Takes effect only in builds with the `fault-injection` feature
     /// ([`crate::FAULT_INJECTION`]); callers must refuse it otherwise.
     pub fault: Option<crate::fault::Fault>,
+    /// Time each op execution (the backend call alone, not hashing) and
+    /// report the times per op name in [`ExecReport::profile`] (off by
+    /// default).
+    pub profile: bool,
 }
 
 impl Default for ExecOptions<'_> {
@@ -41,8 +45,22 @@ impl Default for ExecOptions<'_> {
             deadline: None,
             observer: None,
             fault: None,
+            profile: false,
         }
     }
+}
+
+/// The executions of one op name in a run, with `profile` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpProfile {
+    /// The op's name (`matmul`, `add`, ...).
+    pub op: String,
+    /// Executions, counting every repeat iteration.
+    pub count: u64,
+    /// Wall time of the backend calls, summed.
+    pub total: Duration,
+    /// The longest single backend call.
+    pub max: Duration,
 }
 
 /// One executed op: one trace leaf.
@@ -87,6 +105,12 @@ pub struct ExecReport {
     /// Peak bytes of live tensors, measured (equal to
     /// [`ValidatedProgram::peak_bytes`]).
     pub peak_bytes: u64,
+    /// Per op name, sorted by total time, longest first (ties by name);
+    /// `None` unless run with `profile: true`.
+    pub profile: Option<Vec<OpProfile>>,
+    /// What the backend moved and how often it submitted and waited during
+    /// this run (its counters after less before; zero on the CPU reference).
+    pub transfers: TransferCounters,
 }
 
 /// Why a run stopped.
@@ -117,6 +141,7 @@ pub fn execute(
     options: ExecOptions<'_>,
 ) -> Result<ExecReport, ExecError> {
     let start = Instant::now();
+    let counters_before = backend.counters();
     let mut slots: Vec<Option<Tensor>> = vec![None; program.names.len()];
     for (decl, &slot) in program.inputs().iter().zip(&program.input_slots) {
         let Some(t) = inputs.remove(&decl.name) else {
@@ -156,6 +181,7 @@ pub fn execute(
         deadline: options.deadline,
         observer: options.observer,
         fault: options.fault,
+        profile: options.profile.then(BTreeMap::new),
     };
     run.current = run.slots.iter().flatten().map(bytes).sum();
     for &slot in &program.free_at_start {
@@ -175,6 +201,12 @@ pub fn execute(
         ops,
         root: builder.root(),
     });
+    let profile = run.profile.map(|by_op| {
+        let mut rows: Vec<OpProfile> = by_op.into_values().collect();
+        rows.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.op.cmp(&b.op)));
+        rows
+    });
+    let transfers = run.backend.counters().since(&counters_before);
     Ok(ExecReport {
         outputs,
         trace,
@@ -182,6 +214,8 @@ pub fn execute(
         wall: start.elapsed(),
         hashing: run.hashing,
         peak_bytes: run.peak,
+        profile,
+        transfers,
     })
 }
 
@@ -203,6 +237,8 @@ struct Run<'a, 'p> {
     observer: Option<Observer<'p>>,
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     fault: Option<crate::fault::Fault>,
+    /// Per op name, with `profile` on.
+    profile: Option<BTreeMap<&'static str, OpProfile>>,
 }
 
 impl Run<'_, '_> {
@@ -248,12 +284,25 @@ impl Run<'_, '_> {
                 .iter()
                 .map(|&s| self.slots[s].as_ref().expect("validated: inputs are live"))
                 .collect();
-            self.backend
-                .run(&vop.op, &inputs)
-                .map_err(|error| ExecError::Backend {
-                    at: vop.site(),
-                    error: Box::new(error),
-                })?
+            let t0 = self.profile.is_some().then(Instant::now);
+            let output = self.backend.run(&vop.op, &inputs);
+            if let (Some(t0), Some(profile)) = (t0, &mut self.profile) {
+                let took = t0.elapsed();
+                let name = vop.op.name();
+                let row = profile.entry(name).or_insert_with(|| OpProfile {
+                    op: name.to_string(),
+                    count: 0,
+                    total: Duration::ZERO,
+                    max: Duration::ZERO,
+                });
+                row.count += 1;
+                row.total += took;
+                row.max = row.max.max(took);
+            }
+            output.map_err(|error| ExecError::Backend {
+                at: vop.site(),
+                error: Box::new(error),
+            })?
         };
         if output.shape() != vop.output_shape.as_slice() {
             return Err(ExecError::WrongShape {

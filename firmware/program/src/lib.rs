@@ -25,7 +25,9 @@ mod validate;
 /// `fault-injection` feature); a node refuses `--inject-fault` otherwise.
 pub const FAULT_INJECTION: bool = cfg!(feature = "fault-injection");
 
-pub use exec::{execute, ExecError, ExecOptions, ExecReport, Observer, Trace, TraceEntry};
+pub use exec::{
+    execute, ExecError, ExecOptions, ExecReport, Observer, OpProfile, Trace, TraceEntry,
+};
 pub use model::{DecodeError, OpStep, Program, RepeatStep, Step, TensorDecl, PROGRAM_VERSION};
 pub use validate::{
     check_name, validate, CarriedShape, NamedShape, OpPath, ProgramError, Site, StepProblem,

@@ -1,6 +1,7 @@
 //! The Vulkan backend: one logical device, its pinned pipelines, and the
 //! staged transfers and dispatches that run an op.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::mem::ManuallyDrop;
@@ -12,7 +13,7 @@ use gpu_allocator::vulkan::{
 };
 use gpu_allocator::MemoryLocation;
 use lockstep_backend::{
-    check_probe_input, Backend, BackendError, DeviceFingerprint, DeviceLimit, Op,
+    check_probe_input, Backend, BackendError, DeviceFingerprint, DeviceLimit, Op, TransferCounters,
 };
 use lockstep_kernels::reference::probe::{ProbeKernel, IN_WORDS};
 use lockstep_kernels::{Bundle, BundleKind, Variant};
@@ -71,6 +72,9 @@ pub struct VulkanBackend {
     /// Bytes of buffers alive now, and the most alive at once.
     device_bytes: u64,
     peak_device_bytes: u64,
+    /// Bytes staged each way, submits and fence waits since `new` (a `Cell`
+    /// because `submit` records under `&self`).
+    counters: Cell<TransferCounters>,
     allocator: ManuallyDrop<Allocator>,
     // Last: everything above was created from it, and fields drop after
     // Drop::drop has destroyed them.
@@ -214,6 +218,7 @@ impl VulkanBackend {
             staging: None,
             device_bytes: 0,
             peak_device_bytes: 0,
+            counters: Cell::new(TransferCounters::default()),
             allocator: ManuallyDrop::new(allocator),
             _instance: instance,
         };
@@ -599,6 +604,7 @@ impl VulkanBackend {
                 dst_offset: (i * chunk * 4) as u64,
                 size: (piece.len() * 4) as u64,
             };
+            self.count(|c| c.bytes_to_device += region.size);
             self.submit(
                 |dev, cb| {
                     // SAFETY: both buffers are live and large enough.
@@ -637,6 +643,7 @@ impl VulkanBackend {
                 },
                 "downloading a tensor",
             )?;
+            self.count(|c| c.bytes_from_device += region.size);
             let mapped = mapped(&mut self.staging().download)?;
             out.extend(
                 mapped[..n * 4]
@@ -646,6 +653,13 @@ impl VulkanBackend {
             done += n;
         }
         Ok(out)
+    }
+
+    /// Adds to the transfer counters.
+    fn count(&self, f: impl FnOnce(&mut TransferCounters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
     }
 
     /// Records commands into the one command buffer, submits them and waits
@@ -677,8 +691,10 @@ impl VulkanBackend {
         unsafe {
             dev.end_command_buffer(cb)
                 .map_err(|r| vk_err("vkEndCommandBuffer", doing, r))?;
+            self.count(|c| c.submits += 1);
             dev.queue_submit(self.queue, &[submit], self.fence)
                 .map_err(|r| vk_err("vkQueueSubmit", doing, r))?;
+            self.count(|c| c.fence_waits += 1);
             let waited = dev.wait_for_fences(&[self.fence], true, DEVICE_WAIT_TIMEOUT_NS);
             if waited == Err(vk::Result::TIMEOUT) {
                 return Err(BackendError::DeviceLost(format!(
@@ -841,6 +857,13 @@ impl Backend for VulkanBackend {
 
     fn peak_device_bytes(&self) -> Option<u64> {
         Some(self.peak_device_bytes)
+    }
+
+    /// Every byte staged host→device and device→host, every `vkQueueSubmit`
+    /// and every fence wait since `new`: ops, probes and benchmark runs alike
+    /// (they all go through `upload`, `download` and `submit`).
+    fn counters(&self) -> TransferCounters {
+        self.counters.get()
     }
 
     fn run_probe(&mut self, kernel: ProbeKernel, input: &[u32]) -> Result<Vec<u32>, BackendError> {
