@@ -186,13 +186,20 @@ fn gelu_on_cpu(x: &Tensor) -> Tensor {
     report.outputs.remove("y").unwrap()
 }
 
+/// A producer (started with `producer_flags`) and a consumer, and a job
+/// the producer ran for a submitter with a key.
+fn two_nodes(dir: &Path, producer_flags: &[&str]) -> (Node, Node, SigningKey, Produced) {
+    let producer = start(dir, "producer", producer_flags);
+    let consumer = start(dir, "consumer", &[]);
+    let submitter = SigningKey::generate();
+    let produced = produce(&producer, Some(&submitter));
+    (producer, consumer, submitter, produced)
+}
+
 #[test]
 fn a_reference_is_fetched_checked_and_recorded_in_the_receipt() {
     let dir = tempfile::tempdir().unwrap();
-    let producer = start(dir.path(), "producer", &[]);
-    let consumer = start(dir.path(), "consumer", &[]);
-    let submitter = SigningKey::generate();
-    let produced = produce(&producer, Some(&submitter));
+    let (producer, consumer, submitter, produced) = two_nodes(dir.path(), &[]);
     assert_eq!(
         produced.receipt.submitter.as_deref(),
         Some(submitter.public().to_base64().as_str())
@@ -229,10 +236,7 @@ fn a_reference_is_fetched_checked_and_recorded_in_the_receipt() {
 #[test]
 fn each_bad_reference_is_refused_with_its_reason_and_the_node_serves_on() {
     let dir = tempfile::tempdir().unwrap();
-    let producer = start(dir.path(), "producer", &[]);
-    let consumer = start(dir.path(), "consumer", &[]);
-    let submitter = SigningKey::generate();
-    let produced = produce(&producer, Some(&submitter));
+    let (producer, consumer, submitter, produced) = two_nodes(dir.path(), &[]);
     let me = [consumer.node_id()];
     let good = || {
         reference(
@@ -331,10 +335,8 @@ fn each_bad_reference_is_refused_with_its_reason_and_the_node_serves_on() {
 #[test]
 fn an_evicted_output_is_refused_naming_the_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let producer = start(dir.path(), "producer", &["--retention-window-s", "1"]);
-    let consumer = start(dir.path(), "consumer", &[]);
-    let submitter = SigningKey::generate();
-    let produced = produce(&producer, Some(&submitter));
+    let (producer, consumer, submitter, produced) =
+        two_nodes(dir.path(), &["--retention-window-s", "1"]);
     let r = reference(
         &producer,
         &produced,
@@ -351,10 +353,7 @@ fn an_evicted_output_is_refused_naming_the_reference() {
 #[test]
 fn a_producer_that_is_gone_fails_the_job_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mut producer = start(dir.path(), "producer", &[]);
-    let consumer = start(dir.path(), "consumer", &[]);
-    let submitter = SigningKey::generate();
-    let produced = produce(&producer, Some(&submitter));
+    let (mut producer, consumer, submitter, produced) = two_nodes(dir.path(), &[]);
     let r = reference(
         &producer,
         &produced,
