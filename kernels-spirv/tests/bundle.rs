@@ -267,7 +267,10 @@ fn integer_atomic_add_is_the_only_atomic_allowed() {
             |ins| ins[0] = (ins[0] & 0xffff_0000) | other,
         );
         assert!(
-            matches!(spirv::check(&w, Variant::Base), Err(SpirvError::Forbidden(_))),
+            matches!(
+                spirv::check(&w, Variant::Base),
+                Err(SpirvError::Forbidden(_))
+            ),
             "opcode {other}"
         );
     }

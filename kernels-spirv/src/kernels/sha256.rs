@@ -26,11 +26,12 @@ const K: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
-/// Mirrors `rotr()` in sha256.comp, 0 < n < 32 (the GLSL writes the
-/// rotation as two shifts because it has no rotate).
+/// Mirrors `rotr()` in sha256.comp, 0 < n < 32: the GLSL writes
+/// `(x >> n) | (x << (32 - n))` because it has no rotate; for those n that
+/// is exactly `rotate_right`.
 #[inline]
 fn rotr(x: u32, n: u32) -> u32 {
-    (x >> n) | (x << (32 - n))
+    x.rotate_right(n)
 }
 
 /// Mirrors `bswap()` in sha256.comp: a little-endian data word to the
@@ -112,9 +113,7 @@ fn bit_length(header_bytes: u64, data_words: u32) -> [u32; 2] {
     let bytes_lo = header_lo.wrapping_add(data_words << 2);
     // The add above wrapped exactly when its result is below an operand.
     let carry = if bytes_lo < header_lo { 1 } else { 0 };
-    let bytes_hi = header_hi
-        .wrapping_add(data_words >> 30)
-        .wrapping_add(carry);
+    let bytes_hi = header_hi.wrapping_add(data_words >> 30).wrapping_add(carry);
     // Times 8: the three bits shifted out of the low word enter the high one.
     let bits_hi = (bytes_hi << 3) | (bytes_lo >> 29);
     let bits_lo = bytes_lo << 3;
