@@ -246,3 +246,32 @@ fn a_manifest_mixing_kinds_is_refused() {
         Err(BundleError::Manifest(m)) if m.contains("exactly")
     ));
 }
+
+#[test]
+fn integer_atomic_add_is_the_only_atomic_allowed() {
+    let bundle = Bundle::embedded().unwrap();
+    let sha = bundle
+        .kernel("sha256_npy")
+        .unwrap()
+        .spirv(Variant::Base)
+        .to_vec();
+    // sha256_npy takes its digest slot with OpAtomicIAdd (234).
+    assert!(spirv::check(&sha, Variant::Base).is_ok());
+    // Any other atomic is refused: OpAtomicISub (235) and the float add
+    // OpAtomicFAddEXT (6035), both with the same operands.
+    for other in [235, 6035] {
+        let mut w = sha.clone();
+        edit_first(
+            &mut w,
+            |op, _| op == 234,
+            |ins| ins[0] = (ins[0] & 0xffff_0000) | other,
+        );
+        assert!(
+            matches!(
+                spirv::check(&w, Variant::Base),
+                Err(SpirvError::Forbidden(_))
+            ),
+            "opcode {other}"
+        );
+    }
+}

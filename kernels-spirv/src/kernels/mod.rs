@@ -16,6 +16,7 @@ pub mod probe;
 pub mod random;
 pub mod reduce;
 pub mod rows;
+pub mod sha256;
 
 /// The only NaN a kernel stores.
 pub const CANONICAL_NAN_BITS: u32 = 0x7FC0_0000;

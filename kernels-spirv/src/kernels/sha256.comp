@@ -1,0 +1,163 @@
+#version 450
+// sha256_npy: the SHA-256 digest of one tensor's canonical .npy bytes, for
+// the trace's Merkle leaves (CPU reference: sha256.rs, line for line).
+//
+// npy.rs pads the header to a multiple of 64 bytes, so the host compresses
+// the header blocks itself and passes the resulting state (the "midstate")
+// as push constants; this kernel continues over the tensor's data words and
+// finalises. The data are f32 bit patterns stored little-endian, while
+// SHA-256 reads big-endian words, so each data word is byte-swapped.
+//
+// Integer operations only: no float arithmetic at all. float_model.glsl is
+// still included because every binary of the bundle must declare the
+// float-controls execution modes of its variant (spirv.rs checks them).
+//
+// One invocation hashes one message; dispatched 1x1x1. The digest's slot is
+// taken from a counter with atomicAdd (the only atomic the static check
+// allows, see spirv.rs): digests come out in execution order, and the host
+// resets the counter to 0 at the start of each batch.
+#extension GL_GOOGLE_include_directive : require
+#include "float_model.glsl"
+
+layout(local_size_x = 1, local_size_y = 1, local_size_z = 1) in;
+
+// The tensor's elements as raw 32-bit words. With data_words = 0 this may be
+// a 4-byte dummy buffer, which is then never read.
+layout(std430, set = 0, binding = 0) readonly buffer Data_ { uint data[]; };
+// Final state words H0..H7 of each message at digests[slot * 8 + 0..8].
+layout(std430, set = 0, binding = 1) buffer Digests_ { uint digests[]; };
+layout(std430, set = 0, binding = 2) buffer Counter_ { uint next; };
+
+layout(push_constant) uniform Params {
+    // The SHA-256 state after the header blocks (compressed on the host).
+    uint state[8];
+    // Header length in bytes, a multiple of 64; only used for the length
+    // in the padding.
+    uint header_bytes;
+    // Number of data words (may be 0).
+    uint data_words;
+} pc;
+
+// SHA-256 round constants (FIPS 180-4, 4.2.2).
+const uint K[64] = uint[64](
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u, 0x923f82a4u, 0xab1c5ed5u,
+    0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u, 0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u,
+    0xe49b69c1u, 0xefbe4786u, 0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
+    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u, 0xc6e00bf3u, 0xd5a79147u, 0x06ca6351u, 0x14292967u,
+    0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u, 0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u,
+    0xa2bfe8a1u, 0xa81a664bu, 0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
+    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au, 0x5b9cca4fu, 0x682e6ff3u,
+    0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u, 0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u
+);
+
+// Rotate right by n, 0 < n < 32 (a shift by 32 would be undefined).
+uint rotr(uint x, uint n) {
+    return (x >> n) | (x << (32u - n));
+}
+
+// Little-endian word to big-endian word: GLSL 450 has no byte swap.
+uint bswap(uint x) {
+    return (x << 24u) | ((x & 0x0000FF00u) << 8u) | ((x >> 8u) & 0x0000FF00u) | (x >> 24u);
+}
+
+// One compression of a 64-byte block (16 big-endian words) into h
+// (FIPS 180-4, 6.2.2). Additions are mod 2^32, which is what uint does.
+void compress(inout uint h[8], uint block[16]) {
+    uint w[64];
+    for (uint t = 0u; t < 16u; t++) {
+        w[t] = block[t];
+    }
+    for (uint t = 16u; t < 64u; t++) {
+        uint s0 = rotr(w[t - 15u], 7u) ^ rotr(w[t - 15u], 18u) ^ (w[t - 15u] >> 3u);
+        uint s1 = rotr(w[t - 2u], 17u) ^ rotr(w[t - 2u], 19u) ^ (w[t - 2u] >> 10u);
+        w[t] = w[t - 16u] + s0 + w[t - 7u] + s1;
+    }
+    uint a = h[0];
+    uint b = h[1];
+    uint c = h[2];
+    uint d = h[3];
+    uint e = h[4];
+    uint f = h[5];
+    uint g = h[6];
+    uint hh = h[7];
+    for (uint t = 0u; t < 64u; t++) {
+        uint s1 = rotr(e, 6u) ^ rotr(e, 11u) ^ rotr(e, 25u);
+        uint ch = (e & f) ^ (~e & g);
+        uint t1 = hh + s1 + ch + K[t] + w[t];
+        uint s0 = rotr(a, 2u) ^ rotr(a, 13u) ^ rotr(a, 22u);
+        uint maj = (a & b) ^ (a & c) ^ (b & c);
+        uint t2 = s0 + maj;
+        hh = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += hh;
+}
+
+void main() {
+    uint h[8];
+    for (uint i = 0u; i < 8u; i++) {
+        h[i] = pc.state[i];
+    }
+    uint block[16];
+
+    // Whole 16-word blocks of data.
+    uint full = pc.data_words / 16u;
+    for (uint blk = 0u; blk < full; blk++) {
+        for (uint i = 0u; i < 16u; i++) {
+            block[i] = bswap(data[blk * 16u + i]);
+        }
+        compress(h, block);
+    }
+
+    // The message length in bits, header_bytes + 4 * data_words bytes times
+    // 8, as a 64-bit number in two words (no Int64 capability): it passes
+    // 2^32 bits from 512 MiB on. header_bytes < 2^32 here, so its high word
+    // is 0 (the CPU twin also takes a high word).
+    uint bytes_lo = pc.header_bytes + (pc.data_words << 2u);
+    uint carry = bytes_lo < pc.header_bytes ? 1u : 0u;
+    uint bytes_hi = (pc.data_words >> 30u) + carry;
+    uint bits_hi = (bytes_hi << 3u) | (bytes_lo >> 29u);
+    uint bits_lo = bytes_lo << 3u;
+
+    // The last, partial block: the rem < 16 remaining data words (the data
+    // are only read behind the bound, so an empty Data buffer is never
+    // touched), the 1 bit right after them (data are whole words, so that is
+    // the word 0x80000000), zeros, and the length in words 14 and 15.
+    uint rem = pc.data_words - full * 16u;
+    for (uint i = 0u; i < 16u; i++) {
+        block[i] = 0u;
+        if (i < rem) {
+            block[i] = bswap(data[full * 16u + i]);
+        }
+    }
+    block[rem] = 0x80000000u;
+    if (rem >= 14u) {
+        // No room left for the two length words: they go in a block of
+        // their own.
+        compress(h, block);
+        for (uint i = 0u; i < 16u; i++) {
+            block[i] = 0u;
+        }
+    }
+    block[14] = bits_hi;
+    block[15] = bits_lo;
+    compress(h, block);
+
+    uint slot = atomicAdd(next, 1u);
+    for (uint i = 0u; i < 8u; i++) {
+        digests[slot * 8u + i] = h[i];
+    }
+}
