@@ -12,10 +12,18 @@
 // still included because every binary of the bundle must declare the
 // float-controls execution modes of its variant (spirv.rs checks them).
 //
-// One invocation hashes one message; dispatched 1x1x1. The digest's slot is
-// taken from a counter with atomicAdd (the only atomic the static check
-// allows, see spirv.rs): digests come out in execution order, and the host
-// resets the counter to 0 at the start of each batch.
+// One invocation hashes one message; dispatched 1x1x1, and a long message
+// over several dispatches: each compresses at most BLOCKS_PER_DISPATCH
+// (sha256.rs) whole data blocks, from the host's midstate (the first) or
+// from the state the previous one left in the message's digest slot, and
+// the last one also pads and finalises. That bounds one dispatch's time
+// (a discrete GPU's watchdog; and lavapipe, Mesa 22.3, computes a wrong
+// digest when one invocation compresses more than about 570 blocks).
+// The digest's slot is the counter's value; the last dispatch takes it with
+// atomicAdd (the only atomic the static check allows, see spirv.rs), so
+// digests come out in execution order, and the host resets the counter to
+// 0 at the start of each batch. Dispatches are ordered by barriers, so the
+// earlier ones read the counter plainly.
 #extension GL_GOOGLE_include_directive : require
 #include "float_model.glsl"
 
@@ -36,6 +44,12 @@ layout(push_constant) uniform Params {
     uint header_bytes;
     // Number of data words (may be 0).
     uint data_words;
+    // The whole data blocks this dispatch compresses: from first_block, at
+    // most `blocks` of them (fewer at the end of the data).
+    uint first_block;
+    uint blocks;
+    // 1 for the message's last dispatch: the tail, padding and digest.
+    uint last;
 } pc;
 
 // SHA-256 round constants (FIPS 180-4, 4.2.2).
@@ -107,19 +121,28 @@ void compress(inout uint h[8], uint block[16]) {
 }
 
 void main() {
+    uint slot = next;
     uint h[8];
     for (uint i = 0u; i < 8u; i++) {
-        h[i] = pc.state[i];
+        h[i] = pc.first_block == 0u ? pc.state[i] : digests[slot * 8u + i];
     }
     uint block[16];
 
-    // Whole 16-word blocks of data.
+    // This dispatch's whole 16-word blocks of data.
     uint full = pc.data_words / 16u;
-    for (uint blk = 0u; blk < full; blk++) {
+    uint end = min(pc.first_block + pc.blocks, full);
+    for (uint blk = pc.first_block; blk < end; blk++) {
         for (uint i = 0u; i < 16u; i++) {
             block[i] = bswap(data[blk * 16u + i]);
         }
         compress(h, block);
+    }
+    if (pc.last == 0u) {
+        // The next dispatch of this message continues from here.
+        for (uint i = 0u; i < 8u; i++) {
+            digests[slot * 8u + i] = h[i];
+        }
+        return;
     }
 
     // The message length in bits, header_bytes + 4 * data_words bytes times
@@ -156,7 +179,7 @@ void main() {
     block[15] = bits_lo;
     compress(h, block);
 
-    uint slot = atomicAdd(next, 1u);
+    slot = atomicAdd(next, 1u);
     for (uint i = 0u; i < 8u; i++) {
         digests[slot * 8u + i] = h[i];
     }

@@ -150,33 +150,85 @@ fn final_blocks(tail: &[u32], bits: [u32; 2]) -> Vec<[u32; 16]> {
     blocks
 }
 
-/// The kernel's computation, word for word: continue from `state` over
-/// `data` (raw little-endian f32 bit patterns, byte-swapped into big-endian
-/// message words), then pad for a total length of
-/// `header_bytes + 4 * data.len()` bytes. Returns the final state words.
+/// Whole data blocks one dispatch of the kernel compresses at most. It
+/// bounds one dispatch's time (a discrete GPU's watchdog), and lavapipe
+/// (Mesa 22.3.6) computes a wrong digest when one invocation compresses
+/// more than about 570 blocks in one loop: measured, 9100 words right and
+/// 9200 wrong, on a tensor SwiftShader hashes right at every length.
+pub const BLOCKS_PER_DISPATCH: u32 = 256;
+
+/// One dispatch of a message's hash: whole data blocks `first_block ..
+/// first_block + blocks` (clipped to the data), then with `last` the tail,
+/// padding and digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatch {
+    pub first_block: u32,
+    pub blocks: u32,
+    pub last: bool,
+}
+
+/// The dispatches that hash a message of `data_words` words, in order: at
+/// least one; every one but the last compresses BLOCKS_PER_DISPATCH
+/// blocks, and the last the rest (up to BLOCKS_PER_DISPATCH) and finishes.
+pub fn dispatches(data_words: u32) -> Vec<Dispatch> {
+    let full = data_words / 16;
+    let count = full.div_ceil(BLOCKS_PER_DISPATCH).max(1);
+    (0..count)
+        .map(|i| Dispatch {
+            first_block: i * BLOCKS_PER_DISPATCH,
+            blocks: BLOCKS_PER_DISPATCH,
+            last: i + 1 == count,
+        })
+        .collect()
+}
+
+/// The kernel's computation for one dispatch, word for word (`main()` in
+/// sha256.comp): continue from `state` (the host's midstate for the first
+/// dispatch, else what the previous one left) over this dispatch's whole
+/// blocks of `data` (raw little-endian f32 bit patterns, byte-swapped into
+/// big-endian message words); with `last`, pad for a total length of
+/// `header_bytes + 4 * data.len()` bytes. Returns the state.
 ///
 /// Panics if `data` has 2^32 words or more (the kernel's `data_words` is a
 /// u32).
-pub fn sha256_npy(state: [u32; 8], header_bytes: u64, data: &[u32]) -> [u32; 8] {
+pub fn sha256_npy_dispatch(
+    state: [u32; 8],
+    header_bytes: u64,
+    data: &[u32],
+    d: Dispatch,
+) -> [u32; 8] {
     let data_words =
         u32::try_from(data.len()).expect("sha256_npy: data_words is a u32 push constant");
     let mut h = state;
-
-    // Whole 16-word blocks of data.
     let full = data_words / 16;
-    for blk in 0..full as usize {
+    let end = d.first_block.saturating_add(d.blocks).min(full);
+    for blk in d.first_block as usize..end as usize {
         let mut block = [0u32; 16];
         for (i, word) in block.iter_mut().enumerate() {
             *word = bswap(data[blk * 16 + i]);
         }
         compress(&mut h, &block);
     }
-
+    if !d.last {
+        return h;
+    }
     let bits = bit_length(header_bytes, data_words);
     for block in final_blocks(&data[full as usize * 16..], bits) {
         compress(&mut h, &block);
     }
     h
+}
+
+/// The whole hash of the data after the header, as the kernel computes it
+/// over [`dispatches`]: continue from `state` over `data`, then pad for a
+/// total length of `header_bytes + 4 * data.len()` bytes. Returns the final
+/// state words.
+pub fn sha256_npy(state: [u32; 8], header_bytes: u64, data: &[u32]) -> [u32; 8] {
+    let data_words =
+        u32::try_from(data.len()).expect("sha256_npy: data_words is a u32 push constant");
+    dispatches(data_words)
+        .into_iter()
+        .fold(state, |h, d| sha256_npy_dispatch(h, header_bytes, data, d))
 }
 
 /// The digest bytes of final state words (big-endian).
@@ -188,14 +240,23 @@ pub fn digest_bytes(state: &[u32; 8]) -> [u8; 32] {
     out
 }
 
-/// The push-constant words the kernel takes: state[8], header_bytes,
-/// data_words (the manifest's `state0`..`state7`, `header_bytes`,
-/// `data_words`, at offsets 0..40).
-pub fn push_constants(state: [u32; 8], header_bytes: u32, data_words: u32) -> [u32; 10] {
-    let mut pc = [0u32; 10];
+/// The push-constant words of one dispatch: state[8], header_bytes,
+/// data_words, first_block, blocks, last (the manifest's `state0`..`state7`,
+/// `header_bytes`, `data_words`, `first_block`, `blocks`, `last`, at offsets
+/// 0..52).
+pub fn push_constants(
+    state: [u32; 8],
+    header_bytes: u32,
+    data_words: u32,
+    d: Dispatch,
+) -> [u32; 13] {
+    let mut pc = [0u32; 13];
     pc[..8].copy_from_slice(&state);
     pc[8] = header_bytes;
     pc[9] = data_words;
+    pc[10] = d.first_block;
+    pc[11] = d.blocks;
+    pc[12] = u32::from(d.last);
     pc
 }
 
@@ -357,9 +418,64 @@ mod tests {
     }
 
     #[test]
-    fn push_constants_are_state_header_data() {
-        let pc = push_constants([1, 2, 3, 4, 5, 6, 7, 8], 128, 9);
-        assert_eq!(pc, [1, 2, 3, 4, 5, 6, 7, 8, 128, 9]);
+    fn push_constants_are_state_header_data_and_the_dispatch() {
+        let d = Dispatch {
+            first_block: 512,
+            blocks: 256,
+            last: true,
+        };
+        let pc = push_constants([1, 2, 3, 4, 5, 6, 7, 8], 128, 9, d);
+        assert_eq!(pc, [1, 2, 3, 4, 5, 6, 7, 8, 128, 9, 512, 256, 1]);
+    }
+
+    #[test]
+    fn dispatches_cover_every_whole_block_once_and_end_with_the_last() {
+        for words in [
+            0u32,
+            1,
+            15,
+            16,
+            17,
+            4095,
+            4096,
+            4097,
+            8191,
+            8192,
+            8208,
+            16385,
+            1 << 20,
+        ] {
+            let ds = dispatches(words);
+            let full = words / 16;
+            assert!(!ds.is_empty());
+            assert!(ds.last().unwrap().last && ds.iter().filter(|d| d.last).count() == 1);
+            let mut next = 0;
+            for d in &ds {
+                assert_eq!(d.first_block, next, "{words} words");
+                assert!(d.blocks <= BLOCKS_PER_DISPATCH);
+                next = (d.first_block + d.blocks).min(full);
+            }
+            assert_eq!(next, full, "{words} words: every whole block compressed");
+        }
+    }
+
+    #[test]
+    fn split_dispatches_equal_one_long_one() {
+        let data: Vec<u32> = (0..5000u32).map(|i| i.wrapping_mul(0x9E37_79B9)).collect();
+        let header = [0x20u8; 128];
+        let state = midstate(&header);
+        let whole = sha256_npy_dispatch(
+            state,
+            128,
+            &data,
+            Dispatch {
+                first_block: 0,
+                blocks: u32::MAX,
+                last: true,
+            },
+        );
+        assert_eq!(sha256_npy(state, 128, &data), whole);
+        assert_eq!(digest_bytes(&whole), sha2_of(&header, &data));
     }
 
     /// The padding written directly from the definition (FIPS 180-4, 5.1.1)
