@@ -11,10 +11,12 @@
 mod cpu;
 mod error;
 mod op;
+pub mod resident;
 
 pub use cpu::{check_probe_input, CpuBackend};
 pub use error::BackendError;
 pub use op::{Op, OpError, OP_NAMES};
+pub use resident::{BodyId, DeviceTensor, Resident};
 
 use lockstep_kernels::reference::probe::ProbeKernel;
 use lockstep_tensor::Tensor;
@@ -135,6 +137,12 @@ pub trait Backend {
     /// backend never certifies and never serves, and every output written
     /// from it carries this sentence.
     fn non_conforming(&self) -> Option<&str> {
+        None
+    }
+
+    /// The backend's resident mode, if it has device memory of its own
+    /// (the executor then keeps tensors on the device between ops).
+    fn resident(&mut self) -> Option<&mut dyn Resident> {
         None
     }
 }

@@ -43,6 +43,13 @@ pub const STAGING_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 /// lost (10 minutes: far above any single op we run, far below "forever").
 pub const DEVICE_WAIT_TIMEOUT_NS: u64 = 600 * 1_000_000_000;
 
+/// Most op executions one resident batch records before the executor
+/// submits it and waits (a repeat body longer than this is one batch per
+/// iteration). One fence wait per batch instead of one per op; small enough
+/// that a job's time limit, checked between batches, still stops a run
+/// within a few batches' time.
+pub const RESIDENT_BATCH_OPS: usize = 256;
+
 /// Largest encoded program (JSON or postcard) the program decoders accept.
 pub const MAX_PROGRAM_BYTES: usize = 4 * 1024 * 1024;
 

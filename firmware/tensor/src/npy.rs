@@ -180,6 +180,14 @@ pub fn emit<E>(t: &Tensor, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Resu
     Ok(())
 }
 
+/// The canonical `.npy` header of a float32 tensor of `shape`: the bytes
+/// [`encode`] writes before the data. Its length is a multiple of 64, so a
+/// hash of the whole encoding can start from a state over the header alone
+/// (the device-side trace hashing does).
+pub fn header_bytes(shape: &[usize]) -> Vec<u8> {
+    header(shape)
+}
+
 fn header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape_repr = match dims.as_slice() {
