@@ -35,6 +35,12 @@ pub struct ExecOptions<'a> {
     /// report the times per op name in [`ExecReport::profile`] (off by
     /// default).
     pub profile: bool,
+    /// Run op by op through [`Backend::run`], every operand uploaded and
+    /// every output downloaded and hashed on the host, even where the
+    /// backend has a resident mode ([`Backend::resident`]). The per-op path
+    /// is also taken whenever `observer`, `fault` or `profile` is set: they
+    /// need each output on the host, or each op alone.
+    pub per_op: bool,
 }
 
 impl Default for ExecOptions<'_> {
@@ -46,6 +52,7 @@ impl Default for ExecOptions<'_> {
             observer: None,
             fault: None,
             profile: false,
+            per_op: false,
         }
     }
 }
@@ -111,6 +118,10 @@ pub struct ExecReport {
     /// What the backend moved and how often it submitted and waited during
     /// this run (its counters after less before; zero on the CPU reference).
     pub transfers: TransferCounters,
+    /// Whether the run was resident: tensors kept in device memory between
+    /// ops and leaves hashed on the device (then `hashing` is zero: it is
+    /// part of the device's time).
+    pub resident: bool,
 }
 
 /// Why a run stopped.
@@ -122,6 +133,12 @@ pub enum ExecError {
     /// at fault ([`BackendError::is_input_error`]).
     #[error("{at}: {error}")]
     Backend { at: Site, error: Box<BackendError> },
+    /// A declared output could not be brought back from the device.
+    #[error("output '{name}': {error}")]
+    Output {
+        name: String,
+        error: Box<BackendError>,
+    },
     #[error("stopped before {at}: the run passed its time limit after {done} ops")]
     Deadline { at: Site, done: u64 },
     #[error("{at}: the backend returned a {got} tensor where {expected} was expected")]
@@ -167,6 +184,37 @@ pub fn execute(
             name: name.clone(),
             problem: "given but not declared by the program".into(),
         });
+    }
+    let resident_allowed = !options.per_op
+        && !options.profile
+        && options.observer.is_none()
+        && options.fault.is_none();
+    if resident_allowed {
+        if let Some(dev) = backend.resident() {
+            let outcome = crate::resident::execute(
+                program,
+                dev,
+                slots,
+                options.trace,
+                options.progress,
+                options.deadline,
+            )?;
+            let transfers = backend.counters().since(&counters_before);
+            return Ok(ExecReport {
+                outputs: outcome.outputs,
+                trace: outcome.trace.map(|(builder, ops)| Trace {
+                    ops,
+                    root: builder.root(),
+                }),
+                op_count: outcome.done,
+                wall: start.elapsed(),
+                hashing: Duration::ZERO,
+                peak_bytes: outcome.peak,
+                profile: None,
+                transfers,
+                resident: true,
+            });
+        }
     }
     let mut run = Run {
         program,
@@ -216,6 +264,7 @@ pub fn execute(
         peak_bytes: run.peak,
         profile,
         transfers,
+        resident: false,
     })
 }
 

@@ -18,6 +18,7 @@
 mod exec;
 pub mod fault;
 pub mod model;
+mod resident;
 pub mod trace;
 mod validate;
 
