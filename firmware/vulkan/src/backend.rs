@@ -30,12 +30,12 @@ pub const CROSS_IMPLEMENTATION_TEST_BACKEND: &str = "vulkan-cross-implementation
 use crate::plan::{plan, probe_plan, MatmulKernels, Plan, Slot, Target};
 
 /// A pipeline built from one verified kernel of the bundle.
-struct KernelPipeline {
-    set_layout: vk::DescriptorSetLayout,
-    layout: vk::PipelineLayout,
-    pipeline: vk::Pipeline,
-    bindings: u32,
-    push_bytes: u32,
+pub(crate) struct KernelPipeline {
+    pub(crate) set_layout: vk::DescriptorSetLayout,
+    pub(crate) layout: vk::PipelineLayout,
+    pub(crate) pipeline: vk::Pipeline,
+    pub(crate) bindings: u32,
+    pub(crate) push_bytes: u32,
 }
 
 /// Host-visible buffers every transfer goes through, STAGING_CHUNK_BYTES
@@ -45,28 +45,32 @@ struct Staging {
     download: Buffer,
 }
 
-struct Buffer {
-    raw: vk::Buffer,
-    allocation: Option<Allocation>,
-    bytes: u64,
+pub(crate) struct Buffer {
+    pub(crate) raw: vk::Buffer,
+    pub(crate) allocation: Option<Allocation>,
+    pub(crate) bytes: u64,
 }
 
 /// The Vulkan executor. Create one per device; it is not `Sync`.
 pub struct VulkanBackend {
-    info: DeviceInfo,
+    pub(crate) info: DeviceInfo,
     fingerprint: DeviceFingerprint,
     variant: Variant,
     bundle: Bundle,
     /// `Some(why)` only when opened by `new_cross_implementation_test`.
     non_conforming: Option<String>,
-    target: Target,
-    device: ash::Device,
-    queue: vk::Queue,
+    pub(crate) target: Target,
+    pub(crate) device: ash::Device,
+    pub(crate) queue: vk::Queue,
+    /// The queue's family, for the command pools of resident sessions.
+    pub(crate) family: u32,
     command_pool: vk::CommandPool,
     command_buffer: vk::CommandBuffer,
-    fence: vk::Fence,
+    pub(crate) fence: vk::Fence,
     pipeline_cache: vk::PipelineCache,
-    pipelines: BTreeMap<String, KernelPipeline>,
+    pub(crate) pipelines: BTreeMap<String, KernelPipeline>,
+    /// The resident mode's state, between begin_session and end_session.
+    pub(crate) session: Option<crate::resident::Session>,
     /// Created in `new`; `None` only while constructing and dropping.
     staging: Option<Staging>,
     /// Bytes of buffers alive now, and the most alive at once.
@@ -74,8 +78,8 @@ pub struct VulkanBackend {
     peak_device_bytes: u64,
     /// Bytes staged each way, submits and fence waits since `new` (a `Cell`
     /// because `submit` records under `&self`).
-    counters: Cell<TransferCounters>,
-    allocator: ManuallyDrop<Allocator>,
+    pub(crate) counters: Cell<TransferCounters>,
+    pub(crate) allocator: ManuallyDrop<Allocator>,
     // Last: everything above was created from it, and fields drop after
     // Drop::drop has destroyed them.
     _instance: Instance,
@@ -209,12 +213,14 @@ impl VulkanBackend {
             non_conforming,
             // SAFETY: the queue family and index were requested above.
             queue: unsafe { device.get_device_queue(family, 0) },
+            family,
             device,
             command_pool: vk::CommandPool::null(),
             command_buffer: vk::CommandBuffer::null(),
             fence: vk::Fence::null(),
             pipeline_cache: vk::PipelineCache::null(),
             pipelines: BTreeMap::new(),
+            session: None,
             staging: None,
             device_bytes: 0,
             peak_device_bytes: 0,
@@ -507,7 +513,7 @@ impl VulkanBackend {
         Ok((data, times))
     }
 
-    fn create_buffer(
+    pub(crate) fn create_buffer(
         &mut self,
         elements: usize,
         usage: vk::BufferUsageFlags,
@@ -572,7 +578,7 @@ impl VulkanBackend {
         })
     }
 
-    fn destroy_buffer(&mut self, mut b: Buffer) {
+    pub(crate) fn destroy_buffer(&mut self, mut b: Buffer) {
         // SAFETY: callers only destroy buffers after the fence of the last
         // submission that used them has signalled.
         unsafe { self.device.destroy_buffer(b.raw, None) };
@@ -591,7 +597,7 @@ impl VulkanBackend {
 
     /// Copies host data into a device buffer through the staging buffer, one
     /// bounded chunk at a time.
-    fn upload(&mut self, dst: vk::Buffer, data: &[f32]) -> Result<(), BackendError> {
+    pub(crate) fn upload(&mut self, dst: vk::Buffer, data: &[f32]) -> Result<(), BackendError> {
         let staging = self.staging().upload.raw;
         let chunk = (STAGING_CHUNK_BYTES / 4) as usize;
         for (i, piece) in data.chunks(chunk).enumerate() {
@@ -616,7 +622,11 @@ impl VulkanBackend {
         Ok(())
     }
 
-    fn download(&mut self, src: vk::Buffer, len: usize) -> Result<Vec<f32>, BackendError> {
+    pub(crate) fn download(
+        &mut self,
+        src: vk::Buffer,
+        len: usize,
+    ) -> Result<Vec<f32>, BackendError> {
         let staging = self.staging().download.raw;
         let chunk = (STAGING_CHUNK_BYTES / 4) as usize;
         let mut out = Vec::with_capacity(len);
@@ -656,7 +666,7 @@ impl VulkanBackend {
     }
 
     /// Adds to the transfer counters.
-    fn count(&self, f: impl FnOnce(&mut TransferCounters)) {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut TransferCounters)) {
         let mut c = self.counters.get();
         f(&mut c);
         self.counters.set(c);
@@ -710,7 +720,7 @@ impl VulkanBackend {
     }
 
     /// Builds the pipeline of a bundle kernel once; later calls reuse it.
-    fn ensure_pipeline(&mut self, name: &str) -> Result<(), BackendError> {
+    pub(crate) fn ensure_pipeline(&mut self, name: &str) -> Result<(), BackendError> {
         if self.pipelines.contains_key(name) {
             return Ok(());
         }
@@ -810,7 +820,7 @@ impl VulkanBackend {
 }
 
 /// The host view of a staging buffer.
-fn mapped(b: &mut Buffer) -> Result<&mut [u8], BackendError> {
+pub(crate) fn mapped(b: &mut Buffer) -> Result<&mut [u8], BackendError> {
     b.allocation
         .as_mut()
         .and_then(|a| a.mapped_slice_mut())
@@ -820,7 +830,7 @@ fn mapped(b: &mut Buffer) -> Result<&mut [u8], BackendError> {
         })
 }
 
-fn barrier(
+pub(crate) fn barrier(
     dev: &ash::Device,
     cb: vk::CommandBuffer,
     src_stage: vk::PipelineStageFlags,
@@ -908,6 +918,10 @@ impl Backend for VulkanBackend {
     fn non_conforming(&self) -> Option<&str> {
         self.non_conforming.as_deref()
     }
+
+    fn resident(&mut self) -> Option<&mut dyn lockstep_backend::Resident> {
+        Some(self)
+    }
 }
 
 impl Drop for VulkanBackend {
@@ -918,6 +932,7 @@ impl Drop for VulkanBackend {
         // drops after this function).
         unsafe {
             let _ = self.device.device_wait_idle();
+            crate::resident::end(self);
             if let Some(st) = self.staging.take() {
                 self.destroy_buffer(st.upload);
                 self.destroy_buffer(st.download);

@@ -17,6 +17,7 @@ mod error;
 pub mod host_float;
 mod instance;
 mod plan;
+mod resident;
 
 pub use backend::{VulkanBackend, CROSS_IMPLEMENTATION_TEST_BACKEND};
 pub use instance::{DeviceInfo, DeviceLimits, FloatControls, Instance};
