@@ -9,7 +9,9 @@
 #   2. the full certification suite on the default device (a throw-away
 #      certifier key; the report and its diagnosis go to $OUT),
 #   3. the bench figures (matmul GFLOP/s on Vulkan and the CPU reference),
-#   4. each example program's trace root on Vulkan against the CPU
+#   4. the MLP example's speed resident and op by op, traced and not, against
+#      the CPU reference (hwtests/exec-modes.sh),
+#   5. each example program's trace root on Vulkan against the CPU
 #      reference, and whether every output is bit-identical.
 #
 # Usage: hwtests/gpu-check.sh [BIN_DIR]     (results in ${OUT:-target/gpu-check})
@@ -50,6 +52,9 @@ fi
 
 step "bench (matmul, Vulkan and the CPU reference)"
 timeout 120 "$bin/lockstep" bench --sizes 256,1024,2048 --repeats 5 --backends vulkan,cpu || status=1
+
+step "exec modes (mlp-train: CPU reference, Vulkan resident and op by op, traced and not; 3 runs each)"
+timeout 300 hwtests/exec-modes.sh examples/mlp-train.json "$bin" 3 || status=1
 
 step "examples: trace roots on Vulkan against the CPU reference"
 for example in examples/*.json; do

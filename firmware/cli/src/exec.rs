@@ -43,6 +43,11 @@ pub struct ExecArgs {
     /// their counts, after the summary.
     #[arg(long)]
     profile: bool,
+    /// Run op by op (every operand uploaded, every output downloaded and
+    /// hashed on the host) instead of resident on the device; for
+    /// comparison. `--profile` implies it.
+    #[arg(long)]
+    per_op: bool,
 }
 
 /// Rows of the `--profile` table; the rest are summed in one line.
@@ -237,11 +242,15 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         },
         deadline: None,
         profile: args.profile,
+        per_op: args.per_op,
         ..ExecOptions::default()
     };
     let report =
         execute(&program, backend.as_mut(), inputs, exec_options).map_err(|e| match e {
             ExecError::Backend { ref error, .. } if !error.is_input_error() => {
+                Failure::Runtime(e.to_string())
+            }
+            ExecError::Output { ref error, .. } if !error.is_input_error() => {
                 Failure::Runtime(e.to_string())
             }
             ExecError::WrongShape { .. } => Failure::Runtime(e.to_string()),
@@ -377,11 +386,16 @@ fn summary(
     }
     let moved = &report.transfers;
     println!(
-        "moved   {} to the device, {} back; {} submits, {} fence waits",
+        "moved   {} to the device, {} back; {} submits, {} fence waits ({})",
         human_bytes(moved.bytes_to_device),
         human_bytes(moved.bytes_from_device),
         moved.submits,
-        moved.fence_waits
+        moved.fence_waits,
+        if report.resident {
+            "resident: tensors stayed on the device, leaves hashed there"
+        } else {
+            "op by op"
+        }
     );
     // Training programs are a top-level repeat: report its rate too.
     let steps: u64 = program
@@ -409,6 +423,11 @@ fn summary(
         human_bytes(program.memory_limit())
     );
     match &report.trace {
+        Some(t) if report.resident => println!(
+            "trace   root {} over {} leaves (hashed on the device)",
+            hex::encode(t.root),
+            t.ops.len(),
+        ),
         Some(t) => println!(
             "trace   root {} over {} leaves (hashing {:.3} s)",
             hex::encode(t.root),

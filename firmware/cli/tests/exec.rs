@@ -490,7 +490,7 @@ fn profile_prints_the_top_ops_and_moved_counts_transfers() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     let p = parse_exec_output(&o.stdout);
     assert_eq!(
-        p.moved, "moved   0 B to the device, 0 B back; 0 submits, 0 fence waits",
+        p.moved, "moved   0 B to the device, 0 B back; 0 submits, 0 fence waits (op by op)",
         "the CPU reference moves nothing"
     );
     assert!(p.rows.len() <= 15, "{}", o.stdout);
@@ -533,17 +533,32 @@ fn profile_prints_the_top_ops_and_moved_counts_transfers() {
     );
     assert!(!o.stdout.contains("profile "), "{}", o.stdout);
 
-    // On Vulkan every op stages its inputs and output and submits.
+    // On Vulkan, op by op: every op stages its inputs and output and
+    // submits; resident (the default): a submit per batch of ops.
     if vulkan_enabled("profile_prints_the_top_ops_and_moved_counts_transfers") {
-        let o = lockstep(&["exec", s(&example), "--out-dir", s(&out)]);
-        assert_eq!(o.code, 0, "{}", o.stderr);
-        let v = parse_exec_output(&o.stdout);
-        let f: Vec<&str> = v.moved.split_whitespace().collect();
-        // moved X U to the device, Y U back; S submits, W fence waits
-        let submits: u64 = f[f.len() - 5].parse().unwrap();
-        let waits: u64 = f[f.len() - 3].parse().unwrap();
-        assert!(submits >= v.ops, "{}", v.moved);
-        assert_eq!(submits, waits, "{}", v.moved);
-        assert!(!v.moved.starts_with("moved   0 B"), "{}", v.moved);
+        let counts = |extra: &[&str]| {
+            let mut args = vec!["exec", s(&example), "--out-dir", s(&out)];
+            args.extend_from_slice(extra);
+            let o = lockstep(&args);
+            assert_eq!(o.code, 0, "{}", o.stderr);
+            let v = parse_exec_output(&o.stdout);
+            // moved X U to the device, Y U back; S submits, W fence waits (MODE)
+            let (counts, mode) = v.moved.split_once(" (").unwrap();
+            let f: Vec<&str> = counts.split_whitespace().collect();
+            let submits: u64 = f[f.len() - 5].parse().unwrap();
+            let waits: u64 = f[f.len() - 3].parse().unwrap();
+            assert_eq!(submits, waits, "{}", v.moved);
+            (v.ops, submits, mode.to_string(), v.moved)
+        };
+        let (ops, submits, mode, moved) = counts(&["--per-op"]);
+        assert!(submits >= ops, "{moved}");
+        assert_eq!(mode, "op by op)", "{moved}");
+        assert!(!moved.starts_with("moved   0 B"), "{moved}");
+        let (ops, submits, mode, moved) = counts(&[]);
+        assert!(mode.starts_with("resident"), "{moved}");
+        assert!(
+            submits * 20 <= ops,
+            "{submits} submits for {ops} ops: {moved}"
+        );
     }
 }

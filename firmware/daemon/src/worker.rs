@@ -234,6 +234,10 @@ fn run_job(
         &job.inputs,
         &job.references,
     );
+    // Without retention nothing needs the intermediate tensors on the host,
+    // so the job may run resident on the device (lockstep-program's
+    // resident executor); retaining them takes the per-op path.
+    let retaining = pending.is_some();
     let mut retain = |entry: &lockstep_program::TraceEntry, t: &Tensor| {
         if let Some(p) = &mut pending {
             p.push(&entry.output_sha256, t);
@@ -241,7 +245,7 @@ fn run_job(
     };
     let options = ExecOptions {
         deadline: Some(job.deadline),
-        observer: Some(&mut retain),
+        observer: if retaining { Some(&mut retain) } else { None },
         fault: ctx.fault,
         ..ExecOptions::default()
     };
