@@ -103,7 +103,9 @@ fn device_hashes_equal_the_hosts_on_many_lengths_and_shapes() {
     let mut shapes: Vec<Vec<usize>> = vec![vec![0], vec![3, 0], vec![0, 0, 0, 0]];
     // Around the block boundaries (16 words a block; the padding takes a
     // second block when 14 or 15 words of the last one are used).
-    for n in (0..=40).chain([47, 48, 49, 1000, 1000, 4096, 4112, 4113, 9200, 16385, 70000]) {
+    for n in (0..=40).chain([
+        47, 48, 49, 1000, 1000, 4096, 4112, 4113, 9200, 16385, 70000, 262_159, 262_160, 1_100_000,
+    ]) {
         shapes.push(vec![n]);
     }
     shapes.push(vec![7, 13]);

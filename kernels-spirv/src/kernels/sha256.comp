@@ -16,14 +16,13 @@
 // over several dispatches: each compresses at most BLOCKS_PER_DISPATCH
 // (sha256.rs) whole data blocks, from the host's midstate (the first) or
 // from the state the previous one left in the message's digest slot, and
-// the last one also pads and finalises. That bounds one dispatch's time
-// (a discrete GPU's watchdog; and lavapipe, Mesa 22.3, computes a wrong
-// digest when one invocation compresses more than about 570 blocks).
-// The digest's slot is the counter's value; the last dispatch takes it with
-// atomicAdd (the only atomic the static check allows, see spirv.rs), so
-// digests come out in execution order, and the host resets the counter to
-// 0 at the start of each batch. Dispatches are ordered by barriers, so the
-// earlier ones read the counter plainly.
+// the last one also pads and finalises. That bounds one dispatch's time (a
+// discrete GPU's watchdog) and one loop's iterations (lavapipe's limit,
+// below). The digest's slot is the counter's value; the last dispatch takes
+// it with atomicAdd (the only atomic the static check allows, see
+// spirv.rs), so digests come out in execution order, and the host resets
+// the counter to 0 at the start of each batch. Dispatches are ordered by
+// barriers, so the earlier ones read the counter plainly.
 #extension GL_GOOGLE_include_directive : require
 #include "float_model.glsl"
 
@@ -74,18 +73,50 @@ uint bswap(uint x) {
     return (x << 24u) | ((x & 0x0000FF00u) << 8u) | ((x >> 8u) & 0x0000FF00u) | (x >> 24u);
 }
 
+// The functions of FIPS 180-4, 4.1.2.
+uint big_sigma0(uint x) { return rotr(x, 2u) ^ rotr(x, 13u) ^ rotr(x, 22u); }
+uint big_sigma1(uint x) { return rotr(x, 6u) ^ rotr(x, 11u) ^ rotr(x, 25u); }
+uint small_sigma0(uint x) { return rotr(x, 7u) ^ rotr(x, 18u) ^ (x >> 3u); }
+uint small_sigma1(uint x) { return rotr(x, 17u) ^ rotr(x, 19u) ^ (x >> 10u); }
+
+// Loops are unrolled by the preprocessor, per block: lavapipe (llvmpipe's
+// gallivm, LP_MAX_TGSI_LOOP_ITERATIONS) silently leaves a loop after 65535
+// iterations, counting nested loops together (measured on Mesa 22.3.6: a
+// 65536-iteration loop stops after 65535). With the 16 + 48 + 64 iterations
+// of compress() as loops, lavapipe's digests went wrong from about 570 data
+// blocks (36 KiB) on. Unrolled, each data block costs one iteration of the
+// block loop in main, and lavapipe is right up to 65535 whole data blocks
+// (65535 * 16 + 15 words, just under 4 MiB) per message; from 65536 blocks
+// on it hashes as if the loop stopped after 65535 (measured), which is one
+// more reason a long message is split over dispatches of at most
+// BLOCKS_PER_DISPATCH blocks. Other devices have no such limit.
+#define COPY(t) w[t] = block[t];
+#define COPY4(t) COPY(t) COPY(t + 1) COPY(t + 2) COPY(t + 3)
+#define SCHEDULE(t) w[t] = w[t - 16] + small_sigma0(w[t - 15]) + w[t - 7] + small_sigma1(w[t - 2]);
+#define SCHEDULE4(t) SCHEDULE(t) SCHEDULE(t + 1) SCHEDULE(t + 2) SCHEDULE(t + 3)
+#define SCHEDULE16(t) SCHEDULE4(t) SCHEDULE4(t + 4) SCHEDULE4(t + 8) SCHEDULE4(t + 12)
+#define ROUND(t) {                                                   \
+        uint t1 = hh + big_sigma1(e) + ((e & f) ^ (~e & g)) + K[t] + w[t]; \
+        uint t2 = big_sigma0(a) + ((a & b) ^ (a & c) ^ (b & c));         \
+        hh = g;                                                          \
+        g = f;                                                           \
+        f = e;                                                           \
+        e = d + t1;                                                      \
+        d = c;                                                           \
+        c = b;                                                           \
+        b = a;                                                           \
+        a = t1 + t2;                                                     \
+    }
+#define ROUND4(t) ROUND(t) ROUND(t + 1) ROUND(t + 2) ROUND(t + 3)
+#define ROUND16(t) ROUND4(t) ROUND4(t + 4) ROUND4(t + 8) ROUND4(t + 12)
+
 // One compression of a 64-byte block (16 big-endian words) into h
 // (FIPS 180-4, 6.2.2). Additions are mod 2^32, which is what uint does.
 void compress(inout uint h[8], uint block[16]) {
+    // The message schedule: w[0..16] the block, then w[16..64].
     uint w[64];
-    for (uint t = 0u; t < 16u; t++) {
-        w[t] = block[t];
-    }
-    for (uint t = 16u; t < 64u; t++) {
-        uint s0 = rotr(w[t - 15u], 7u) ^ rotr(w[t - 15u], 18u) ^ (w[t - 15u] >> 3u);
-        uint s1 = rotr(w[t - 2u], 17u) ^ rotr(w[t - 2u], 19u) ^ (w[t - 2u] >> 10u);
-        w[t] = w[t - 16u] + s0 + w[t - 7u] + s1;
-    }
+    COPY4(0) COPY4(4) COPY4(8) COPY4(12)
+    SCHEDULE16(16) SCHEDULE16(32) SCHEDULE16(48)
     uint a = h[0];
     uint b = h[1];
     uint c = h[2];
@@ -94,22 +125,8 @@ void compress(inout uint h[8], uint block[16]) {
     uint f = h[5];
     uint g = h[6];
     uint hh = h[7];
-    for (uint t = 0u; t < 64u; t++) {
-        uint s1 = rotr(e, 6u) ^ rotr(e, 11u) ^ rotr(e, 25u);
-        uint ch = (e & f) ^ (~e & g);
-        uint t1 = hh + s1 + ch + K[t] + w[t];
-        uint s0 = rotr(a, 2u) ^ rotr(a, 13u) ^ rotr(a, 22u);
-        uint maj = (a & b) ^ (a & c) ^ (b & c);
-        uint t2 = s0 + maj;
-        hh = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
+    // The 64 rounds t = 0..63.
+    ROUND16(0) ROUND16(16) ROUND16(32) ROUND16(48)
     h[0] += a;
     h[1] += b;
     h[2] += c;
@@ -119,6 +136,10 @@ void compress(inout uint h[8], uint block[16]) {
     h[6] += g;
     h[7] += hh;
 }
+
+// block[i] = bswap(data[base + i]) for i = 0..15, unrolled (see above).
+#define LOAD(i) block[i] = bswap(data[base + i]);
+#define LOAD4(i) LOAD(i) LOAD(i + 1) LOAD(i + 2) LOAD(i + 3)
 
 void main() {
     uint slot = next;
@@ -132,9 +153,8 @@ void main() {
     uint full = pc.data_words / 16u;
     uint end = min(pc.first_block + pc.blocks, full);
     for (uint blk = pc.first_block; blk < end; blk++) {
-        for (uint i = 0u; i < 16u; i++) {
-            block[i] = bswap(data[blk * 16u + i]);
-        }
+        uint base = blk * 16u;
+        LOAD4(0) LOAD4(4) LOAD4(8) LOAD4(12)
         compress(h, block);
     }
     if (pc.last == 0u) {

@@ -44,6 +44,9 @@ fn bswap(x: u32) -> u32 {
 /// One compression of a 64-byte block (16 big-endian words) into `state`.
 /// Mirrors `compress()` in sha256.comp (FIPS 180-4, 6.2.2); every `+` of
 /// the GLSL is a `wrapping_add` here, since uint arithmetic is mod 2^32.
+/// The GLSL unrolls these loops with macros (COPY, SCHEDULE, ROUND: lavapipe
+/// stops loops after 65535 iterations, see sha256.comp); the operations and
+/// their order are the same.
 pub fn compress(state: &mut [u32; 8], block: &[u32; 16]) {
     let mut w = [0u32; 64];
     w[..16].copy_from_slice(block);
@@ -150,12 +153,11 @@ fn final_blocks(tail: &[u32], bits: [u32; 2]) -> Vec<[u32; 16]> {
     blocks
 }
 
-/// Whole data blocks one dispatch of the kernel compresses at most. It
-/// bounds one dispatch's time (a discrete GPU's watchdog), and lavapipe
-/// (Mesa 22.3.6) computes a wrong digest when one invocation compresses
-/// more than about 570 blocks in one loop: measured, 9100 words right and
-/// 9200 wrong, on a tensor SwiftShader hashes right at every length.
-pub const BLOCKS_PER_DISPATCH: u32 = 256;
+/// Whole data blocks one dispatch of the kernel compresses at most (1 MiB
+/// of data). It bounds one dispatch's time (a discrete GPU's watchdog) and
+/// one loop's iterations: lavapipe (Mesa 22.3.6) silently leaves a loop
+/// after 65535 iterations, nested loops counted together (sha256.comp).
+pub const BLOCKS_PER_DISPATCH: u32 = 16384;
 
 /// One dispatch of a message's hash: whole data blocks `first_block ..
 /// first_block + blocks` (clipped to the data), then with `last` the tail,
@@ -461,7 +463,9 @@ mod tests {
 
     #[test]
     fn split_dispatches_equal_one_long_one() {
-        let data: Vec<u32> = (0..5000u32).map(|i| i.wrapping_mul(0x9E37_79B9)).collect();
+        let data: Vec<u32> = (0..300_000u32)
+            .map(|i| i.wrapping_mul(0x9E37_79B9))
+            .collect();
         let header = [0x20u8; 128];
         let state = midstate(&header);
         let whole = sha256_npy_dispatch(
