@@ -25,7 +25,6 @@ const OP_F_MOD: u32 = 141;
 // rounding are the device's choice.
 const OPS_VECTOR_MATRIX: std::ops::RangeInclusive<u32> = 142..=147;
 const OP_DOT: u32 = 148;
-const OP_ATOMIC_I_ADD: u32 = 234;
 
 const DECORATION_NO_CONTRACTION: u32 = 42;
 
@@ -160,15 +159,7 @@ pub fn check(words: &[u32], variant: Variant) -> Result<SpirvFacts, SpirvError> 
                 )))
             }
             OP_DOT => return Err(SpirvError::Forbidden("OpDot".into())),
-            // The one atomic allowed: integer add (OpAtomicIAdd is integer
-            // only; float atomic add is OpAtomicFAddEXT, 6035, refused
-            // below). It is exact, and sha256_npy needs it to take its
-            // digest slot from a counter. Its returned value depends only on
-            // how many adds ran before it, which the host orders (that
-            // kernel is dispatched 1x1x1, dispatches separated by barriers),
-            // never on the float model, which is what this check is about.
-            OP_ATOMIC_I_ADD => {}
-            // Other atomics (core, flag and float-atomic extensions), group,
+            // Atomics (core, flag and float-atomic extensions), group,
             // subgroup and AMD group operations, cooperative matrices (KHR, NV).
             227..=242
             | 318

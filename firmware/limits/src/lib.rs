@@ -50,6 +50,12 @@ pub const DEVICE_WAIT_TIMEOUT_NS: u64 = 600 * 1_000_000_000;
 /// within a few batches' time.
 pub const RESIDENT_BATCH_OPS: usize = 256;
 
+/// Bytes of the device buffer a resident run copies op outputs into so that
+/// their trace hashes run side by side (one invocation per output, many at
+/// once): fixed device memory, like the staging buffers. Outputs over
+/// 1 MiB are hashed where they lie instead.
+pub const RESIDENT_HASH_ARENA_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Largest encoded program (JSON or postcard) the program decoders accept.
 pub const MAX_PROGRAM_BYTES: usize = 4 * 1024 * 1024;
 

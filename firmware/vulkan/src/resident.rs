@@ -24,8 +24,10 @@ use crate::backend::{barrier, mapped, Buffer, VulkanBackend};
 use crate::error::vk_err;
 use crate::plan::{plan, Slot};
 
-/// The trace-hash kernel of the bundle.
+/// The trace-hash kernels of the bundle: one message where it lies, and
+/// many messages from the arena side by side.
 const HASH_KERNEL: &str = "sha256_npy";
+const HASH_MANY_KERNEL: &str = "sha256_npy_many";
 /// Descriptor sets per descriptor pool (and four storage descriptors each).
 const SETS_PER_POOL: u32 = 256;
 
@@ -68,10 +70,21 @@ pub(crate) struct Session {
     pool: BTreeMap<u64, Vec<Buffer>>,
     /// Host-visible: the digests of one batch, 8 words each.
     digests: Buffer,
-    /// One word: the next digest slot (atomicAdd in the kernel), zeroed at
-    /// the start of every batch.
+    /// One word: the slot the next digests are placed after (a replayed
+    /// body advances it by its digest count), zeroed at the start of every
+    /// batch.
     counter: Buffer,
     capacity: usize,
+    /// Device buffer the outputs to hash are copied into, and the
+    /// host-visible table of those messages (`capacity` entries).
+    arena: Buffer,
+    arena_words: u32,
+    table: Buffer,
+    /// Words of the arena used, and the messages in it not yet hashed.
+    arena_used: u32,
+    arena_messages: Vec<sha256::Message>,
+    /// Table entries written since the batch (or body) began.
+    table_used: usize,
     batch_pool: vk::CommandPool,
     /// Command buffers allocated from `batch_pool`; the first `batch_used`
     /// are this batch's.
@@ -312,6 +325,37 @@ impl VulkanBackend {
         Ok(())
     }
 
+    /// Records the hashes of the messages in the arena: their table
+    /// entries, shortest first (a workgroup's invocations then run equal
+    /// loops), and one `sha256_npy_many` dispatch.
+    fn hash_arena(&mut self, s: &mut Session, cb: vk::CommandBuffer) -> Result<(), BackendError> {
+        if s.arena_messages.is_empty() {
+            return Ok(());
+        }
+        let mut messages = std::mem::take(&mut s.arena_messages);
+        messages.sort_by_key(|m| m.data_words);
+        let first = s.table_used;
+        assert!(
+            first + messages.len() <= s.capacity,
+            "a batch's messages fit the table (one per digest)"
+        );
+        let table = mapped(&mut s.table)?;
+        for (i, m) in messages.iter().enumerate() {
+            let at = (first + i) * sha256::TABLE_WORDS * 4;
+            for (j, w) in m.to_words().iter().enumerate() {
+                table[at + 4 * j..at + 4 * j + 4].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        let count = messages.len() as u32;
+        let push = sha256::many_push_constants(first as u32, count, 0);
+        let buffers = [s.arena.raw, s.digests.raw, s.counter.raw, s.table.raw];
+        let groups = count.div_ceil(sha256::MANY_WORKGROUP);
+        self.record_dispatch(s, cb, HASH_MANY_KERNEL, &buffers, &push, [groups, 1, 1])?;
+        s.table_used += messages.len();
+        s.arena_used = 0;
+        Ok(())
+    }
+
     fn return_buffer(s: &mut Session, b: Buffer) {
         s.pool.entry(b.bytes).or_default().push(b);
     }
@@ -371,6 +415,8 @@ pub(crate) fn end(b: &mut VulkanBackend) {
     }
     b.destroy_buffer(s.digests);
     b.destroy_buffer(s.counter);
+    b.destroy_buffer(s.arena);
+    b.destroy_buffer(s.table);
 }
 
 impl Resident for VulkanBackend {
@@ -396,6 +442,33 @@ impl Resident for VulkanBackend {
                 return Err(e);
             }
         };
+        self.ensure_pipeline(HASH_MANY_KERNEL)?;
+        let arena_words = (lockstep_limits::RESIDENT_HASH_ARENA_BYTES / 4) as usize;
+        assert!(arena_words >= sha256::MANY_MESSAGE_MAX_WORDS as usize);
+        let storage = vk::BufferUsageFlags::STORAGE_BUFFER | vk::BufferUsageFlags::TRANSFER_DST;
+        let arena =
+            match self.create_buffer(arena_words, storage, MemoryLocation::GpuOnly, "hash arena") {
+                Ok(a) => a,
+                Err(e) => {
+                    self.destroy_buffer(digests);
+                    self.destroy_buffer(counter);
+                    return Err(e);
+                }
+            };
+        let table = match self.create_buffer(
+            capacity * sha256::TABLE_WORDS,
+            vk::BufferUsageFlags::STORAGE_BUFFER,
+            MemoryLocation::CpuToGpu,
+            "hash table",
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                self.destroy_buffer(digests);
+                self.destroy_buffer(counter);
+                self.destroy_buffer(arena);
+                return Err(e);
+            }
+        };
         let pools = create_pool(self, "starting a resident session").and_then(|batch| {
             match create_pool(self, "starting a resident session") {
                 Ok(body) => Ok((batch, body)),
@@ -411,10 +484,18 @@ impl Resident for VulkanBackend {
             Err(e) => {
                 self.destroy_buffer(digests);
                 self.destroy_buffer(counter);
+                self.destroy_buffer(arena);
+                self.destroy_buffer(table);
                 return Err(e);
             }
         };
         self.session = Some(Session {
+            arena,
+            arena_words: arena_words as u32,
+            table,
+            arena_used: 0,
+            arena_messages: Vec::new(),
+            table_used: 0,
             next_id: 0,
             live: BTreeMap::new(),
             pool: BTreeMap::new(),
@@ -515,19 +596,54 @@ impl Resident for VulkanBackend {
             let len: usize = held.shape.iter().product();
             let state = sha256::midstate(&header);
             let data = held.buffer.raw;
-            let in_batch = s.recording.is_none();
-            if in_batch && s.hashes >= s.capacity {
+            let rel = match &s.recording {
+                Some(r) => r.hashes,
+                None => s.hashes,
+            };
+            if s.recording.is_none() && s.hashes >= s.capacity {
                 return Err(misuse(
                     "more digests in one batch than the session was sized for",
                 ));
             }
             let cb = b.target_cb(s)?;
-            let buffers = [data, s.digests.raw, s.counter.raw];
-            // A long tensor takes several dispatches (sha256.rs,
-            // BLOCKS_PER_DISPATCH), each continuing from the last.
-            for d in sha256::dispatches(len as u32) {
-                let push = sha256::push_constants(state, header.len() as u32, len as u32, d);
-                b.record_dispatch(s, cb, HASH_KERNEL, &buffers, &push, [1, 1, 1])?;
+            if len <= sha256::MANY_MESSAGE_MAX_WORDS as usize {
+                // Copied into the arena now (the buffer may back another
+                // tensor right after), hashed with its neighbours later.
+                if s.arena_used as usize + len > s.arena_words as usize {
+                    b.hash_arena(s, cb)?;
+                }
+                if len > 0 {
+                    let region = vk::BufferCopy {
+                        src_offset: 0,
+                        dst_offset: u64::from(s.arena_used) * 4,
+                        size: len as u64 * 4,
+                    };
+                    // SAFETY: both buffers are live; the region lies in both.
+                    unsafe { b.device.cmd_copy_buffer(cb, data, s.arena.raw, &[region]) };
+                    full_barrier(&b.device, cb);
+                }
+                s.arena_messages.push(sha256::Message {
+                    offset_words: s.arena_used,
+                    data_words: len as u32,
+                    header_bytes: header.len() as u32,
+                    rel: rel as u32,
+                    state,
+                });
+                s.arena_used += len as u32;
+            } else {
+                // A long tensor: hashed where it lies, over several
+                // dispatches (sha256.rs, BLOCKS_PER_DISPATCH).
+                let buffers = [data, s.digests.raw, s.counter.raw];
+                for d in sha256::dispatches(len as u32) {
+                    let push = sha256::push_constants(
+                        state,
+                        header.len() as u32,
+                        len as u32,
+                        d,
+                        rel as u32,
+                    );
+                    b.record_dispatch(s, cb, HASH_KERNEL, &buffers, &push, [1, 1, 1])?;
+                }
             }
             match &mut s.recording {
                 Some(r) => r.hashes += 1,
@@ -557,6 +673,9 @@ impl Resident for VulkanBackend {
         self.with_session(|b, s| {
             if s.recording.is_some() {
                 return Err(misuse("a body is already being recorded"));
+            }
+            if s.open.is_some() || !s.submit.is_empty() || !s.arena_messages.is_empty() {
+                return Err(misuse("begin_body before the recorded work was flushed"));
             }
             let info = vk::CommandBufferAllocateInfo::default()
                 .command_pool(s.body_pool)
@@ -593,7 +712,10 @@ impl Resident for VulkanBackend {
                 .recording
                 .as_ref()
                 .ok_or_else(|| misuse("end_body without begin_body"))?;
-            let cb = r.cb;
+            let (cb, hashes) = (r.cb, r.hashes);
+            // This iteration's outputs in the arena are hashed before the
+            // carried tensors move.
+            b.hash_arena(s, cb)?;
             for (last, first) in carry {
                 let (Some(src), Some(dst)) = (s.live.get(&last.raw()), s.live.get(&first.raw()))
                 else {
@@ -610,6 +732,12 @@ impl Resident for VulkanBackend {
                         .cmd_copy_buffer(cb, src.buffer.raw, dst.buffer.raw, &[region])
                 };
                 full_barrier(&b.device, cb);
+            }
+            if hashes > 0 {
+                // The next iteration's digests go after this one's.
+                let push = sha256::many_push_constants(0, 0, hashes as u32);
+                let buffers = [s.arena.raw, s.digests.raw, s.counter.raw, s.table.raw];
+                b.record_dispatch(s, cb, HASH_MANY_KERNEL, &buffers, &push, [1, 1, 1])?;
             }
             // SAFETY: recording state.
             unsafe { b.device.end_command_buffer(cb) }
@@ -690,6 +818,7 @@ impl Resident for VulkanBackend {
                 return Ok(Vec::new());
             }
             let cb = b.target_cb(s)?;
+            b.hash_arena(s, cb)?;
             // The digests are read by the host after the fence.
             barrier(
                 &b.device,
@@ -740,6 +869,7 @@ impl Resident for VulkanBackend {
                     .map_err(|r| vk_err("vkResetCommandPool", doing, r))?;
             }
             s.batch_used = 0;
+            s.table_used = 0;
             let mut sets = std::mem::take(&mut s.batch_sets);
             b.destroy_sets(&mut sets);
             let words = mapped(&mut s.digests)?;

@@ -311,9 +311,11 @@ fn the_mlps_device_memory_stays_near_its_live_tensor_peak() {
     let fixed = vk.peak_device_bytes().unwrap();
     let report = run(&mut vk, &v, &BTreeMap::new(), false);
     let peak = vk.peak_device_bytes().unwrap();
-    let digests = 32 * lockstep_limits::RESIDENT_BATCH_OPS as u64 + 4;
+    // Fixed too: the digests and counter, the hash arena and its table.
+    let batch = lockstep_limits::RESIDENT_BATCH_OPS as u64;
+    let digests = 32 * batch + 4 + lockstep_limits::RESIDENT_HASH_ARENA_BYTES + 48 * batch;
     eprintln!(
-        "mlp: device peak {} bytes = staging {} + digests {} + {} for tensors; validated live peak {}",
+        "mlp: device peak {} bytes = staging {} + digests, arena and table {} + {} for tensors; validated live peak {}",
         peak,
         fixed,
         digests,

@@ -12,29 +12,56 @@
 // still included because every binary of the bundle must declare the
 // float-controls execution modes of its variant (spirv.rs checks them).
 //
-// One invocation hashes one message; dispatched 1x1x1, and a long message
-// over several dispatches: each compresses at most BLOCKS_PER_DISPATCH
-// (sha256.rs) whole data blocks, from the host's midstate (the first) or
-// from the state the previous one left in the message's digest slot, and
-// the last one also pads and finalises. That bounds one dispatch's time (a
-// discrete GPU's watchdog) and one loop's iterations (lavapipe's limit,
-// below). The digest's slot is the counter's value; the last dispatch takes
-// it with atomicAdd (the only atomic the static check allows, see
-// spirv.rs), so digests come out in execution order, and the host resets
-// the counter to 0 at the start of each batch. Dispatches are ordered by
-// barriers, so the earlier ones read the counter plainly.
+// Two kernels from this source (manifest "defines"):
+// - sha256_npy (no define): one invocation hashes one message in place,
+//   dispatched 1x1x1; a long message over several dispatches, each
+//   compressing at most BLOCKS_PER_DISPATCH (sha256.rs) whole data blocks,
+//   from the host's midstate (the first) or from the state the previous one
+//   left in the message's digest slot; the last one pads and finalises.
+//   That bounds one dispatch's time (a discrete GPU's watchdog) and one
+//   loop's iterations (lavapipe's limit, below).
+// - sha256_npy_many (MANY): the messages of a table, one invocation each,
+//   8 to a workgroup, over an arena buffer the host copied them into (each
+//   at most BLOCKS_PER_DISPATCH blocks): a message's hash is sequential, so
+//   the parallelism is across messages. The host sorts the table by length,
+//   so the invocations of a workgroup run equal loops side by side. With
+//   `advance` set it only adds `advance` to the counter.
+// A digest's slot is the counter's value plus the message's place `rel`
+// (its place in the batch, or in a repeat body: a replayed body ends with
+// an advance by its digest count), so digests land in execution order
+// whichever invocation computes them; the host zeroes the counter at the
+// start of each batch. Barriers order every dispatch, and no atomics are
+// needed.
 #extension GL_GOOGLE_include_directive : require
 #include "float_model.glsl"
 
+#ifdef MANY
+layout(local_size_x = 8, local_size_y = 1, local_size_z = 1) in;
+#else
 layout(local_size_x = 1, local_size_y = 1, local_size_z = 1) in;
+#endif
 
-// The tensor's elements as raw 32-bit words. With data_words = 0 this may be
-// a 4-byte dummy buffer, which is then never read.
+// The data as raw 32-bit words: one tensor (sha256_npy; with data_words = 0
+// it may be a 4-byte dummy buffer, which is then never read), or the arena
+// of copied tensors (sha256_npy_many).
 layout(std430, set = 0, binding = 0) readonly buffer Data_ { uint data[]; };
 // Final state words H0..H7 of each message at digests[slot * 8 + 0..8].
 layout(std430, set = 0, binding = 1) buffer Digests_ { uint digests[]; };
 layout(std430, set = 0, binding = 2) buffer Counter_ { uint next; };
 
+#ifdef MANY
+// 12 words per message: arena offset (words), data words, header bytes,
+// rel, then the 8 words of the midstate (sha256.rs, `Message::to_words`).
+layout(std430, set = 0, binding = 3) readonly buffer Table_ { uint table[]; };
+
+layout(push_constant) uniform Params {
+    // The table's messages first .. first + count.
+    uint first;
+    uint count;
+    // Nonzero: add it to the counter and hash nothing.
+    uint advance;
+} pc;
+#else
 layout(push_constant) uniform Params {
     // The SHA-256 state after the header blocks (compressed on the host).
     uint state[8];
@@ -49,7 +76,10 @@ layout(push_constant) uniform Params {
     uint blocks;
     // 1 for the message's last dispatch: the tail, padding and digest.
     uint last;
+    // The digest's place after the counter's value.
+    uint rel;
 } pc;
+#endif
 
 // SHA-256 round constants (FIPS 180-4, 4.2.2).
 const uint K[64] = uint[64](
@@ -141,49 +171,41 @@ void compress(inout uint h[8], uint block[16]) {
 #define LOAD(i) block[i] = bswap(data[base + i]);
 #define LOAD4(i) LOAD(i) LOAD(i + 1) LOAD(i + 2) LOAD(i + 3)
 
-void main() {
-    uint slot = next;
-    uint h[8];
-    for (uint i = 0u; i < 8u; i++) {
-        h[i] = pc.first_block == 0u ? pc.state[i] : digests[slot * 8u + i];
-    }
+// Compresses whole data blocks first .. end of the message at word `off`.
+void whole_blocks(inout uint h[8], uint off, uint first, uint end) {
     uint block[16];
-
-    // This dispatch's whole 16-word blocks of data.
-    uint full = pc.data_words / 16u;
-    uint end = min(pc.first_block + pc.blocks, full);
-    for (uint blk = pc.first_block; blk < end; blk++) {
-        uint base = blk * 16u;
+    for (uint blk = first; blk < end; blk++) {
+        uint base = off + blk * 16u;
         LOAD4(0) LOAD4(4) LOAD4(8) LOAD4(12)
         compress(h, block);
     }
-    if (pc.last == 0u) {
-        // The next dispatch of this message continues from here.
-        for (uint i = 0u; i < 8u; i++) {
-            digests[slot * 8u + i] = h[i];
-        }
-        return;
-    }
+}
 
+// The tail and padding of a message of data_words words at word `off`,
+// after a header of header_bytes bytes.
+void finish(inout uint h[8], uint off, uint data_words, uint header_bytes) {
+    uint block[16];
+    uint full = data_words / 16u;
     // The message length in bits, header_bytes + 4 * data_words bytes times
     // 8, as a 64-bit number in two words (no Int64 capability): it passes
     // 2^32 bits from 512 MiB on. header_bytes < 2^32 here, so its high word
     // is 0 (the CPU twin also takes a high word).
-    uint bytes_lo = pc.header_bytes + (pc.data_words << 2u);
-    uint carry = bytes_lo < pc.header_bytes ? 1u : 0u;
-    uint bytes_hi = (pc.data_words >> 30u) + carry;
+    uint bytes_lo = header_bytes + (data_words << 2u);
+    uint carry = bytes_lo < header_bytes ? 1u : 0u;
+    uint bytes_hi = (data_words >> 30u) + carry;
     uint bits_hi = (bytes_hi << 3u) | (bytes_lo >> 29u);
     uint bits_lo = bytes_lo << 3u;
 
-    // The last, partial block: the rem < 16 remaining data words (the data
-    // are only read behind the bound, so an empty Data buffer is never
-    // touched), the 1 bit right after them (data are whole words, so that is
-    // the word 0x80000000), zeros, and the length in words 14 and 15.
-    uint rem = pc.data_words - full * 16u;
+    // The last, partial block (the loops from here on run 48 iterations in
+    // all): the rem < 16 remaining data words (read only where i < rem, so
+    // an empty Data buffer is never touched), the 1 bit right after them
+    // (data are whole words, so that is the word 0x80000000), zeros, and the
+    // length in words 14 and 15.
+    uint rem = data_words - full * 16u;
     for (uint i = 0u; i < 16u; i++) {
         block[i] = 0u;
         if (i < rem) {
-            block[i] = bswap(data[full * 16u + i]);
+            block[i] = bswap(data[off + full * 16u + i]);
         }
     }
     block[rem] = 0x80000000u;
@@ -198,9 +220,51 @@ void main() {
     block[14] = bits_hi;
     block[15] = bits_lo;
     compress(h, block);
+}
 
-    slot = atomicAdd(next, 1u);
+#ifdef MANY
+void main() {
+    uint i = gl_GlobalInvocationID.x;
+    if (pc.advance != 0u) {
+        if (i == 0u) {
+            next += pc.advance;
+        }
+        return;
+    }
+    if (i >= pc.count) {
+        return;
+    }
+    uint e = (pc.first + i) * 12u;
+    uint off = table[e];
+    uint data_words = table[e + 1u];
+    uint header_bytes = table[e + 2u];
+    uint slot = next + table[e + 3u];
+    uint h[8];
+    for (uint k = 0u; k < 8u; k++) {
+        h[k] = table[e + 4u + k];
+    }
+    whole_blocks(h, off, 0u, data_words / 16u);
+    finish(h, off, data_words, header_bytes);
+    for (uint k = 0u; k < 8u; k++) {
+        digests[slot * 8u + k] = h[k];
+    }
+}
+#else
+void main() {
+    uint slot = next + pc.rel;
+    uint h[8];
+    for (uint i = 0u; i < 8u; i++) {
+        h[i] = pc.first_block == 0u ? pc.state[i] : digests[slot * 8u + i];
+    }
+    // This dispatch's whole 16-word blocks of data.
+    uint full = pc.data_words / 16u;
+    whole_blocks(h, 0u, pc.first_block, min(pc.first_block + pc.blocks, full));
+    if (pc.last != 0u) {
+        finish(h, 0u, pc.data_words, pc.header_bytes);
+    }
+    // The final digest, or the state the next dispatch continues from.
     for (uint i = 0u; i < 8u; i++) {
         digests[slot * 8u + i] = h[i];
     }
 }
+#endif

@@ -242,24 +242,92 @@ pub fn digest_bytes(state: &[u32; 8]) -> [u8; 32] {
     out
 }
 
-/// The push-constant words of one dispatch: state[8], header_bytes,
-/// data_words, first_block, blocks, last (the manifest's `state0`..`state7`,
-/// `header_bytes`, `data_words`, `first_block`, `blocks`, `last`, at offsets
-/// 0..52).
+/// The push-constant words of one `sha256_npy` dispatch: state[8],
+/// header_bytes, data_words, first_block, blocks, last, rel (the manifest's
+/// `state0`..`state7`, `header_bytes`, `data_words`, `first_block`,
+/// `blocks`, `last`, `rel`, at offsets 0..56). `rel` is the digest's place
+/// after the counter's value.
 pub fn push_constants(
     state: [u32; 8],
     header_bytes: u32,
     data_words: u32,
     d: Dispatch,
-) -> [u32; 13] {
-    let mut pc = [0u32; 13];
+    rel: u32,
+) -> [u32; 14] {
+    let mut pc = [0u32; 14];
     pc[..8].copy_from_slice(&state);
     pc[8] = header_bytes;
     pc[9] = data_words;
     pc[10] = d.first_block;
     pc[11] = d.blocks;
     pc[12] = u32::from(d.last);
+    pc[13] = rel;
     pc
+}
+
+/// Invocations per workgroup of `sha256_npy_many`.
+pub const MANY_WORKGROUP: u32 = 8;
+
+/// The longest message `sha256_npy_many` takes, in data words: one
+/// dispatch's worth (longer ones go through `sha256_npy`).
+pub const MANY_MESSAGE_MAX_WORDS: u32 = BLOCKS_PER_DISPATCH * 16;
+
+/// Words per message in `sha256_npy_many`'s table.
+pub const TABLE_WORDS: usize = 12;
+
+/// One message of `sha256_npy_many`'s table: data words at `offset_words`
+/// in the arena, after a header whose blocks compressed to `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message {
+    pub offset_words: u32,
+    pub data_words: u32,
+    pub header_bytes: u32,
+    /// The digest's place after the counter's value.
+    pub rel: u32,
+    pub state: [u32; 8],
+}
+
+impl Message {
+    /// The table words, in the order the kernel reads them.
+    pub fn to_words(&self) -> [u32; TABLE_WORDS] {
+        let mut w = [0u32; TABLE_WORDS];
+        w[0] = self.offset_words;
+        w[1] = self.data_words;
+        w[2] = self.header_bytes;
+        w[3] = self.rel;
+        w[4..].copy_from_slice(&self.state);
+        w
+    }
+}
+
+/// What one invocation of `sha256_npy_many` computes (its `main()`): the
+/// message's whole blocks from the arena, then its tail and padding.
+/// Panics if the message does not lie in `arena` or is longer than
+/// [`MANY_MESSAGE_MAX_WORDS`].
+pub fn hash_message(arena: &[u32], m: &Message) -> [u32; 8] {
+    assert!(
+        m.data_words <= MANY_MESSAGE_MAX_WORDS,
+        "a message of one dispatch"
+    );
+    let start = m.offset_words as usize;
+    let data = &arena[start..start + m.data_words as usize];
+    sha256_npy_dispatch(
+        m.state,
+        u64::from(m.header_bytes),
+        data,
+        Dispatch {
+            first_block: 0,
+            blocks: BLOCKS_PER_DISPATCH,
+            last: true,
+        },
+    )
+}
+
+/// The push-constant words of one `sha256_npy_many` dispatch: the table's
+/// messages `first .. first + count`, or with `advance` nonzero only that
+/// increment of the counter.
+pub fn many_push_constants(first: u32, count: u32, advance: u32) -> [u32; 3] {
+    [first, count, advance]
 }
 
 #[cfg(test)]
@@ -426,8 +494,42 @@ mod tests {
             blocks: 256,
             last: true,
         };
-        let pc = push_constants([1, 2, 3, 4, 5, 6, 7, 8], 128, 9, d);
-        assert_eq!(pc, [1, 2, 3, 4, 5, 6, 7, 8, 128, 9, 512, 256, 1]);
+        let pc = push_constants([1, 2, 3, 4, 5, 6, 7, 8], 128, 9, d, 77);
+        assert_eq!(pc, [1, 2, 3, 4, 5, 6, 7, 8, 128, 9, 512, 256, 1, 77]);
+        assert_eq!(many_push_constants(3, 4, 0), [3, 4, 0]);
+    }
+
+    #[test]
+    fn messages_from_an_arena_equal_sha2() {
+        // Three tensors packed one after another, as the device's arena
+        // holds them, with headers of different lengths.
+        let lens = [0usize, 13, 16 * 40 + 7];
+        let mut arena = Vec::new();
+        let mut messages = Vec::new();
+        for (i, &n) in lens.iter().enumerate() {
+            let header = vec![b'a' + i as u8; 64 * (i + 1)];
+            let data: Vec<u32> = (0..n as u32)
+                .map(|x| x.wrapping_mul(2_654_435_761) ^ i as u32)
+                .collect();
+            let m = Message {
+                offset_words: arena.len() as u32,
+                data_words: n as u32,
+                header_bytes: header.len() as u32,
+                rel: i as u32,
+                state: midstate(&header),
+            };
+            let w = m.to_words();
+            assert_eq!(
+                &w[..4],
+                &[m.offset_words, m.data_words, m.header_bytes, m.rel]
+            );
+            assert_eq!(&w[4..], &m.state);
+            arena.extend_from_slice(&data);
+            messages.push((m, sha2_of(&header, &data)));
+        }
+        for (m, want) in &messages {
+            assert_eq!(digest_bytes(&hash_message(&arena, m)), *want);
+        }
     }
 
     #[test]
