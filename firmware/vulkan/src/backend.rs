@@ -27,7 +27,13 @@ use crate::instance::{DeviceInfo, Instance, OpenMode};
 /// its fingerprint (trace.json, `lockstep exec`, certification reports), so
 /// that nothing it writes can pass for a conforming Vulkan run.
 pub const CROSS_IMPLEMENTATION_TEST_BACKEND: &str = "vulkan-cross-implementation-test";
-use crate::plan::{plan, probe_plan, MatmulKernels, Plan, Slot, Target};
+use crate::plan::{longest_loop, plan, probe_plan, MatmulKernels, Plan, Slot, Target};
+
+/// VK_DRIVER_ID_MESA_LLVMPIPE (lavapipe).
+const LLVMPIPE_DRIVER_ID: u32 = 13;
+/// The most iterations lavapipe runs of one loop (nested loops counted
+/// together): LP_MAX_TGSI_LOOP_ITERATIONS in Mesa's gallivm.
+const LLVMPIPE_LOOP_ITERATIONS_MAX: u64 = 65535;
 
 /// A pipeline built from one verified kernel of the bundle.
 pub(crate) struct KernelPipeline {
@@ -326,6 +332,7 @@ impl VulkanBackend {
     ) -> Result<(Tensor, Vec<Duration>), BackendError> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
         let plan = plan(op, &shapes, self.target)?;
+        self.check_loops(&plan)?;
         let out_len: usize = plan.out_shape.iter().product();
         if plan.dispatches.is_empty() {
             let t = Tensor::new(plan.out_shape.clone(), vec![0.0; out_len])
@@ -341,6 +348,31 @@ impl VulkanBackend {
         let t = Tensor::new(plan.out_shape, data)
             .expect("Op::output_shape keeps outputs within the tensor bound");
         Ok((t, times))
+    }
+
+    /// Refuses a plan whose kernels would loop longer than the device runs
+    /// loops correctly: lavapipe (Mesa's llvmpipe) leaves any loop after
+    /// 65535 iterations, nested ones counted together, and returns wrong
+    /// bits without an error (measured on Mesa 22.3.6: a matmul with k =
+    /// 65536 and a softmax_rows over 21845 columns). A typed refusal here
+    /// instead: the CPU reference runs such an op.
+    pub(crate) fn check_loops(&self, plan: &Plan) -> Result<(), BackendError> {
+        if self.info.driver_id != LLVMPIPE_DRIVER_ID {
+            return Ok(());
+        }
+        let needed = longest_loop(plan);
+        if needed > LLVMPIPE_LOOP_ITERATIONS_MAX {
+            return Err(BackendError::UnsupportedLimit {
+                what: format!(
+                    "loop iterations in one kernel invocation ({} leaves a loop after {} \
+                     and computes wrong bits; run this op on the CPU reference)",
+                    self.info.name, LLVMPIPE_LOOP_ITERATIONS_MAX
+                ),
+                needed,
+                limit: LLVMPIPE_LOOP_ITERATIONS_MAX,
+            });
+        }
+        Ok(())
     }
 
     fn execute(

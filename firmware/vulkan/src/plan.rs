@@ -60,6 +60,53 @@ pub(crate) struct Plan {
     pub dispatches: Vec<Dispatch>,
 }
 
+/// The row kernels (rows.comp): one invocation walks its row in at most
+/// four passes over the row's n elements.
+const ROW_KERNELS: &[&str] = &[
+    "argmax_rows",
+    "cross_entropy_backward",
+    "cross_entropy_rows",
+    "layernorm_backward",
+    "layernorm_dy_xhat",
+    "layernorm_rows",
+    "log_softmax_rows",
+    "softmax_rows",
+];
+const ROW_PASSES: u64 = 4;
+
+/// An upper bound on the loop iterations one invocation of `plan` runs in
+/// its loops whose length depends on the operands: the direct matmul's k
+/// loop and a row kernel's passes over n, times the grid-stride passes of
+/// a clamped dispatch. (The other kernels' loops have constant bounds, or
+/// grid-stride counts far below this at any tensor size the limits allow.)
+/// lavapipe leaves any loop after 65535 iterations, nested ones counted
+/// together, and computes wrong bits without an error; the backend refuses
+/// a plan over that bound there.
+pub(crate) fn longest_loop(plan: &Plan) -> u64 {
+    let up = |a: u64, b: u64| a.div_ceil(b.max(1));
+    plan.dispatches
+        .iter()
+        .map(|d| {
+            let g = |i: usize| u64::from(d.groups[i]);
+            let w = |i: usize| u64::from(d.push.get(i).copied().unwrap_or(0));
+            match d.kernel {
+                "matmul" | "matmul_tn" | "matmul_nt" => {
+                    let (m, n, k) = (w(0), w(1), w(2));
+                    let passes = up(up(m, MATMUL_TILE_M as u64), g(1))
+                        * up(up(n, MATMUL_TILE_N as u64), g(0));
+                    k * passes
+                }
+                name if ROW_KERNELS.contains(&name) => {
+                    let (m, n) = (w(0), w(1));
+                    ROW_PASSES * n * up(m, g(0) * ROWS_WORKGROUP as u64)
+                }
+                _ => 0,
+            }
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Workgroup counts are clamped to the device's limits; the kernels
 /// grid-stride over whatever the dispatch does not cover, computing each
 /// output exactly as they would in a larger dispatch.
@@ -320,6 +367,24 @@ mod tests {
         max_groups: [65535, 65535, 65535],
         matmul: MatmulKernels::Direct,
     };
+
+    #[test]
+    fn longest_loop_counts_k_row_passes_and_grid_stride() {
+        let mm = Op::Matmul(Transpose::None);
+        assert_eq!(longest_loop(&plan(&mm, &[&[1, 100], &[100, 1]], BIG).unwrap()), 100);
+        // Clamped to one workgroup each way: every tile in one invocation.
+        let one = Target {
+            max_groups: [1, 1, 1],
+            ..BIG
+        };
+        let p = plan(&mm, &[&[64, 100], &[100, 1024]], one).unwrap();
+        assert_eq!(longest_loop(&p), 100 * (64 / 16) * (1024 / 256));
+        let p = plan(&Op::SoftmaxRows, &[&[2, 5000]], BIG).unwrap();
+        assert_eq!(longest_loop(&p), 4 * 5000);
+        // Sums are chunked: their loops are short whatever the length.
+        let p = plan(&Op::SumRows, &[&[3, 100_000]], BIG).unwrap();
+        assert_eq!(longest_loop(&p), 0);
+    }
 
     #[test]
     fn long_rows_take_tree_passes() {

@@ -542,6 +542,7 @@ impl Resident for VulkanBackend {
             }
             let shape_refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
             let p = plan(op, &shape_refs, b.target)?;
+            b.check_loops(&p)?;
             let out_len: usize = p.out_shape.iter().product();
             let cb = b.target_cb(s)?;
             let output = b.take_buffer(s, out_len)?;

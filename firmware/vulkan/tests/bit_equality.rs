@@ -6,7 +6,7 @@
 //! LOCKSTEP_SKIP_VULKAN_TESTS=1 says to skip them (for machines without
 //! Mesa; CI never sets it).
 
-use lockstep_backend::{Backend, CpuBackend, Op};
+use lockstep_backend::{Backend, BackendError, CpuBackend, Op};
 use lockstep_kernels::Bundle;
 use lockstep_tensor::{Fill, Tensor};
 use lockstep_vulkan::{MatmulKernels, VulkanBackend};
@@ -507,6 +507,47 @@ fn random_ops_are_bit_identical() {
                 .collect();
             let o = Op::parse(name, &attrs).unwrap();
             assert_same_on(&mut vk, &o, &[], &format!("shape {shape} seed {seed}"));
+        }
+    }
+}
+
+/// lavapipe leaves a loop after 65535 iterations and returns wrong bits:
+/// the backend refuses such an op there, with a typed limit, and runs the
+/// longest one under the bound bit-identically.
+#[test]
+fn lavapipe_refuses_loops_it_would_cut_short() {
+    let Some(mut vk) = vulkan() else { return };
+    if vk.device_info().driver_id != 13 {
+        eprintln!("not lavapipe: no loop limit to test");
+        return;
+    }
+    let cases: [(&str, Vec<Vec<usize>>, Vec<Vec<usize>>); 2] = [
+        (
+            "matmul",
+            vec![vec![1, 65535], vec![65535, 1]],
+            vec![vec![1, 65536], vec![65536, 1]],
+        ),
+        ("softmax_rows", vec![vec![2, 16383]], vec![vec![2, 16384]]),
+    ];
+    for (name, fits, too_long) in cases {
+        assert_same(&mut vk, &op(name), &fits, 7, Fill::Uniform);
+        let inputs: Vec<Tensor> = too_long
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Tensor::filled(s.clone(), i as u64, Fill::Uniform).unwrap())
+            .collect();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        match vk.run(&op(name), &refs) {
+            Err(BackendError::UnsupportedLimit { needed, limit, .. }) => {
+                assert!(
+                    needed > limit && limit == 65535,
+                    "{name}: {needed} > {limit}"
+                )
+            }
+            other => panic!(
+                "{name}: expected a loop-limit refusal, got {:?}",
+                other.map(|t| t.shape_string())
+            ),
         }
     }
 }
