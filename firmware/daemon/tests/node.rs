@@ -696,3 +696,50 @@ fn a_sealed_node_states_its_key_protection() {
     assert!(dir.path().join("r.json.eip712").exists());
     assert!(!dir.path().join("state/device.key").exists());
 }
+
+/// A node that retains nothing runs jobs resident on its device (no observer
+/// needs the intermediate tensors): its receipt commits to the same trace
+/// root as the CPU reference's, repeat body replays included.
+#[test]
+fn a_node_without_retention_runs_resident_with_the_same_root() {
+    if !vulkan_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start(
+        &dir.path().join("state"),
+        "vulkan",
+        &["--retention-bytes", "0"],
+    );
+    let program = examples().join("mlp-train.json");
+    let receipt = dir.path().join("r.json");
+    let o = lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(&receipt),
+        "exec",
+        s(&program),
+        "--out-dir",
+        s(&dir.path().join("remote")),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let local = dir.path().join("local");
+    let o = lockstep(&[
+        "exec",
+        s(&program),
+        "--out-dir",
+        s(&local),
+        "--backend",
+        "cpu",
+        "-q",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("trace.json")).unwrap()).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    assert_eq!(r["trace_root"], trace["root"]);
+}

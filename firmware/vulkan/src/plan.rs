@@ -371,7 +371,10 @@ mod tests {
     #[test]
     fn longest_loop_counts_k_row_passes_and_grid_stride() {
         let mm = Op::Matmul(Transpose::None);
-        assert_eq!(longest_loop(&plan(&mm, &[&[1, 100], &[100, 1]], BIG).unwrap()), 100);
+        assert_eq!(
+            longest_loop(&plan(&mm, &[&[1, 100], &[100, 1]], BIG).unwrap()),
+            100
+        );
         // Clamped to one workgroup each way: every tile in one invocation.
         let one = Target {
             max_groups: [1, 1, 1],
