@@ -449,29 +449,8 @@ impl VulkanBackend {
                     "plan and manifest agree on {}",
                     d.kernel
                 );
-                let infos: Vec<vk::DescriptorBufferInfo> = d
-                    .bindings
-                    .iter()
-                    .map(|&s| {
-                        vk::DescriptorBufferInfo::default()
-                            .buffer(slot_buffer(s))
-                            .offset(0)
-                            .range(vk::WHOLE_SIZE)
-                    })
-                    .collect();
-                let writes: Vec<vk::WriteDescriptorSet> = infos
-                    .iter()
-                    .enumerate()
-                    .map(|(i, info)| {
-                        vk::WriteDescriptorSet::default()
-                            .dst_set(set)
-                            .dst_binding(i as u32)
-                            .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                            .buffer_info(std::slice::from_ref(info))
-                    })
-                    .collect();
-                // SAFETY: every write names a live buffer and a set from our pool.
-                unsafe { self.device.update_descriptor_sets(&writes, &[]) };
+                let buffers: Vec<vk::Buffer> = d.bindings.iter().map(|&s| slot_buffer(s)).collect();
+                write_set(&self.device, set, &buffers);
                 sets.push(set);
             }
             let mut times = Vec::with_capacity(repeats);
@@ -490,37 +469,14 @@ impl VulkanBackend {
                             vk::AccessFlags::SHADER_READ,
                         );
                         for (d, &set) in plan.dispatches.iter().zip(&sets) {
-                            let kp = &self.pipelines[d.kernel];
-                            let mut push: Vec<u8> =
-                                d.push.iter().flat_map(|v| v.to_le_bytes()).collect();
-                            push.resize(kp.push_bytes as usize, 0);
-                            // SAFETY: recording into our command buffer with
-                            // handles that outlive its execution.
-                            unsafe {
-                                dev.cmd_bind_pipeline(
-                                    cb,
-                                    vk::PipelineBindPoint::COMPUTE,
-                                    kp.pipeline,
-                                );
-                                dev.cmd_bind_descriptor_sets(
-                                    cb,
-                                    vk::PipelineBindPoint::COMPUTE,
-                                    kp.layout,
-                                    0,
-                                    &[set],
-                                    &[],
-                                );
-                                if !push.is_empty() {
-                                    dev.cmd_push_constants(
-                                        cb,
-                                        kp.layout,
-                                        vk::ShaderStageFlags::COMPUTE,
-                                        0,
-                                        &push,
-                                    );
-                                }
-                                dev.cmd_dispatch(cb, d.groups[0], d.groups[1], d.groups[2]);
-                            }
+                            record_kernel(
+                                dev,
+                                cb,
+                                &self.pipelines[d.kernel],
+                                set,
+                                &d.push,
+                                d.groups,
+                            );
                             barrier(
                                 dev,
                                 cb,
@@ -860,6 +816,65 @@ pub(crate) fn mapped(b: &mut Buffer) -> Result<&mut [u8], BackendError> {
             call: "vkMapMemory",
             code: "staging memory is not host-visible".into(),
         })
+}
+
+/// Points each binding of a fresh descriptor set at one whole buffer, in
+/// binding order.
+pub(crate) fn write_set(dev: &ash::Device, set: vk::DescriptorSet, buffers: &[vk::Buffer]) {
+    let infos: Vec<vk::DescriptorBufferInfo> = buffers
+        .iter()
+        .map(|&b| {
+            vk::DescriptorBufferInfo::default()
+                .buffer(b)
+                .offset(0)
+                .range(vk::WHOLE_SIZE)
+        })
+        .collect();
+    let writes: Vec<vk::WriteDescriptorSet> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            vk::WriteDescriptorSet::default()
+                .dst_set(set)
+                .dst_binding(i as u32)
+                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                .buffer_info(std::slice::from_ref(info))
+        })
+        .collect();
+    // SAFETY: callers pass a set not in use by any pending command buffer and
+    // live buffers, one per binding of its layout.
+    unsafe { dev.update_descriptor_sets(&writes, &[]) };
+}
+
+/// Records one dispatch of a kernel: its pipeline, set, push constants
+/// (padded to the kernel's push-constant size) and workgroup counts.
+pub(crate) fn record_kernel(
+    dev: &ash::Device,
+    cb: vk::CommandBuffer,
+    kp: &KernelPipeline,
+    set: vk::DescriptorSet,
+    push: &[u32],
+    groups: [u32; 3],
+) {
+    let mut bytes: Vec<u8> = push.iter().flat_map(|v| v.to_le_bytes()).collect();
+    bytes.resize(kp.push_bytes as usize, 0);
+    // SAFETY: recording into a command buffer in the recording state, with a
+    // pipeline, layout and set that outlive its execution.
+    unsafe {
+        dev.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, kp.pipeline);
+        dev.cmd_bind_descriptor_sets(
+            cb,
+            vk::PipelineBindPoint::COMPUTE,
+            kp.layout,
+            0,
+            &[set],
+            &[],
+        );
+        if !bytes.is_empty() {
+            dev.cmd_push_constants(cb, kp.layout, vk::ShaderStageFlags::COMPUTE, 0, &bytes);
+        }
+        dev.cmd_dispatch(cb, groups[0], groups[1], groups[2]);
+    }
 }
 
 pub(crate) fn barrier(

@@ -20,7 +20,7 @@ use lockstep_backend::{BackendError, BodyId, DeviceTensor, Op, Resident};
 use lockstep_kernels::reference::sha256;
 use lockstep_tensor::{npy, Tensor};
 
-use crate::backend::{barrier, mapped, Buffer, VulkanBackend};
+use crate::backend::{barrier, mapped, record_kernel, write_set, Buffer, VulkanBackend};
 use crate::error::vk_err;
 use crate::plan::{plan, Slot};
 
@@ -272,55 +272,17 @@ impl VulkanBackend {
             kp.bindings,
             "plan and manifest agree on {kernel}"
         );
-        let (layout, pipeline, set_layout, push_bytes) =
-            (kp.layout, kp.pipeline, kp.set_layout, kp.push_bytes);
+        let set_layout = kp.set_layout;
         let sets = match &mut s.recording {
             Some(r) => &mut r.sets,
             None => &mut s.batch_sets,
         };
         let set = self.allocate_set(sets, set_layout)?;
-        let infos: Vec<vk::DescriptorBufferInfo> = buffers
-            .iter()
-            .map(|&b| {
-                vk::DescriptorBufferInfo::default()
-                    .buffer(b)
-                    .offset(0)
-                    .range(vk::WHOLE_SIZE)
-            })
-            .collect();
-        let writes: Vec<vk::WriteDescriptorSet> = infos
-            .iter()
-            .enumerate()
-            .map(|(i, info)| {
-                vk::WriteDescriptorSet::default()
-                    .dst_set(set)
-                    .dst_binding(i as u32)
-                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                    .buffer_info(std::slice::from_ref(info))
-            })
-            .collect();
-        let mut bytes: Vec<u8> = push.iter().flat_map(|v| v.to_le_bytes()).collect();
-        bytes.resize(push_bytes as usize, 0);
-        let dev = &self.device;
-        // SAFETY: the set is fresh and every write names a live buffer; the
-        // command buffer is recording; pipeline, layout and set outlive its
+        // The set is fresh; it and the pipeline outlive the command buffer's
         // execution (sets live until the batch's fence or the body's drop).
-        unsafe {
-            dev.update_descriptor_sets(&writes, &[]);
-            dev.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline);
-            dev.cmd_bind_descriptor_sets(
-                cb,
-                vk::PipelineBindPoint::COMPUTE,
-                layout,
-                0,
-                &[set],
-                &[],
-            );
-            if !bytes.is_empty() {
-                dev.cmd_push_constants(cb, layout, vk::ShaderStageFlags::COMPUTE, 0, &bytes);
-            }
-            dev.cmd_dispatch(cb, groups[0], groups[1], groups[2]);
-        }
+        write_set(&self.device, set, buffers);
+        let dev = &self.device;
+        record_kernel(dev, cb, &self.pipelines[kernel], set, push, groups);
         full_barrier(dev, cb);
         Ok(())
     }

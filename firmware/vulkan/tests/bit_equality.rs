@@ -7,20 +7,11 @@
 //! Mesa; CI never sets it).
 
 use lockstep_backend::{Backend, BackendError, CpuBackend, Op};
-use lockstep_kernels::Bundle;
 use lockstep_tensor::{Fill, Tensor};
 use lockstep_vulkan::{MatmulKernels, VulkanBackend};
 
-fn vulkan() -> Option<VulkanBackend> {
-    if std::env::var("LOCKSTEP_SKIP_VULKAN_TESTS").as_deref() == Ok("1") {
-        eprintln!("LOCKSTEP_SKIP_VULKAN_TESTS=1: skipping a Vulkan test");
-        return None;
-    }
-    let bundle = Bundle::embedded().expect("embedded bundle verifies");
-    Some(VulkanBackend::new(bundle, None).unwrap_or_else(|e| {
-        panic!("no usable Vulkan device ({e}); install mesa-vulkan-drivers or set LOCKSTEP_SKIP_VULKAN_TESTS=1")
-    }))
-}
+mod common;
+use common::vulkan;
 
 fn op(name: &str) -> Op {
     let attrs: &[(&str, &str)] = match name {
@@ -521,7 +512,8 @@ fn lavapipe_refuses_loops_it_would_cut_short() {
         eprintln!("not lavapipe: no loop limit to test");
         return;
     }
-    let cases: [(&str, Vec<Vec<usize>>, Vec<Vec<usize>>); 2] = [
+    type Shapes = Vec<Vec<usize>>;
+    let cases: [(&str, Shapes, Shapes); 2] = [
         (
             "matmul",
             vec![vec![1, 65535], vec![65535, 1]],

@@ -7,20 +7,10 @@
 use std::collections::BTreeMap;
 
 use lockstep_backend::{Backend, CpuBackend, Op, TransferCounters};
-use lockstep_kernels::Bundle;
 use lockstep_tensor::{Fill, Tensor};
-use lockstep_vulkan::VulkanBackend;
 
-fn vulkan() -> Option<VulkanBackend> {
-    if std::env::var("LOCKSTEP_SKIP_VULKAN_TESTS").as_deref() == Ok("1") {
-        eprintln!("LOCKSTEP_SKIP_VULKAN_TESTS=1: skipping a Vulkan test");
-        return None;
-    }
-    let bundle = Bundle::embedded().expect("embedded bundle verifies");
-    Some(VulkanBackend::new(bundle, None).unwrap_or_else(|e| {
-        panic!("no usable Vulkan device ({e}); install mesa-vulkan-drivers or set LOCKSTEP_SKIP_VULKAN_TESTS=1")
-    }))
-}
+mod common;
+use common::vulkan;
 
 #[test]
 fn counters_start_at_zero_and_count_each_ops_transfers() {

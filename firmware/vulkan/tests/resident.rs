@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use lockstep_backend::{Backend, CpuBackend, Resident};
-use lockstep_kernels::Bundle;
 use lockstep_program::{
     execute, validate, ExecError, ExecOptions, ExecReport, Program, ValidateOptions,
     ValidatedProgram,
@@ -20,16 +19,8 @@ use lockstep_program::{
 use lockstep_tensor::{Fill, Tensor};
 use lockstep_vulkan::VulkanBackend;
 
-fn vulkan() -> Option<VulkanBackend> {
-    if std::env::var("LOCKSTEP_SKIP_VULKAN_TESTS").as_deref() == Ok("1") {
-        eprintln!("LOCKSTEP_SKIP_VULKAN_TESTS=1: skipping a Vulkan test");
-        return None;
-    }
-    let bundle = Bundle::embedded().expect("embedded bundle verifies");
-    Some(VulkanBackend::new(bundle, None).unwrap_or_else(|e| {
-        panic!("no usable Vulkan device ({e}); install mesa-vulkan-drivers or set LOCKSTEP_SKIP_VULKAN_TESTS=1")
-    }))
-}
+mod common;
+use common::vulkan;
 
 fn program(doc: serde_json::Value) -> ValidatedProgram {
     let p = Program::from_json(doc.to_string().as_bytes()).expect("test program decodes");
