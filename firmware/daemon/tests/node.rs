@@ -53,6 +53,39 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `lockstep submit … exec PROGRAM --out-dir OUT` against `node`, writing
+/// the receipt to `receipt`.
+fn submit_exec(node: &common::Node, program: &Path, receipt: &Path, out: &Path) -> Out {
+    lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(receipt),
+        "exec",
+        s(program),
+        "--out-dir",
+        s(out),
+    ])
+}
+
+/// `PROGRAM` run locally on the CPU reference into `out`: its trace.json.
+fn local_trace(program: &Path, out: &Path) -> serde_json::Value {
+    let o = lockstep(&[
+        "exec",
+        s(program),
+        "--out-dir",
+        s(out),
+        "--backend",
+        "cpu",
+        "-q",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    serde_json::from_slice(&std::fs::read(out.join("trace.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,33 +112,12 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
     let program = examples().join("attention.json");
     let receipt = dir.path().join("r.json");
     let remote = dir.path().join("remote");
-    let o = lockstep(&[
-        "submit",
-        "--node",
-        &node.addr,
-        "--node-key",
-        &node.key,
-        "--receipt",
-        s(&receipt),
-        "exec",
-        s(&program),
-        "--out-dir",
-        s(&remote),
-    ]);
+    let o = submit_exec(&node, &program, &receipt, &remote);
     assert_eq!(o.code, 0, "{}", o.stderr);
 
     // The same program locally on the CPU reference: the same bits.
     let local = dir.path().join("local");
-    let o = lockstep(&[
-        "exec",
-        s(&program),
-        "--out-dir",
-        s(&local),
-        "--backend",
-        "cpu",
-        "-q",
-    ]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
+    let trace = local_trace(&program, &local);
     for name in ["y", "attn"] {
         let a = std::fs::read(remote.join(format!("{name}.npy"))).unwrap();
         let b = std::fs::read(local.join(format!("{name}.npy"))).unwrap();
@@ -114,8 +126,6 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
             "{name} differs between the node and local execution"
         );
     }
-    let trace: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(local.join("trace.json")).unwrap()).unwrap();
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     assert_eq!(r["trace_root"], trace["root"]);
     assert_eq!(r["node"], node.key.as_str());
@@ -713,33 +723,9 @@ fn a_node_without_retention_runs_resident_with_the_same_root() {
     );
     let program = examples().join("mlp-train.json");
     let receipt = dir.path().join("r.json");
-    let o = lockstep(&[
-        "submit",
-        "--node",
-        &node.addr,
-        "--node-key",
-        &node.key,
-        "--receipt",
-        s(&receipt),
-        "exec",
-        s(&program),
-        "--out-dir",
-        s(&dir.path().join("remote")),
-    ]);
+    let o = submit_exec(&node, &program, &receipt, &dir.path().join("remote"));
     assert_eq!(o.code, 0, "{}", o.stderr);
-    let local = dir.path().join("local");
-    let o = lockstep(&[
-        "exec",
-        s(&program),
-        "--out-dir",
-        s(&local),
-        "--backend",
-        "cpu",
-        "-q",
-    ]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    let trace: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(local.join("trace.json")).unwrap()).unwrap();
+    let trace = local_trace(&program, &dir.path().join("local"));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     assert_eq!(r["trace_root"], trace["root"]);
 }
