@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod cpu;
+mod cpu_split;
 mod error;
 mod op;
 pub mod resident;

@@ -45,6 +45,13 @@ pub fn bench(
         None
     };
     let mut cpu = backends.contains(&BackendKind::Cpu).then(CpuBackend::new);
+    if cpu.is_some() {
+        println!(
+            "cpu reference: {}-lane matmul blocking, {} threads",
+            lockstep_kernels::reference::matmul::Lanes::widest().count(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
     let numpy = python != "none";
     println!(
         "{:>6}  {:>22}  {:>22}  {:>14}  {:>9}",
