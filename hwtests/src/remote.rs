@@ -114,10 +114,12 @@ pub(crate) fn run(
         let action = CertifyAction::Run {
             repeats,
             valid_days,
+            device: None,
         };
         Message::CertifyRequest(CertifyRequest {
             repeats,
             valid_days,
+            device: None,
             auth: Authorization::sign(key, &node_id, nonce, action),
         })
     }))?;

@@ -274,6 +274,7 @@ pub fn run_on(
         inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
         references: vec![],
         submitter: None,
+        device: None,
     };
     let (done, _) = smol::block_on(crate::submit::exchange(addr, key, request, inputs))?;
     let receipt = Receipt::verify(&done.receipt, &done.signature, key).map_err(|e| {

@@ -136,6 +136,11 @@ enum Command {
         /// fetch the job's outputs (`lockstep permit`).
         #[arg(long, value_name = "KEY")]
         submitter_key: Option<PathBuf>,
+        /// Run on this device of the node: its index or UUID, as `lockstep
+        /// status` lists them; default: the node picks the serving device
+        /// with the shortest queue.
+        #[arg(long, value_name = "N|UUID")]
+        on_device: Option<String>,
         #[command(subcommand)]
         job: submit::Job,
     },
@@ -253,8 +258,15 @@ fn main() -> ExitCode {
             node,
             receipt,
             submitter_key,
+            on_device,
             job,
-        } => submit::submit(&node, &receipt, submitter_key.as_deref(), &job),
+        } => submit::submit(
+            &node,
+            &receipt,
+            submitter_key.as_deref(),
+            on_device.as_deref(),
+            &job,
+        ),
         Command::Keygen { out } => permit::keygen(&out),
         Command::Permit(args) => permit::permit(&args),
         Command::Lineage(args) => lineage::lineage(&args),

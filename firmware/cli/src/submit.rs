@@ -120,9 +120,14 @@ pub fn submit(
     node: &NodeArgs,
     receipt_path: &Path,
     submitter_key: Option<&Path>,
+    on_device: Option<&str>,
     job: &Job,
 ) -> Result<(), Failure> {
     let pinned = node_id(node)?;
+    let device = on_device
+        .map(lockstep_protocol::DeviceSelector::parse)
+        .transpose()
+        .map_err(Failure::Input)?;
     let submitter = submitter_key
         .map(|p| {
             crate::evidence::read_signing_key_flag(p, "--submitter-key")
@@ -172,6 +177,7 @@ pub fn submit(
         inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
         references: references.values().cloned().collect(),
         submitter,
+        device,
     };
     let (done, outputs) = smol::block_on(exchange(node.node, &pinned, request, &inputs))?;
     let receipt = Receipt::verify(&done.receipt, &done.signature, &pinned)
@@ -229,10 +235,16 @@ pub fn submit(
     )?;
     println!("job     {}", receipt.job_id);
     println!("node    {}", receipt.node);
-    println!(
-        "device  {} ({})",
-        receipt.device.name, receipt.device.backend
-    );
+    match (&receipt.device.index, &receipt.device.uuid) {
+        (Some(index), Some(uuid)) => println!(
+            "device  {index}: {} ({}, uuid {uuid})",
+            receipt.device.name, receipt.device.backend
+        ),
+        _ => println!(
+            "device  {} ({})",
+            receipt.device.name, receipt.device.backend
+        ),
+    }
     println!("trace   root {}", receipt.trace_root);
     println!("chain   {chain_address}");
     println!(
@@ -337,7 +349,10 @@ async fn exchange_on(
                 e.kind, e.message
             );
             return Err(match e.kind {
-                ErrorKind::InvalidProgram | ErrorKind::BadInput | ErrorKind::TooLarge => {
+                ErrorKind::InvalidProgram
+                | ErrorKind::BadInput
+                | ErrorKind::TooLarge
+                | ErrorKind::NoSuchDevice => {
                     Failure::Input(msg)
                 }
                 _ => Failure::Runtime(msg),
@@ -423,6 +438,25 @@ pub fn status(node: &NodeArgs) -> Result<(), Failure> {
     println!("uptime   {} s", status.uptime_s);
     println!("key      {}", status.key_protection);
     println!("chain    {}", status.chain_address);
+    for d in &status.devices {
+        println!(
+            "device {:<2} {} uuid {}: {}; certified {} ({}); queue {} of {}; jobs {} done, {} failed",
+            d.index,
+            d.name,
+            d.uuid,
+            match &d.problem {
+                Some(p) => format!("OUT OF SERVICE ({p})"),
+                None if d.serving => "serving".to_string(),
+                None => "not serving".to_string(),
+            },
+            if d.certified { "yes" } else { "no" },
+            d.certification,
+            d.queue_depth,
+            d.queue_bound,
+            d.jobs_done,
+            d.jobs_failed
+        );
+    }
     Ok(())
 }
 
@@ -544,6 +578,7 @@ pub fn bench_node(node: &NodeArgs, jobs: usize, upload_mib: usize) -> Result<(),
             inputs: vec![header("in0", t)],
             references: vec![],
             submitter: None,
+            device: None,
         }
     };
     smol::block_on(async {

@@ -11,7 +11,7 @@ use std::process::Command;
 use lockstep_chain::ChainKey;
 use lockstep_identity::{DeviceKey, KeyProtection};
 use lockstep_protocol::{
-    DeviceRecord, Receipt, RECEIPT_FORMAT, RECEIPT_FORMAT_V2, RECEIPT_FORMAT_V3,
+    DeviceRecord, Receipt, RECEIPT_FORMAT, RECEIPT_FORMAT_V2, RECEIPT_FORMAT_V3, RECEIPT_FORMAT_V4,
 };
 
 const REGISTRY: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
@@ -80,6 +80,8 @@ fn signed(format: u32) -> Signed {
             driver_id: 0,
             driver_version: 0,
             api_version: 0,
+            uuid: (format >= RECEIPT_FORMAT).then(|| "00".repeat(16)),
+            index: (format >= RECEIPT_FORMAT).then_some(0),
         },
         program_sha256: "cd".repeat(32),
         inputs: BTreeMap::new(),
@@ -91,7 +93,7 @@ fn signed(format: u32) -> Signed {
         key_protection: Some(KeyProtection::File),
         chain_address: (format >= RECEIPT_FORMAT_V3).then(|| address.clone()),
         submitter: None,
-        references: (format >= RECEIPT_FORMAT).then(BTreeMap::new),
+        references: (format >= RECEIPT_FORMAT_V4).then(BTreeMap::new),
     };
     let (bytes, signature) = receipt.sign(&key);
     let path = dir.path().join("r.json");

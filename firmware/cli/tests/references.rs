@@ -64,6 +64,8 @@ fn receipt(
             driver_id: 0,
             driver_version: 0,
             api_version: 0,
+            uuid: Some("00".repeat(16)),
+            index: Some(0),
         },
         program_sha256: "cd".repeat(32),
         inputs,

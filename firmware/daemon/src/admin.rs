@@ -513,8 +513,10 @@ impl From<String> for Done {
 /// they say uncertified) and the active bundle.
 fn node_facts(shared: &Shared) -> crate::chain_identity::NodeFacts {
     let bundle_id = shared.current_bundle_id();
-    let certification_report_sha256 = if shared.certification.receipts_certified(&bundle_id) {
-        shared.certification.verdict(&bundle_id).report_sha256
+    // The first device's certification (a registration names one report).
+    let certification = &shared.devices.all()[0].certification;
+    let certification_report_sha256 = if certification.receipts_certified(&bundle_id) {
+        certification.verdict(&bundle_id).report_sha256
     } else {
         None
     };
@@ -531,11 +533,11 @@ fn node_info(shared: &Shared) -> NodeInfo {
     NodeInfo {
         node_id: shared.node_id.clone(),
         device_fingerprint: admin.device_fingerprint.clone(),
-        device: shared.device.clone(),
+        device: shared.devices.names(),
         bundle_version: active.version,
         image_version: admin.image_version.clone(),
-        certified: shared.certification.receipts_certified(&active.bundle_id),
-        certification_report_sha256: shared
+        certified: shared.devices.any_certified(&active.bundle_id),
+        certification_report_sha256: shared.devices.all()[0]
             .certification
             .verdict(&active.bundle_id)
             .report_sha256,
@@ -812,13 +814,21 @@ async fn push(
         })?;
     let new_id = stored.bundle.id_hex();
     let new_version = stored.release.version;
+    // The first serving device proves the bundle and records the switch;
+    // then every other device follows, each with its own self-test.
+    let devices = shared.devices.all();
+    let Some(first) = devices.iter().find(|d| d.problem().is_none()) else {
+        admin.store.discard(&new_id, new_version);
+        return Err("every device of this node is out of service; see `lockstep status`".into());
+    };
     let (reply, outcome) = smol::channel::bounded(1);
     let switch = Work::SwitchBundle(BundleSwitch {
-        bundle: stored.bundle,
+        bundle: stored.bundle.clone(),
         version: new_version,
+        record: true,
         reply,
     });
-    if shared.queue.try_send(switch).is_err() {
+    if first.queue.try_send(switch).is_err() {
         admin.store.discard(&new_id, new_version);
         return Err("the node is busy with jobs; retry the push later".into());
     }
@@ -830,10 +840,43 @@ async fn push(
         admin.store.discard(&new_id, new_version);
         format!("{e}; still serving bundle {}", current.bundle_id)
     })?;
+    for device in devices
+        .iter()
+        .filter(|d| d.index != first.index && d.problem().is_none())
+    {
+        // The switch is recorded: a device that cannot follow it would
+        // serve another bundle than the node names, so it stops serving
+        // (a restart opens every device with the recorded bundle).
+        // It waits for room behind the jobs already queued there, within
+        // what those jobs may take.
+        let (reply, outcome) = smol::channel::bounded(1);
+        let switch = Work::SwitchBundle(BundleSwitch {
+            bundle: stored.bundle.clone(),
+            version: new_version,
+            record: false,
+            reply,
+        });
+        let wait = shared.job_timeout * (lockstep_limits::JOB_QUEUE_BOUND as u32 + 2);
+        let followed = crate::stream::within(wait, async {
+            device.queue.send(switch).await;
+            outcome
+                .recv()
+                .await
+                .unwrap_or_else(|_| Err("its worker stopped during the switch".into()))
+        })
+        .await
+        .unwrap_or_else(|| Err(format!("it did not finish within {} s", wait.as_secs())));
+        if let Err(e) = followed {
+            device.take_out_of_service(format!(
+                "it did not switch to bundle {} ({e}); restart the node",
+                record.bundle_id
+            ));
+        }
+    }
     tracing::info!(bundle = %record.bundle_id, version = record.version, "bundle switched by operator {}", operator.key_id_hex());
     // A certification report names the bundle it certifies: the verdict
     // for the new bundle is evaluated afresh.
-    let verdict = shared.certification.verdict(&record.bundle_id);
+    let verdict = first.certification.verdict(&record.bundle_id);
     tracing::info!(certified = verdict.certified, reason = %verdict.reason, "certification re-evaluated for the new bundle");
     Ok(format!(
         "switched to bundle {} (release {}); certified: {}",

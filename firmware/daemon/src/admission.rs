@@ -336,7 +336,16 @@ pub struct NodeBudgets {
 }
 
 impl NodeBudgets {
-    pub fn new(memory_bytes: u64, connections_max: usize, per_source_max: usize) -> NodeBudgets {
+    /// `devices`: the node's devices; each adds a queue and a running job
+    /// to the job slots.
+    pub fn new(
+        memory_bytes: u64,
+        connections_max: usize,
+        per_source_max: usize,
+        devices: usize,
+    ) -> NodeBudgets {
+        assert!(devices >= 1, "a node has at least one device");
+        let jobs_max = lockstep_limits::MAX_ADMITTED_JOBS * devices;
         let frames = memory_bytes / lockstep_limits::FRAME_BUDGET_SHARE_DIV;
         let jobs = memory_bytes - frames;
         NodeBudgets {
@@ -350,10 +359,9 @@ impl NodeBudgets {
                 "frame buffer",
                 frames / lockstep_limits::FRAME_BUDGET_SOURCES_MIN,
             ),
-            jobs: SourceGate::new(
-                lockstep_limits::MAX_ADMITTED_JOBS,
-                lockstep_limits::MAX_ADMITTED_JOBS_PER_SOURCE,
-            ),
+            // One source never holds every slot (with one device, exactly
+            // MAX_ADMITTED_JOBS_PER_SOURCE).
+            jobs: SourceGate::new(jobs_max, jobs_max - 1),
             connections: SourceGate::new(connections_max, per_source_max.min(connections_max)),
             evidence: SourceGate::new(
                 lockstep_limits::MAX_CONCURRENT_EVIDENCE,
@@ -506,7 +514,7 @@ mod tests {
 
     #[test]
     fn frame_admission_holds_one_frame_per_stream_against_both_budgets() {
-        let node = NodeBudgets::new(8 << 20, 4, 4);
+        let node = NodeBudgets::new(8 << 20, 4, 4, 1);
         let peer = Peer::new(src("10.0.0.1:1"), &node);
         let mut admit = peer.frame_admission();
         admit(FrameKind::Control, 1000).unwrap();
@@ -524,7 +532,7 @@ mod tests {
 
     #[test]
     fn one_source_holds_at_most_its_share_of_job_memory() {
-        let node = NodeBudgets::new(800, 4, 4);
+        let node = NodeBudgets::new(800, 4, 4, 1);
         let limit = node.memory.limit();
         assert_eq!(limit, 700);
         let a = src("10.0.0.1:1");

@@ -20,6 +20,11 @@ pub struct BundleSwitch {
     pub bundle: Bundle,
     /// The verified release version of `bundle`.
     pub version: u64,
+    /// Whether this device's switch records it (`ACTIVE`): the first
+    /// device's does; the node's other devices follow it, each proving the
+    /// new bundle with its own self-test (a device whose self-test fails is
+    /// taken out of service, see `admin.rs`).
+    pub record: bool,
     /// Where the outcome goes: the record now active, or why the node kept
     /// the old bundle.
     pub reply: smol::channel::Sender<Result<ActiveRecord, String>>,
@@ -40,9 +45,11 @@ pub fn switch(request: BundleSwitch, backend: &mut Box<dyn Backend>, ctx: &mut W
                 .map_err(|e| format!("the new bundle failed its self-test: {e}"))?;
             // Recorded before it takes effect: a crash after this line
             // restarts into the new bundle, before it into the old one.
-            ctx.store
-                .activate(&record, (previous.version > 0).then_some(&previous))
-                .map_err(|e| format!("cannot record the switch: {e}"))?;
+            if request.record {
+                ctx.store
+                    .activate(&record, (previous.version > 0).then_some(&previous))
+                    .map_err(|e| format!("cannot record the switch: {e}"))?;
+            }
             Ok(candidate)
         });
     let reply = match outcome {
@@ -51,12 +58,14 @@ pub fn switch(request: BundleSwitch, backend: &mut Box<dyn Backend>, ctx: &mut W
             // after the new one proved itself.
             *backend = candidate;
             ctx.bundle_id = id.clone();
-            ctx.active.set(record.clone());
-            tracing::info!(bundle = %id, version = record.version, "switched to the new kernel bundle");
+            if request.record {
+                ctx.active.set(record.clone());
+            }
+            tracing::info!(device = ctx.slot.index, bundle = %id, version = record.version, "switched to the new kernel bundle");
             Ok(record)
         }
         Err(e) => {
-            tracing::warn!(bundle = %id, error = %e, "new kernel bundle refused; keeping the old one");
+            tracing::warn!(device = ctx.slot.index, bundle = %id, error = %e, "new kernel bundle refused; keeping the old one");
             Err(e)
         }
     };

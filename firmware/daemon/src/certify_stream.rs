@@ -89,7 +89,14 @@ fn authorize(
     action: &CertifyAction,
 ) -> Result<NodeId, JobError> {
     let mut trusted = shared.admin.trusted();
-    trusted.extend(shared.certification.trusted().iter().cloned());
+    // Every device's certification trusts the same certifier keys.
+    trusted.extend(
+        shared.devices.all()[0]
+            .certification
+            .trusted()
+            .iter()
+            .cloned(),
+    );
     verify_authorization(auth, &trusted, &shared.node_id, nonce, action)
         .map_err(|e| err(ErrorKind::Unauthorized, e.to_string()))
 }
@@ -101,9 +108,26 @@ async fn certify(
     shared: &Shared,
     request: CertifyRequest,
 ) -> Result<(), JobError> {
-    // One run at a time holds the device; jobs keep the other queue slots.
-    // The turn travels with the job and is freed when the run ends.
-    let Some(turn) = shared.certification.try_turn() else {
+    let index = request.device.unwrap_or(0);
+    let Some(device) = shared.devices.all().get(index as usize) else {
+        return Err(err(
+            ErrorKind::NoSuchDevice,
+            format!(
+                "this node has no device {index}; it has {} (see `lockstep status`)",
+                shared.devices.all().len()
+            ),
+        ));
+    };
+    if let Some(problem) = device.problem() {
+        return Err(err(
+            ErrorKind::NoSuchDevice,
+            format!("device {index} is out of service: {problem}"),
+        ));
+    }
+    // One run at a time per device UUID holds a device; jobs keep the
+    // other queue slots. The turn travels with the job and is freed when
+    // the run ends.
+    let Some(turn) = device.certification.try_turn() else {
         let busy = Message::Busy {
             retry_after_ms: 10_000,
         };
@@ -119,7 +143,7 @@ async fn certify(
         turn,
     };
     // A full queue hands the job back and drops it here, turn and all.
-    if let Err(TrySendError::Full(_)) = shared.queue.try_send(Work::Certify(job)) {
+    if let Err(TrySendError::Full(_)) = device.queue.try_send(Work::Certify(job)) {
         let busy = Message::Busy {
             retry_after_ms: 1000,
         };
@@ -148,15 +172,29 @@ async fn install(
     shared: &Shared,
     request: InstallReport,
 ) -> Result<(), JobError> {
-    let verdict = shared
-        .certification
-        .install(
-            &request.report,
-            &request.signature,
-            &shared.current_bundle_id(),
-            now_unix(),
+    // A report binds one device UUID: it goes to the devices with that
+    // UUID (one certification), and is refused if it binds none.
+    let bundle_id = shared.current_bundle_id();
+    let now = now_unix();
+    let mut first_refusal = None;
+    let mut installed = None;
+    for certification in shared.devices.certifications() {
+        match certification.install(&request.report, &request.signature, &bundle_id, now) {
+            Ok(v) => {
+                installed = Some(v);
+                break;
+            }
+            Err(m) => {
+                first_refusal.get_or_insert(m);
+            }
+        }
+    }
+    let verdict = installed.ok_or_else(|| {
+        err(
+            ErrorKind::BadInput,
+            first_refusal.unwrap_or_else(|| "no device to install the report for".into()),
         )
-        .map_err(|m| err(ErrorKind::BadInput, m))?;
+    })?;
     let installed = Message::Installed(Installed {
         certified: verdict.certified,
         message: verdict.reason,

@@ -20,6 +20,7 @@ mod certification;
 mod certify_stream;
 mod chain_identity;
 mod connection;
+mod devices;
 mod evidence;
 mod image_update;
 mod peer_fetch;
@@ -44,9 +45,7 @@ use lockstep_vulkan::VulkanBackend;
 use serde::Deserialize;
 
 use crate::stream::Shared;
-use crate::worker::{Counters, JobQueue, WorkerContext};
-
-static QUEUE: JobQueue = JobQueue::new();
+use crate::worker::WorkerContext;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,9 +80,15 @@ struct Args {
     /// State directory: the device key lives here.
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Vulkan device index (see `lockstep devices`).
-    #[arg(long)]
+    /// Serve on this one Vulkan device only (its index in `lockstep
+    /// devices`); see --devices.
+    #[arg(long, conflicts_with = "devices")]
     device: Option<usize>,
+    /// The Vulkan devices to serve on: `all` (every usable one, the
+    /// default) or a comma-separated list of indices (`lockstep devices`)
+    /// and device UUIDs. Each gets its own worker, queue and certification.
+    #[arg(long, value_name = "all|N,UUID,...")]
+    devices: Option<String>,
     /// Where jobs run; the CPU reference is for development.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
@@ -118,6 +123,10 @@ struct Args {
     /// start-up self-test sees one wrong bit of a matmul.
     #[arg(long, hide = true)]
     inject_self_test_fault: bool,
+    /// Test builds only (this crate's `fault-injection` feature): device
+    /// INDEX is lost (`VK_ERROR_DEVICE_LOST`) under its first job.
+    #[arg(long, hide = true, value_name = "INDEX")]
+    inject_device_lost: Option<u32>,
     /// An unprovisioned node (no operator pinned, none configured) trusts
     /// the first operator that enrolls within N seconds of this start; without
     /// this flag it refuses every enrolment. A flag only, never a config
@@ -200,6 +209,8 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     state: Option<PathBuf>,
     device: Option<usize>,
+    /// As `--devices`.
+    devices: Option<String>,
     backend: Option<BackendKind>,
     job_timeout_s: Option<u64>,
     retention_window_s: Option<u64>,
@@ -373,7 +384,10 @@ fn run() -> Result<()> {
         bail!("no state directory: give --state DIR or `state` in the config file");
     };
     let backend_kind = args.backend.or(file.backend).unwrap_or(BackendKind::Vulkan);
-    let device = args.device.or(file.device);
+    let device_choice = DeviceChoice::from(
+        args.device.or(file.device),
+        args.devices.as_deref().or(file.devices.as_deref()),
+    )?;
     let job_timeout = Duration::from_secs(
         args.job_timeout_s
             .or(file.job_timeout_s)
@@ -392,6 +406,9 @@ fn run() -> Result<()> {
     };
     if args.inject_worker_panic && !cfg!(feature = "fault-injection") {
         bail!("--inject-worker-panic needs a test build (cargo feature lockstep-daemon/fault-injection)");
+    }
+    if args.inject_device_lost.is_some() && !cfg!(feature = "fault-injection") {
+        bail!("--inject-device-lost needs a test build (cargo feature lockstep-daemon/fault-injection)");
     }
     if args.inject_self_test_fault && !cfg!(feature = "fault-injection") {
         bail!("--inject-self-test-fault needs a test build (cargo feature lockstep-daemon/fault-injection)");
@@ -452,11 +469,6 @@ fn run() -> Result<()> {
     if max_connections == 0 || max_per_source == 0 {
         bail!("max_connections and max_connections_per_source must be at least 1");
     }
-    let budgets = Arc::new(admission::NodeBudgets::new(
-        memory_budget,
-        max_connections,
-        max_per_source,
-    ));
 
     let tpm_tcti = args
         .tpm_tcti
@@ -541,15 +553,11 @@ fn run() -> Result<()> {
         },
     ));
 
-    let certification = Arc::new(certification_from(
-        &state,
-        node_id.clone(),
+    let trusted_certifiers = trusted_certifiers(
         &args.trust_certifier,
         file.trusted_certifiers.as_deref().unwrap_or_default(),
-        args.uncertified || file.uncertified.unwrap_or(false),
-        backend_kind,
-        device,
-    )?);
+    )?;
+    let uncertified = args.uncertified || file.uncertified.unwrap_or(false);
 
     // A worker panic ends the process (non-zero) after the failed jobs'
     // errors went out, so that systemd restarts the node.
@@ -563,94 +571,113 @@ fn run() -> Result<()> {
             _ => {}
         }
     }
-    // The worker thread owns the device: open it there and report back.
-    let counters = Arc::new(Counters::default());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let ctx = WorkerContext {
-        key: key.clone(),
-        chain: node_chain.clone(),
-        key_protection,
-        bundle_id: bundle_id.clone(),
-        certification: certification.clone(),
-        counters: counters.clone(),
-        reopen: Box::new(move |bundle| match backend_kind {
-            BackendKind::Cpu => Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>),
-            BackendKind::Vulkan => VulkanBackend::new(bundle, device)
-                .map(|b| Box::new(b) as Box<dyn Backend>)
-                .map_err(|e| e.to_string()),
-        }),
-        retention: retention.clone(),
-        fault,
-        store: bundle_store::BundleStore::new(&state),
-        active: active.clone(),
-        inject_panic: args.inject_worker_panic,
-        on_panic: Some(Box::new(move |what| {
-            let _ = panic_tx.try_send(what);
-        })),
-    };
-    std::thread::Builder::new()
-        .name("gpu-worker".into())
-        .spawn(move || {
-            let backend: Result<Box<dyn Backend>, String> = match backend_kind {
-                BackendKind::Cpu => Ok(Box::new(CpuBackend::new())),
-                BackendKind::Vulkan => VulkanBackend::new(bundle, device)
+    // One worker thread per device owns it: each opens its device and
+    // self-tests it there, reports back, and waits for its context.
+    let opened = open_devices(
+        &device_choice,
+        backend_kind,
+        &bundle,
+        inject_self_test_fault,
+    )?;
+    let self_test_ops: usize = opened.iter().map(|d| d.self_test_ops).sum();
+    let mut certifications: Vec<(String, Arc<certification::Certification>)> = Vec::new();
+    let mut slots = Vec::new();
+    for (index, d) in opened.iter().enumerate() {
+        let uuid = hex::encode(d.fingerprint.device_uuid);
+        // Devices with one UUID share a certification: a report binds a
+        // UUID. The first device's lives where a one-device node's always
+        // did; the others' under devices/UUID.
+        let certification = match certifications.iter().find(|(u, _)| *u == uuid) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let dir = if index == 0 {
+                    state.clone()
+                } else {
+                    state.join("devices").join(&uuid)
+                };
+                let load_device = d.vulkan_index;
+                let load: certification::SharedLoad = Arc::new(move || match backend_kind {
+                    BackendKind::Cpu => Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>),
+                    BackendKind::Vulkan => VulkanBackend::new(Bundle::embedded()?, load_device)
+                        .map(|b| Box::new(b) as Box<dyn Backend>),
+                });
+                let c = Arc::new(certification::Certification::new(
+                    &dir,
+                    node_id.clone(),
+                    trusted_certifiers.clone(),
+                    uncertified,
+                    Some(load),
+                ));
+                c.set_device(lockstep_certify::DeviceIdentity::of(&d.fingerprint));
+                certifications.push((uuid.clone(), c.clone()));
+                c
+            }
+        };
+        let record = worker::device_record(&d.fingerprint, index as u32);
+        slots.push(Arc::new(devices::DeviceSlot::new(
+            index as u32,
+            d.fingerprint.name.clone(),
+            uuid,
+            admin::device_fingerprint(&record),
+            certification,
+        )));
+    }
+    let devices = Arc::new(devices::Devices::new(slots));
+    for (d, slot) in opened.into_iter().zip(devices.all()) {
+        let panic_tx = panic_tx.clone();
+        let vulkan_index = d.vulkan_index;
+        let ctx = WorkerContext {
+            key: key.clone(),
+            chain: node_chain.clone(),
+            key_protection,
+            bundle_id: bundle_id.clone(),
+            slot: slot.clone(),
+            reopen: Box::new(move |bundle| match backend_kind {
+                BackendKind::Cpu => Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>),
+                BackendKind::Vulkan => VulkanBackend::new(bundle, vulkan_index)
                     .map(|b| Box::new(b) as Box<dyn Backend>)
                     .map_err(|e| e.to_string()),
-            };
-            match backend {
-                Ok(mut b) => {
-                    // The backend jobs will run on proves itself bit-exact
-                    // before the node listens: an image whose driver
-                    // computes something else never gets its boot blessed.
-                    let tested = if inject_self_test_fault {
-                        self_test::run(&mut self_test::OneBitOff(b.as_mut()))
-                    } else {
-                        self_test::run(b.as_mut())
-                    };
-                    let ops = match tested {
-                        Ok(ops) => ops,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(StartError::SelfTest(e)));
-                            return;
-                        }
-                    };
-                    ctx.certification
-                        .set_device(lockstep_certify::DeviceIdentity::of(b.fingerprint()));
-                    let record = worker::device_record(b.fingerprint());
-                    let _ = ready_tx.send(Ok((
-                        b.fingerprint().name.clone(),
-                        admin::device_fingerprint(&record),
-                        ops,
-                    )));
-                    worker::run(&QUEUE, b, ctx);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(StartError::Open(e)));
-                }
-            }
-        })?;
-    let (device_name, device_fingerprint, self_test_ops) = match ready_rx
-        .recv()
-        .context("the GPU worker stopped while opening the device")?
-    {
-        Ok(ready) => ready,
-        Err(StartError::Open(e)) => bail!(e),
-        Err(StartError::SelfTest(e)) => return Err(SelfTestFailed(e).into()),
-    };
+            }),
+            retention: retention.clone(),
+            fault,
+            store: bundle_store::BundleStore::new(&state),
+            active: active.clone(),
+            inject_panic: args.inject_worker_panic,
+            inject_device_lost: args.inject_device_lost == Some(slot.index),
+            on_panic: Some(Box::new(move |what| {
+                let _ = panic_tx.try_send(what);
+            })),
+        };
+        // The worker is waiting for this; it went only if it died.
+        let _ = d.start.send(ctx);
+    }
     // stdout carries only the "listening" line (scripts read one line and
     // may close the pipe); the console and the journal get this one.
     eprintln!(
-        "lockstepd self-test passed ({self_test_ops} ops bit-exact against the CPU reference)"
+        "lockstepd self-test passed ({self_test_ops} ops bit-exact against the CPU reference, on {} device{})",
+        devices.all().len(),
+        if devices.all().len() == 1 { "" } else { "s" }
     );
 
-    let verdict = certification.verdict(&bundle_id);
-    if certification.uncertified_override {
-        tracing::warn!(reason = %verdict.reason, "serving UNCERTIFIED (--uncertified): every receipt says certified: false");
-    } else if verdict.certified {
-        tracing::info!(reason = %verdict.reason, "certified");
-    } else {
-        tracing::warn!(reason = %verdict.reason, "not certified: refusing jobs until a passing report is installed");
+    if uncertified {
+        tracing::warn!("serving UNCERTIFIED (--uncertified): every receipt says certified: false");
     }
+    for slot in devices.all() {
+        let verdict = slot.certification.verdict(&bundle_id);
+        if verdict.certified {
+            tracing::info!(device = slot.index, uuid = %slot.uuid, reason = %verdict.reason, "certified");
+        } else if !uncertified {
+            tracing::warn!(device = slot.index, uuid = %slot.uuid, reason = %verdict.reason, "not certified: this device refuses jobs until a passing report is installed");
+        }
+    }
+    let budgets = Arc::new(admission::NodeBudgets::new(
+        memory_budget,
+        max_connections,
+        max_per_source,
+        devices.all().len(),
+    ));
+    let device_name = devices.names();
+    let device_fingerprint = devices.all()[0].fingerprint.clone();
 
     let endpoint = lockstep_transport::server_endpoint(&key, listen)?;
     let local = endpoint.local_addr()?;
@@ -672,13 +699,10 @@ fn run() -> Result<()> {
     }
 
     let shared = Arc::new(Shared {
-        queue: &QUEUE,
-        counters,
+        devices,
         node_id,
         chain: node_chain,
-        device: device_name,
         active,
-        certification,
         started,
         job_timeout,
         memory_limit: lockstep_limits::DEFAULT_PROGRAM_MEMORY_BYTES,
@@ -819,17 +843,8 @@ enum StartError {
 #[error("the start-up self-test of the backend failed ({0}); this node's device or driver does not compute bit-exact results: not serving")]
 struct SelfTestFailed(String);
 
-/// Trusted certifier keys (config, then flags), the --uncertified override,
-/// and the load backend a remote suite run uses.
-fn certification_from(
-    state: &Path,
-    node_id: String,
-    flag_keys: &[String],
-    config_keys: &[String],
-    uncertified: bool,
-    backend_kind: BackendKind,
-    device: Option<usize>,
-) -> Result<certification::Certification> {
+/// Trusted certifier keys: config, then flags.
+fn trusted_certifiers(flag_keys: &[String], config_keys: &[String]) -> Result<Vec<NodeId>> {
     let mut trusted = Vec::new();
     for k in config_keys.iter().chain(flag_keys) {
         let text = std::fs::read_to_string(k).unwrap_or_else(|_| k.clone());
@@ -846,17 +861,197 @@ fn certification_from(
             lockstep_limits::MAX_TRUSTED_CERTIFIERS
         );
     }
-    let load: certification::SharedLoad = Arc::new(move || match backend_kind {
-        BackendKind::Cpu => Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>),
-        BackendKind::Vulkan => {
-            VulkanBackend::new(Bundle::embedded()?, device).map(|b| Box::new(b) as Box<dyn Backend>)
+    Ok(trusted)
+}
+
+/// Which devices the node serves on (`--device`, `--devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeviceChoice {
+    /// Every usable device: one that does not open (no RTE, too old, ...)
+    /// is skipped with a warning.
+    All,
+    /// Exactly these, each of which must open.
+    Listed(Vec<lockstep_protocol::DeviceSelector>),
+}
+
+impl DeviceChoice {
+    fn from(device: Option<usize>, devices: Option<&str>) -> Result<DeviceChoice> {
+        use lockstep_protocol::DeviceSelector;
+        if let Some(i) = device {
+            if devices.is_some() {
+                bail!("both device and devices are set; give one");
+            }
+            return Ok(DeviceChoice::Listed(vec![DeviceSelector::Index(i as u32)]));
         }
-    });
-    Ok(certification::Certification::new(
-        state,
-        node_id,
-        trusted,
-        uncertified,
-        Some(load),
-    ))
+        let Some(text) = devices.map(str::trim) else {
+            return Ok(DeviceChoice::All);
+        };
+        if text == "all" {
+            return Ok(DeviceChoice::All);
+        }
+        let mut listed = Vec::new();
+        for part in text.split(',') {
+            let selector =
+                DeviceSelector::parse(part).map_err(|e| anyhow::anyhow!("--devices: {e}"))?;
+            if listed.contains(&selector) {
+                bail!("--devices names {selector} twice");
+            }
+            listed.push(selector);
+        }
+        if listed.len() > lockstep_limits::MAX_NODE_DEVICES {
+            bail!(
+                "--devices names {} devices; a node serves at most {}",
+                listed.len(),
+                lockstep_limits::MAX_NODE_DEVICES
+            );
+        }
+        Ok(DeviceChoice::Listed(listed))
+    }
+}
+
+/// A device whose worker opened and self-tested it, waiting to start.
+struct Opened {
+    /// The loader's index (`None`: the CPU reference).
+    vulkan_index: Option<usize>,
+    fingerprint: lockstep_backend::DeviceFingerprint,
+    self_test_ops: usize,
+    /// The worker's context goes here; then it serves.
+    start: std::sync::mpsc::Sender<WorkerContext>,
+}
+
+/// Opens the chosen devices, each on its own worker thread (the thread
+/// that will own it), and self-tests each: any device that computes other
+/// bits stops the start.
+fn open_devices(
+    choice: &DeviceChoice,
+    backend_kind: BackendKind,
+    bundle: &Bundle,
+    inject_self_test_fault: bool,
+) -> Result<Vec<Opened>> {
+    // (loader index, whether the operator named it: then it must open)
+    let candidates: Vec<(Option<usize>, bool)> = match (backend_kind, choice) {
+        (BackendKind::Cpu, _) => vec![(None, true)],
+        (BackendKind::Vulkan, DeviceChoice::All) => {
+            let listed = lockstep_vulkan::Instance::new()?.devices()?;
+            if listed.len() > lockstep_limits::MAX_NODE_DEVICES {
+                tracing::warn!(
+                    found = listed.len(),
+                    serving = lockstep_limits::MAX_NODE_DEVICES,
+                    "more devices than a node serves; name them with --devices"
+                );
+            }
+            listed
+                .iter()
+                .take(lockstep_limits::MAX_NODE_DEVICES)
+                .map(|d| (Some(d.index), false))
+                .collect()
+        }
+        (BackendKind::Vulkan, DeviceChoice::Listed(selectors)) => {
+            let listed = lockstep_vulkan::Instance::new()?.devices()?;
+            let mut out = Vec::new();
+            for selector in selectors {
+                let found = listed.iter().find(|d| match selector {
+                    lockstep_protocol::DeviceSelector::Index(i) => d.index == *i as usize,
+                    lockstep_protocol::DeviceSelector::Uuid(u) => {
+                        d.device_uuid == *u && !out.contains(&(Some(d.index), true))
+                    }
+                });
+                let Some(d) = found else {
+                    bail!(
+                        "no Vulkan {selector} on this machine ({} listed; see `lockstep devices`)",
+                        listed.len()
+                    );
+                };
+                if out.contains(&(Some(d.index), true)) {
+                    bail!("--devices names device {} twice", d.index);
+                }
+                out.push((Some(d.index), true));
+            }
+            out
+        }
+    };
+    let mut waiting = Vec::new();
+    for (position, &(vulkan_index, named)) in candidates.iter().enumerate() {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (start_tx, start_rx) = std::sync::mpsc::channel::<WorkerContext>();
+        let bundle = bundle.clone();
+        std::thread::Builder::new()
+            .name(format!("gpu-worker-{position}"))
+            .spawn(move || {
+                let backend: Result<Box<dyn Backend>, String> = match backend_kind {
+                    BackendKind::Cpu => Ok(Box::new(CpuBackend::new())),
+                    BackendKind::Vulkan => VulkanBackend::new(bundle, vulkan_index)
+                        .map(|b| Box::new(b) as Box<dyn Backend>)
+                        .map_err(|e| e.to_string()),
+                };
+                let mut b = match backend {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StartError::Open(e)));
+                        return;
+                    }
+                };
+                // The backend jobs will run on proves itself bit-exact
+                // before the node listens: an image whose driver computes
+                // something else never gets its boot blessed.
+                let tested = if inject_self_test_fault {
+                    self_test::run(&mut self_test::OneBitOff(b.as_mut()))
+                } else {
+                    self_test::run(b.as_mut())
+                };
+                match tested {
+                    Ok(ops) => {
+                        let _ = ready_tx.send(Ok((b.fingerprint().clone(), ops)));
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StartError::SelfTest(e)));
+                        return;
+                    }
+                }
+                // The node may still stop (another device failed): then
+                // the sender is dropped and this thread ends.
+                if let Ok(ctx) = start_rx.recv() {
+                    worker::run(b, ctx);
+                }
+            })?;
+        waiting.push((vulkan_index, named, ready_rx, start_tx));
+    }
+    let mut opened = Vec::new();
+    let mut skipped = Vec::new();
+    for (vulkan_index, named, ready_rx, start) in waiting {
+        let which = vulkan_index.map_or("the CPU reference".to_string(), |i| {
+            format!("Vulkan device {i}")
+        });
+        match ready_rx
+            .recv()
+            .with_context(|| format!("the worker of {which} stopped while opening it"))?
+        {
+            Ok((fingerprint, self_test_ops)) => opened.push(Opened {
+                vulkan_index,
+                fingerprint,
+                self_test_ops,
+                start,
+            }),
+            Err(StartError::Open(e)) if !named => {
+                tracing::warn!(device = %which, error = %e, "not serving on this device");
+                skipped.push(format!("{which}: {e}"));
+            }
+            Err(StartError::Open(e)) => bail!(e),
+            Err(StartError::SelfTest(e)) => {
+                return Err(SelfTestFailed(format!("{which}: {e}")).into())
+            }
+        }
+    }
+    if opened.is_empty() {
+        bail!(
+            "no usable device: {}",
+            if skipped.is_empty() {
+                "the Vulkan loader lists none (is a driver installed? see `lockstep devices`)"
+                    .to_string()
+            } else {
+                skipped.join("; ")
+            }
+        );
+    }
+    Ok(opened)
 }

@@ -15,7 +15,7 @@ use lockstep_protocol::{
 };
 
 use crate::admission::Peer;
-use crate::worker::{Counters, Job, JobQueue, Work};
+use crate::worker::{Job, Work};
 use lockstep_protocol::FrameError;
 use lockstep_transport::frames::{write_frame_within, FrameReader, WireError};
 
@@ -46,18 +46,16 @@ const RESET_STALLED: u32 = 2;
 
 /// What every stream handler shares.
 pub struct Shared {
-    pub queue: &'static JobQueue,
-    pub counters: Arc<Counters>,
+    /// The node's devices: each with its queue, counters, certification
+    /// and whether it serves (devices.rs).
+    pub devices: Arc<crate::devices::Devices>,
     pub node_id: String,
     /// The chain key and the device key, for receipts' second signature
     /// and `SignRegistration` (chain_identity.rs).
     pub chain: Arc<crate::chain_identity::NodeChain>,
-    pub device: String,
     /// The active bundle (id, version, rollback floor); only the worker's
     /// bundle switch changes it (bundle_switch.rs).
     pub active: Arc<crate::bundle_store::ActiveBundle>,
-    /// Whether this node may serve, and what receipts say (certification.rs).
-    pub certification: Arc<crate::certification::Certification>,
     pub started: Instant,
     pub job_timeout: Duration,
     pub memory_limit: u64,
@@ -80,17 +78,10 @@ impl Shared {
         self.active.id()
     }
 
-    /// Whether receipts (and status) say this node is certified.
+    /// Whether receipts (and status) say this node is certified: on one
+    /// device at least.
     pub fn certified(&self) -> bool {
-        self.certification
-            .receipts_certified(&self.current_bundle_id())
-    }
-
-    /// Why jobs are refused now, if they are.
-    pub fn refusal(&self) -> Option<String> {
-        self.certification
-            .may_serve(&self.current_bundle_id())
-            .err()
+        self.devices.any_certified(&self.current_bundle_id())
     }
 }
 
@@ -211,21 +202,29 @@ async fn serve(
     let message = Message::decode(&payload).map_err(|e| err(e.error_kind(), e.to_string()))?;
     match message {
         Message::StatusRequest => {
+            let bundle_id = shared.current_bundle_id();
+            let devices: Vec<_> = shared
+                .devices
+                .all()
+                .iter()
+                .map(|d| d.status(&bundle_id))
+                .collect();
             let status = Message::Status(NodeStatus {
                 node_id: shared.node_id.clone(),
-                device: shared.device.clone(),
-                bundle_id: shared.current_bundle_id(),
+                device: shared.devices.names(),
                 certified: shared.certified(),
-                certification: shared
-                    .certification
-                    .status_line(&shared.current_bundle_id()),
-                queue_depth: shared.queue.len() as u32,
-                queue_bound: lockstep_limits::JOB_QUEUE_BOUND as u32,
-                jobs_done: shared.counters.done.load(Ordering::Relaxed),
-                jobs_failed: shared.counters.failed.load(Ordering::Relaxed),
+                // The first device's line: the whole story on a node with
+                // one device, and `devices` has every device's.
+                certification: devices[0].certification.clone(),
+                queue_depth: shared.devices.queue_depth() as u32,
+                queue_bound: (lockstep_limits::JOB_QUEUE_BOUND * devices.len()) as u32,
+                jobs_done: shared.devices.jobs_done(),
+                jobs_failed: shared.devices.jobs_failed(),
+                bundle_id,
                 uptime_s: shared.started.elapsed().as_secs(),
                 key_protection: shared.admin.key_protection,
                 chain_address: shared.chain.address(),
+                devices,
             });
             write_frame(send, &status.to_frame()).await.map_err(wire)?;
             Ok(())
@@ -234,11 +233,15 @@ async fn serve(
             ErrorKind::Internal,
             "the node is shutting down; retry after it restarts, or on another node",
         )),
-        Message::Submit(_) if shared.refusal().is_some() => Err(err(
-            ErrorKind::Uncertified,
-            shared.refusal().unwrap_or_default(),
-        )),
-        Message::Submit(request) => submit(send, reader, shared, peer, request).await,
+        Message::Submit(request) => {
+            // Refused before anything is admitted when no device (or not
+            // the one named) may take it; picked again once the inputs are
+            // in, for the shortest queue then.
+            shared
+                .devices
+                .pick(request.device, &shared.current_bundle_id())?;
+            submit(send, reader, shared, peer, request).await
+        }
         Message::CertifyHello => crate::certify_stream::session(send, reader, shared).await,
         Message::CertifyRequest(_) | Message::InstallReport(_) => {
             Err(crate::certify_stream::unsessioned())
@@ -504,6 +507,9 @@ async fn submit(
             .map_err(|e| e.to_job_error())?;
         inputs.insert(r.input.clone(), t);
     }
+    let device = shared
+        .devices
+        .pick(request.device, &shared.current_bundle_id())?;
     let (reply, outcome) = smol::channel::bounded(1);
     let job = Job {
         job_id: request.job_id,
@@ -515,8 +521,9 @@ async fn submit(
         source: peer.source,
         submitter: request.submitter,
         references: request.references,
+        _on_device: device.take_job(),
     };
-    if let Err(TrySendError::Full(_)) = shared.queue.try_send(Work::Run(job)) {
+    if let Err(TrySendError::Full(_)) = device.queue.try_send(Work::Run(job)) {
         let busy = Message::Busy {
             retry_after_ms: 1000,
         };

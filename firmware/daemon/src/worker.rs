@@ -35,6 +35,9 @@ pub struct Job {
     /// The inputs that were fetched from other nodes (already in `inputs`,
     /// checked against these): the receipt records each one's source.
     pub references: Vec<lockstep_protocol::TensorReference>,
+    /// Counts the job on its device until it is done or dropped (devices.rs
+    /// picks the least loaded device).
+    pub _on_device: crate::devices::OnDevice,
 }
 
 /// What an admitted job holds of the node's budgets; released on drop.
@@ -90,9 +93,10 @@ pub struct WorkerContext {
     /// Stated in every receipt.
     pub key_protection: lockstep_identity::KeyProtection,
     pub bundle_id: String,
-    /// Whether receipts say certified (evaluated for the current bundle).
-    pub certification: Arc<crate::certification::Certification>,
-    pub counters: Arc<Counters>,
+    /// The device this worker owns: its queue, counters, certification
+    /// (whether receipts say certified, for the current bundle) and
+    /// whether it still serves.
+    pub slot: Arc<crate::devices::DeviceSlot>,
     /// Where each job's intermediate tensors are kept as evidence.
     pub retention: Arc<crate::retention::Retention>,
     /// Test builds only: corrupt op outputs on purpose (`--inject-fault`).
@@ -107,6 +111,9 @@ pub struct WorkerContext {
     pub active: Arc<crate::bundle_store::ActiveBundle>,
     /// Test builds only (`--inject-worker-panic`): the next job panics.
     pub inject_panic: bool,
+    /// Test builds only (`--inject-device-lost INDEX`): this device is
+    /// lost under its next job (its backend answers `DeviceLost`).
+    pub inject_device_lost: bool,
     /// Called once if the worker panics: the process must end non-zero so
     /// that systemd restarts it with a fresh device.
     pub on_panic: Option<Box<dyn FnOnce(String) + Send>>,
@@ -135,9 +142,15 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// process then exits non-zero), and from then on every queued request is
 /// refused the same way without touching the backend, whose state the
 /// panic may have left half-changed.
-pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
-    let device = device_record(backend.fingerprint());
-    let failure = loop {
+///
+/// A lost device (`VK_ERROR_DEVICE_LOST`) fails the job that found it with
+/// `DeviceLost`, takes the device out of service, and from then on the
+/// same happens to whatever was queued on it; the process and the node's
+/// other devices carry on.
+pub fn run(mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
+    let queue = ctx.slot.queue;
+    let device = device_record(backend.fingerprint(), ctx.slot.index);
+    let why_stopped = loop {
         let work = smol::block_on(queue.receive());
         let job_reply = match &work {
             Work::Run(job) => Some(job.reply.clone()),
@@ -146,69 +159,146 @@ pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: Wor
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
             Work::Run(job) => run_one(job, backend.as_mut(), &device, &ctx),
             Work::SwitchBundle(switch) => {
-                crate::bundle_switch::switch(switch, &mut backend, &mut ctx)
+                crate::bundle_switch::switch(switch, &mut backend, &mut ctx);
+                Ok(())
             }
             Work::Certify(job) => {
-                let load = ctx.certification.load.clone();
-                crate::certification::run_remote(job, backend.as_mut(), &ctx, load.as_ref())
+                let load = ctx.slot.certification.load.clone();
+                crate::certification::run_remote(job, backend.as_mut(), &ctx, load.as_ref());
+                Ok(())
             }
         }));
-        if let Err(payload) = outcome {
-            let what = panic_text(payload.as_ref());
-            if let Some(reply) = job_reply {
-                ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.try_send(Err(worker_failed(&format!("panic: {what}"))));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(Lost(why))) => break Stopped::Lost(why),
+            Err(payload) => {
+                let what = panic_text(payload.as_ref());
+                if let Some(reply) = job_reply {
+                    ctx.slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.try_send(Err(worker_failed(&format!("panic: {what}"))));
+                }
+                break Stopped::Panicked(what);
             }
-            break what;
         }
     };
-    tracing::error!(panic = %failure, "the GPU worker panicked: failing queued work and exiting so the node restarts");
-    if let Some(report) = ctx.on_panic.take() {
-        report(failure.clone());
-    }
+    let refusal = match why_stopped {
+        Stopped::Panicked(failure) => {
+            tracing::error!(panic = %failure, "the GPU worker panicked: failing queued work and exiting so the node restarts");
+            if let Some(report) = ctx.on_panic.take() {
+                report(failure.clone());
+            }
+            worker_failed("an earlier job panicked")
+        }
+        Stopped::Lost(why) => {
+            ctx.slot.take_out_of_service(why.clone());
+            device_lost(ctx.slot.index, &why)
+        }
+    };
     drop(backend);
     loop {
         match smol::block_on(queue.receive()) {
             Work::Run(job) => {
-                ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = job
-                    .reply
-                    .try_send(Err(worker_failed("an earlier job panicked")));
+                ctx.slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.try_send(Err(refusal.clone()));
             }
             Work::SwitchBundle(switch) => {
-                let _ = switch.reply.try_send(Err(
-                    "the GPU worker failed; the node restarts: push again".into(),
-                ));
+                let _ = switch.reply.try_send(Err(format!(
+                    "device {} cannot switch: {}",
+                    ctx.slot.index, refusal.message
+                )));
             }
             Work::Certify(job) => {
-                let _ = job
-                    .reply
-                    .try_send(Err(worker_failed("an earlier job panicked")));
+                let _ = job.reply.try_send(Err(refusal.clone()));
             }
         }
     }
 }
 
-fn run_one(job: Job, backend: &mut dyn Backend, device: &DeviceRecord, ctx: &WorkerContext) {
+/// Why a worker stopped running work.
+enum Stopped {
+    Panicked(String),
+    Lost(String),
+}
+
+/// The device was lost under a job (the message says while doing what).
+struct Lost(String);
+
+/// What a job is told when its device was lost under it or before it.
+fn device_lost(index: u32, why: &str) -> JobError {
+    JobError {
+        kind: ErrorKind::DeviceLost,
+        message: format!(
+            "device {index} was lost ({why}) and is out of service; the node's other devices still serve: resubmit the job"
+        ),
+    }
+}
+
+/// A backend whose device is gone: how `--inject-device-lost` makes the
+/// executor meet `VK_ERROR_DEVICE_LOST` (test builds only).
+struct LostBackend<'a>(&'a mut dyn Backend);
+
+impl Backend for LostBackend<'_> {
+    fn fingerprint(&self) -> &DeviceFingerprint {
+        self.0.fingerprint()
+    }
+
+    fn run(
+        &mut self,
+        _op: &lockstep_backend::Op,
+        _inputs: &[&Tensor],
+    ) -> Result<Tensor, lockstep_backend::BackendError> {
+        Err(lockstep_backend::BackendError::DeviceLost(
+            "waiting for a dispatch (injected: --inject-device-lost)".into(),
+        ))
+    }
+}
+
+fn run_one(
+    job: Job,
+    backend: &mut dyn Backend,
+    device: &DeviceRecord,
+    ctx: &WorkerContext,
+) -> Result<(), Lost> {
     if Instant::now() > job.deadline {
-        ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-        return;
+        ctx.slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
     }
     // Test builds only: how a driver or executor bug would surface.
     if cfg!(feature = "fault-injection") && ctx.inject_panic {
         panic!("injected worker panic (--inject-worker-panic)");
     }
     let reply = job.reply.clone();
-    let outcome = run_job(job, backend, device, ctx);
-    let counter = if outcome.is_ok() {
-        &ctx.counters.done
+    let mut lost_backend;
+    let backend: &mut dyn Backend = if cfg!(feature = "fault-injection") && ctx.inject_device_lost {
+        lost_backend = LostBackend(backend);
+        &mut lost_backend
     } else {
-        &ctx.counters.failed
+        backend
+    };
+    let (outcome, lost) = match run_job(job, backend, device, ctx) {
+        Err(Failure::Lost(why)) => (Err(device_lost(ctx.slot.index, &why)), Some(why)),
+        Err(Failure::Job(e)) => (Err(e), None),
+        Ok(finished) => (Ok(finished), None),
+    };
+    let counter = if outcome.is_ok() {
+        &ctx.slot.counters.done
+    } else {
+        &ctx.slot.counters.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
     // The client may have gone: nothing to do then, the job's memory (and
     // its reservation) is freed with it.
     let _ = reply.try_send(outcome);
+    match lost {
+        Some(why) => Err(Lost(why)),
+        None => Ok(()),
+    }
+}
+
+/// How a job failed: on its own, or because the device is gone.
+enum Failure {
+    Job(JobError),
+    Lost(String),
 }
 
 /// Runs a job, consuming it: its inputs move into the executor (no copy),
@@ -218,7 +308,7 @@ fn run_job(
     backend: &mut dyn Backend,
     device: &DeviceRecord,
     ctx: &WorkerContext,
-) -> Result<Finished, JobError> {
+) -> Result<Finished, Failure> {
     let started = SystemTime::now();
     let inputs_hashes: BTreeMap<String, String> = job
         .inputs
@@ -254,14 +344,20 @@ fn run_job(
         if let Some(p) = pending.take() {
             p.abandon();
         }
-        let kind = match e {
-            lockstep_program::ExecError::Deadline { .. } => ErrorKind::Timeout,
+        use lockstep_program::ExecError;
+        let kind = match &e {
+            ExecError::Deadline { .. } => ErrorKind::Timeout,
+            ExecError::Backend { error, .. } | ExecError::Output { error, .. }
+                if matches!(**error, lockstep_backend::BackendError::DeviceLost(_)) =>
+            {
+                return Failure::Lost(error.to_string());
+            }
             _ => ErrorKind::Internal,
         };
-        JobError {
+        Failure::Job(JobError {
             kind,
             message: e.to_string(),
-        }
+        })
     })?;
     let trace = report.trace.as_ref().expect("tracing is on by default");
     let receipt = Receipt {
@@ -280,7 +376,7 @@ fn run_job(
         trace_root: hex::encode(trace.root),
         started_at: rfc3339(started),
         finished_at: rfc3339(SystemTime::now()),
-        certified: ctx.certification.receipts_certified(&ctx.bundle_id),
+        certified: ctx.slot.certification.receipts_certified(&ctx.bundle_id),
         key_protection: Some(ctx.key_protection),
         chain_address: Some(ctx.chain.address()),
         submitter: job.submitter.clone(),
@@ -306,8 +402,10 @@ fn run_job(
     })
 }
 
-pub fn device_record(fp: &DeviceFingerprint) -> DeviceRecord {
+pub fn device_record(fp: &DeviceFingerprint, index: u32) -> DeviceRecord {
     DeviceRecord {
+        uuid: Some(hex::encode(fp.device_uuid)),
+        index: Some(index),
         backend: fp.backend.to_string(),
         name: fp.name.clone(),
         vendor_id: fp.vendor_id,

@@ -185,10 +185,12 @@ fn run_request(node: &common::Node, nonce: &[u8; 32], by: &SigningKey) -> Messag
     let action = CertifyAction::Run {
         repeats: 1,
         valid_days: 30,
+        device: None,
     };
     Message::CertifyRequest(CertifyRequest {
         repeats: 1,
         valid_days: 30,
+        device: None,
         auth: Authorization::sign(by, &node.key, nonce, action),
     })
 }

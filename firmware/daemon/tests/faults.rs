@@ -109,6 +109,7 @@ fn a_client_that_vanishes_mid_upload_costs_nothing() {
                 inputs: vec![header("x", &x)],
                 references: vec![],
                 submitter: None,
+                device: None,
             });
             write_frame(&mut send, &request.to_frame()).await.unwrap();
             // A quarter of the data, then gone.
@@ -129,6 +130,7 @@ fn a_client_that_vanishes_mid_upload_costs_nothing() {
             }],
             references: vec![],
             submitter: None,
+            device: None,
         });
         let reply = raw(&node, &huge.to_frame().encode()).await;
         assert!(matches!(reply, Some(Message::Rejected(_))), "{reply:?}");
@@ -152,6 +154,7 @@ fn a_job_past_the_time_limit_is_answered_with_a_timeout() {
             inputs: vec![],
             references: vec![],
             submitter: None,
+            device: None,
         });
         match raw(&node, &request.to_frame().encode()).await {
             Some(Message::Rejected(e)) => {

@@ -67,6 +67,7 @@ fn produce(node: &Node, submitter: Option<&SigningKey>) -> Produced {
         inputs: vec![header("x", &x)],
         references: vec![],
         submitter: submitter.map(|k| k.public().to_base64()),
+        device: None,
     });
     let data: Vec<Frame> = tensor_chunks(&x).collect();
     smol::block_on(async {
@@ -138,6 +139,7 @@ fn consume(consumer: &Node, r: TensorReference) -> (Message, BTreeMap<String, Te
         inputs: vec![],
         references: vec![r],
         submitter: None,
+        device: None,
     });
     smol::block_on(async {
         let conn = lockstep_transport::connect(consumer.socket(), &consumer.node_id())
@@ -400,6 +402,8 @@ fn stalling_producer(
             driver_id: 0,
             driver_version: 0,
             api_version: 0,
+            uuid: Some("00".repeat(16)),
+            index: Some(0),
         },
         program_sha256: "00".repeat(32),
         inputs: BTreeMap::new(),

@@ -116,7 +116,13 @@ pub const CONNECTION_SEND_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Jobs waiting for the GPU worker. When the queue is full a new job is
 /// answered "busy, retry after" at once instead of waiting unboundedly.
+/// One such queue per device.
 pub const JOB_QUEUE_BOUND: usize = 8;
+
+/// Devices one node serves on, each with its own worker thread and queue
+/// (an HGX-class server has 8 GPUs; twice that leaves room). Past this,
+/// `lockstepd --devices` names which.
+pub const MAX_NODE_DEVICES: usize = 16;
 
 /// How long a job may run on the worker before the client is told it timed
 /// out (default; `lockstepd --job-timeout-s` overrides).

@@ -41,8 +41,14 @@ pub struct CertifyChallenge {
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum CertifyAction {
     /// Run the suite on the device; the report expires `valid_days` after
-    /// the run.
-    Run { repeats: u32, valid_days: u32 },
+    /// the run. `device`: which of the node's devices (by index; absent:
+    /// the first), so the statement a certifier signs names it.
+    Run {
+        repeats: u32,
+        valid_days: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<u32>,
+    },
     /// Install the report whose bytes have this SHA-256 (hex).
     Install { report_sha256: String },
 }
@@ -53,9 +59,11 @@ impl std::fmt::Display for CertifyAction {
             CertifyAction::Run {
                 repeats,
                 valid_days,
+                device,
             } => write!(
                 f,
-                "a suite run ({repeats} repeats, valid {valid_days} days)"
+                "a suite run on device {} ({repeats} repeats, valid {valid_days} days)",
+                device.unwrap_or(0)
             ),
             CertifyAction::Install { report_sha256 } => write!(
                 f,
@@ -205,6 +213,8 @@ pub struct CertifyRequest {
     /// Days the report is valid after the run (1 to
     /// `MAX_CERTIFICATION_VALIDITY_DAYS`).
     pub valid_days: u32,
+    /// Which device runs the suite (its index); `None`: the first. v7.
+    pub device: Option<u32>,
     /// Signed [`CertifyAction::Run`] with these parameters.
     pub auth: Authorization,
 }
@@ -215,6 +225,7 @@ impl CertifyRequest {
         CertifyAction::Run {
             repeats: self.repeats,
             valid_days: self.valid_days,
+            device: self.device,
         }
     }
 }
@@ -345,6 +356,7 @@ mod tests {
             Message::CertifyRequest(CertifyRequest {
                 repeats: 3,
                 valid_days: 90,
+                device: None,
                 auth: auth(),
             }),
             Message::CertifyReport(CertifyReply {
@@ -388,6 +400,7 @@ mod tests {
             let m = Message::CertifyRequest(CertifyRequest {
                 repeats,
                 valid_days,
+                device: None,
                 auth: auth(),
             });
             assert!(matches!(decode(&m), Err(MessageError::Bound(_))));
@@ -405,6 +418,7 @@ mod tests {
         let m = Message::CertifyRequest(CertifyRequest {
             repeats: 1,
             valid_days: 1,
+            device: None,
             auth: long,
         });
         assert!(matches!(decode(&m), Err(MessageError::Bound(_))));
@@ -416,6 +430,7 @@ mod tests {
         CertifyAction::Run {
             repeats: 2,
             valid_days: 30,
+            device: None,
         }
     }
 
@@ -443,6 +458,7 @@ mod tests {
         let more = CertifyAction::Run {
             repeats: 64,
             valid_days: 30,
+            device: None,
         };
         assert!(matches!(
             verify_authorization(&a, &trusted, NODE, &nonce, &more),

@@ -42,12 +42,12 @@ pub use evidence::{EvidenceAccess, InputRequest, LeafEvidence, LeafRequest};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
 pub use lockstep_identity::KeyProtection;
 pub use message::{
-    Envelope, ErrorKind, JobError, JobRequest, JobResult, Message, MessageError, NodeStatus,
-    TensorHeader, PROTOCOL_VERSION,
+    DeviceSelector, DeviceStatus, Envelope, ErrorKind, JobError, JobRequest, JobResult, Message,
+    MessageError, NodeStatus, TensorHeader, PROTOCOL_VERSION,
 };
 pub use receipt::{
     rfc3339, verify_chain_signature, DeviceRecord, Receipt, ReceiptError, ReferenceRecord,
-    RECEIPT_FORMAT, RECEIPT_FORMAT_V1, RECEIPT_FORMAT_V2, RECEIPT_FORMAT_V3,
+    RECEIPT_FORMAT, RECEIPT_FORMAT_V1, RECEIPT_FORMAT_V2, RECEIPT_FORMAT_V3, RECEIPT_FORMAT_V4,
 };
 pub use reference::{
     check_fetch, check_reference, proof_message, OutputRequest, Permission, PermissionStatement,

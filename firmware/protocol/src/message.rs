@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::Frame;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -113,6 +113,46 @@ pub struct JobRequest {
     /// The submitter's minisign public key (base64): the receipt records
     /// it, and only it may permit other nodes to fetch the outputs.
     pub submitter: Option<String>,
+    /// The device to run on; `None`: the node picks a serving device with
+    /// the shortest queue. v7.
+    pub device: Option<DeviceSelector>,
+}
+
+/// Which of a node's devices a job asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceSelector {
+    /// By index, as `lockstep status` lists them.
+    Index(u32),
+    /// By `VkPhysicalDeviceIDProperties::deviceUUID`: the first serving
+    /// device with that UUID.
+    Uuid([u8; 16]),
+}
+
+impl DeviceSelector {
+    /// `N` (an index) or 32 hex digits (a UUID, dashes allowed).
+    pub fn parse(text: &str) -> Result<DeviceSelector, String> {
+        let t = text.trim();
+        if let Ok(i) = t.parse::<u32>() {
+            return Ok(DeviceSelector::Index(i));
+        }
+        let digits: String = t.chars().filter(|c| *c != '-').collect();
+        let mut uuid = [0u8; 16];
+        match hex::decode_to_slice(&digits, &mut uuid) {
+            Ok(()) => Ok(DeviceSelector::Uuid(uuid)),
+            Err(_) => Err(format!(
+                "device {text:?} is neither an index (0, 1, ...) nor a 32-hex-digit UUID; see `lockstep status`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSelector::Index(i) => write!(f, "device {i}"),
+            DeviceSelector::Uuid(u) => write!(f, "device {}", hex::encode(u)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +204,13 @@ pub enum ErrorKind {
     /// A referenced input was refused or could not be fetched; the
     /// refusal says which check failed, the message names the input.
     Reference(crate::reference::ReferenceRefusal),
+    /// The device running the job was lost (`VK_ERROR_DEVICE_LOST`): the
+    /// job failed and the device is out of service; the node's other
+    /// devices still serve, so the job may be resubmitted.
+    DeviceLost,
+    /// The job named a device this node does not have, or one out of
+    /// service; the message lists the serving ones.
+    NoSuchDevice,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +237,32 @@ pub struct NodeStatus {
     pub key_protection: lockstep_identity::KeyProtection,
     /// The node's chain key address (EIP-55 `0x…`).
     pub chain_address: String,
+    /// Each device, in index order (v7). The fields above sum or summarise
+    /// them: `queue_depth` and the job counts are totals, `certified` says
+    /// whether any device serves.
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// One device of a node, as `lockstep status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub index: u32,
+    pub name: String,
+    /// 32 lower-case hex digits.
+    pub uuid: String,
+    /// Whether this device takes jobs now: certified (or the node runs
+    /// `--uncertified`) and not lost.
+    pub serving: bool,
+    pub certified: bool,
+    /// One line: who certified the device, or why it is not certified.
+    pub certification: String,
+    pub queue_depth: u32,
+    pub queue_bound: u32,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    /// Why the device is out of service (lost, failed a bundle's
+    /// self-test), if it is.
+    pub problem: Option<String>,
 }
 
 /// Why a control frame is not a message this node accepts.
@@ -374,6 +447,7 @@ mod tests {
             }],
             references: vec![],
             submitter: None,
+            device: None,
         });
         let Frame::Control(payload) = m.to_frame() else {
             panic!("control frame expected")

@@ -19,8 +19,11 @@ use crate::chain::ChainFieldError;
 
 /// Version of the receipt's own layout. Format 2 added `key_protection`,
 /// format 3 `chain_address`, format 4 `references` (and the optional
-/// `submitter`); receipts of formats 1 to 3 still verify.
-pub const RECEIPT_FORMAT: u32 = 4;
+/// `submitter`), format 5 the device's `uuid` and `index` (nodes with
+/// several devices); receipts of formats 1 to 4 still verify.
+pub const RECEIPT_FORMAT: u32 = 5;
+/// The layout before the device's `uuid` and `index`.
+pub const RECEIPT_FORMAT_V4: u32 = 4;
 /// The layout before `references` and `submitter`.
 pub const RECEIPT_FORMAT_V3: u32 = 3;
 /// The layout before `chain_address`.
@@ -40,6 +43,16 @@ pub struct DeviceRecord {
     pub driver_id: u32,
     pub driver_version: u32,
     pub api_version: u32,
+    /// `VkPhysicalDeviceIDProperties::deviceUUID`, 32 lower-case hex digits
+    /// (all zeros for the CPU reference): which physical device ran the
+    /// job. Format 5 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// The device's index among the node's devices (`lockstep status`):
+    /// tells apart devices that report the same UUID, as identical
+    /// software devices do. Format 5 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,10 +212,27 @@ impl Receipt {
             (
                 "references",
                 self.references.is_some(),
+                RECEIPT_FORMAT_V4,
+                true,
+            ),
+            (
+                "submitter",
+                self.submitter.is_some(),
+                RECEIPT_FORMAT_V4,
+                false,
+            ),
+            (
+                "device.uuid",
+                self.device.uuid.is_some(),
                 RECEIPT_FORMAT,
                 true,
             ),
-            ("submitter", self.submitter.is_some(), RECEIPT_FORMAT, false),
+            (
+                "device.index",
+                self.device.index.is_some(),
+                RECEIPT_FORMAT,
+                true,
+            ),
         ];
         for (name, present, since, required) in fields {
             if self.format >= since && required && !present {
@@ -221,6 +251,16 @@ impl Receipt {
                 return malformed(format!(
                     "chain_address {text:?} is not in its EIP-55 form {}",
                     address.to_checksum()
+                ));
+            }
+        }
+        if let Some(uuid) = &self.device.uuid {
+            let hex_digits = uuid
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if uuid.len() != 32 || !hex_digits {
+                return malformed(format!(
+                    "device.uuid {uuid:?} is not 32 lower-case hex digits"
                 ));
             }
         }

@@ -41,6 +41,7 @@ fn a_job_survives_the_wire_in_any_split() {
         inputs: ts.iter().map(|(n, t)| header(n, t)).collect(),
         references: vec![],
         submitter: None,
+        device: None,
     });
     let mut wire = request.to_frame().encode();
     for (_, t) in &ts {
@@ -121,6 +122,8 @@ fn receipt(node: &str) -> Receipt {
             driver_id: 13,
             driver_version: 1,
             api_version: 4_206_822,
+            uuid: Some("00".repeat(16)),
+            index: Some(0),
         },
         program_sha256: "cd".repeat(32),
         inputs: BTreeMap::from([("x".to_string(), "ef".repeat(32))]),
@@ -379,6 +382,7 @@ proptest! {
             inputs: vec![TensorHeader { name: "x".into(), shape: vec![3, 4], sha256: [1; 32] }],
             references: vec![],
             submitter: None,
+            device: None,
         });
         let Frame::Control(mut p) = m.to_frame() else { unreachable!() };
         let i = pos % p.len();

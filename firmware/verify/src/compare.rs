@@ -99,6 +99,8 @@ mod tests {
                 driver_id: 0,
                 driver_version: 0,
                 api_version: 0,
+                uuid: Some("00".repeat(16)),
+                index: Some(0),
             },
             program_sha256: hex::encode([1u8; 32]),
             inputs: BTreeMap::from([("x".into(), "aa".into())]),

@@ -23,6 +23,7 @@ impl Drop for Node {
 /// Starts `lockstepd` on an ephemeral loopback port with `backend` and any
 /// extra flags, and waits for its "listening" line. The node serves
 /// uncertified (`--uncertified`): most tests are not about certification.
+#[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn start(state: &Path, backend: &str, extra: &[&str]) -> Node {
     let mut flags = vec!["--uncertified"];
     flags.extend_from_slice(extra);
@@ -80,6 +81,31 @@ pub fn start_with_env(
         addr: addr.to_string(),
         key: key.to_string(),
     }
+}
+
+/// `VK_ICD_FILENAMES` listing `n` copies of the lavapipe driver manifest
+/// (written into `dir`): the Vulkan loader then lists `n` devices, all
+/// lavapipe, all with lavapipe's one device UUID. How the multi-device
+/// tests get several devices on a machine without GPUs.
+#[allow(dead_code)]
+pub fn lavapipe_icds(dir: &Path, n: usize) -> std::ffi::OsString {
+    let system = [
+        "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",
+        "/usr/share/vulkan/icd.d/lvp_icd.json",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.exists())
+    .expect("lavapipe's ICD manifest is missing: install mesa-vulkan-drivers (make test does)");
+    let manifest = std::fs::read(system).unwrap();
+    let paths: Vec<String> = (0..n)
+        .map(|i| {
+            let path = dir.join(format!("lvp-{i}.json"));
+            std::fs::write(&path, &manifest).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    paths.join(":").into()
 }
 
 /// The `lockstep` client from the same target directory as this
@@ -200,12 +226,24 @@ pub mod client {
         program: &lockstep_program::Program,
         x: &Tensor,
     ) -> Option<Message> {
+        submit_on(conn, job_id, program, x, None).await
+    }
+
+    /// [`submit`] to a named device of the node.
+    pub async fn submit_on(
+        conn: &quinn::Connection,
+        job_id: [u8; 16],
+        program: &lockstep_program::Program,
+        x: &Tensor,
+        device: Option<lockstep_protocol::DeviceSelector>,
+    ) -> Option<Message> {
         let request = Message::Submit(JobRequest {
             job_id,
             program: program.to_postcard(),
             inputs: vec![header("x", x)],
             references: vec![],
             submitter: None,
+            device,
         });
         let data: Vec<Frame> = tensor_chunks(x).collect();
         ask(conn, &request, &data).await.map(|(m, _)| m)
