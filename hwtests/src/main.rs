@@ -46,7 +46,8 @@ struct RunArgs {
     /// Where the suite runs locally (ignored with --node).
     #[arg(long, value_enum, default_value = "vulkan")]
     backend: BackendKind,
-    /// Vulkan device index (see `lockstep devices`).
+    /// Vulkan device index (see `lockstep devices`); with --node, which of
+    /// the node's devices (see `lockstep status`; default: its first).
     #[arg(long)]
     device: Option<usize>,
     /// Ask a running node to run the suite on its own device.
@@ -264,6 +265,7 @@ fn certify(args: &RunArgs) -> Result<ExitCode, Failure> {
             node,
             &node_key,
             &key,
+            args.device.map(|d| d as u32),
             args.repeats,
             args.valid_days,
             args.quiet,

@@ -99,6 +99,7 @@ pub(crate) fn run(
     node: &str,
     node_key: &NodeId,
     key: &SigningKey,
+    device: Option<u32>,
     repeats: u32,
     valid_days: u32,
     quiet: bool,
@@ -106,7 +107,8 @@ pub(crate) fn run(
     let addr = addr(node)?;
     if !quiet {
         eprintln!(
-            "asking node {addr} to run the suite on its device (this holds its worker for a while)"
+            "asking node {addr} to run the suite on its device {} (this holds that device's worker for a while)",
+            device.unwrap_or(0)
         );
     }
     let node_id = node_key.to_base64();
@@ -114,12 +116,12 @@ pub(crate) fn run(
         let action = CertifyAction::Run {
             repeats,
             valid_days,
-            device: None,
+            device,
         };
         Message::CertifyRequest(CertifyRequest {
             repeats,
             valid_days,
-            device: None,
+            device,
             auth: Authorization::sign(key, &node_id, nonce, action),
         })
     }))?;

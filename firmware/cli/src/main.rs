@@ -16,6 +16,7 @@ mod exec;
 mod failure;
 mod fleet_check;
 mod lineage;
+mod load;
 mod permit;
 mod reference_file;
 mod submit;
@@ -165,6 +166,18 @@ enum Command {
         /// Size of the tensor sent (and returned) for the throughput figure; 0 skips it.
         #[arg(long, default_value_t = 256)]
         upload_mib: usize,
+        /// The load test instead: N clients, each on its own connection,
+        /// send --jobs jobs each (softmax_rows on --shape), retrying when
+        /// busy; prints jobs/s and the jobs each device ran.
+        #[arg(long, value_name = "N")]
+        clients: Option<usize>,
+        /// The load test's input shape, ROWS,COLS.
+        #[arg(long, value_name = "ROWS,COLS", default_value = "256,1024")]
+        shape: String,
+        /// The load test's device on the node (index or UUID); default:
+        /// the node picks.
+        #[arg(long, value_name = "N|UUID")]
+        on_device: Option<String>,
     },
     /// A node's id, device, bundle, queue and counters.
     Status {
@@ -275,7 +288,18 @@ fn main() -> ExitCode {
             node,
             jobs,
             upload_mib,
+            clients: None,
+            ..
         } => submit::bench_node(&node, jobs, upload_mib),
+        Command::BenchNode {
+            node,
+            jobs,
+            clients: Some(clients),
+            shape,
+            on_device,
+            ..
+        } => load::LoadArgs::parse(clients, jobs, &shape, on_device.as_deref())
+            .and_then(|args| load::load(&node, &args)),
         Command::VerifyReceipt {
             receipt,
             node_key,

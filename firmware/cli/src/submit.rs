@@ -22,7 +22,7 @@ use crate::failure::Failure;
 pub struct NodeArgs {
     /// The node's address (UDP).
     #[arg(long, value_name = "ADDR:PORT")]
-    node: SocketAddr,
+    pub(crate) node: SocketAddr,
     /// The node id to pin (its minisign public key; `lockstep identity`).
     #[arg(long, value_name = "KEY")]
     node_key: String,
@@ -54,7 +54,7 @@ pub enum Job {
     },
 }
 
-fn node_id(args: &NodeArgs) -> Result<NodeId, Failure> {
+pub(crate) fn node_id(args: &NodeArgs) -> Result<NodeId, Failure> {
     NodeId::parse(&args.node_key).map_err(|e| Failure::Input(format!("--node-key: {e}")))
 }
 
@@ -70,7 +70,11 @@ fn attrs_map(attrs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
 }
 
 /// A single op as a one-step program, so every job has a program hash.
-fn one_op_program(op: &str, inputs: &[Tensor], attrs: BTreeMap<String, String>) -> Program {
+pub(crate) fn one_op_program(
+    op: &str,
+    inputs: &[Tensor],
+    attrs: BTreeMap<String, String>,
+) -> Program {
     let names: Vec<String> = (0..inputs.len()).map(|i| format!("in{i}")).collect();
     Program {
         version: PROGRAM_VERSION,
@@ -287,7 +291,10 @@ pub(crate) async fn exchange(
 }
 
 /// One job on an open connection (one bidirectional stream).
-async fn exchange_on(
+/// What a busy node's refusal says (the load test retries on it).
+pub(crate) const BUSY: &str = "is busy";
+
+pub(crate) async fn exchange_on(
     connection: &quinn::Connection,
     addr: SocketAddr,
     request: JobRequest,
@@ -327,7 +334,7 @@ async fn exchange_on(
         Message::Done(r) => r,
         Message::Busy { retry_after_ms } => {
             return Err(Failure::Runtime(format!(
-                "node at {addr} is busy (its job slots or memory budget are full); retry after {retry_after_ms} ms"
+                "node at {addr} {BUSY} (its job slots or memory budget are full); retry after {retry_after_ms} ms"
             )))
         }
         Message::Rejected(e) => {

@@ -286,6 +286,11 @@ fn run_one(
         &ctx.slot.counters.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    // Out of service before anyone hears of the loss: a client told
+    // `DeviceLost` never finds the device still listed as serving.
+    if let Some(why) = &lost {
+        ctx.slot.take_out_of_service(why.clone());
+    }
     // The client may have gone: nothing to do then, the job's memory (and
     // its reservation) is freed with it.
     let _ = reply.try_send(outcome);
