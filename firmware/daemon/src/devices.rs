@@ -33,6 +33,9 @@ pub struct DeviceSlot {
     pub uuid: String,
     /// SHA-256 (hex) of the canonical JSON of its device record.
     pub fingerprint: String,
+    /// Device-local memory, if the device has its own: a job's live
+    /// tensors must fit it (each device is its own memory budget).
+    pub memory_bytes: Option<u64>,
     pub queue: &'static JobQueue,
     pub counters: Counters,
     /// Jobs queued on it or running there now.
@@ -52,6 +55,7 @@ impl DeviceSlot {
         name: String,
         uuid: String,
         fingerprint: String,
+        memory_bytes: Option<u64>,
         certification: Arc<Certification>,
     ) -> DeviceSlot {
         assert!(
@@ -63,6 +67,7 @@ impl DeviceSlot {
             name,
             uuid,
             fingerprint,
+            memory_bytes,
             queue: &QUEUES[index as usize],
             counters: Counters::default(),
             load: AtomicUsize::new(0),
@@ -173,20 +178,43 @@ impl Devices {
         out
     }
 
-    /// The device a job runs on (see the module docs).
+    /// The device a job whose live tensors peak at `peak_bytes` runs on
+    /// (see the module docs): only a device whose memory holds that peak.
     pub fn pick(
         &self,
         selector: Option<DeviceSelector>,
         bundle_id: &str,
+        peak_bytes: u64,
     ) -> Result<&Arc<DeviceSlot>, JobError> {
         let serving: Vec<&Arc<DeviceSlot>> = self
             .slots
             .iter()
             .filter(|s| s.refusal(bundle_id).is_none())
             .collect();
+        let fits = |s: &DeviceSlot| s.memory_bytes.is_none_or(|m| peak_bytes <= m);
+        let too_large = |s: &DeviceSlot| {
+            JobError {
+            kind: ErrorKind::TooLarge,
+            message: format!(
+                "the program's live tensors peak at {peak_bytes} bytes; device {} has {} bytes of memory",
+                s.index,
+                s.memory_bytes.unwrap_or(0)
+            ),
+        }
+        };
         let Some(selector) = selector else {
+            if let Some(biggest) = serving
+                .iter()
+                .filter(|s| s.memory_bytes.is_some())
+                .max_by_key(|s| s.memory_bytes)
+            {
+                if !serving.iter().any(|s| fits(s)) {
+                    return Err(too_large(biggest));
+                }
+            }
             return serving
                 .iter()
+                .filter(|s| fits(s))
                 .min_by_key(|s| {
                     let load = s.load.load(Ordering::SeqCst);
                     (load, s.assigned.load(Ordering::Relaxed), s.index)
@@ -208,6 +236,7 @@ impl Devices {
             });
         };
         match named.refusal(bundle_id) {
+            None if !fits(named) => Err(too_large(named)),
             None => Ok(named),
             Some(why) => Err(JobError {
                 kind: ErrorKind::NoSuchDevice,
@@ -318,6 +347,7 @@ mod tests {
                     format!("gpu {i}"),
                     uuid.to_string(),
                     "fp".into(),
+                    Some(1 << 20 << i),
                     c,
                 ))
             })
@@ -336,7 +366,7 @@ mod tests {
         // devices still get turns.
         let mut picked = Vec::new();
         for _ in 0..6 {
-            let slot = devices.pick(None, BUNDLE).unwrap().clone();
+            let slot = devices.pick(None, BUNDLE, 0).unwrap().clone();
             picked.push(slot.index);
             drop(slot.take_job());
         }
@@ -344,7 +374,7 @@ mod tests {
         // Heavy traffic: jobs held on 0 and 1 send the next to 2.
         let a = devices.all()[0].take_job();
         let b = devices.all()[1].take_job();
-        assert_eq!(devices.pick(None, BUNDLE).unwrap().index, 2);
+        assert_eq!(devices.pick(None, BUNDLE, 0).unwrap().index, 2);
         drop((a, b));
     }
 
@@ -352,15 +382,15 @@ mod tests {
     fn named_devices_by_index_or_uuid() {
         let (_d, devices) = devices(&[&uuid(1), &uuid(2), &uuid(2)], &[true, true, true]);
         let by_index = devices
-            .pick(Some(DeviceSelector::Index(2)), BUNDLE)
+            .pick(Some(DeviceSelector::Index(2)), BUNDLE, 0)
             .unwrap();
         assert_eq!(by_index.index, 2);
         let by_uuid = devices
-            .pick(Some(DeviceSelector::Uuid([2; 16])), BUNDLE)
+            .pick(Some(DeviceSelector::Uuid([2; 16])), BUNDLE, 0)
             .unwrap();
         assert_eq!(by_uuid.index, 1, "the first serving device with the UUID");
         let e = devices
-            .pick(Some(DeviceSelector::Index(3)), BUNDLE)
+            .pick(Some(DeviceSelector::Index(3)), BUNDLE, 0)
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::NoSuchDevice);
         assert!(e.message.contains("serving devices: 0"), "{}", e.message);
@@ -373,13 +403,13 @@ mod tests {
         devices.all()[0].take_out_of_service("a later reason".into());
         assert_eq!(devices.all()[0].problem().as_deref(), Some("lost"));
         for _ in 0..4 {
-            let slot = devices.pick(None, BUNDLE).unwrap().clone();
+            let slot = devices.pick(None, BUNDLE, 0).unwrap().clone();
             assert_eq!(slot.index, 2);
             drop(slot.take_job());
         }
         for i in [0, 1] {
             let e = devices
-                .pick(Some(DeviceSelector::Index(i)), BUNDLE)
+                .pick(Some(DeviceSelector::Index(i)), BUNDLE, 0)
                 .unwrap_err();
             assert_eq!(e.kind, ErrorKind::NoSuchDevice, "{}", e.message);
         }
@@ -387,14 +417,32 @@ mod tests {
         assert!(!status.serving);
         assert_eq!(status.problem.as_deref(), Some("lost"));
         devices.all()[2].take_out_of_service("lost too".into());
-        let e = devices.pick(None, BUNDLE).unwrap_err();
+        let e = devices.pick(None, BUNDLE, 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NoSuchDevice, "{}", e.message);
+    }
+
+    #[test]
+    fn a_job_goes_only_to_a_device_whose_memory_holds_it() {
+        // Devices of 1, 2 and 4 MiB.
+        let (_d, devices) = devices(&[&uuid(1), &uuid(2), &uuid(3)], &[true, true, true]);
+        for _ in 0..3 {
+            let slot = devices.pick(None, BUNDLE, 3 << 20).unwrap().clone();
+            assert_eq!(slot.index, 2);
+            drop(slot.take_job());
+        }
+        let e = devices
+            .pick(Some(DeviceSelector::Index(0)), BUNDLE, 2 << 20)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge, "{}", e.message);
+        let e = devices.pick(None, BUNDLE, 5 << 20).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge, "{}", e.message);
+        assert!(e.message.contains("device 2 has 4194304"), "{}", e.message);
     }
 
     #[test]
     fn a_node_with_no_certified_device_says_uncertified() {
         let (_d, devices) = devices(&[&uuid(1), &uuid(2)], &[false, false]);
-        let e = devices.pick(None, BUNDLE).unwrap_err();
+        let e = devices.pick(None, BUNDLE, 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Uncertified, "{}", e.message);
     }
 
@@ -421,6 +469,7 @@ mod tests {
                 "gpu".into(),
                 uuid(i as u8),
                 "fp".into(),
+                None,
                 c.clone(),
             ))
         };

@@ -619,6 +619,7 @@ fn run() -> Result<()> {
             d.fingerprint.name.clone(),
             uuid,
             admin::device_fingerprint(&record),
+            d.memory_bytes,
             certification,
         )));
     }
@@ -683,6 +684,21 @@ fn run() -> Result<()> {
     let local = endpoint.local_addr()?;
     tracing::info!(node = %node_id, device = %device_name, bundle = %bundle_id, "serving");
     eprintln!("lockstepd chain address {}", node_chain.address());
+    // SIGTERM / SIGINT: stop accepting, let running jobs finish (bounded),
+    // exit 0. The device key is never touched on the way out. Installed
+    // before the "listening" line: a supervisor that stops the node right
+    // after it says it listens gets a clean stop, not the default death.
+    let (stop_tx, stop_rx) = smol::channel::bounded::<i32>(1);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let _ = stop_tx.try_send(sig);
+        }
+    });
+
     // Tests and scripts read the bound address from this line.
     println!("lockstepd listening on {local} as {node_id}");
     if let Some(path) = &args.ready_file {
@@ -733,19 +749,6 @@ fn run() -> Result<()> {
         max_per_source,
         "admission budgets"
     );
-
-    // SIGTERM / SIGINT: stop accepting, let running jobs finish (bounded),
-    // exit 0. The device key is never touched on the way out.
-    let (stop_tx, stop_rx) = smol::channel::bounded::<i32>(1);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            let _ = stop_tx.try_send(sig);
-        }
-    });
 
     smol::block_on(async move {
         let mut worker_panic = None;
@@ -914,6 +917,8 @@ struct Opened {
     /// The loader's index (`None`: the CPU reference).
     vulkan_index: Option<usize>,
     fingerprint: lockstep_backend::DeviceFingerprint,
+    /// Device-local memory, if the device has its own.
+    memory_bytes: Option<u64>,
     self_test_ops: usize,
     /// The worker's context goes here; then it serves.
     start: std::sync::mpsc::Sender<WorkerContext>,
@@ -1001,7 +1006,8 @@ fn open_devices(
                 };
                 match tested {
                     Ok(ops) => {
-                        let _ = ready_tx.send(Ok((b.fingerprint().clone(), ops)));
+                        let memory = b.device_memory_bytes();
+                        let _ = ready_tx.send(Ok((b.fingerprint().clone(), memory, ops)));
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(StartError::SelfTest(e)));
@@ -1026,9 +1032,10 @@ fn open_devices(
             .recv()
             .with_context(|| format!("the worker of {which} stopped while opening it"))?
         {
-            Ok((fingerprint, self_test_ops)) => opened.push(Opened {
+            Ok((fingerprint, memory_bytes, self_test_ops)) => opened.push(Opened {
                 vulkan_index,
                 fingerprint,
+                memory_bytes,
                 self_test_ops,
                 start,
             }),

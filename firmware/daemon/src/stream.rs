@@ -239,7 +239,7 @@ async fn serve(
             // in, for the shortest queue then.
             shared
                 .devices
-                .pick(request.device, &shared.current_bundle_id())?;
+                .pick(request.device, &shared.current_bundle_id(), 0)?;
             submit(send, reader, shared, peer, request).await
         }
         Message::CertifyHello => crate::certify_stream::session(send, reader, shared).await,
@@ -398,6 +398,12 @@ async fn submit(
         .sum::<u64>();
     let job_bytes =
         request.program.len() as u64 + validated.peak_bytes().max(input_bytes + output_bytes);
+    // A program no serving device could hold is refused before its inputs.
+    shared.devices.pick(
+        request.device,
+        &shared.current_bundle_id(),
+        validated.peak_bytes(),
+    )?;
     let memory = &shared.budgets.memory;
     let share = &shared.budgets.memory_per_source;
     if job_bytes > share.limit() {
@@ -507,9 +513,11 @@ async fn submit(
             .map_err(|e| e.to_job_error())?;
         inputs.insert(r.input.clone(), t);
     }
-    let device = shared
-        .devices
-        .pick(request.device, &shared.current_bundle_id())?;
+    let device = shared.devices.pick(
+        request.device,
+        &shared.current_bundle_id(),
+        validated.peak_bytes(),
+    )?;
     let (reply, outcome) = smol::channel::bounded(1);
     let job = Job {
         job_id: request.job_id,

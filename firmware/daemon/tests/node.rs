@@ -129,7 +129,9 @@ fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     assert_eq!(r["trace_root"], trace["root"]);
     assert_eq!(r["node"], node.key.as_str());
-    assert_eq!(r["format"], 4);
+    assert_eq!(r["format"], 5);
+    assert_eq!(r["device"]["index"], 0);
+    assert_eq!(r["device"]["uuid"].as_str().map(str::len), Some(32));
     assert_eq!(r["key_protection"], "file");
     assert!(
         r["chain_address"].as_str().is_some_and(|a| a.len() == 42),
