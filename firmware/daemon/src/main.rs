@@ -565,6 +565,9 @@ fn run() -> Result<()> {
     }
     // The worker thread owns the device: open it there and report back.
     let counters = Arc::new(Counters::default());
+    let metrics = Arc::new(lockstep_metrics::NodeMetrics::new(env!(
+        "CARGO_PKG_VERSION"
+    )));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let ctx = WorkerContext {
         key: key.clone(),
@@ -573,6 +576,7 @@ fn run() -> Result<()> {
         bundle_id: bundle_id.clone(),
         certification: certification.clone(),
         counters: counters.clone(),
+        metrics: metrics.clone(),
         reopen: Box::new(move |bundle| match backend_kind {
             BackendKind::Cpu => Ok(Box::new(CpuBackend::new()) as Box<dyn Backend>),
             BackendKind::Vulkan => VulkanBackend::new(bundle, device)
@@ -674,6 +678,7 @@ fn run() -> Result<()> {
     let shared = Arc::new(Shared {
         queue: &QUEUE,
         counters,
+        metrics,
         node_id,
         chain: node_chain,
         device: device_name,

@@ -11,6 +11,7 @@ use embassy_sync::channel::Channel;
 use lockstep_backend::{Backend, DeviceFingerprint};
 use lockstep_identity::DeviceKey;
 use lockstep_limits::JOB_QUEUE_BOUND;
+use lockstep_metrics::{DeviceMetrics, NodeMetrics, Outcome};
 use lockstep_program::{execute, ExecOptions, ValidatedProgram};
 use lockstep_protocol::{rfc3339, DeviceRecord, ErrorKind, JobError, Receipt, RECEIPT_FORMAT};
 use lockstep_tensor::Tensor;
@@ -93,6 +94,8 @@ pub struct WorkerContext {
     /// Whether receipts say certified (evaluated for the current bundle).
     pub certification: Arc<crate::certification::Certification>,
     pub counters: Arc<Counters>,
+    /// The node's metrics: each job's outcome and time, by device.
+    pub metrics: Arc<NodeMetrics>,
     /// Where each job's intermediate tensors are kept as evidence.
     pub retention: Arc<crate::retention::Retention>,
     /// Test builds only: corrupt op outputs on purpose (`--inject-fault`).
@@ -137,14 +140,16 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// panic may have left half-changed.
 pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
     let device = device_record(backend.fingerprint());
+    let counts = device_metrics(&ctx.metrics, backend.fingerprint());
     let failure = loop {
         let work = smol::block_on(queue.receive());
         let job_reply = match &work {
             Work::Run(job) => Some(job.reply.clone()),
             _ => None,
         };
+        let picked_up = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
-            Work::Run(job) => run_one(job, backend.as_mut(), &device, &ctx),
+            Work::Run(job) => run_one(job, backend.as_mut(), &device, &ctx, &counts),
             Work::SwitchBundle(switch) => {
                 crate::bundle_switch::switch(switch, &mut backend, &mut ctx)
             }
@@ -157,6 +162,7 @@ pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: Wor
             let what = panic_text(payload.as_ref());
             if let Some(reply) = job_reply {
                 ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                counts.job_finished(Outcome::Failed, picked_up.elapsed());
                 let _ = reply.try_send(Err(worker_failed(&format!("panic: {what}"))));
             }
             break what;
@@ -171,6 +177,7 @@ pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: Wor
         match smol::block_on(queue.receive()) {
             Work::Run(job) => {
                 ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                counts.job_not_run(Outcome::Failed);
                 let _ = job
                     .reply
                     .try_send(Err(worker_failed("an earlier job panicked")));
@@ -189,9 +196,27 @@ pub fn run(queue: &'static JobQueue, mut backend: Box<dyn Backend>, mut ctx: Wor
     }
 }
 
-fn run_one(job: Job, backend: &mut dyn Backend, device: &DeviceRecord, ctx: &WorkerContext) {
+/// This worker's device's part of the node's metrics, labelled with the
+/// device UUID in hex.
+fn device_metrics(metrics: &NodeMetrics, fp: &DeviceFingerprint) -> Arc<DeviceMetrics> {
+    let label = hex::encode(fp.device_uuid);
+    metrics.device(&label).unwrap_or_else(|e| {
+        // Counted, but not exported: better than not counting.
+        tracing::warn!(error = %e, "device metrics not exported");
+        Arc::new(DeviceMetrics::new(&label))
+    })
+}
+
+fn run_one(
+    job: Job,
+    backend: &mut dyn Backend,
+    device: &DeviceRecord,
+    ctx: &WorkerContext,
+    counts: &DeviceMetrics,
+) {
     if Instant::now() > job.deadline {
         ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+        counts.job_not_run(Outcome::Timeout);
         return;
     }
     // Test builds only: how a driver or executor bug would surface.
@@ -199,7 +224,16 @@ fn run_one(job: Job, backend: &mut dyn Backend, device: &DeviceRecord, ctx: &Wor
         panic!("injected worker panic (--inject-worker-panic)");
     }
     let reply = job.reply.clone();
+    let started = Instant::now();
     let outcome = run_job(job, backend, device, ctx);
+    counts.job_finished(
+        match &outcome {
+            Ok(_) => Outcome::Ok,
+            Err(e) if e.kind == ErrorKind::Timeout => Outcome::Timeout,
+            Err(_) => Outcome::Failed,
+        },
+        started.elapsed(),
+    );
     let counter = if outcome.is_ok() {
         &ctx.counters.done
     } else {

@@ -178,6 +178,18 @@ impl DeviceMetrics {
         self.duration.observe(duration);
     }
 
+    /// A job that ended without running on this device (its submitter
+    /// stopped waiting before the worker reached it, or the worker had
+    /// failed): counted by outcome, but not in the latency histogram,
+    /// whose `_count` is the jobs that ran.
+    pub fn job_not_run(&self, outcome: Outcome) {
+        let i = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("every outcome is in ALL");
+        self.jobs[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn jobs(&self, outcome: Outcome) -> u64 {
         let i = Outcome::ALL
             .iter()
@@ -505,6 +517,7 @@ mod tests {
         d.job_finished(Outcome::Ok, Duration::from_millis(20));
         d.job_finished(Outcome::Ok, Duration::from_millis(30));
         d.job_finished(Outcome::Timeout, Duration::from_secs(61));
+        d.job_not_run(Outcome::Timeout);
         d.set_queue_depth(2);
         d.set_certified(true);
         m.busy_refusal();
@@ -518,7 +531,7 @@ mod tests {
             "lockstep_build_info{version=\"0.1.0\",bundle_id=\"abc\"} 1",
             "lockstep_jobs_total{device=\"00ff\",outcome=\"ok\"} 2",
             "lockstep_jobs_total{device=\"00ff\",outcome=\"failed\"} 0",
-            "lockstep_jobs_total{device=\"00ff\",outcome=\"timeout\"} 1",
+            "lockstep_jobs_total{device=\"00ff\",outcome=\"timeout\"} 2",
             "lockstep_jobs_refused_total{reason=\"busy\"} 1",
             "lockstep_jobs_refused_total{reason=\"invalid_program\"} 1",
             "lockstep_busy_refusals_total 1",
