@@ -208,3 +208,23 @@ fn prometheus_scrapes_the_fleets_metrics() {
     assert_eq!(up[0].0["node"], node.key.as_str());
     assert_eq!(up[0].1, 1.0);
 }
+
+#[test]
+fn the_metrics_port_is_loopback_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("fleet");
+    init(&f);
+    let out = fleet(&f, &["metrics", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::stderr(&out);
+    assert!(err.contains("--allow-remote"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Neither --listen nor --once: a usage error.
+    assert_eq!(fleet(&f, &["metrics"]).status.code(), Some(2));
+    // An empty fleet: the fleet's own family, without samples.
+    let once = ok(&fleet(&f, &["metrics", "--once"]));
+    let families = lockstep_metrics::parse(&once).unwrap();
+    assert_eq!(families.len(), 1, "{once}");
+    assert_eq!(families[0].name, "lockstep_fleet_node_up");
+    assert!(families[0].samples.is_empty(), "{once}");
+}
