@@ -11,7 +11,8 @@ use lockstep_protocol::admin::AdminAction;
 use lockstep_protocol::Message;
 use lockstep_tensor::{Fill, Tensor};
 
-fn start(dir: &std::path::Path, operator: &SigningKey) -> common::Node {
+/// A config file that makes the node trust `operator`.
+fn config(dir: &std::path::Path, operator: &SigningKey) -> String {
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
@@ -21,11 +22,33 @@ fn start(dir: &std::path::Path, operator: &SigningKey) -> common::Node {
         ),
     )
     .unwrap();
+    config.to_str().unwrap().to_string()
+}
+
+/// A node trusting `operator`, serving uncertified.
+fn start(dir: &std::path::Path, operator: &SigningKey) -> common::Node {
     common::start(
         &dir.join("state"),
         "cpu",
-        &["--config", config.to_str().unwrap()],
+        &["--config", &config(dir, operator)],
     )
+}
+
+/// A node trusting `operator`, with `extra` flags (without
+/// `--uncertified` it refuses jobs: nobody certified it).
+fn start_with(dir: &std::path::Path, operator: &SigningKey, extra: &[&str]) -> common::Node {
+    let config = config(dir, operator);
+    let mut flags = vec!["--config", config.as_str()];
+    flags.extend_from_slice(extra);
+    common::start_certified(&dir.join("state"), "cpu", &flags)
+}
+
+/// The operator's reading of the node's metrics.
+async fn read(node: &common::Node, operator: &SigningKey) -> Vec<Family> {
+    let (_, reply) = admin(node, operator, Some(AdminAction::Metrics), None, vec![]).await;
+    let reply = reply.unwrap();
+    assert!(reply.ok, "{}", reply.message);
+    parse(&reply.metrics.unwrap()).unwrap()
 }
 
 /// The value of the one sample named `name` whose labels include `labels`.
@@ -144,4 +167,90 @@ fn only_a_trusted_operator_reads_metrics() {
         vec![],
     ));
     assert!(reply.unwrap().metrics.is_some());
+}
+
+#[test]
+fn a_job_past_its_time_limit_is_a_timeout_not_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = SigningKey::generate();
+    // No job can finish in 0 s: the node stops waiting at once, and the
+    // worker drops the job when it reaches it.
+    let node = start_with(
+        dir.path(),
+        &operator,
+        &["--uncertified", "--job-timeout-s", "0"],
+    );
+    smol::block_on(async {
+        let conn = connect_from(&node, "127.0.0.1").await.unwrap();
+        let x = Tensor::filled(vec![8], 7, Fill::Uniform).unwrap();
+        let reply = submit(&conn, job_id(0x3f, 1), &one_op("relu", &[8]), &x)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&reply, Message::Rejected(e) if e.kind == lockstep_protocol::ErrorKind::Timeout),
+            "{reply:?}"
+        );
+        let device = ("device", "00000000000000000000000000000000");
+        // The worker counts the job when it reaches it, maybe after the
+        // answer went out: wait for it, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let m = loop {
+            let m = read(&node, &operator).await;
+            let timeouts = value(&m, "lockstep_jobs_total", &[device, ("outcome", "timeout")]);
+            if timeouts == 1.0 || std::time::Instant::now() > deadline {
+                break m;
+            }
+            smol::Timer::after(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            value(&m, "lockstep_jobs_total", &[device, ("outcome", "timeout")]),
+            1.0
+        );
+        assert_eq!(
+            value(&m, "lockstep_jobs_total", &[device, ("outcome", "ok")]),
+            0.0
+        );
+        // It reached the queue: not a refusal.
+        for reason in ["timeout", "busy", "other"] {
+            assert_eq!(
+                value(&m, "lockstep_jobs_refused_total", &[("reason", reason)]),
+                0.0,
+                "{reason}"
+            );
+        }
+    });
+}
+
+#[test]
+fn an_uncertified_node_counts_its_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = SigningKey::generate();
+    let node = start_with(dir.path(), &operator, &[]);
+    smol::block_on(async {
+        let conn = connect_from(&node, "127.0.0.1").await.unwrap();
+        let x = Tensor::filled(vec![8], 7, Fill::Uniform).unwrap();
+        const REFUSED: u64 = 3;
+        for n in 0..REFUSED {
+            let reply = submit(&conn, job_id(0x40, n), &one_op("relu", &[8]), &x)
+                .await
+                .unwrap();
+            assert!(
+                matches!(&reply, Message::Rejected(e) if e.kind == lockstep_protocol::ErrorKind::Uncertified),
+                "{reply:?}"
+            );
+        }
+        let m = read(&node, &operator).await;
+        let uncertified = ("reason", "uncertified");
+        assert_eq!(
+            value(&m, "lockstep_jobs_refused_total", &[uncertified]),
+            REFUSED as f64
+        );
+        let device = ("device", "00000000000000000000000000000000");
+        assert_eq!(value(&m, "lockstep_device_certified", &[device]), 0.0);
+        assert_eq!(
+            value(&m, "lockstep_jobs_total", &[device, ("outcome", "ok")]),
+            0.0
+        );
+        assert_eq!(value(&m, "lockstep_bytes_received_total", &[]), 0.0);
+    });
 }
