@@ -10,6 +10,8 @@
 //! - [`release`]: signing a kernel bundle's release, reading a bundle for
 //!   a push.
 //! - [`push`]: a push across many nodes, every outcome reported.
+//! - [`metrics`]: the fleet's metrics for Prometheus: every node's read
+//!   over the admin channel, labelled, merged, served on a local HTTP port.
 //! - [`image`]: the provisioning file written into an appliance image's
 //!   ESP before flashing.
 //! - [`update`]: in-place A/B image updates: reading and measuring an
@@ -27,6 +29,7 @@ pub mod attest;
 pub mod chain;
 pub mod image;
 pub mod inventory;
+pub mod metrics;
 pub mod operator;
 pub mod push;
 pub mod registry;

@@ -77,6 +77,23 @@ enum Command {
     Show { node: String },
     /// Mark a node revoked: its later receipts are reported as such.
     Revoke { node: String },
+    /// Serve the fleet's metrics for Prometheus at http://ADDR/metrics:
+    /// each scrape reads every unrevoked node's metrics over the admin
+    /// channel (signed by the operator key), labels them with the node's
+    /// id and adds lockstep_fleet_node_up. Prints one line when listening.
+    Metrics {
+        /// Where to serve, e.g. 127.0.0.1:9464 (loopback only, unless
+        /// --allow-remote).
+        #[arg(long, value_name = "ADDR:PORT", required_unless_present = "once")]
+        listen: Option<SocketAddr>,
+        /// Serve on a non-loopback address: anyone who reaches it reads
+        /// every node's metrics, without authentication.
+        #[arg(long, requires = "listen")]
+        allow_remote: bool,
+        /// Scrape once, print the exposition to stdout and exit.
+        #[arg(long, conflicts_with = "listen")]
+        once: bool,
+    },
     /// Kernel bundles.
     Bundle {
         #[command(subcommand)]
@@ -326,6 +343,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("revoked {}", n.node_id);
             Ok(())
         }
+        Command::Metrics {
+            listen,
+            allow_remote,
+            once: _,
+        } => metrics(dir, listen, allow_remote),
         Command::Bundle {
             command:
                 BundleCommand::Sign {
@@ -401,6 +423,58 @@ fn run(cli: Cli) -> Result<(), Failure> {
             ChainCommand::Show { node, registry } => chain_show(dir, &node, &registry),
         },
     }
+}
+
+/// `lockstep-fleet metrics`: one scrape to stdout, or serve scrapes on
+/// `listen` until killed.
+fn metrics(dir: &Path, listen: Option<SocketAddr>, allow_remote: bool) -> Result<(), Failure> {
+    use lockstep_fleet::metrics;
+    // Once, before serving: an encrypted key's password is asked for now.
+    let key = operator::load(dir).map_err(usage)?;
+    Inventory::open(dir).map_err(usage)?;
+    // The inventory is read at every scrape: nodes enrolled or revoked
+    // since the start count from the next one.
+    let scrape = || -> Result<metrics::Scrape, String> {
+        let nodes: Vec<NodeRecord> = Inventory::open(dir)
+            .and_then(|inv| inv.nodes())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|n| n.revoked_at.is_none())
+            .collect();
+        Ok(metrics::scrape(&nodes, &key, metrics::node_timeout()))
+    };
+    let Some(listen) = listen else {
+        let s = scrape().map_err(machine)?;
+        for (node, why) in &s.down {
+            eprintln!("lockstep-fleet: node {node} is down: {why}");
+        }
+        print!("{}", s.text);
+        return Ok(());
+    };
+    if !listen.ip().is_loopback() && !allow_remote {
+        return Err(usage(format!(
+            "{listen} is not a loopback address: the metrics port has no authentication; serve on 127.0.0.1 (and let Prometheus or a proxy reach it there), or pass --allow-remote"
+        )));
+    }
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| machine(format!("cannot listen on {listen}: {e}")))?;
+    let local = listener.local_addr().map_err(machine)?;
+    // Tests and scripts wait for this one line.
+    println!("lockstep-fleet metrics listening on http://{local}/metrics");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    metrics::serve(&listener, &|| match scrape() {
+        Ok(s) => {
+            for (node, why) in &s.down {
+                eprintln!("lockstep-fleet metrics: node {node} is down: {why}");
+            }
+            Ok(s.text)
+        }
+        Err(e) => {
+            eprintln!("lockstep-fleet metrics: inventory: {e}");
+            Err(format!("inventory: {e}"))
+        }
+    })
 }
 
 fn chain_failure(e: ChainError) -> Failure {

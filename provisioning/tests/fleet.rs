@@ -4,118 +4,18 @@
 //! `lockstepd` is found beside this crate's binary in the target
 //! directory; `cargo test --workspace` (make test) builds it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
+mod common;
+
+use common::{
+    fleet, fleet_bin, init, lockstep_bin, lockstepd_bin, ok, start, start_bare, start_env, stderr,
+    submit, Node,
+};
 use lockstep_fleet::session::{Session, SessionError};
 use lockstep_identity::{NodeId, SigningKey};
 use lockstep_protocol::admin::AdminAction;
-
-fn fleet_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lockstep-fleet"))
-}
-
-fn lockstepd_bin() -> PathBuf {
-    let path = fleet_bin().with_file_name("lockstepd");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p lockstep-daemon), or run make test",
-        path.display()
-    );
-    path
-}
-
-struct Node {
-    child: Child,
-    addr: String,
-    key: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a node with a first-enrolment window open (most tests enroll an
-/// unprovisioned node the way an operator at its console would).
-fn start(state: &Path, extra: &[&str]) -> Node {
-    let mut flags = vec!["--enroll-window-s", "600"];
-    flags.extend_from_slice(extra);
-    start_bare(state, &flags)
-}
-
-/// Starts a node with exactly these flags: no enrolment window. The key
-/// is a file unless `extra` gives `--sealed-identity`.
-fn start_bare(state: &Path, extra: &[&str]) -> Node {
-    start_env(state, extra, None)
-}
-
-/// [`start_bare`] with `CREDENTIALS_DIRECTORY` set to `creds`.
-fn start_env(state: &Path, extra: &[&str], creds: Option<&Path>) -> Node {
-    let mut cmd = Command::new(lockstepd_bin());
-    if let Some(c) = creds {
-        cmd.env("CREDENTIALS_DIRECTORY", c);
-    }
-    if !extra.contains(&"--sealed-identity") {
-        cmd.arg("--file-key");
-    }
-    let mut child = cmd
-        .args(["--listen", "127.0.0.1:0", "--backend", "cpu", "--state"])
-        .arg(state)
-        // Certification is another issue's concern: serve jobs uncertified.
-        .arg("--uncertified")
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let rest = line
-        .strip_prefix("lockstepd listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let (addr, key) = rest.trim().split_once(" as ").unwrap();
-    Node {
-        child,
-        addr: addr.to_string(),
-        key: key.to_string(),
-    }
-}
-
-fn fleet(dir: &Path, args: &[&str]) -> Output {
-    Command::new(fleet_bin())
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("LOCKSTEP_KEY_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn init(dir: &Path) -> SigningKey {
-    ok(&fleet(dir, &["init", "--unencrypted"]));
-    SigningKey::read_file(&dir.join("operator.key"), None).unwrap()
-}
 
 fn list(dir: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&ok(&fleet(dir, &["list", "--json"]))).unwrap()
@@ -472,37 +372,6 @@ fn usage_errors_exit_2_with_one_line() {
         "{}",
         stderr(&enc)
     );
-}
-
-fn lockstep_bin() -> PathBuf {
-    let path = fleet_bin().with_file_name("lockstep");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p lockstep-cli), or run make test",
-        path.display()
-    );
-    path
-}
-
-fn submit(node: &Node, receipt: &Path, out: &Path) {
-    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/attention.json");
-    let o = Command::new(lockstep_bin())
-        .args([
-            "submit",
-            "--node",
-            &node.addr,
-            "--node-key",
-            &node.key,
-            "--receipt",
-        ])
-        .arg(receipt)
-        .arg("exec")
-        .arg(&program)
-        .arg("--out-dir")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 fn verify(receipt: &Path, fleet_dir: &Path) -> Output {

@@ -99,6 +99,7 @@ fn reply(ok: bool, message: String) -> Message {
         certified: false,
         certification_report_sha256: None,
         registration: None,
+        metrics: None,
     })
 }
 

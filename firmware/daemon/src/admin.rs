@@ -467,16 +467,27 @@ pub async fn serve(
         None => return Ok(()),
         Some(Frame::Data(_)) => return Err(wire("data before the admin command")),
     };
-    let _one_at_a_time = admin.busy.lock().await;
+    // Commands that change the node run one at a time; reading metrics
+    // changes nothing, so a scrape never waits behind a long image push.
+    // The action is only a hint here: `execute` checks the same statement
+    // bytes (signature, node, nonce, trust) before it acts on them.
+    let read_only = serde_json::from_slice::<AdminStatement>(&command.statement)
+        .is_ok_and(|s| s.action == AdminAction::Metrics);
+    let _one_at_a_time = if read_only {
+        None
+    } else {
+        Some(admin.busy.lock().await)
+    };
     let outcome = execute(reader, shared, &nonce, command).await;
-    let (ok, message, registration) = match outcome {
+    let (ok, message, registration, metrics) = match outcome {
         Ok(Done {
             message,
             registration,
-        }) => (true, message, registration),
+            metrics,
+        }) => (true, message, registration, metrics),
         Err(m) => {
             tracing::warn!(reason = %m, "admin command refused");
-            (false, m, None)
+            (false, m, None, None)
         }
     };
     let info = node_info(shared);
@@ -488,15 +499,18 @@ pub async fn serve(
         certified: info.certified,
         certification_report_sha256: info.certification_report_sha256,
         registration,
+        metrics,
     });
     write_frame(send, &reply.to_frame()).await.map_err(wire)
 }
 
 /// A command that succeeded: its one-line message and, for
-/// `SignRegistration`, the signed registration.
+/// `SignRegistration`, the signed registration, for `Metrics`, the
+/// exposition.
 struct Done {
     message: String,
     registration: Option<lockstep_protocol::RegistrationSignature>,
+    metrics: Option<String>,
 }
 
 impl From<String> for Done {
@@ -504,8 +518,36 @@ impl From<String> for Done {
         Done {
             message,
             registration: None,
+            metrics: None,
         }
     }
+}
+
+/// The node's metrics exposition, with the gauges that describe state held
+/// elsewhere set from it now, so each scrape is exact: the queue's depth,
+/// the evidence retained, whether the device is certified for the active
+/// bundle, each device from its own queue and certification.
+fn metrics(shared: &Shared) -> Result<String, String> {
+    let bundle_id = shared.current_bundle_id();
+    for device in shared.devices.all() {
+        device.metrics.set_queue_depth(device.queue.len() as u64);
+        device
+            .metrics
+            .set_certified(device.certification.verdict(&bundle_id).certified);
+    }
+    let (jobs, bytes) = shared.retention.usage();
+    shared.metrics.set_evidence_retained(jobs, bytes);
+    let text = shared.metrics.exposition(&bundle_id);
+    if text.len() > lockstep_limits::MAX_METRICS_BYTES {
+        // Cannot happen with the registry's fixed families and bounded
+        // devices; refused rather than sent, which the fleet would refuse.
+        return Err(format!(
+            "the metrics are {} bytes, over the {}-byte bound",
+            text.len(),
+            lockstep_limits::MAX_METRICS_BYTES
+        ));
+    }
+    Ok(text)
 }
 
 /// The facts a registration states, read from the node's own state: the
@@ -625,6 +667,22 @@ async fn execute(
                     registration.node_address
                 ),
                 registration: Some(registration),
+                metrics: None,
+            });
+        }
+        AdminAction::Metrics => {
+            if !is_trusted {
+                return Err(untrusted(&operator, &trusted));
+            }
+            if command.bundle.is_some() || command.image.is_some() {
+                return Err(
+                    "Metrics refused: it carries no bundle or image; send the command alone".into(),
+                );
+            }
+            return Ok(Done {
+                message: "metrics".into(),
+                registration: None,
+                metrics: Some(metrics(shared)?),
             });
         }
         AdminAction::SetOperators { keys } => {

@@ -38,6 +38,9 @@ pub struct DeviceSlot {
     pub memory_bytes: Option<u64>,
     pub queue: &'static JobQueue,
     pub counters: Counters,
+    /// Its part of the node's metrics (`device` label: its UUID, or
+    /// `UUID/INDEX` when another device of the node has the same UUID).
+    pub metrics: Arc<lockstep_metrics::DeviceMetrics>,
     /// Jobs queued on it or running there now.
     load: AtomicUsize,
     /// Jobs ever given to it: among equally loaded devices the one given
@@ -57,6 +60,7 @@ impl DeviceSlot {
         fingerprint: String,
         memory_bytes: Option<u64>,
         certification: Arc<Certification>,
+        metrics: Arc<lockstep_metrics::DeviceMetrics>,
     ) -> DeviceSlot {
         assert!(
             (index as usize) < MAX_NODE_DEVICES,
@@ -70,6 +74,7 @@ impl DeviceSlot {
             memory_bytes,
             queue: &QUEUES[index as usize],
             counters: Counters::default(),
+            metrics,
             load: AtomicUsize::new(0),
             assigned: AtomicU64::new(0),
             certification,
@@ -349,6 +354,7 @@ mod tests {
                     "fp".into(),
                     Some(1 << 20 << i),
                     c,
+                    Arc::new(lockstep_metrics::DeviceMetrics::new(uuid)),
                 ))
             })
             .collect();
@@ -471,6 +477,7 @@ mod tests {
                 "fp".into(),
                 None,
                 c.clone(),
+                Arc::new(lockstep_metrics::DeviceMetrics::new("d")),
             ))
         };
         let devices = Devices::new(vec![slot(0, &shared), slot(1, &own), slot(2, &shared)]);

@@ -125,10 +125,11 @@ pub(crate) async fn take_turn(shared: &Shared, peer: &Peer) -> Result<Turn, JobE
 pub(crate) async fn stream_data(
     send: &mut quinn::SendStream,
     data: StoredData,
+    metrics: &lockstep_metrics::NodeMetrics,
 ) -> Result<(), JobError> {
     let limit = Duration::from_millis(lockstep_limits::WRITE_STALL_TIMEOUT_MS)
         + Duration::from_secs(data.len / lockstep_limits::PEER_RATE_MIN_BYTES_PER_S);
-    within(limit, stream_chunks(send, data))
+    within(limit, stream_chunks(send, data, metrics))
         .await
         .unwrap_or_else(|| {
             Err(err(
@@ -141,7 +142,11 @@ pub(crate) async fn stream_data(
         })
 }
 
-async fn stream_chunks(send: &mut quinn::SendStream, data: StoredData) -> Result<(), JobError> {
+async fn stream_chunks(
+    send: &mut quinn::SendStream,
+    data: StoredData,
+    metrics: &lockstep_metrics::NodeMetrics,
+) -> Result<(), JobError> {
     let chunk = lockstep_limits::WIRE_CHUNK_BYTES as u64;
     let mut left = data.len;
     let mut file = smol::Unblock::with_capacity(chunk as usize, data.file);
@@ -155,6 +160,7 @@ async fn stream_chunks(send: &mut quinn::SendStream, data: StoredData) -> Result
             )
         })?;
         write_frame(send, &Frame::Data(buf)).await.map_err(wire)?;
+        metrics.sent(n as u64);
         left -= n as u64;
     }
     Ok(())
@@ -224,7 +230,7 @@ pub async fn leaf(
         .await
         .map_err(wire)?;
     if let Some(d) = data {
-        stream_data(send, d).await?;
+        stream_data(send, d, &shared.metrics).await?;
     }
     Ok(())
 }
@@ -272,5 +278,5 @@ pub async fn input(
     write_frame(send, &Message::Input(header).to_frame())
         .await
         .map_err(wire)?;
-    stream_data(send, data).await
+    stream_data(send, data, &shared.metrics).await
 }

@@ -580,6 +580,9 @@ fn run() -> Result<()> {
         inject_self_test_fault,
     )?;
     let self_test_ops: usize = opened.iter().map(|d| d.self_test_ops).sum();
+    let metrics = Arc::new(lockstep_metrics::NodeMetrics::new(env!(
+        "CARGO_PKG_VERSION"
+    )));
     let mut certifications: Vec<(String, Arc<certification::Certification>)> = Vec::new();
     let mut slots = Vec::new();
     for (index, d) in opened.iter().enumerate() {
@@ -614,6 +617,20 @@ fn run() -> Result<()> {
             }
         };
         let record = worker::device_record(&d.fingerprint, index as u32);
+        // A device's metrics are labelled with its UUID, which names it
+        // across reboots; a second device with the same UUID (identical
+        // software devices) adds its index.
+        let shared_uuid = opened[..index]
+            .iter()
+            .any(|o| o.fingerprint.device_uuid == d.fingerprint.device_uuid);
+        let label = if shared_uuid {
+            format!("{uuid}/{index}")
+        } else {
+            uuid.clone()
+        };
+        let device_metrics = metrics
+            .device(&label)
+            .map_err(|e| anyhow::anyhow!("device metrics: {e}"))?;
         slots.push(Arc::new(devices::DeviceSlot::new(
             index as u32,
             d.fingerprint.name.clone(),
@@ -621,6 +638,7 @@ fn run() -> Result<()> {
             admin::device_fingerprint(&record),
             d.memory_bytes,
             certification,
+            device_metrics,
         )));
     }
     let devices = Arc::new(devices::Devices::new(slots));
@@ -716,6 +734,7 @@ fn run() -> Result<()> {
 
     let shared = Arc::new(Shared {
         devices,
+        metrics,
         node_id,
         chain: node_chain,
         active,

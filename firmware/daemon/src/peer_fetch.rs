@@ -339,6 +339,7 @@ async fn transfer(
         match next_frame(&mut reader, input, transfer_deadline, received, expected).await? {
             Some(Frame::Data(chunk)) => {
                 let n = chunk.len() as u64;
+                shared.metrics.received(n);
                 done.extend(receiver.push(&chunk).map_err(mismatch)?);
                 received += n;
             }

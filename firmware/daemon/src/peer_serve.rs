@@ -94,7 +94,7 @@ pub async fn output(
     write_frame(send, &Message::Output(header).to_frame())
         .await
         .map_err(wire)?;
-    stream_data(send, data).await
+    stream_data(send, data, &shared.metrics).await
 }
 
 /// Answers a [`SourceRequest`]: where the job's referenced input came from.

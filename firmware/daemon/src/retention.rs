@@ -189,6 +189,12 @@ impl Retention {
         self.dir.join(job)
     }
 
+    /// Jobs and bytes of evidence held now (the metrics' gauges).
+    pub fn usage(&self) -> (u64, u64) {
+        let jobs = self.jobs.lock().expect("retention index lock");
+        (jobs.len() as u64, jobs.iter().map(|e| e.bytes).sum())
+    }
+
     /// Whether evidence for `job_id` is held now. A new job must not reuse
     /// such an id: anyone who saw a receipt could otherwise replace the
     /// evidence behind it.

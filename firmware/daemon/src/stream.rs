@@ -49,6 +49,8 @@ pub struct Shared {
     /// The node's devices: each with its queue, counters, certification
     /// and whether it serves (devices.rs).
     pub devices: Arc<crate::devices::Devices>,
+    /// The node's metrics (lockstep-metrics), read by `AdminAction::Metrics`.
+    pub metrics: Arc<lockstep_metrics::NodeMetrics>,
     pub node_id: String,
     /// The chain key and the device key, for receipts' second signature
     /// and `SignRegistration` (chain_identity.rs).
@@ -157,9 +159,12 @@ pub async fn handle(
         return;
     }
     let reply = match answer.kind {
-        ErrorKind::Busy => Message::Busy {
-            retry_after_ms: 1000,
-        },
+        ErrorKind::Busy => {
+            shared.metrics.busy_refusal();
+            Message::Busy {
+                retry_after_ms: 1000,
+            }
+        }
         _ => Message::Rejected(answer),
     };
     if write_frame(&mut send, &reply.to_frame()).await.is_err() {
@@ -229,18 +234,22 @@ async fn serve(
             write_frame(send, &status.to_frame()).await.map_err(wire)?;
             Ok(())
         }
-        Message::Submit(_) if shared.stopping.load(Ordering::SeqCst) => Err(err(
-            ErrorKind::Internal,
-            "the node is shutting down; retry after it restarts, or on another node",
-        )),
+        Message::Submit(_) if shared.stopping.load(Ordering::SeqCst) => {
+            shared.metrics.job_refused(lockstep_metrics::Refusal::Other);
+            Err(err(
+                ErrorKind::Internal,
+                "the node is shutting down; retry after it restarts, or on another node",
+            ))
+        }
         Message::Submit(request) => {
-            // Refused before anything is admitted when no device (or not
-            // the one named) may take it; picked again once the inputs are
-            // in, for the shortest queue then.
-            shared
-                .devices
-                .pick(request.device, &shared.current_bundle_id(), 0)?;
-            submit(send, reader, shared, peer, request).await
+            let mut queued = false;
+            let result = submit(send, reader, shared, peer, request, &mut queued).await;
+            // A job's failure after it was queued is the worker's to count
+            // (by outcome and device); before that it is a refusal.
+            if let (Err(e), false) = (&result, queued) {
+                shared.metrics.job_refused(refusal(e.kind));
+            }
+            result
         }
         Message::CertifyHello => crate::certify_stream::session(send, reader, shared).await,
         Message::CertifyRequest(_) | Message::InstallReport(_) => {
@@ -278,13 +287,37 @@ async fn serve(
     }
 }
 
+/// The metrics' reason for a job refused with `kind`.
+fn refusal(kind: ErrorKind) -> lockstep_metrics::Refusal {
+    use lockstep_metrics::Refusal;
+    match kind {
+        ErrorKind::InvalidProgram => Refusal::InvalidProgram,
+        ErrorKind::BadInput => Refusal::BadInput,
+        ErrorKind::TooLarge => Refusal::TooLarge,
+        ErrorKind::Busy => Refusal::Busy,
+        ErrorKind::Uncertified => Refusal::Uncertified,
+        ErrorKind::Reference(_) => Refusal::Reference,
+        ErrorKind::Timeout => Refusal::Timeout,
+        _ => Refusal::Other,
+    }
+}
+
+/// Receives, admits and queues one job, then sends its outcome; `queued`
+/// is set once a device's worker has it.
 async fn submit(
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
     shared: &Shared,
     peer: &Peer,
     request: JobRequest,
+    queued: &mut bool,
 ) -> Result<(), JobError> {
+    // Refused before anything is admitted when no device (or not the one
+    // named) may take it; picked again once the inputs are in, for the
+    // least loaded device then.
+    shared
+        .devices
+        .pick(request.device, &shared.current_bundle_id(), 0)?;
     if shared.retention.holds(&request.job_id) {
         return Err(err(
             ErrorKind::BadInput,
@@ -478,11 +511,14 @@ async fn submit(
             )
         })?;
         match next.map_err(wire)? {
-            Some(Frame::Data(chunk)) => inputs.extend(
-                receiver
-                    .push(&chunk)
-                    .map_err(|e| err(ErrorKind::BadInput, e.to_string()))?,
-            ),
+            Some(Frame::Data(chunk)) => {
+                shared.metrics.received(chunk.len() as u64);
+                inputs.extend(
+                    receiver
+                        .push(&chunk)
+                        .map_err(|e| err(ErrorKind::BadInput, e.to_string()))?,
+                )
+            }
             Some(Frame::Control(_)) => {
                 return Err(err(
                     ErrorKind::BadFrame,
@@ -532,12 +568,15 @@ async fn submit(
         _on_device: device.take_job(),
     };
     if let Err(TrySendError::Full(_)) = device.queue.try_send(Work::Run(job)) {
+        shared.metrics.busy_refusal();
+        shared.metrics.job_refused(lockstep_metrics::Refusal::Busy);
         let busy = Message::Busy {
             retry_after_ms: 1000,
         };
         write_frame(send, &busy.to_frame()).await.map_err(wire)?;
         return Ok(());
     }
+    *queued = true;
     let result = within(shared.job_timeout, outcome.recv()).await;
     let finished = match result.and_then(Result::ok) {
         None => {
@@ -562,6 +601,9 @@ async fn submit(
     for t in finished.outputs.values() {
         for chunk in tensor_chunks(t) {
             write_frame(send, &chunk).await.map_err(wire)?;
+            if let Frame::Data(data) = &chunk {
+                shared.metrics.sent(data.len() as u64);
+            }
         }
     }
     Ok(())

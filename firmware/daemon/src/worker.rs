@@ -11,6 +11,7 @@ use embassy_sync::channel::Channel;
 use lockstep_backend::{Backend, DeviceFingerprint};
 use lockstep_identity::DeviceKey;
 use lockstep_limits::JOB_QUEUE_BOUND;
+use lockstep_metrics::Outcome;
 use lockstep_program::{execute, ExecOptions, ValidatedProgram};
 use lockstep_protocol::{rfc3339, DeviceRecord, ErrorKind, JobError, Receipt, RECEIPT_FORMAT};
 use lockstep_tensor::Tensor;
@@ -156,6 +157,7 @@ pub fn run(mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
             Work::Run(job) => Some(job.reply.clone()),
             _ => None,
         };
+        let picked_up = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
             Work::Run(job) => run_one(job, backend.as_mut(), &device, &ctx),
             Work::SwitchBundle(switch) => {
@@ -175,6 +177,9 @@ pub fn run(mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
                 let what = panic_text(payload.as_ref());
                 if let Some(reply) = job_reply {
                     ctx.slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    ctx.slot
+                        .metrics
+                        .job_finished(Outcome::Failed, picked_up.elapsed());
                     let _ = reply.try_send(Err(worker_failed(&format!("panic: {what}"))));
                 }
                 break Stopped::Panicked(what);
@@ -199,6 +204,7 @@ pub fn run(mut backend: Box<dyn Backend>, mut ctx: WorkerContext) {
         match smol::block_on(queue.receive()) {
             Work::Run(job) => {
                 ctx.slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+                ctx.slot.metrics.job_not_run(Outcome::Failed);
                 let _ = job.reply.try_send(Err(refusal.clone()));
             }
             Work::SwitchBundle(switch) => {
@@ -261,6 +267,7 @@ fn run_one(
 ) -> Result<(), Lost> {
     if Instant::now() > job.deadline {
         ctx.slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+        ctx.slot.metrics.job_not_run(Outcome::Timeout);
         return Ok(());
     }
     // Test builds only: how a driver or executor bug would surface.
@@ -275,11 +282,20 @@ fn run_one(
     } else {
         backend
     };
+    let started = Instant::now();
     let (outcome, lost) = match run_job(job, backend, device, ctx) {
         Err(Failure::Lost(why)) => (Err(device_lost(ctx.slot.index, &why)), Some(why)),
         Err(Failure::Job(e)) => (Err(e), None),
         Ok(finished) => (Ok(finished), None),
     };
+    ctx.slot.metrics.job_finished(
+        match &outcome {
+            Ok(_) => Outcome::Ok,
+            Err(e) if e.kind == ErrorKind::Timeout => Outcome::Timeout,
+            Err(_) => Outcome::Failed,
+        },
+        started.elapsed(),
+    );
     let counter = if outcome.is_ok() {
         &ctx.slot.counters.done
     } else {

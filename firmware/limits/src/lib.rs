@@ -570,3 +570,42 @@ pub const PEER_FETCH_RETRY_BACKOFF_MS: u64 = 250;
 /// visited once, and a longer one is refused rather than followed without
 /// end.
 pub const MAX_LINEAGE_STEPS: usize = 4096;
+
+/// Most bytes of one node's metrics exposition (Prometheus text format),
+/// in an `AdminReply` and in what the fleet parses back. A node's
+/// exposition is a few KiB per device (fixed families, a 14-bucket
+/// histogram); the bound keeps a hostile or broken node from making the
+/// fleet hold more than this per scrape.
+pub const MAX_METRICS_BYTES: usize = 256 * 1024;
+
+/// Most lines of one exposition the fleet's parser accepts (and so the
+/// most samples plus two lines per family): far above the ~25 lines per
+/// device a node writes, far below what `MAX_METRICS_BYTES` could hold.
+pub const MAX_METRICS_LINES: usize = 4096;
+
+/// Longest line of an exposition: a sample's name, at most
+/// `MAX_METRICS_LABELS` labels and its value, or a family's help text.
+pub const MAX_METRICS_LINE_BYTES: usize = 1024;
+
+/// Most labels on one sample: a node writes at most three (device,
+/// outcome or le); the fleet adds `node`.
+pub const MAX_METRICS_LABELS: usize = 8;
+
+/// Most devices one node's metrics registry keeps: the exposition stays
+/// far inside `MAX_METRICS_BYTES` whatever the node opens.
+pub const MAX_METRICS_DEVICES: usize = 16;
+
+/// How long `lockstep-fleet metrics` waits for one node's metrics (QUIC
+/// handshake, challenge, signed command and reply) before it reports the
+/// node down for that scrape: one dead node never stalls the others, and a
+/// scrape stays under Prometheus's default 10 s scrape timeout.
+pub const FLEET_METRICS_NODE_TIMEOUT_MS: u64 = 5_000;
+
+/// Most bytes of one HTTP request `lockstep-fleet metrics --listen` reads
+/// (request line and headers); a bigger one is answered 431 and closed.
+pub const FLEET_METRICS_HTTP_REQUEST_BYTES: usize = 8 * 1024;
+
+/// How long `lockstep-fleet metrics --listen` waits for a client's request
+/// (and for a client to take the answer): it serves one connection at a
+/// time, so a silent client holds it at most this long.
+pub const FLEET_METRICS_HTTP_TIMEOUT_MS: u64 = 5_000;

@@ -135,6 +135,11 @@ pub enum AdminAction {
         operator: String,
         attestation_digest: String,
     },
+    /// Read the node's metrics (version 7): the node answers
+    /// [`AdminReply::metrics`], its Prometheus text exposition. Read-only,
+    /// but the counters say how busy a node is and for whom it failed, so
+    /// only an operator the node trusts may read them, like every action.
+    Metrics,
 }
 
 /// The signed part of an admin command (canonical JSON).
@@ -217,6 +222,27 @@ pub struct AdminReply {
     /// The signed registration, in answer to
     /// [`AdminAction::SignRegistration`]; `None` otherwise.
     pub registration: Option<crate::chain::RegistrationSignature>,
+    /// The node's metrics, Prometheus text exposition format 0.0.4 (at
+    /// most `MAX_METRICS_BYTES`, checked at decode time), in answer to
+    /// [`AdminAction::Metrics`]; `None` otherwise (version 7).
+    pub metrics: Option<String>,
+}
+
+/// Bounds an admin reply: its registration's fields and its metrics text.
+pub fn check_reply(r: &AdminReply) -> Result<(), String> {
+    if let Some(m) = &r.metrics {
+        if m.len() > lockstep_limits::MAX_METRICS_BYTES {
+            return Err(format!(
+                "metrics of {} bytes; at most {}",
+                m.len(),
+                lockstep_limits::MAX_METRICS_BYTES
+            ));
+        }
+    }
+    match &r.registration {
+        Some(registration) => crate::chain::check_registration(registration),
+        None => Ok(()),
+    }
 }
 
 /// Why a release statement or admin statement is not accepted. Messages
@@ -525,6 +551,23 @@ mod tests {
         let mut other = info.clone();
         other.certified = true;
         assert_ne!(base, challenge_statement(&[1; 32], &other, &[2; 32]));
+    }
+
+    #[test]
+    fn the_metrics_action_is_signed_like_every_other() {
+        let statement = AdminStatement {
+            format: ADMIN_FORMAT.into(),
+            node: "n".into(),
+            nonce: "00".into(),
+            action: AdminAction::Metrics,
+        };
+        let bytes = lockstep_canonical_json::to_vec(&statement).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"action":{"kind":"metrics"},"format":"lockstep-admin/1","node":"n","nonce":"00"}"#
+        );
+        let back: AdminStatement = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, statement);
     }
 
     #[test]

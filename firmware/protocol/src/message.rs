@@ -388,12 +388,7 @@ fn check_bounds(m: &Message) -> Result<(), MessageError> {
                 crate::chain::ADDRESS_TEXT_LEN
             )))
         }
-        Message::AdminReply(r) => match &r.registration {
-            Some(registration) => {
-                crate::chain::check_registration(registration).map_err(MessageError::Bound)
-            }
-            None => Ok(()),
-        },
+        Message::AdminReply(r) => crate::admin::check_reply(r).map_err(MessageError::Bound),
         Message::AdminCommand(c) => crate::admin::check_command(c).map_err(MessageError::Bound),
         Message::Leaf(e) => {
             crate::evidence::check_leaf(e)?;
@@ -496,6 +491,7 @@ mod tests {
                 certified: false,
                 certification_report_sha256: None,
                 registration: Some(registration),
+                metrics: None,
             })
         };
         let good = reply(registration.clone());
@@ -506,14 +502,40 @@ mod tests {
     }
 
     #[test]
+    fn metrics_replies_are_bounded_at_decode() {
+        let reply = |text: String| {
+            Message::AdminReply(crate::admin::AdminReply {
+                ok: true,
+                message: String::new(),
+                bundle_id: String::new(),
+                bundle_version: 0,
+                certified: false,
+                certification_report_sha256: None,
+                registration: None,
+                metrics: Some(text),
+            })
+        };
+        let decode = |m: &Message| {
+            let Frame::Control(payload) = m.to_frame() else {
+                panic!("control frame expected")
+            };
+            Message::decode(&payload)
+        };
+        let most = reply("#".repeat(lockstep_limits::MAX_METRICS_BYTES));
+        assert_eq!(decode(&most).unwrap(), most);
+        let over = reply("#".repeat(lockstep_limits::MAX_METRICS_BYTES + 1));
+        assert!(matches!(decode(&over), Err(MessageError::Bound(_))));
+    }
+
+    #[test]
     fn other_versions_get_a_version_error() {
         let mut payload = postcard::to_stdvec(&Envelope {
-            version: 7,
+            version: 8,
             message: Message::StatusRequest,
         })
         .unwrap();
-        assert_eq!(Message::decode(&payload), Err(MessageError::Version(7)));
+        assert_eq!(Message::decode(&payload), Err(MessageError::Version(8)));
         payload.truncate(1);
-        assert_eq!(Message::decode(&payload), Err(MessageError::Version(7)));
+        assert_eq!(Message::decode(&payload), Err(MessageError::Version(8)));
     }
 }
