@@ -2,7 +2,9 @@
 //! backend: the bundle is still verified, signed and self-tested).
 //!
 //! `lockstepd` is found beside this crate's binary in the target
-//! directory; `cargo test --workspace` (make test) builds it.
+//! directory; `cargo test --workspace` (make test) builds it. The main
+//! flow also runs with the inventory on PostgreSQL (`--db`), on a
+//! throw-away server (tests/support/pg.rs).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use lockstep_fleet::session::{Session, SessionError};
 use lockstep_identity::{NodeId, SigningKey};
 use lockstep_protocol::admin::AdminAction;
+
+#[path = "support/pg.rs"]
+mod pg;
 
 fn fleet_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lockstep-fleet"))
@@ -87,15 +92,27 @@ fn start_env(state: &Path, extra: &[&str], creds: Option<&Path>) -> Node {
     }
 }
 
-fn fleet(dir: &Path, args: &[&str]) -> Output {
-    Command::new(fleet_bin())
-        .arg("--dir")
+/// `lockstep-fleet --dir DIR [--db URL]`, without the caller's settings.
+fn fleet_cmd(dir: &Path, db: Option<&str>) -> Command {
+    let mut cmd = Command::new(fleet_bin());
+    cmd.arg("--dir")
         .arg(dir)
-        .args(args)
         .env_remove("LOCKSTEP_KEY_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .env_remove("LOCKSTEP_FLEET_DB")
+        .stdin(Stdio::null());
+    if let Some(db) = db {
+        cmd.args(["--db", db]);
+    }
+    cmd
+}
+
+fn fleet(dir: &Path, args: &[&str]) -> Output {
+    fleet_on(dir, None, args)
+}
+
+/// [`fleet`] with the inventory in the database `db` (None: SQLite).
+fn fleet_on(dir: &Path, db: Option<&str>, args: &[&str]) -> Output {
+    fleet_cmd(dir, db).args(args).output().unwrap()
 }
 
 fn ok(out: &Output) -> String {
@@ -113,12 +130,20 @@ fn stderr(out: &Output) -> String {
 }
 
 fn init(dir: &Path) -> SigningKey {
-    ok(&fleet(dir, &["init", "--unencrypted"]));
+    init_on(dir, None)
+}
+
+fn init_on(dir: &Path, db: Option<&str>) -> SigningKey {
+    ok(&fleet_on(dir, db, &["init", "--unencrypted"]));
     SigningKey::read_file(&dir.join("operator.key"), None).unwrap()
 }
 
 fn list(dir: &Path) -> Vec<serde_json::Value> {
-    serde_json::from_str(&ok(&fleet(dir, &["list", "--json"]))).unwrap()
+    list_on(dir, None)
+}
+
+fn list_on(dir: &Path, db: Option<&str>) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(&fleet_on(dir, db, &["list", "--json"]))).unwrap()
 }
 
 /// A copy of the repository's kernel bundle.
@@ -371,9 +396,28 @@ fn ok_status(out: Output) -> Output {
 
 #[test]
 fn a_push_to_five_nodes_reports_each_outcome() {
+    push_to_five_nodes(None);
+}
+
+/// The same flow with the inventory on PostgreSQL.
+#[test]
+fn a_push_to_five_nodes_reports_each_outcome_on_postgres() {
+    let db = pg::database_url();
+    push_to_five_nodes(Some(&db));
+    // Only the inventory moved: no SQLite file in the fleet directory.
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("fleet");
-    init(&f);
+    init_on(&f, Some(&pg::database_url()));
+    assert!(f.join("operator.key").exists());
+    assert!(!f.join("inventory.sqlite3").exists());
+}
+
+/// Five nodes enrolled at once, a signed bundle pushed to all while one is
+/// down; the inventory in `db` (None: SQLite).
+fn push_to_five_nodes(db: Option<&str>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("fleet");
+    init_on(&f, db);
     let mut nodes: Vec<Node> = (0..5)
         .map(|i| start(&tmp.path().join(format!("node{i}")), &[]))
         .collect();
@@ -381,9 +425,7 @@ fn a_push_to_five_nodes_reports_each_outcome() {
     let children: Vec<_> = nodes
         .iter()
         .map(|n| {
-            Command::new(fleet_bin())
-                .arg("--dir")
-                .arg(&f)
+            fleet_cmd(&f, db)
                 .args(["enroll", "--allow-file-key", &n.addr])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -395,14 +437,23 @@ fn a_push_to_five_nodes_reports_each_outcome() {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    assert_eq!(list(&f).len(), 5);
+    assert_eq!(list_on(&f, db).len(), 5);
     // One node goes down before the push.
     let down = nodes.remove(2);
     let down_key = down.key.clone();
     drop(down);
     let bundle = bundle_copy(&tmp.path().join("bundle"));
-    ok(&fleet(&f, &["bundle", "sign", bundle.to_str().unwrap()]));
-    let out = fleet(&f, &["bundle", "push", "--all"]);
+    ok(&fleet_on(
+        &f,
+        db,
+        &["bundle", "sign", bundle.to_str().unwrap()],
+    ));
+    // LOCKSTEP_FLEET_DB is --db's default.
+    let mut push = fleet_cmd(&f, None);
+    if let Some(db) = db {
+        push.env("LOCKSTEP_FLEET_DB", db);
+    }
+    let out = push.args(["bundle", "push", "--all"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     for n in &nodes {
@@ -419,7 +470,7 @@ fn a_push_to_five_nodes_reports_each_outcome() {
     );
     assert!(err.contains("1 of 5 node(s) failed"), "{err}");
     assert!(err.contains("4 of 5 node(s) switched"), "{err}");
-    let versions: Vec<u64> = list(&f)
+    let versions: Vec<u64> = list_on(&f, db)
         .iter()
         .map(|n| n["bundle_version"].as_u64().unwrap())
         .collect();
@@ -471,6 +522,48 @@ fn usage_errors_exit_2_with_one_line() {
         stderr(&enc).contains("LOCKSTEP_KEY_PASSWORD"),
         "{}",
         stderr(&enc)
+    );
+}
+
+#[test]
+fn db_urls_are_checked_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one_line = |out: &Output, code: i32, what: &str| {
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(out));
+        assert!(stderr(out).contains(what), "{what}: {}", stderr(out));
+        assert_eq!(stderr(out).lines().count(), 1, "{}", stderr(out));
+    };
+    let on = |db: &str, args: &[&str]| fleet_on(tmp.path(), Some(db), args);
+    one_line(&on("mysql://u@127.0.0.1/f", &["list"]), 2, "postgres://");
+    one_line(
+        &on("postgres://u@db.example/f", &["init", "--unencrypted"]),
+        2,
+        "not loopback",
+    );
+    one_line(
+        &on("postgres://u@127.0.0.1/f?sslmode=require", &["list"]),
+        2,
+        "TLS",
+    );
+    // Nothing listens there: the machine's problem (1), said clearly, and
+    // `init` leaves no operator key behind.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("postgres://u@127.0.0.1:{port}/f");
+    one_line(
+        &on(&nowhere, &["init", "--unencrypted"]),
+        1,
+        "cannot connect to PostgreSQL",
+    );
+    assert!(!tmp.path().join("operator.key").exists());
+    // An empty database: not initialised yet.
+    one_line(
+        &on(&pg::database_url(), &["list"]),
+        2,
+        "lockstep-fleet init --db",
     );
 }
 
