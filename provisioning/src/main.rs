@@ -1,8 +1,9 @@
-//! `lockstep-fleet`: enroll nodes, keep the inventory, sign and push kernel
+//! `lockstep-fleet`: enroll nodes, keep the inventory (SQLite in the fleet
+//! directory, or PostgreSQL with `--db`), sign and push kernel
 //! bundles, export identity records, put nodes on an on-chain registry.
 //! Errors are one line; exit 2 for bad input or usage (and for a request
-//! the registry contract refuses), 1 for node, chain or network problems
-//! (and for a push in which any node failed).
+//! the registry contract refuses), 1 for node, chain, network or database
+//! problems (and for a push in which any node failed).
 
 #![forbid(unsafe_code)]
 
@@ -806,13 +807,16 @@ fn provision_image(
 fn init(dir: &Path, unencrypted: bool) -> Result<(), Failure> {
     std::fs::create_dir_all(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
     // A PostgreSQL inventory first: a wrong --db must not leave an
-    // operator key behind that makes the next `init` refuse. (The SQLite
-    // file is made after the key, as ever: no inventory without a key.)
-    if matches!(backend(), Backend::Postgres(_)) {
+    // operator key behind that makes the next `init` refuse. The SQLite
+    // file is made after the key, as ever: no inventory without a key.
+    let postgres = matches!(backend(), Backend::Postgres(_));
+    if postgres {
         Inventory::create_in(dir, backend()).map_err(inventory_failure)?;
     }
     let key = operator::create(dir, !unencrypted).map_err(usage)?;
-    Inventory::create_in(dir, backend()).map_err(inventory_failure)?;
+    if !postgres {
+        Inventory::create_in(dir, backend()).map_err(inventory_failure)?;
+    }
     eprintln!(
         "fleet initialised in {}; operator key {} ({})",
         dir.display(),
