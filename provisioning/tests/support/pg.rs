@@ -18,7 +18,9 @@
 //! stdin, a pipe from this process, until end of file, then stops the
 //! server and removes the directory. The pipe closes when this process
 //! exits however it exits (returns, panics, is killed), so the server goes
-//! with it.
+//! with it. Only a process killed during `initdb` (before the shell runs)
+//! leaves its directory behind; the next test binary that starts a server
+//! removes such directories (`sweep`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -126,13 +128,39 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The prefix of the servers' directories in the temporary directory;
+/// the rest is the test process's id and a nonce.
+const DIR_PREFIX: &str = "lockstep-pg-";
+
+/// Removes the directories of servers whose test process is gone.
+fn sweep() {
+    for e in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn start() -> Server {
     let bin = bin_dir();
+    sweep();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("lockstep-pg-{}-{nanos}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{nanos}", std::process::id()));
     std::fs::create_dir(&dir).unwrap();
     let prefix = unprivileged(&dir);
     let run = |program: &Path| {
