@@ -7,10 +7,12 @@ CARGO ?= cargo
 # Mesa's lavapipe (a CPU Vulkan device), the pinned shader toolchain, the
 # stock minisign tool that checks the node's signatures in the tests,
 # Khronos' validation layer for the validated test run, and a software TPM
-# with tpm2-tools, against which lockstep-attest's tests prove MakeCredential,
-# and the Prometheus server that scrapes `lockstep-fleet metrics` in the
-# fleet's metrics test (only its binary is used; the test starts its own).
-DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 prometheus
+# with tpm2-tools, against which lockstep-attest's tests prove MakeCredential;
+# the Prometheus server that scrapes `lockstep-fleet metrics` in the fleet's
+# metrics test (only its binary is used; the test starts its own); and
+# PostgreSQL, on which the fleet inventory's tests also run (the tests start
+# and stop their own server; the package's default cluster is not used).
+DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 prometheus postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and boot-testing the appliance image needs (image/README.md).
 IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf openssl swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 sbsigntool python3-venv busybox-static cpio file

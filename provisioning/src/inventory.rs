@@ -1,26 +1,35 @@
-//! The fleet inventory: one SQLite file (`FLEET/inventory.sqlite3`).
+//! The fleet inventory: by default one SQLite file
+//! (`FLEET/inventory.sqlite3`); with `--db postgres://…` a PostgreSQL
+//! database. The same migrations and the same SQL statements run on both
+//! ([`db`] hides the difference).
 //!
-//! Concurrency: WAL journal (readers never block the writer), every write
-//! in a `BEGIN IMMEDIATE` transaction (the writer lock is taken up front, so
-//! two invocations never deadlock upgrading read locks), and a busy timeout
-//! (`INVENTORY_BUSY_TIMEOUT_MS`) so a second `lockstep-fleet` waits for the
-//! first instead of failing. Schema changes are numbered migrations applied
-//! in one transaction, recorded in SQLite's `user_version`.
+//! Concurrency: readers never block the writer (SQLite's WAL journal,
+//! PostgreSQL's snapshots); every write is one transaction that takes the
+//! inventory's writer lock up front (SQLite's `BEGIN IMMEDIATE`, a
+//! PostgreSQL advisory lock), so two invocations never deadlock upgrading
+//! read locks; and a second `lockstep-fleet` waits for the first
+//! (`INVENTORY_BUSY_TIMEOUT_MS`) instead of failing. Schema changes are
+//! numbered migrations applied in one transaction, recorded in SQLite's
+//! `user_version` or PostgreSQL's one-row `schema_version` table.
+
+mod db;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use lockstep_identity::KeyProtection;
-use lockstep_limits::INVENTORY_BUSY_TIMEOUT_MS;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
+
+use db::{vals, Db, DbError, Row, Tx};
 
 /// File name of the inventory inside the fleet directory.
 pub const INVENTORY_FILE: &str = "inventory.sqlite3";
 
 /// Migration N (1-based) brings the schema from version N-1 to N. Append
 /// only: a shipped migration is never edited. Plain SQL that PostgreSQL
-/// also accepts (docs/operations.md).
+/// also accepts, but for SQLite's `INTEGER PRIMARY KEY` of migrations 2
+/// and 6, which PostgreSQL gets as an identity column
+/// ([`db::migration_for_postgres`]); new migrations use no SQLite-only
+/// syntax.
 const MIGRATIONS: &[&str] = &[
     // 1: nodes and bundle releases.
     "CREATE TABLE nodes (
@@ -100,26 +109,82 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error(
-        "inventory {path}: {source}; if another lockstep-fleet is running, wait for it and retry"
+        "inventory {at}: {source}; if another lockstep-fleet is running, wait for it and retry"
     )]
-    Sql {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("inventory {path} has schema version {found}, newer than this lockstep-fleet knows ({known}); upgrade lockstep-fleet")]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    Sql { at: String, source: DbError },
+    #[error("cannot connect to PostgreSQL at {at}: {message} (is the server running, and does the database exist and belong to that user?)")]
+    Connect { at: String, message: String },
+    #[error("inventory {at} has schema version {found}, newer than this lockstep-fleet knows ({known}); upgrade lockstep-fleet")]
+    TooNew { at: String, found: i64, known: i64 },
     #[error(
         "no inventory at {0}: run `lockstep-fleet init --dir FLEET` first, or pass the right --dir"
     )]
     Missing(PathBuf),
+    #[error("no inventory in the PostgreSQL database {0}: run `lockstep-fleet init --db URL` first, or pass the right --db")]
+    MissingPostgres(String),
+    #[error("--db {url}: {why}")]
+    BadUrl { url: String, why: String },
     #[error("no node {0} in the inventory: see `lockstep-fleet list`")]
     UnknownNode(String),
     #[error("{0} matches several nodes; give the full node id")]
     Ambiguous(String),
+}
+
+impl InventoryError {
+    /// Whether the error is the caller's (a wrong --dir or --db, an
+    /// unknown node: exit 2) rather than the machine's or the database's.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            InventoryError::TooNew { .. }
+                | InventoryError::Missing(_)
+                | InventoryError::MissingPostgres(_)
+                | InventoryError::BadUrl { .. }
+                | InventoryError::UnknownNode(_)
+                | InventoryError::Ambiguous(_)
+        )
+    }
+}
+
+/// Where the inventory lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `inventory.sqlite3` in the fleet directory (the default).
+    Sqlite,
+    /// A PostgreSQL database (an empty one the user owns, for `init`).
+    Postgres(Box<postgres::Config>),
+}
+
+impl Backend {
+    /// The backend `--db URL` names: none is SQLite in the fleet
+    /// directory; `postgres://` or `postgresql://` is PostgreSQL, over a
+    /// loopback address or a unix socket and without TLS (for now).
+    pub fn parse(url: Option<&str>) -> Result<Backend, InventoryError> {
+        let Some(url) = url else {
+            return Ok(Backend::Sqlite);
+        };
+        // Never repeat a password back.
+        let shown = |url: &str| match url.parse::<postgres::Config>() {
+            Ok(c) if c.get_password().is_some() => db::describe_postgres(&c),
+            _ => url.to_string(),
+        };
+        let bad = |why: String| InventoryError::BadUrl {
+            url: shown(url),
+            why,
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad(
+                "not a database URL lockstep-fleet knows: give postgres://USER@HOST:PORT/DBNAME \
+                 (or leave --db out for the SQLite file in the fleet directory)"
+                    .into(),
+            ));
+        }
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| bad(db::pg_message(&e)))?;
+        db::check_postgres_url(&config).map_err(bad)?;
+        Ok(Backend::Postgres(Box::new(config)))
+    }
 }
 
 /// One enrolled node.
@@ -230,159 +295,179 @@ pub struct Release {
 }
 
 pub struct Inventory {
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    /// Where the inventory is, for messages: the SQLite file, or
+    /// PostgreSQL's `user@host:port/dbname`.
+    at: String,
 }
 
 impl Inventory {
-    /// Creates (or opens and migrates) the inventory in `dir`.
+    /// Creates (or opens and migrates) the SQLite inventory in `dir`.
     pub fn create(dir: &Path) -> Result<Inventory, InventoryError> {
-        Inventory::open_at(dir.join(INVENTORY_FILE), true)
+        Inventory::create_in(dir, &Backend::Sqlite)
     }
 
-    /// Opens an existing inventory, migrating it if it is older.
+    /// Opens the existing SQLite inventory in `dir`, migrating it if it
+    /// is older.
     pub fn open(dir: &Path) -> Result<Inventory, InventoryError> {
-        Inventory::open_at(dir.join(INVENTORY_FILE), false)
+        Inventory::open_in(dir, &Backend::Sqlite)
     }
 
-    fn open_at(path: PathBuf, create: bool) -> Result<Inventory, InventoryError> {
-        if !create && !path.exists() {
-            return Err(InventoryError::Missing(path));
-        }
-        let sql = |source| InventoryError::Sql {
-            path: path.clone(),
-            source,
+    /// [`Inventory::create`] on `backend` (the fleet directory `dir` holds
+    /// the SQLite file; a PostgreSQL inventory needs no file there).
+    pub fn create_in(dir: &Path, backend: &Backend) -> Result<Inventory, InventoryError> {
+        Inventory::connect(dir, backend, true, MIGRATIONS.len())
+    }
+
+    /// [`Inventory::open`] on `backend`.
+    pub fn open_in(dir: &Path, backend: &Backend) -> Result<Inventory, InventoryError> {
+        Inventory::connect(dir, backend, false, MIGRATIONS.len())
+    }
+
+    /// Connects and migrates up to schema version `target` (below
+    /// `MIGRATIONS.len()` only in tests of old inventories).
+    fn connect(
+        dir: &Path,
+        backend: &Backend,
+        create: bool,
+        target: usize,
+    ) -> Result<Inventory, InventoryError> {
+        let (db, at) = match backend {
+            Backend::Sqlite => {
+                let path = dir.join(INVENTORY_FILE);
+                if !create && !path.exists() {
+                    return Err(InventoryError::Missing(path));
+                }
+                let at = path.display().to_string();
+                let db = Db::open_sqlite(&path).map_err(|source| InventoryError::Sql {
+                    at: at.clone(),
+                    source,
+                })?;
+                (db, at)
+            }
+            Backend::Postgres(config) => {
+                let at = db::describe_postgres(config);
+                let db =
+                    Db::connect_postgres(config).map_err(|source| InventoryError::Connect {
+                        at: at.clone(),
+                        message: db::pg_message(&source),
+                    })?;
+                (db, at)
+            }
         };
-        let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(Duration::from_millis(INVENTORY_BUSY_TIMEOUT_MS))
-            .map_err(sql)?;
-        // WAL: readers see the last commit while a writer works.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(sql)?;
-        let mut inv = Inventory { conn, path };
-        inv.migrate()?;
+        let mut inv = Inventory { db, at };
+        inv.migrate(create, target)?;
         Ok(inv)
     }
 
-    fn sql(&self) -> impl Fn(rusqlite::Error) -> InventoryError + '_ {
+    fn sql(&self) -> impl Fn(DbError) -> InventoryError + '_ {
         |source| InventoryError::Sql {
-            path: self.path.clone(),
+            at: self.at.clone(),
             source,
         }
     }
 
-    /// Applies every migration newer than the file's `user_version`, in
-    /// one immediate transaction (two processes migrating at once: the
+    /// Applies every migration newer than the inventory's schema version,
+    /// in one write transaction (two processes migrating at once: the
     /// second waits, then finds nothing to do).
-    fn migrate(&mut self) -> Result<(), InventoryError> {
-        let path = self.path.clone();
-        let sql = |source| InventoryError::Sql {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql)?;
+    fn migrate(&mut self, create: bool, target: usize) -> Result<(), InventoryError> {
+        let at = self.at.clone();
         let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(InventoryError::TooNew {
-                path: path.clone(),
-                found: version,
-                known,
-            });
-        }
-        for m in &MIGRATIONS[version as usize..] {
-            tx.execute_batch(m).map_err(sql)?;
-        }
-        tx.pragma_update(None, "user_version", known).map_err(sql)?;
-        tx.commit().map_err(sql)
+        let outcome = self.db.write(|tx| {
+            let Some(version) = tx.schema_version(create)? else {
+                return Ok(Err(InventoryError::MissingPostgres(at.clone())));
+            };
+            if version > known {
+                return Ok(Err(InventoryError::TooNew {
+                    at: at.clone(),
+                    found: version,
+                    known,
+                }));
+            }
+            if version < target as i64 {
+                for m in &MIGRATIONS[version as usize..target] {
+                    tx.migrate(m)?;
+                }
+                tx.set_schema_version(target as i64)?;
+            }
+            Ok(Ok(()))
+        });
+        outcome.map_err(self.sql())?
     }
 
-    /// The schema version (`PRAGMA user_version`).
+    /// The schema version (SQLite's `user_version`, PostgreSQL's
+    /// `schema_version` table).
     pub fn schema_version(&self) -> Result<i64, InventoryError> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(self.sql())
+        Ok(self.db.schema_version().map_err(self.sql())?.unwrap_or(0))
+    }
+
+    fn write(
+        &mut self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<(), DbError>,
+    ) -> Result<(), InventoryError> {
+        let at = self.at.clone();
+        self.db
+            .write(f)
+            .map_err(|source| InventoryError::Sql { at, source })
     }
 
     /// Records (or re-records, un-revoking nothing) an enrolled node.
     pub fn upsert_node(&mut self, n: &NodeRecord) -> Result<(), InventoryError> {
-        let path = self.path.clone();
-        let sql = |source| InventoryError::Sql {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        tx.execute(
-            "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
-                bundle_version, image_version, certified, certification_report_sha256,
-                enrolled_at, revoked_at, key_protection, attestation_sha256, attested_release,
-                slot, image_variant, update_floor, rolled_back_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?13,
-                ?14, ?15, ?16, ?17)
-             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
-                device_fingerprint = excluded.device_fingerprint, device = excluded.device,
-                bundle_id = excluded.bundle_id, bundle_version = excluded.bundle_version,
-                image_version = excluded.image_version, certified = excluded.certified,
-                certification_report_sha256 = excluded.certification_report_sha256,
-                key_protection = excluded.key_protection,
-                attestation_sha256 = excluded.attestation_sha256,
-                attested_release = excluded.attested_release,
-                slot = excluded.slot, image_variant = excluded.image_variant,
-                update_floor = excluded.update_floor,
-                rolled_back_from = excluded.rolled_back_from",
-            params![
-                n.node_id,
-                n.address,
-                n.device_fingerprint,
-                n.device,
-                n.bundle_id,
-                n.bundle_version as i64,
-                n.image_version,
-                n.certified,
-                n.certification_report_sha256,
-                n.enrolled_at,
-                n.key_protection.as_str(),
-                n.attestation_sha256,
-                n.attested_release,
-                n.slot,
-                n.image_variant,
-                n.update_floor.map(|v| v as i64),
-                n.rolled_back_from,
-            ],
-        )
-        .map_err(sql)?;
-        tx.execute(
-            "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, 'enrolled')",
-            params![n.node_id, n.enrolled_at],
-        )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
+                    bundle_version, image_version, certified, certification_report_sha256,
+                    enrolled_at, revoked_at, key_protection, attestation_sha256, attested_release,
+                    slot, image_variant, update_floor, rolled_back_from)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $12, $13,
+                    $14, $15, $16, $17)
+                 ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
+                    device_fingerprint = excluded.device_fingerprint, device = excluded.device,
+                    bundle_id = excluded.bundle_id, bundle_version = excluded.bundle_version,
+                    image_version = excluded.image_version, certified = excluded.certified,
+                    certification_report_sha256 = excluded.certification_report_sha256,
+                    key_protection = excluded.key_protection,
+                    attestation_sha256 = excluded.attestation_sha256,
+                    attested_release = excluded.attested_release,
+                    slot = excluded.slot, image_variant = excluded.image_variant,
+                    update_floor = excluded.update_floor,
+                    rolled_back_from = excluded.rolled_back_from",
+                vals![
+                    &n.node_id,
+                    &n.address,
+                    &n.device_fingerprint,
+                    &n.device,
+                    &n.bundle_id,
+                    n.bundle_version as i64,
+                    &n.image_version,
+                    n.certified,
+                    n.certification_report_sha256.as_deref(),
+                    &n.enrolled_at,
+                    n.key_protection.as_str(),
+                    n.attestation_sha256.as_deref(),
+                    n.attested_release.as_deref(),
+                    n.slot.as_deref(),
+                    n.image_variant.as_deref(),
+                    n.update_floor.map(|v| v as i64),
+                    n.rolled_back_from.as_deref(),
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO events (node_id, at, what) VALUES ($1, $2, 'enrolled')",
+                vals![&n.node_id, &n.enrolled_at],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, InventoryError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
-                    image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at, key_protection, attestation_sha256, attested_release,
-                    slot, image_variant, update_floor, rolled_back_from, last_update,
-                    last_update_version, last_update_at
-                 FROM nodes ORDER BY enrolled_at, node_id",
+        self.db
+            .query(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY enrolled_at, node_id"),
+                &[],
             )
-            .map_err(self.sql())?;
-        let rows = stmt.query_map([], row_to_node).map_err(self.sql())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+            .and_then(|rows| rows.iter().map(row_to_node).collect())
+            .map_err(self.sql())
     }
 
     /// A node by full id, by address, or by a unique prefix of its id.
@@ -404,18 +489,12 @@ impl Inventory {
 
     /// Looks a node up by exact id.
     pub fn get(&self, node_id: &str) -> Result<Option<NodeRecord>, InventoryError> {
-        self.conn
-            .query_row(
-                "SELECT node_id, address, device_fingerprint, device, bundle_id, bundle_version,
-                    image_version, certified, certification_report_sha256, enrolled_at,
-                    revoked_at, key_protection, attestation_sha256, attested_release,
-                    slot, image_variant, update_floor, rolled_back_from, last_update,
-                    last_update_version, last_update_at
-                 FROM nodes WHERE node_id = ?1",
-                [node_id],
-                row_to_node,
+        self.db
+            .query_opt(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1"),
+                vals![node_id],
             )
-            .optional()
+            .and_then(|row| row.as_ref().map(row_to_node).transpose())
             .map_err(self.sql())
     }
 
@@ -423,12 +502,12 @@ impl Inventory {
     pub fn revoke(&mut self, node_id: &str, at: &str) -> Result<(), InventoryError> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE nodes SET revoked_at = COALESCE(revoked_at, ?2) WHERE node_id = ?1",
-                params![node_id, at],
+                "UPDATE nodes SET revoked_at = COALESCE(revoked_at, $1) WHERE node_id = $2",
+                vals![at, node_id],
             )?;
             tx.execute(
-                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, 'revoked')",
-                params![node_id, at],
+                "INSERT INTO events (node_id, at, what) VALUES ($1, $2, 'revoked')",
+                vals![node_id, at],
             )?;
             Ok(())
         })
@@ -446,19 +525,19 @@ impl Inventory {
         let (bundle_id, version) = (reply.bundle_id.as_str(), reply.bundle_version);
         self.write(|tx| {
             tx.execute(
-                "UPDATE nodes SET bundle_id = ?2, bundle_version = ?3, certified = ?4,
-                 certification_report_sha256 = ?5 WHERE node_id = ?1",
-                params![
-                    node_id,
+                "UPDATE nodes SET bundle_id = $1, bundle_version = $2, certified = $3,
+                 certification_report_sha256 = $4 WHERE node_id = $5",
+                vals![
                     bundle_id,
                     version as i64,
                     reply.certified,
-                    reply.certification_report_sha256
+                    reply.certification_report_sha256.as_deref(),
+                    node_id,
                 ],
             )?;
             tx.execute(
-                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
-                params![node_id, at, format!("bundle {bundle_id} release {version}")],
+                "INSERT INTO events (node_id, at, what) VALUES ($1, $2, $3)",
+                vals![node_id, at, format!("bundle {bundle_id} release {version}")],
             )?;
             Ok(())
         })
@@ -476,26 +555,26 @@ impl Inventory {
         self.write(|tx| {
             if let Some(image_version) = state.image_version {
                 tx.execute(
-                    "UPDATE nodes SET image_version = ?2, slot = ?3, image_variant = ?4,
-                     update_floor = ?5, rolled_back_from = ?6 WHERE node_id = ?1",
-                    params![
-                        node_id,
+                    "UPDATE nodes SET image_version = $1, slot = $2, image_variant = $3,
+                     update_floor = $4, rolled_back_from = $5 WHERE node_id = $6",
+                    vals![
                         image_version,
-                        slot.map(|s| s.slot.clone()),
-                        slot.map(|s| s.variant.clone()),
+                        slot.map(|s| s.slot.as_str()),
+                        slot.map(|s| s.variant.as_str()),
                         slot.map(|s| s.update_floor as i64),
-                        slot.and_then(|s| s.rolled_back_from.clone()),
+                        slot.and_then(|s| s.rolled_back_from.as_deref()),
+                        node_id,
                     ],
                 )?;
             }
             tx.execute(
-                "UPDATE nodes SET last_update = ?2, last_update_version = ?3,
-                 last_update_at = ?4 WHERE node_id = ?1",
-                params![node_id, state.outcome, state.version as i64, at],
+                "UPDATE nodes SET last_update = $1, last_update_version = $2,
+                 last_update_at = $3 WHERE node_id = $4",
+                vals![state.outcome, state.version as i64, at, node_id],
             )?;
             tx.execute(
-                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
-                params![
+                "INSERT INTO events (node_id, at, what) VALUES ($1, $2, $3)",
+                vals![
                     node_id,
                     at,
                     format!("image update {}: {}", state.version, state.outcome)
@@ -507,26 +586,31 @@ impl Inventory {
 
     /// The highest image update version signed so far, if any.
     pub fn last_update_version(&self) -> Result<Option<u64>, InventoryError> {
-        let max: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(version) FROM image_updates", [], |r| r.get(0))
-            .map_err(self.sql())?;
-        Ok(max.map(|v| v as u64))
+        self.max_version("SELECT MAX(version) FROM image_updates")
+    }
+
+    fn max_version(&self, sql: &str) -> Result<Option<u64>, InventoryError> {
+        match self.db.query_opt(sql, &[]).map_err(self.sql())? {
+            Some(row) => row.opt_u64(0).map_err(self.sql()),
+            None => Ok(None),
+        }
     }
 
     pub fn add_image_update(&mut self, u: &ImageUpdate) -> Result<(), InventoryError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO image_updates
-                 (version, name, image_version, target, dir, signed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+                "INSERT INTO image_updates (version, name, image_version, target, dir, signed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (version) DO UPDATE SET name = excluded.name,
+                    image_version = excluded.image_version, target = excluded.target,
+                    dir = excluded.dir, signed_at = excluded.signed_at",
+                vals![
                     u.version as i64,
-                    u.name,
-                    u.image_version,
-                    u.target,
-                    u.dir,
-                    u.signed_at
+                    &u.name,
+                    &u.image_version,
+                    &u.target,
+                    &u.dir,
+                    &u.signed_at
                 ],
             )?;
             Ok(())
@@ -535,40 +619,42 @@ impl Inventory {
 
     /// The next release version: one above every version signed so far.
     pub fn next_release_version(&self) -> Result<u64, InventoryError> {
-        let max: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(version) FROM releases", [], |r| r.get(0))
-            .map_err(self.sql())?;
-        Ok(max.map_or(1, |v| v as u64 + 1))
+        Ok(self
+            .max_version("SELECT MAX(version) FROM releases")?
+            .map_or(1, |v| v + 1))
     }
 
     pub fn add_release(&mut self, r: &Release) -> Result<(), InventoryError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO releases (version, bundle_id, dir, signed_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![r.version as i64, r.bundle_id, r.dir, r.signed_at],
+                "INSERT INTO releases (version, bundle_id, dir, signed_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (version) DO UPDATE SET bundle_id = excluded.bundle_id,
+                    dir = excluded.dir, signed_at = excluded.signed_at",
+                vals![r.version as i64, &r.bundle_id, &r.dir, &r.signed_at],
             )?;
             Ok(())
         })
     }
 
     pub fn latest_release(&self) -> Result<Option<Release>, InventoryError> {
-        self.conn
-            .query_row(
+        self.db
+            .query_opt(
                 "SELECT version, bundle_id, dir, signed_at FROM releases
                  ORDER BY version DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(Release {
-                        version: r.get::<_, i64>(0)? as u64,
-                        bundle_id: r.get(1)?,
-                        dir: r.get(2)?,
-                        signed_at: r.get(3)?,
-                    })
-                },
+                &[],
             )
-            .optional()
+            .and_then(|row| {
+                row.map(|r| {
+                    Ok(Release {
+                        version: r.u64(0)?,
+                        bundle_id: r.text(1)?,
+                        dir: r.text(2)?,
+                        signed_at: r.text(3)?,
+                    })
+                })
+                .transpose()
+            })
             .map_err(self.sql())
     }
 
@@ -577,13 +663,13 @@ impl Inventory {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO chain_registries (rpc_url, chain_id, address, deploy_tx, deployed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    r.rpc_url,
+                 VALUES ($1, $2, $3, $4, $5)",
+                vals![
+                    &r.rpc_url,
                     r.chain_id as i64,
-                    r.address,
-                    r.deploy_tx,
-                    r.deployed_at
+                    &r.address,
+                    &r.deploy_tx,
+                    &r.deployed_at
                 ],
             )?;
             Ok(())
@@ -592,22 +678,24 @@ impl Inventory {
 
     /// The fleet's registry: the last one deployed.
     pub fn chain_registry(&self) -> Result<Option<ChainRegistry>, InventoryError> {
-        self.conn
-            .query_row(
+        self.db
+            .query_opt(
                 "SELECT rpc_url, chain_id, address, deploy_tx, deployed_at
                  FROM chain_registries ORDER BY id DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(ChainRegistry {
-                        rpc_url: r.get(0)?,
-                        chain_id: r.get::<_, i64>(1)? as u64,
-                        address: r.get(2)?,
-                        deploy_tx: r.get(3)?,
-                        deployed_at: r.get(4)?,
-                    })
-                },
+                &[],
             )
-            .optional()
+            .and_then(|row| {
+                row.map(|r| {
+                    Ok(ChainRegistry {
+                        rpc_url: r.text(0)?,
+                        chain_id: r.u64(1)?,
+                        address: r.text(2)?,
+                        deploy_tx: r.text(3)?,
+                        deployed_at: r.text(4)?,
+                    })
+                })
+                .transpose()
+            })
             .map_err(self.sql())
     }
 
@@ -617,26 +705,26 @@ impl Inventory {
             tx.execute(
                 "INSERT INTO chain_nodes (node_id, registry, chain_address, registered_tx,
                     registered_at, revoked_tx, revoked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (node_id, registry) DO UPDATE SET
                     chain_address = excluded.chain_address,
                     registered_tx = excluded.registered_tx,
                     registered_at = excluded.registered_at,
                     revoked_tx = excluded.revoked_tx, revoked_at = excluded.revoked_at",
-                params![
-                    n.node_id,
-                    n.registry,
-                    n.chain_address,
-                    n.registered_tx,
+                vals![
+                    &n.node_id,
+                    &n.registry,
+                    &n.chain_address,
+                    &n.registered_tx,
                     n.registered_at as i64,
-                    n.revoked_tx,
+                    n.revoked_tx.as_deref(),
                     n.revoked_at.map(|v| v as i64),
                 ],
             )?;
             tx.execute(
-                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
-                params![
-                    n.node_id,
+                "INSERT INTO events (node_id, at, what) VALUES ($1, $2, $3)",
+                vals![
+                    &n.node_id,
                     at,
                     format!(
                         "registered on chain registry {} as {} (tx {})",
@@ -659,13 +747,13 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE chain_nodes SET revoked_tx = ?3, revoked_at = ?4
-                 WHERE node_id = ?1 AND registry = ?2",
-                params![node_id, registry, revoked_tx, revoked_at as i64],
+                "UPDATE chain_nodes SET revoked_tx = $1, revoked_at = $2
+                 WHERE node_id = $3 AND registry = $4",
+                vals![revoked_tx, revoked_at as i64, node_id, registry],
             )?;
             tx.execute(
-                "INSERT INTO events (node_id, at, what) VALUES (?1, ?2, ?3)",
-                params![
+                "INSERT INTO events (node_id, at, what) VALUES ($1, $2, $3)",
+                vals![
                     node_id,
                     at,
                     format!("revoked on chain registry {registry} (tx {revoked_tx})")
@@ -681,77 +769,144 @@ impl Inventory {
         node_id: &str,
         registry: &str,
     ) -> Result<Option<ChainNode>, InventoryError> {
-        self.conn
-            .query_row(
+        self.db
+            .query_opt(
                 "SELECT node_id, registry, chain_address, registered_tx, registered_at,
                     revoked_tx, revoked_at
-                 FROM chain_nodes WHERE node_id = ?1 AND registry = ?2",
-                params![node_id, registry],
-                |r| {
-                    Ok(ChainNode {
-                        node_id: r.get(0)?,
-                        registry: r.get(1)?,
-                        chain_address: r.get(2)?,
-                        registered_tx: r.get(3)?,
-                        registered_at: r.get::<_, i64>(4)? as u64,
-                        revoked_tx: r.get(5)?,
-                        revoked_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-                    })
-                },
+                 FROM chain_nodes WHERE node_id = $1 AND registry = $2",
+                vals![node_id, registry],
             )
-            .optional()
+            .and_then(|row| {
+                row.map(|r| {
+                    Ok(ChainNode {
+                        node_id: r.text(0)?,
+                        registry: r.text(1)?,
+                        chain_address: r.text(2)?,
+                        registered_tx: r.text(3)?,
+                        registered_at: r.u64(4)?,
+                        revoked_tx: r.opt_text(5)?,
+                        revoked_at: r.opt_u64(6)?,
+                    })
+                })
+                .transpose()
+            })
             .map_err(self.sql())
-    }
-
-    fn write(
-        &mut self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
-    ) -> Result<(), InventoryError> {
-        let path = self.path.clone();
-        let sql = |source| InventoryError::Sql {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        f(&tx).map_err(sql)?;
-        tx.commit().map_err(sql)
     }
 }
 
-fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
+/// The columns [`row_to_node`] reads, in its order.
+const NODE_COLUMNS: &str = "node_id, address, device_fingerprint, device, bundle_id,
+    bundle_version, image_version, certified, certification_report_sha256, enrolled_at,
+    revoked_at, key_protection, attestation_sha256, attested_release, slot, image_variant,
+    update_floor, rolled_back_from, last_update, last_update_version, last_update_at";
+
+fn row_to_node(r: &Row) -> Result<NodeRecord, DbError> {
     Ok(NodeRecord {
-        node_id: r.get(0)?,
-        address: r.get(1)?,
-        device_fingerprint: r.get(2)?,
-        device: r.get(3)?,
-        bundle_id: r.get(4)?,
-        bundle_version: r.get::<_, i64>(5)? as u64,
-        image_version: r.get(6)?,
-        certified: r.get(7)?,
-        certification_report_sha256: r.get(8)?,
-        enrolled_at: r.get(9)?,
-        revoked_at: r.get(10)?,
-        key_protection: r.get::<_, String>(11)?.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, e.into())
+        node_id: r.text(0)?,
+        address: r.text(1)?,
+        device_fingerprint: r.text(2)?,
+        device: r.text(3)?,
+        bundle_id: r.text(4)?,
+        bundle_version: r.u64(5)?,
+        image_version: r.text(6)?,
+        certified: r.bool(7)?,
+        certification_report_sha256: r.opt_text(8)?,
+        enrolled_at: r.text(9)?,
+        revoked_at: r.opt_text(10)?,
+        key_protection: r.text(11)?.parse().map_err(|e: String| DbError::Column {
+            index: 11,
+            expected: "a key protection (tpm-sealed or file)",
+            found: e,
         })?,
-        attestation_sha256: r.get(12)?,
-        attested_release: r.get(13)?,
-        slot: r.get(14)?,
-        image_variant: r.get(15)?,
-        update_floor: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
-        rolled_back_from: r.get(17)?,
-        last_update: r.get(18)?,
-        last_update_version: r.get::<_, Option<i64>>(19)?.map(|v| v as u64),
-        last_update_at: r.get(20)?,
+        attestation_sha256: r.opt_text(12)?,
+        attested_release: r.opt_text(13)?,
+        slot: r.opt_text(14)?,
+        image_variant: r.opt_text(15)?,
+        update_floor: r.opt_u64(16)?,
+        rolled_back_from: r.opt_text(17)?,
+        last_update: r.opt_text(18)?,
+        last_update_version: r.opt_u64(19)?,
+        last_update_at: r.opt_text(20)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each test below runs on both databases: `NAME::sqlite` and
+    /// `NAME::postgres` (a fresh database on the test server).
+    macro_rules! on_both {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(&super::Place::sqlite());
+                }
+
+                #[test]
+                fn postgres() {
+                    super::$name(&super::Place::postgres());
+                }
+            }
+        )*};
+    }
+
+    on_both!(
+        migrates_once_and_round_trips_nodes,
+        a_newer_schema_is_refused,
+        release_versions_count_up,
+        concurrent_writers_all_land,
+        inventories_from_before_image_updates_load_and_record_them,
+        chain_registries_and_registrations_round_trip,
+        nodes_enrolled_before_key_protection_are_file_keys,
+    );
+
+    /// Where a test's inventory is: a fleet directory and a backend.
+    struct Place {
+        dir: tempfile::TempDir,
+        backend: Backend,
+    }
+
+    impl Place {
+        fn sqlite() -> Place {
+            Place {
+                dir: tempfile::tempdir().unwrap(),
+                backend: Backend::Sqlite,
+            }
+        }
+
+        fn postgres() -> Place {
+            let url = crate::pg_test_server::database_url();
+            Place {
+                dir: tempfile::tempdir().unwrap(),
+                backend: Backend::parse(Some(&url)).unwrap(),
+            }
+        }
+
+        fn create(&self) -> Inventory {
+            Inventory::create_in(self.dir.path(), &self.backend).unwrap()
+        }
+
+        fn open(&self) -> Result<Inventory, InventoryError> {
+            Inventory::open_in(self.dir.path(), &self.backend)
+        }
+
+        /// An inventory as a lockstep-fleet from before migration
+        /// `version + 1` left it, with `rows` inserted.
+        fn old(&self, version: usize, rows: &[&str]) {
+            let mut inv =
+                Inventory::connect(self.dir.path(), &self.backend, true, version).unwrap();
+            assert_eq!(inv.schema_version().unwrap(), version as i64);
+            inv.write(|tx| {
+                for r in rows {
+                    tx.execute(r, &[])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+    }
 
     fn node(id: &str) -> NodeRecord {
         NodeRecord {
@@ -779,14 +934,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn migrates_once_and_round_trips_nodes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut inv = Inventory::create(dir.path()).unwrap();
+    fn migrates_once_and_round_trips_nodes(at: &Place) {
+        let mut inv = at.create();
         assert_eq!(inv.schema_version().unwrap(), MIGRATIONS.len() as i64);
         inv.upsert_node(&node("RWQabc")).unwrap();
         drop(inv);
-        let mut inv = Inventory::open(dir.path()).unwrap();
+        let mut inv = at.open().unwrap();
+        assert_eq!(inv.schema_version().unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(inv.find("RWQa").unwrap().node_id, "RWQabc");
         inv.revoke("RWQabc", "2026-02-01T00:00:00Z").unwrap();
         inv.revoke("RWQabc", "2026-03-01T00:00:00Z").unwrap();
@@ -800,23 +954,19 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(Inventory::create(dir.path()).unwrap());
-        let conn = Connection::open(dir.path().join(INVENTORY_FILE)).unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(conn);
-        assert!(matches!(
-            Inventory::open(dir.path()),
-            Err(InventoryError::TooNew { found: 99, .. })
-        ));
+    fn a_newer_schema_is_refused(at: &Place) {
+        at.create().write(|tx| tx.set_schema_version(99)).unwrap();
+        let refused = at.open();
+        assert!(
+            matches!(refused, Err(InventoryError::TooNew { found: 99, .. })),
+            "{:?}",
+            refused.err()
+        );
+        assert!(refused.err().unwrap().is_usage());
     }
 
-    #[test]
-    fn release_versions_count_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut inv = Inventory::create(dir.path()).unwrap();
+    fn release_versions_count_up(at: &Place) {
+        let mut inv = at.create();
         assert_eq!(inv.next_release_version().unwrap(), 1);
         inv.add_release(&Release {
             version: 4,
@@ -827,19 +977,28 @@ mod tests {
         .unwrap();
         assert_eq!(inv.next_release_version().unwrap(), 5);
         assert_eq!(inv.latest_release().unwrap().unwrap().version, 4);
+        // Signing a version again replaces its record.
+        inv.add_release(&Release {
+            version: 4,
+            bundle_id: "y".into(),
+            dir: "/c".into(),
+            signed_at: "t2".into(),
+        })
+        .unwrap();
+        assert_eq!(inv.latest_release().unwrap().unwrap().bundle_id, "y");
+        assert_eq!(inv.next_release_version().unwrap(), 5);
     }
 
     /// Several threads, each with its own connection (as separate
     /// processes would have), writing at once: every write lands.
-    #[test]
-    fn concurrent_writers_all_land() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(Inventory::create(dir.path()).unwrap());
+    fn concurrent_writers_all_land(at: &Place) {
+        drop(at.create());
         let threads: Vec<_> = (0..8)
             .map(|t| {
-                let dir = dir.path().to_path_buf();
+                let dir = at.dir.path().to_path_buf();
+                let backend = at.backend.clone();
                 std::thread::spawn(move || {
-                    let mut inv = Inventory::open(&dir).unwrap();
+                    let mut inv = Inventory::open_in(&dir, &backend).unwrap();
                     for i in 0..25 {
                         inv.upsert_node(&node(&format!("RWQ-{t}-{i}"))).unwrap();
                     }
@@ -849,28 +1008,19 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let inv = Inventory::open(dir.path()).unwrap();
+        let inv = at.open().unwrap();
         assert_eq!(inv.nodes().unwrap().len(), 200);
     }
 
-    #[test]
-    fn inventories_from_before_image_updates_load_and_record_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INVENTORY_FILE);
-        {
-            let conn = Connection::open(&path).unwrap();
-            for m in &MIGRATIONS[..4] {
-                conn.execute_batch(m).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 4).unwrap();
-            conn.execute(
-                "INSERT INTO nodes VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 0, 'dev', 0, NULL, 't',
-                 NULL, 'file', NULL, NULL)",
-                [],
-            )
-            .unwrap();
-        }
-        let mut inv = Inventory::open(dir.path()).unwrap();
+    fn inventories_from_before_image_updates_load_and_record_them(at: &Place) {
+        at.old(
+            4,
+            &[
+                "INSERT INTO nodes VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 0, 'dev', FALSE, NULL,
+               't', NULL, 'file', NULL, NULL)",
+            ],
+        );
+        let mut inv = at.open().unwrap();
         let old = inv.get("RWQold").unwrap().unwrap();
         assert_eq!(
             (old.slot, old.update_floor, old.last_update),
@@ -930,19 +1080,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn chain_registries_and_registrations_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INVENTORY_FILE);
-        {
-            // An inventory from before the chain (schema 5) with a node.
-            let conn = Connection::open(&path).unwrap();
-            for m in &MIGRATIONS[..5] {
-                conn.execute_batch(m).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 5).unwrap();
-        }
-        let mut inv = Inventory::open(dir.path()).unwrap();
+    fn chain_registries_and_registrations_round_trip(at: &Place) {
+        // An inventory from before the chain (schema 5).
+        at.old(5, &[]);
+        let mut inv = at.open().unwrap();
         inv.upsert_node(&node("RWQabc")).unwrap();
         assert_eq!(inv.chain_registry().unwrap(), None);
         let registry = |address: &str| ChainRegistry {
@@ -979,22 +1120,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nodes_enrolled_before_key_protection_are_file_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INVENTORY_FILE);
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.execute_batch(MIGRATIONS[1]).unwrap();
-            conn.pragma_update(None, "user_version", 2).unwrap();
-            conn.execute(
-                "INSERT INTO nodes VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 0, 'dev', 0, NULL, 't', NULL)",
-                [],
-            )
-            .unwrap();
-        }
-        let mut inv = Inventory::open(dir.path()).unwrap();
+    fn nodes_enrolled_before_key_protection_are_file_keys(at: &Place) {
+        at.old(
+            2,
+            &[
+                "INSERT INTO nodes VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 0, 'dev', FALSE, NULL, 't', NULL)",
+                "INSERT INTO events (node_id, at, what) VALUES ('RWQold', 't', 'enrolled')",
+            ],
+        );
+        let mut inv = at.open().unwrap();
         assert_eq!(inv.schema_version().unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(inv.nodes().unwrap()[0].key_protection, KeyProtection::File);
         inv.upsert_node(&node("RWQnew")).unwrap();
@@ -1002,5 +1136,65 @@ mod tests {
             inv.get("RWQnew").unwrap().unwrap().key_protection,
             KeyProtection::TpmSealed
         );
+    }
+
+    /// A file written before PostgreSQL support (schema in SQLite's
+    /// `user_version`, booleans as 0/1) opens unchanged: no
+    /// `schema_version` table appears in it.
+    #[test]
+    fn an_sqlite_file_from_before_postgres_opens_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INVENTORY_FILE);
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for m in MIGRATIONS {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+                .unwrap();
+            conn.execute(
+                "INSERT INTO nodes (node_id, address, device_fingerprint, device, bundle_id,
+                    bundle_version, image_version, certified, enrolled_at)
+                 VALUES ('RWQold', 'a', 'f', 'cpu', 'b', 7, 'dev', 1, 't')",
+                [],
+            )
+            .unwrap();
+        }
+        let inv = Inventory::open(dir.path()).unwrap();
+        assert_eq!(inv.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let old = inv.get("RWQold").unwrap().unwrap();
+        assert_eq!((old.certified, old.bundle_version), (true, 7));
+        drop(inv);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+
+    #[test]
+    fn db_urls_are_checked() {
+        assert!(matches!(Backend::parse(None), Ok(Backend::Sqlite)));
+        assert!(matches!(
+            Backend::parse(Some("postgresql://u@127.0.0.1:5432/fleet")),
+            Ok(Backend::Postgres(_))
+        ));
+        for bad in [
+            "mysql://u@127.0.0.1/fleet",
+            "inventory.sqlite3",
+            "postgres://u@10.1.2.3/fleet",
+            "postgres://u@127.0.0.1/fleet?sslmode=require",
+            "postgres://u@127.0.0.1:notaport/fleet",
+        ] {
+            let e = Backend::parse(Some(bad)).unwrap_err();
+            assert!(e.is_usage(), "{bad}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        let e = Backend::parse(Some("postgres://u:hunter2@db.example/fleet")).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }

@@ -3,8 +3,8 @@
 //! - [`attest`]: node attestation (the exchange, the fleet's EK roots and
 //!   accepted images, transcripts).
 //! - [`operator`]: the operator's minisign key pair in the fleet directory.
-//! - [`inventory`]: the SQLite inventory (migrations, transactions, busy
-//!   timeout; docs/operations.md).
+//! - [`inventory`]: the inventory, SQLite by default or PostgreSQL
+//!   (migrations, transactions, busy timeout; docs/operations.md).
 //! - [`session`]: an admin session with one node: challenge, proof of key
 //!   possession, one signed command.
 //! - [`release`]: signing a kernel bundle's release, reading a bundle for
@@ -36,6 +36,11 @@ pub mod registry;
 pub mod release;
 pub mod session;
 pub mod update;
+
+/// The throw-away PostgreSQL server of the inventory's tests.
+#[cfg(test)]
+#[path = "../tests/support/pg.rs"]
+mod pg_test_server;
 
 /// The current time as RFC 3339 UTC (what the inventory stores).
 pub fn now() -> String {

@@ -1,18 +1,22 @@
-//! `lockstep-fleet`: enroll nodes, keep the inventory, sign and push kernel
+//! `lockstep-fleet`: enroll nodes, keep the inventory (SQLite in the fleet
+//! directory, or PostgreSQL with `--db`), sign and push kernel
 //! bundles, export identity records, put nodes on an on-chain registry.
 //! Errors are one line; exit 2 for bad input or usage (and for a request
-//! the registry contract refuses), 1 for node, chain or network problems
-//! (and for a push in which any node failed).
+//! the registry contract refuses), 1 for node, chain, network or database
+//! problems (and for a push in which any node failed).
 
 #![forbid(unsafe_code)]
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockstep_fleet::chain::{self, ChainError};
-use lockstep_fleet::inventory::{ChainNode, ChainRegistry, Inventory, NodeRecord, Release};
+use lockstep_fleet::inventory::{
+    Backend, ChainNode, ChainRegistry, Inventory, InventoryError, NodeRecord, Release,
+};
 use lockstep_fleet::push::{push_all, Outcome};
 use lockstep_fleet::session::Session;
 use lockstep_fleet::update::{self, NodeFailure, NodeOutcome};
@@ -27,9 +31,21 @@ use lockstep_protocol::admin::AdminAction;
     about = "Lockstep fleet manager: enrollment, inventory, signed bundle rollout"
 )]
 struct Cli {
-    /// The fleet directory (operator key and inventory).
+    /// The fleet directory (operator key, and the inventory unless --db
+    /// says otherwise).
     #[arg(long, global = true, default_value = ".")]
     dir: PathBuf,
+    /// The inventory's database: postgres://USER@HOST:PORT/DBNAME (or
+    /// postgresql://; loopback or a unix socket, no TLS yet). Default: the
+    /// SQLite file in the fleet directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "LOCKSTEP_FLEET_DB",
+        hide_env_values = true
+    )]
+    db: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -313,8 +329,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where the inventory is (--db), for every command of this invocation:
+/// set once in `run`, like --dir it applies throughout.
+static BACKEND: OnceLock<Backend> = OnceLock::new();
+
+fn backend() -> &'static Backend {
+    BACKEND.get_or_init(|| Backend::Sqlite)
+}
+
+fn inventory_failure(e: InventoryError) -> Failure {
+    if e.is_usage() {
+        usage(e)
+    } else {
+        machine(e)
+    }
+}
+
+/// Opens the fleet's inventory (migrating it if it is older).
+fn open_inventory(dir: &Path) -> Result<Inventory, Failure> {
+    Inventory::open_in(dir, backend()).map_err(inventory_failure)
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.dir.as_path();
+    let chosen = Backend::parse(cli.db.as_deref()).map_err(inventory_failure)?;
+    BACKEND
+        .set(chosen)
+        .unwrap_or_else(|_| unreachable!("run is called once"));
     match cli.command {
         Command::Init { unencrypted } => init(dir, unencrypted),
         Command::Enroll {
@@ -326,7 +367,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::AcceptImage { manifest } => accept_image(dir, &manifest),
         Command::List { json } => list(dir, json),
         Command::Show { node } => {
-            let inv = Inventory::open(dir).map_err(usage)?;
+            let inv = open_inventory(dir)?;
             let n = inv.find(&node).map_err(usage)?;
             let fleet_registry = inv.chain_registry().map_err(machine)?;
             println!(
@@ -337,7 +378,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Revoke { node } => {
-            let mut inv = Inventory::open(dir).map_err(usage)?;
+            let mut inv = open_inventory(dir)?;
             let n = inv.find(&node).map_err(usage)?;
             inv.revoke(&n.node_id, &now()).map_err(machine)?;
             eprintln!("revoked {}", n.node_id);
@@ -396,7 +437,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::ExportRegistry {
             format: Format::Json,
         } => {
-            let inv = Inventory::open(dir).map_err(usage)?;
+            let inv = open_inventory(dir)?;
             let key = operator::load(dir).map_err(usage)?;
             let records = registry::export(&inv.nodes().map_err(machine)?, &key);
             println!(
@@ -577,7 +618,7 @@ fn chain_deploy(
         .map(|r| chain::parse_address("--referee", r))
         .collect::<Result<Vec<_>, _>>()
         .map_err(chain_failure)?;
-    let mut inv = Inventory::open(dir).map_err(usage)?;
+    let mut inv = open_inventory(dir)?;
     let key = chain::operator_key(keystore, &env_var).map_err(chain_failure)?;
     let (registry, receipt) = chain::deploy(rpc, &key, &referees).map_err(chain_failure)?;
     let tx = lockstep_chain::hex0x(&receipt.hash);
@@ -618,7 +659,7 @@ fn chain_register(
     args: &RegistryArgs,
     keystore: Option<&Path>,
 ) -> Result<(), Failure> {
-    let inv = Inventory::open(dir).map_err(usage)?;
+    let inv = open_inventory(dir)?;
     let (n, id) = chain_node(&inv, which)?;
     if n.revoked_at.is_some() {
         return Err(usage(format!(
@@ -691,7 +732,7 @@ fn chain_register(
     let record = registry
         .get_node(&node_id)
         .map_err(|e| chain_failure(e.into()))?;
-    let mut inv = Inventory::open(dir).map_err(machine)?;
+    let mut inv = open_inventory(dir)?;
     inv.set_chain_registered(
         &ChainNode {
             node_id: n.node_id.clone(),
@@ -719,7 +760,7 @@ fn chain_revoke(
     args: &RegistryArgs,
     keystore: Option<&Path>,
 ) -> Result<(), Failure> {
-    let inv = Inventory::open(dir).map_err(usage)?;
+    let inv = open_inventory(dir)?;
     let (n, id) = chain_node(&inv, which)?;
     let (url, address) = registry_target(&inv, args)?;
     let key = chain::operator_key(keystore, &env_var).map_err(chain_failure)?;
@@ -733,7 +774,7 @@ fn chain_revoke(
     let record = registry
         .get_node(&node_id)
         .map_err(|e| chain_failure(e.into()))?;
-    let mut inv = Inventory::open(dir).map_err(machine)?;
+    let mut inv = open_inventory(dir)?;
     if inv
         .chain_node(&n.node_id, &address.to_string())
         .map_err(machine)?
@@ -775,7 +816,7 @@ fn chain_revoke(
 }
 
 fn chain_show(dir: &Path, which: &str, args: &RegistryArgs) -> Result<(), Failure> {
-    let inv = Inventory::open(dir).map_err(usage)?;
+    let inv = open_inventory(dir)?;
     let (n, id) = chain_node(&inv, which)?;
     let (url, address) = registry_target(&inv, args)?;
     drop(inv);
@@ -839,8 +880,17 @@ fn provision_image(
 
 fn init(dir: &Path, unencrypted: bool) -> Result<(), Failure> {
     std::fs::create_dir_all(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+    // A PostgreSQL inventory first: a wrong --db must not leave an
+    // operator key behind that makes the next `init` refuse. The SQLite
+    // file is made after the key, as ever: no inventory without a key.
+    let postgres = matches!(backend(), Backend::Postgres(_));
+    if postgres {
+        Inventory::create_in(dir, backend()).map_err(inventory_failure)?;
+    }
     let key = operator::create(dir, !unencrypted).map_err(usage)?;
-    Inventory::create(dir).map_err(machine)?;
+    if !postgres {
+        Inventory::create_in(dir, backend()).map_err(inventory_failure)?;
+    }
     eprintln!(
         "fleet initialised in {}; operator key {} ({})",
         dir.display(),
@@ -886,7 +936,7 @@ fn install_file(dest: &Path, bytes: &[u8]) -> Result<(), Failure> {
 }
 
 fn trust_ek_roots(dir: &Path, pem: &Path) -> Result<(), Failure> {
-    Inventory::open(dir).map_err(usage)?;
+    open_inventory(dir)?;
     let certs = attest::read_ek_roots(pem).map_err(attest_failure)?;
     let bytes = std::fs::read(pem).map_err(|e| usage(format!("{}: {e}", pem.display())))?;
     install_file(&dir.join(attest::EK_ROOTS_FILE), &bytes)?;
@@ -899,7 +949,7 @@ fn trust_ek_roots(dir: &Path, pem: &Path) -> Result<(), Failure> {
 }
 
 fn accept_image(dir: &Path, manifest: &Path) -> Result<(), Failure> {
-    Inventory::open(dir).map_err(usage)?;
+    open_inventory(dir)?;
     let release = attest::read_manifest(manifest).map_err(attest_failure)?;
     if release.name.contains(['/', '\\']) || release.name.starts_with('.') {
         return Err(usage(format!(
@@ -935,7 +985,7 @@ fn enroll(
         .map_err(|e| usage(format!("--node-key: {e}")))?;
     // Open the inventory and key first: a typo in --dir fails before the
     // node is touched.
-    let mut inv = Inventory::open(dir).map_err(usage)?;
+    let mut inv = open_inventory(dir)?;
     let key = operator::load(dir).map_err(usage)?;
     // The attestation policy too, unless only file-key nodes are allowed
     // through without it.
@@ -1049,7 +1099,7 @@ fn set_operators(dir: &Path, node: &str, keys: &[String]) -> Result<(), Failure>
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let inv = Inventory::open(dir).map_err(usage)?;
+    let inv = open_inventory(dir)?;
     let n = inv.find(node).map_err(usage)?;
     if n.revoked_at.is_some() {
         return Err(usage(format!("{} is revoked; not changing it", n.node_id)));
@@ -1069,7 +1119,7 @@ fn set_operators(dir: &Path, node: &str, keys: &[String]) -> Result<(), Failure>
 }
 
 fn list(dir: &Path, json: bool) -> Result<(), Failure> {
-    let inv = Inventory::open(dir).map_err(usage)?;
+    let inv = open_inventory(dir)?;
     let nodes = inv.nodes().map_err(machine)?;
     let fleet_registry = inv.chain_registry().map_err(machine)?;
     if json {
@@ -1130,7 +1180,7 @@ fn slot_summary(n: &NodeRecord) -> String {
 }
 
 fn sign(dir: &Path, bundle: &Path, version: Option<u64>) -> Result<(), Failure> {
-    let mut inv = Inventory::open(dir).map_err(usage)?;
+    let mut inv = open_inventory(dir)?;
     let key = operator::load(dir).map_err(usage)?;
     let version = match version {
         Some(v) => v,
@@ -1155,7 +1205,7 @@ fn sign(dir: &Path, bundle: &Path, version: Option<u64>) -> Result<(), Failure> 
 }
 
 fn push(dir: &Path, node: Option<&str>, all: bool, bundle: Option<&Path>) -> Result<(), Failure> {
-    let inv = Inventory::open(dir).map_err(usage)?;
+    let inv = open_inventory(dir)?;
     let bundle_dir = match bundle {
         Some(b) => b.to_path_buf(),
         None => PathBuf::from(
@@ -1185,7 +1235,7 @@ fn push(dir: &Path, node: Option<&str>, all: bool, bundle: Option<&Path>) -> Res
         Err(e) => eprintln!("[{i}/{n}] {} FAILED: {e}", o.node.node_id),
     };
     let outcomes = push_all(&targets, &upload, &key, &progress);
-    let mut inv = Inventory::open(dir).map_err(machine)?;
+    let mut inv = open_inventory(dir)?;
     let mut failed = Vec::new();
     for o in &outcomes {
         match &o.result {
@@ -1292,7 +1342,7 @@ fn image_push(
             })
         })
         .transpose()?;
-    let inv = Inventory::open(dir).map_err(usage)?;
+    let inv = open_inventory(dir)?;
     let targets = targets(&inv, nodes, all)?;
     let key = operator::load(dir).map_err(usage)?;
     let fleet_last = inv.last_update_version().map_err(machine)?;
@@ -1343,7 +1393,7 @@ fn image_push(
     let update_dir = dir.join(update::UPDATES_DIR).join(version.to_string());
     update::save_update(&update_dir, &signed).map_err(usage)?;
     let abs = std::fs::canonicalize(&update_dir).unwrap_or(update_dir.clone());
-    let mut inv = Inventory::open(dir).map_err(machine)?;
+    let mut inv = open_inventory(dir)?;
     inv.add_image_update(&lockstep_fleet::inventory::ImageUpdate {
         version,
         name: manifest.name.clone(),
@@ -1391,7 +1441,7 @@ fn image_push(
         );
         for n in wave {
             let result = update::update_node(n, &job, &log);
-            let mut inv = Inventory::open(dir).map_err(machine)?;
+            let mut inv = open_inventory(dir)?;
             let at = now();
             let record =
                 |inv: &mut Inventory, state: &lockstep_fleet::inventory::ImageState<'_>| {

@@ -2,7 +2,9 @@
 //! backend: the bundle is still verified, signed and self-tested).
 //!
 //! `lockstepd` is found beside this crate's binary in the target
-//! directory; `cargo test --workspace` (make test) builds it.
+//! directory; `cargo test --workspace` (make test) builds it. The main
+//! flow also runs with the inventory on PostgreSQL (`--db`), on a
+//! throw-away server (tests/support/pg.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -10,15 +12,22 @@ use std::process::{Command, Output, Stdio};
 mod common;
 
 use common::{
-    fleet, fleet_bin, init, lockstep_bin, lockstepd_bin, ok, start, start_bare, start_env, stderr,
-    submit, Node,
+    fleet, fleet_bin, fleet_cmd, fleet_on, init, init_on, lockstep_bin, lockstepd_bin, ok, start,
+    start_bare, start_env, stderr, submit, Node,
 };
 use lockstep_fleet::session::{Session, SessionError};
 use lockstep_identity::{NodeId, SigningKey};
 use lockstep_protocol::admin::AdminAction;
 
+#[path = "support/pg.rs"]
+mod pg;
+
 fn list(dir: &Path) -> Vec<serde_json::Value> {
-    serde_json::from_str(&ok(&fleet(dir, &["list", "--json"]))).unwrap()
+    list_on(dir, None)
+}
+
+fn list_on(dir: &Path, db: Option<&str>) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(&fleet_on(dir, db, &["list", "--json"]))).unwrap()
 }
 
 /// A copy of the repository's kernel bundle.
@@ -271,9 +280,28 @@ fn ok_status(out: Output) -> Output {
 
 #[test]
 fn a_push_to_five_nodes_reports_each_outcome() {
+    push_to_five_nodes(None);
+}
+
+/// The same flow with the inventory on PostgreSQL.
+#[test]
+fn a_push_to_five_nodes_reports_each_outcome_on_postgres() {
+    let db = pg::database_url();
+    push_to_five_nodes(Some(&db));
+    // Only the inventory moved: no SQLite file in the fleet directory.
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("fleet");
-    init(&f);
+    init_on(&f, Some(&pg::database_url()));
+    assert!(f.join("operator.key").exists());
+    assert!(!f.join("inventory.sqlite3").exists());
+}
+
+/// Five nodes enrolled at once, a signed bundle pushed to all while one is
+/// down; the inventory in `db` (None: SQLite).
+fn push_to_five_nodes(db: Option<&str>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("fleet");
+    init_on(&f, db);
     let mut nodes: Vec<Node> = (0..5)
         .map(|i| start(&tmp.path().join(format!("node{i}")), &[]))
         .collect();
@@ -281,9 +309,7 @@ fn a_push_to_five_nodes_reports_each_outcome() {
     let children: Vec<_> = nodes
         .iter()
         .map(|n| {
-            Command::new(fleet_bin())
-                .arg("--dir")
-                .arg(&f)
+            fleet_cmd(&f, db)
                 .args(["enroll", "--allow-file-key", &n.addr])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -295,14 +321,23 @@ fn a_push_to_five_nodes_reports_each_outcome() {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    assert_eq!(list(&f).len(), 5);
+    assert_eq!(list_on(&f, db).len(), 5);
     // One node goes down before the push.
     let down = nodes.remove(2);
     let down_key = down.key.clone();
     drop(down);
     let bundle = bundle_copy(&tmp.path().join("bundle"));
-    ok(&fleet(&f, &["bundle", "sign", bundle.to_str().unwrap()]));
-    let out = fleet(&f, &["bundle", "push", "--all"]);
+    ok(&fleet_on(
+        &f,
+        db,
+        &["bundle", "sign", bundle.to_str().unwrap()],
+    ));
+    // LOCKSTEP_FLEET_DB is --db's default.
+    let mut push = fleet_cmd(&f, None);
+    if let Some(db) = db {
+        push.env("LOCKSTEP_FLEET_DB", db);
+    }
+    let out = push.args(["bundle", "push", "--all"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     for n in &nodes {
@@ -319,7 +354,7 @@ fn a_push_to_five_nodes_reports_each_outcome() {
     );
     assert!(err.contains("1 of 5 node(s) failed"), "{err}");
     assert!(err.contains("4 of 5 node(s) switched"), "{err}");
-    let versions: Vec<u64> = list(&f)
+    let versions: Vec<u64> = list_on(&f, db)
         .iter()
         .map(|n| n["bundle_version"].as_u64().unwrap())
         .collect();
@@ -371,6 +406,48 @@ fn usage_errors_exit_2_with_one_line() {
         stderr(&enc).contains("LOCKSTEP_KEY_PASSWORD"),
         "{}",
         stderr(&enc)
+    );
+}
+
+#[test]
+fn db_urls_are_checked_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one_line = |out: &Output, code: i32, what: &str| {
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(out));
+        assert!(stderr(out).contains(what), "{what}: {}", stderr(out));
+        assert_eq!(stderr(out).lines().count(), 1, "{}", stderr(out));
+    };
+    let on = |db: &str, args: &[&str]| fleet_on(tmp.path(), Some(db), args);
+    one_line(&on("mysql://u@127.0.0.1/f", &["list"]), 2, "postgres://");
+    one_line(
+        &on("postgres://u@db.example/f", &["init", "--unencrypted"]),
+        2,
+        "not loopback",
+    );
+    one_line(
+        &on("postgres://u@127.0.0.1/f?sslmode=require", &["list"]),
+        2,
+        "TLS",
+    );
+    // Nothing listens there: the machine's problem (1), said clearly, and
+    // `init` leaves no operator key behind.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("postgres://u@127.0.0.1:{port}/f");
+    one_line(
+        &on(&nowhere, &["init", "--unencrypted"]),
+        1,
+        "cannot connect to PostgreSQL",
+    );
+    assert!(!tmp.path().join("operator.key").exists());
+    // An empty database: not initialised yet.
+    one_line(
+        &on(&pg::database_url(), &["list"]),
+        2,
+        "lockstep-fleet init --db",
     );
 }
 

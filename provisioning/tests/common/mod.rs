@@ -89,15 +89,27 @@ pub fn start_env(state: &Path, extra: &[&str], creds: Option<&Path>) -> Node {
     }
 }
 
-pub fn fleet(dir: &Path, args: &[&str]) -> Output {
-    Command::new(fleet_bin())
-        .arg("--dir")
+/// `lockstep-fleet --dir DIR [--db URL]`, without the caller's settings.
+pub fn fleet_cmd(dir: &Path, db: Option<&str>) -> Command {
+    let mut cmd = Command::new(fleet_bin());
+    cmd.arg("--dir")
         .arg(dir)
-        .args(args)
         .env_remove("LOCKSTEP_KEY_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .env_remove("LOCKSTEP_FLEET_DB")
+        .stdin(Stdio::null());
+    if let Some(db) = db {
+        cmd.args(["--db", db]);
+    }
+    cmd
+}
+
+pub fn fleet(dir: &Path, args: &[&str]) -> Output {
+    fleet_on(dir, None, args)
+}
+
+/// [`fleet`] with the inventory in the database `db` (None: SQLite).
+pub fn fleet_on(dir: &Path, db: Option<&str>, args: &[&str]) -> Output {
+    fleet_cmd(dir, db).args(args).output().unwrap()
 }
 
 pub fn ok(out: &Output) -> String {
@@ -115,7 +127,11 @@ pub fn stderr(out: &Output) -> String {
 }
 
 pub fn init(dir: &Path) -> SigningKey {
-    ok(&fleet(dir, &["init", "--unencrypted"]));
+    init_on(dir, None)
+}
+
+pub fn init_on(dir: &Path, db: Option<&str>) -> SigningKey {
+    ok(&fleet_on(dir, db, &["init", "--unencrypted"]));
     SigningKey::read_file(&dir.join("operator.key"), None).unwrap()
 }
 
