@@ -203,3 +203,52 @@ fn a_lost_device_fails_its_job_and_the_others_keep_serving() {
     });
     assert!(node.alive(), "a lost device must not end the node");
 }
+
+/// Each device has its own metrics: labelled with its UUID, or UUID/INDEX
+/// for a second device with the same UUID; each counts the jobs it ran.
+#[test]
+fn each_device_counts_its_own_jobs_in_the_metrics() {
+    use lockstep_identity::SigningKey;
+    use lockstep_protocol::admin::AdminAction;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = SigningKey::generate();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trusted_operators = [\"{}\"]\n",
+            operator.public().to_base64()
+        ),
+    )
+    .unwrap();
+    let node = start(dir.path(), &["--config", config.to_str().unwrap()]);
+    smol::block_on(async {
+        let uuid = status(&node).await.devices[0].uuid.clone();
+        for (n, device) in [(0, 0), (1, 0), (2, 2)] {
+            let r = run(&node, "127.0.0.1", n, Some(DeviceSelector::Index(device)))
+                .await
+                .unwrap();
+            assert_eq!(r.device.index, Some(device));
+        }
+        let (_, reply) =
+            common::client::admin(&node, &operator, Some(AdminAction::Metrics), None, vec![]).await;
+        let reply = reply.unwrap();
+        assert!(reply.ok, "{}", reply.message);
+        let families = lockstep_metrics::parse(&reply.metrics.unwrap()).unwrap();
+        let jobs_ok = |label: &str| -> f64 {
+            let found: Vec<f64> = families
+                .iter()
+                .flat_map(|f| &f.samples)
+                .filter(|s| s.name == "lockstep_jobs_total")
+                .filter(|s| s.labels.iter().any(|(l, v)| l == "device" && v == label))
+                .filter(|s| s.labels.iter().any(|(l, v)| l == "outcome" && v == "ok"))
+                .map(|s| s.value)
+                .collect();
+            assert_eq!(found.len(), 1, "{label}: {found:?}");
+            found[0]
+        };
+        assert_eq!(jobs_ok(&uuid), 2.0);
+        assert_eq!(jobs_ok(&format!("{uuid}/1")), 0.0);
+        assert_eq!(jobs_ok(&format!("{uuid}/2")), 1.0);
+    });
+}

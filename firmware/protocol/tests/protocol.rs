@@ -220,6 +220,8 @@ fn format_3_receipts_carry_a_chain_signature_over_the_same_digest() {
     // Format 2 (no chain address) still verifies, and has no chain address.
     let mut v2 = r.clone();
     v2.format = lockstep_protocol::RECEIPT_FORMAT_V2;
+    v2.device.uuid = None;
+    v2.device.index = None;
     v2.chain_address = None;
     v2.references = None;
     let (b2, s2) = v2.sign(&key);
@@ -274,6 +276,8 @@ fn receipts_are_canonical_signed_and_checked() {
     // each format must have exactly its own fields.
     let mut v1 = r.clone();
     v1.format = lockstep_protocol::RECEIPT_FORMAT_V1;
+    v1.device.uuid = None;
+    v1.device.index = None;
     v1.key_protection = None;
     v1.chain_address = None;
     v1.references = None;
@@ -283,9 +287,40 @@ fn receipts_are_canonical_signed_and_checked() {
         Receipt::verify(&b1, &s1.to_file(), key.node_id()).unwrap(),
         v1
     );
+    // Format 4 (before the device's uuid and index) still verifies; format
+    // 5 must name the device, by a well-formed UUID.
+    let mut v4 = r.clone();
+    v4.format = lockstep_protocol::RECEIPT_FORMAT_V4;
+    v4.device.uuid = None;
+    v4.device.index = None;
+    let (b4, s4) = v4.sign(&key);
+    assert_eq!(
+        Receipt::verify(&b4, &s4.to_file(), key.node_id()).unwrap(),
+        v4
+    );
+    for (uuid, index) in [
+        (None, Some(0)),
+        (Some("00".repeat(16)), None),
+        (Some("AB".repeat(16)), Some(0)),
+        (Some("0".repeat(31)), Some(0)),
+    ] {
+        let mut bad = r.clone();
+        bad.device.uuid = uuid.clone();
+        bad.device.index = index;
+        let (b, sig) = bad.sign(&key);
+        assert!(
+            matches!(
+                Receipt::verify(&b, &sig.to_file(), key.node_id()),
+                Err(ReceiptError::Malformed(_))
+            ),
+            "{uuid:?} {index:?}"
+        );
+    }
     // Format 3 (before references) still verifies too.
     let mut v3 = r.clone();
     v3.format = RECEIPT_FORMAT_V3;
+    v3.device.uuid = None;
+    v3.device.index = None;
     v3.references = None;
     let (b3, s3) = v3.sign(&key);
     assert_eq!(
