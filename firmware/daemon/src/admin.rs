@@ -534,6 +534,9 @@ fn metrics(shared: &Shared) -> Result<String, String> {
         device
             .metrics
             .set_certified(device.certification.verdict(&bundle_id).certified);
+        device
+            .metrics
+            .set_serving(device.refusal(&bundle_id).is_none());
     }
     let (jobs, bytes) = shared.retention.usage();
     shared.metrics.set_evidence_retained(jobs, bytes);

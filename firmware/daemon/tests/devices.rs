@@ -172,7 +172,11 @@ fn jobs_spread_over_every_device_and_match_the_reference() {
 #[test]
 fn a_lost_device_fails_its_job_and_the_others_keep_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = start(dir.path(), &["--inject-device-lost", "1"]);
+    let (operator, config) = operator_config(dir.path());
+    let mut node = start(
+        dir.path(),
+        &["--inject-device-lost", "1", "--config", &config],
+    );
     smol::block_on(async {
         let e = run(&node, "127.0.0.1", 0, Some(DeviceSelector::Index(1)))
             .await
@@ -200,19 +204,30 @@ fn a_lost_device_fails_its_job_and_the_others_keep_serving() {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::NoSuchDevice, "{}", e.message);
         assert!(e.message.contains("out of service"), "{}", e.message);
+
+        // Monitoring sees it too.
+        let families = metrics(&node, &operator).await;
+        let uuid = &s.devices[0].uuid;
+        let serving = |d: &str| sample(&families, "lockstep_device_serving", d, &[]);
+        assert_eq!(serving(uuid), 1.0);
+        assert_eq!(serving(&format!("{uuid}/1")), 0.0);
+        assert_eq!(serving(&format!("{uuid}/2")), 1.0);
+        let failed = [("outcome", "failed")];
+        let lost_failed = sample(
+            &families,
+            "lockstep_jobs_total",
+            &format!("{uuid}/1"),
+            &failed,
+        );
+        assert_eq!(lost_failed, 1.0);
     });
     assert!(node.alive(), "a lost device must not end the node");
 }
 
-/// Each device has its own metrics: labelled with its UUID, or UUID/INDEX
-/// for a second device with the same UUID; each counts the jobs it ran.
-#[test]
-fn each_device_counts_its_own_jobs_in_the_metrics() {
-    use lockstep_identity::SigningKey;
-    use lockstep_protocol::admin::AdminAction;
-    let dir = tempfile::tempdir().unwrap();
-    let operator = SigningKey::generate();
-    let config = dir.path().join("config.toml");
+/// A config file that makes the node trust a fresh operator key.
+fn operator_config(dir: &std::path::Path) -> (lockstep_identity::SigningKey, String) {
+    let operator = lockstep_identity::SigningKey::generate();
+    let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
@@ -221,7 +236,51 @@ fn each_device_counts_its_own_jobs_in_the_metrics() {
         ),
     )
     .unwrap();
-    let node = start(dir.path(), &["--config", config.to_str().unwrap()]);
+    (operator, config.to_str().unwrap().to_string())
+}
+
+/// The operator's reading of the node's metrics.
+async fn metrics(
+    node: &common::Node,
+    operator: &lockstep_identity::SigningKey,
+) -> Vec<lockstep_metrics::Family> {
+    let action = Some(lockstep_protocol::admin::AdminAction::Metrics);
+    let (_, reply) = common::client::admin(node, operator, action, None, vec![]).await;
+    let reply = reply.unwrap();
+    assert!(reply.ok, "{}", reply.message);
+    lockstep_metrics::parse(&reply.metrics.unwrap()).unwrap()
+}
+
+/// The one sample `name` of device `device` whose labels include `labels`.
+fn sample(
+    families: &[lockstep_metrics::Family],
+    name: &str,
+    device: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let found: Vec<f64> = families
+        .iter()
+        .flat_map(|f| &f.samples)
+        .filter(|s| s.name == name)
+        .filter(|s| s.labels.iter().any(|(l, v)| l == "device" && v == device))
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(l, v)| s.labels.iter().any(|(sl, sv)| sl == l && sv == v))
+        })
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {device} {labels:?}: {found:?}");
+    found[0]
+}
+
+/// Each device has its own metrics: labelled with its UUID, or UUID/INDEX
+/// for a second device with the same UUID; each counts the jobs it ran.
+#[test]
+fn each_device_counts_its_own_jobs_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (operator, config) = operator_config(dir.path());
+    let node = start(dir.path(), &["--config", &config]);
     smol::block_on(async {
         let uuid = status(&node).await.devices[0].uuid.clone();
         for (n, device) in [(0, 0), (1, 0), (2, 2)] {
@@ -230,25 +289,15 @@ fn each_device_counts_its_own_jobs_in_the_metrics() {
                 .unwrap();
             assert_eq!(r.device.index, Some(device));
         }
-        let (_, reply) =
-            common::client::admin(&node, &operator, Some(AdminAction::Metrics), None, vec![]).await;
-        let reply = reply.unwrap();
-        assert!(reply.ok, "{}", reply.message);
-        let families = lockstep_metrics::parse(&reply.metrics.unwrap()).unwrap();
-        let jobs_ok = |label: &str| -> f64 {
-            let found: Vec<f64> = families
-                .iter()
-                .flat_map(|f| &f.samples)
-                .filter(|s| s.name == "lockstep_jobs_total")
-                .filter(|s| s.labels.iter().any(|(l, v)| l == "device" && v == label))
-                .filter(|s| s.labels.iter().any(|(l, v)| l == "outcome" && v == "ok"))
-                .map(|s| s.value)
-                .collect();
-            assert_eq!(found.len(), 1, "{label}: {found:?}");
-            found[0]
-        };
-        assert_eq!(jobs_ok(&uuid), 2.0);
-        assert_eq!(jobs_ok(&format!("{uuid}/1")), 0.0);
-        assert_eq!(jobs_ok(&format!("{uuid}/2")), 1.0);
+        let families = metrics(&node, &operator).await;
+        let ok = [("outcome", "ok")];
+        assert_eq!(sample(&families, "lockstep_jobs_total", &uuid, &ok), 2.0);
+        let second = format!("{uuid}/1");
+        let third = format!("{uuid}/2");
+        assert_eq!(sample(&families, "lockstep_jobs_total", &second, &ok), 0.0);
+        assert_eq!(sample(&families, "lockstep_jobs_total", &third, &ok), 1.0);
+        for d in [&uuid, &second, &third] {
+            assert_eq!(sample(&families, "lockstep_device_serving", d, &[]), 1.0);
+        }
     });
 }

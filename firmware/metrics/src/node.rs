@@ -150,6 +150,7 @@ pub struct DeviceMetrics {
     duration: Histogram,
     queue_depth: AtomicU64,
     certified: AtomicBool,
+    serving: AtomicBool,
 }
 
 impl DeviceMetrics {
@@ -160,6 +161,7 @@ impl DeviceMetrics {
             duration: Histogram::default(),
             queue_depth: AtomicU64::new(0),
             certified: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
         }
     }
 
@@ -200,6 +202,13 @@ impl DeviceMetrics {
 
     pub fn set_queue_depth(&self, n: u64) {
         self.queue_depth.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether the device takes jobs now: certified (or the node serves
+    /// uncertified) and not out of service (lost, or it failed a bundle's
+    /// self-test).
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
     }
 
     pub fn set_certified(&self, certified: bool) {
@@ -480,6 +489,18 @@ impl NodeMetrics {
                     }
                 }),
             ),
+            family(
+                "lockstep_device_serving",
+                "1 if the device takes jobs now, else 0 (uncertified, lost, or out of service; `lockstep status` says why).",
+                Kind::Gauge,
+                per_device("lockstep_device_serving", &|d| {
+                    if d.serving.load(Ordering::Relaxed) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }),
+            ),
         ]
     }
 
@@ -520,6 +541,7 @@ mod tests {
         d.job_not_run(Outcome::Timeout);
         d.set_queue_depth(2);
         d.set_certified(true);
+        d.set_serving(true);
         m.busy_refusal();
         m.job_refused(Refusal::Busy);
         m.job_refused(Refusal::InvalidProgram);
@@ -546,6 +568,7 @@ mod tests {
             "lockstep_evidence_retained_bytes 4096",
             "lockstep_evidence_retained_jobs 3",
             "lockstep_device_certified{device=\"00ff\"} 1",
+            "lockstep_device_serving{device=\"00ff\"} 1",
             "# TYPE lockstep_job_duration_seconds histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
