@@ -245,6 +245,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    failure::end_quietly_when_stdout_closes();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {

@@ -608,3 +608,37 @@ fn identity_prints_the_node_key_and_never_creates_one() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(o.stdout, key.node_id().to_public_key_file());
 }
+
+/// `lockstep show … | head -1`: the reader closes the pipe early; the
+/// command ends quietly (as SIGPIPE would end a C tool), not in a panic.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = TempDir::new().unwrap();
+    let big = dir.path().join("big.npy");
+    let made = lockstep(&[
+        "random",
+        "--shape",
+        "200000",
+        "--out",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["show", big.to_str().unwrap(), "--limit", "200000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is gone: the rest of the output meets a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("shape"), "{first}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
