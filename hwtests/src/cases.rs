@@ -212,6 +212,7 @@ pub fn cases() -> Vec<Case> {
         ("sqrt", &[&[]]),
         ("tanh", &[&[]]),
         ("sigmoid", &[&[]]),
+        ("erf", &[&[]]),
         ("gelu", &[&[]]),
         (
             "scale",

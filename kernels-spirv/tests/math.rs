@@ -9,8 +9,8 @@
 //! them over all 2^32 inputs.
 
 use lockstep_kernels::reference::math::{
-    div, exp, gelu, gelu_grad, log, normal_from_bits, philox4x32_10, sigmoid, sincos_2pi, sqrt,
-    tanh, uniform_from_bits,
+    div, erf, exp, gelu, gelu_grad, log, normal_from_bits, philox4x32_10, sigmoid, sincos_2pi,
+    sqrt, tanh, uniform_from_bits,
 };
 
 // Documented maximum errors, in ULPs of the exact result (see ulp_error),
@@ -23,6 +23,7 @@ const GELU_MAX_ULP: f64 = 1.0; // 0.754 (0.525 where the result is normal)
 const GELU_GRAD_MAX_ABS: f64 = 2.5e-7; // 2.17e-7
 const GELU_GRAD_MAX_ULP_NONNEG: f64 = 3.0; // x >= 0: 2.832
 const SINCOS_MAX_ULP: f64 = 2.0; // 1.593
+const ERF_MAX_ULP: f64 = 2.0; // the bound issue 19 asks for; measured below it (docs/float-model.md)
 
 /// SplitMix64: a small, seedable generator, so every run tests the same
 /// inputs and a failure reproduces.
@@ -574,6 +575,59 @@ fn gelu_grad_error_is_bounded() {
     );
 }
 
+/// erf in f64 (libm's, a port of FreeBSD's, within 1 ULP of f64).
+fn erf64(x: f64) -> f64 {
+    libm::erf(x)
+}
+
+#[test]
+fn erf_error_is_bounded() {
+    let mut xs = samples(
+        0xEF,
+        2_000_000,
+        &[
+            (-5.0, 5.0, 2_000_000),
+            (-1.0, 1.0, 1_000_000),
+            (-0.001, 0.001, 100_000),
+        ],
+    );
+    // Both sides of each range boundary (0.875 and 4), and where erf
+    // starts to round to 1, bit by bit.
+    for centre in [0.875f32, 4.0, 3.9165] {
+        let c = centre.to_bits();
+        xs.extend((c - 20_000..c + 20_000).map(f32::from_bits));
+        xs.extend((c - 20_000..c + 20_000).map(|b| f32::from_bits(b | 0x8000_0000)));
+    }
+    assert_within("erf", &xs, ERF_MAX_ULP, erf, erf64);
+}
+
+#[test]
+fn erf_special_values() {
+    assert_eq!(erf(0.0).to_bits(), 0);
+    assert_eq!(erf(-0.0).to_bits(), 0x8000_0000);
+    assert_eq!(erf(f32::INFINITY), 1.0);
+    assert_eq!(erf(f32::NEG_INFINITY), -1.0);
+    assert_eq!(erf(4.0), 1.0);
+    assert_eq!(erf(-1.0e30), -1.0);
+    assert_eq!(erf(f32::NAN).to_bits(), 0x7fc0_0000);
+    // Odd, bit for bit.
+    for x in [1.0e-30f32, 0.3, 0.875, 1.7, 3.0, 3.95] {
+        assert_eq!(erf(-x).to_bits(), erf(x).to_bits() | 0x8000_0000, "{x}");
+    }
+    // Subnormals are kept, not flushed: erf(x) ~ 1.128 x.
+    let tiny = f32::from_bits(0x0000_1000);
+    assert!(erf(tiny) > tiny && erf(tiny) < tiny * 1.2);
+    // Monotone across the range boundaries.
+    for centre in [0.875f32, 4.0] {
+        let mut prev = erf(f32::from_bits(centre.to_bits() - 1000));
+        for b in centre.to_bits() - 999..centre.to_bits() + 1000 {
+            let y = erf(f32::from_bits(b));
+            assert!(y >= prev, "erf is not monotone at {:#010x}", b);
+            prev = y;
+        }
+    }
+}
+
 #[test]
 fn gelu_special_values() {
     assert_eq!(gelu(0.0).to_bits(), 0);
@@ -878,6 +932,17 @@ fn exhaustive_exp_log_ulp() {
         sweep(ALL.0, ALL.1, ulp_at(log, log64)),
     );
     assert!(e <= EXP_MAX_ULP && l <= LOG_MAX_ULP);
+}
+
+#[test]
+#[ignore = "2^32 inputs: run in release, see the comment above"]
+fn exhaustive_erf_ulp() {
+    let e = report(
+        "erf, all 2^32 inputs",
+        "ULP",
+        sweep(ALL.0, ALL.1, ulp_at(erf, erf64)),
+    );
+    assert!(e <= ERF_MAX_ULP);
 }
 
 #[test]

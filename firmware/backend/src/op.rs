@@ -28,6 +28,7 @@ pub const OP_NAMES: &[&str] = &[
     "sigmoid",
     "gelu",
     "gelu_backward",
+    "erf",
     "sum_rows",
     "sum_cols",
     "softmax_rows",
@@ -95,6 +96,8 @@ pub enum Op {
     Gelu,
     /// Inputs: upstream gradient `dy`, forward input `x`.
     GeluBackward,
+    /// The error function (software, within 2 ULP).
+    Erf,
     /// m×n → m.
     SumRows,
     /// m×n → n.
@@ -270,6 +273,7 @@ impl Op {
             "tanh" => Op::Tanh,
             "tanh_backward" => Op::TanhBackward,
             "sigmoid" => Op::Sigmoid,
+            "erf" => Op::Erf,
             "gelu" => Op::Gelu,
             "gelu_backward" => Op::GeluBackward,
             "sum_rows" => Op::SumRows,
@@ -336,6 +340,7 @@ impl Op {
             Op::Tanh => "tanh",
             Op::TanhBackward => "tanh_backward",
             Op::Sigmoid => "sigmoid",
+            Op::Erf => "erf",
             Op::Gelu => "gelu",
             Op::GeluBackward => "gelu_backward",
             Op::SumRows => "sum_rows",
@@ -369,6 +374,7 @@ impl Op {
             | Op::Sqrt
             | Op::Tanh
             | Op::Sigmoid
+            | Op::Erf
             | Op::Gelu
             | Op::SumRows
             | Op::SumCols
@@ -506,6 +512,7 @@ impl Op {
             | Op::Sqrt
             | Op::Tanh
             | Op::Sigmoid
+            | Op::Erf
             | Op::Gelu => Ok(shapes[0].to_vec()),
             Op::SumRows | Op::ArgmaxRows => Ok(vec![matrix(0)?.0]),
             Op::SumCols => Ok(vec![matrix(0)?.1]),

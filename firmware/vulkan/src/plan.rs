@@ -221,7 +221,7 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
         Op::SgdUpdate { lr } => elementwise(&mut plan, "sgd_update", 2, *lr, 0.0),
         Op::Scale { alpha } => elementwise(&mut plan, "scale", 1, *alpha, 0.0),
         Op::Affine { alpha, beta } => elementwise(&mut plan, "affine", 1, *alpha, *beta),
-        Op::Relu | Op::Exp | Op::Log | Op::Sqrt | Op::Tanh | Op::Sigmoid | Op::Gelu => {
+        Op::Relu | Op::Exp | Op::Log | Op::Sqrt | Op::Tanh | Op::Sigmoid | Op::Erf | Op::Gelu => {
             elementwise(&mut plan, op.name(), 1, 0.0, 0.0)
         }
         Op::AdamUpdate { lr, eps } => plan.dispatches.push(Dispatch {

@@ -297,6 +297,7 @@ fn random_ops_on_random_shapes_are_bit_identical() {
         "sigmoid",
         "gelu",
         "gelu_backward",
+        "erf",
         "sum_rows",
         "sum_cols",
         "softmax_rows",
@@ -337,7 +338,9 @@ fn random_ops_on_random_shapes_are_bit_identical() {
         .unwrap();
 }
 
-const UNARY_MATH: &[&str] = &["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "affine"];
+const UNARY_MATH: &[&str] = &[
+    "exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "erf", "affine",
+];
 const BINARY_MATH: &[&str] = &[
     "div",
     "axpby",

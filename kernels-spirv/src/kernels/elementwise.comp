@@ -25,6 +25,7 @@
 #define OP_GELU 17
 #define OP_SQRT 18
 #define OP_GELU_BACKWARD 19
+#define OP_ERF 20
 
 #if OP >= OP_DIV
 #include "math.glsl"
@@ -102,6 +103,8 @@ float apply(uint i) {
     float r = ls_gelu(xv);
 #elif OP == OP_SQRT
     float r = ls_sqrt(xv);
+#elif OP == OP_ERF
+    float r = ls_erf(xv);
 #elif OP == OP_GELU_BACKWARD
     // x = upstream gradient, y = forward input.
     float g = ls_gelu_grad(y[i]);

@@ -104,6 +104,10 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
     unary(x, math::gelu)
 }
 
+pub fn erf(x: &[f32]) -> Vec<f32> {
+    unary(x, math::erf)
+}
+
 pub fn sqrt(x: &[f32]) -> Vec<f32> {
     unary(x, math::sqrt)
 }

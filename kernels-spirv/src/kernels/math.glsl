@@ -688,4 +688,49 @@ float ls_normal_from_bits(uint x0, uint x1) {
     return n;
 }
 
+// erf: the twin of math.rs `erf`, same ranges and coefficients.
+#define LS_ERF_A0 uintBitsToFloat(0x3e0375d4u)
+#define LS_ERF_A1 uintBitsToFloat(0xbec093a3u)
+#define LS_ERF_A2 uintBitsToFloat(0x3de7178eu)
+#define LS_ERF_A3 uintBitsToFloat(0xbcdc1608u)
+#define LS_ERF_A4 uintBitsToFloat(0x3bab2512u)
+#define LS_ERF_A5 uintBitsToFloat(0xba5f4affu)
+#define LS_ERF_A6 uintBitsToFloat(0x38f29098u)
+#define LS_ERF_A7 uintBitsToFloat(0xb733c307u)
+#define LS_ERF_B0 uintBitsToFloat(0x3ea4a6d8u)
+#define LS_ERF_B1 uintBitsToFloat(0xbe278cc3u)
+#define LS_ERF_B2 uintBitsToFloat(0x3d9bf500u)
+#define LS_ERF_B3 uintBitsToFloat(0xbd06e348u)
+#define LS_ERF_B4 uintBitsToFloat(0x3c5b32adu)
+#define LS_ERF_B5 uintBitsToFloat(0xbba87488u)
+#define LS_ERF_B6 uintBitsToFloat(0x3af66b66u)
+#define LS_ERF_B7 uintBitsToFloat(0xba30ab7fu)
+#define LS_ERF_B8 uintBitsToFloat(0x3979849au)
+#define LS_ERF_B9 uintBitsToFloat(0xb88bfa06u)
+#define LS_ERF_B10 uintBitsToFloat(0x371a8062u)
+
+float ls_erf(float x) {
+    uint ax = ls_abs_bits(x);
+    if (ax > LS_INF) {
+        return ls_nan();
+    }
+    float a = uintBitsToFloat(ax);
+    precise float r;
+    if (ax < 0x3f600000u) {
+        precise float z = a * a;
+        precise float p = LS_ERF_A0 + z * (LS_ERF_A1 + z * (LS_ERF_A2 + z * (LS_ERF_A3 + z * (LS_ERF_A4 + z * (LS_ERF_A5 + z * (LS_ERF_A6 + z * (LS_ERF_A7)))))));
+        r = a + a * p;
+    } else if (ax < 0x40800000u) {
+        precise float t = a - 1.5;
+        precise float q = LS_ERF_B0 + t * (LS_ERF_B1 + t * (LS_ERF_B2 + t * (LS_ERF_B3 + t * (LS_ERF_B4 + t * (LS_ERF_B5 + t * (LS_ERF_B6 + t * (LS_ERF_B7 + t * (LS_ERF_B8 + t * (LS_ERF_B9 + t * (LS_ERF_B10))))))))));
+        precise float aa = a * a;
+        float e = ls_exp(ls_neg(aa));
+        precise float eq = e * q;
+        r = 1.0 - eq;
+    } else {
+        r = 1.0;
+    }
+    return uintBitsToFloat(floatBitsToUint(r) | (floatBitsToUint(x) & LS_SIGN));
+}
+
 #endif // LOCKSTEP_MATH_GLSL
