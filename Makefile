@@ -11,8 +11,9 @@ CARGO ?= cargo
 # the Prometheus server that scrapes `lockstep-fleet metrics` in the fleet's
 # metrics test (only its binary is used; the test starts its own); and
 # PostgreSQL, on which the fleet inventory's tests also run (the tests start
-# and stop their own server; the package's default cluster is not used).
-DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 prometheus postgresql
+# and stop their own server; the package's default cluster is not used);
+# python3-venv for the ONNX tests' virtual environment (onnx-venv below).
+DEB_PACKAGES := libvulkan1 mesa-vulkan-drivers glslang-tools spirv-tools minisign vulkan-validationlayers swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 prometheus postgresql python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and boot-testing the appliance image needs (image/README.md).
 IMAGE_DEB_PACKAGES := debootstrap squashfs-tools cryptsetup-bin mtools dosfstools fdisk binutils qemu-system-x86 ovmf openssl swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 sbsigntool python3-venv busybox-static cpio file
@@ -28,13 +29,18 @@ DEMO_DIR := target/demo
 SWIFTSHADER_DIR := target/swiftshader
 SWIFTSHADER_ICD := $(SWIFTSHADER_DIR)/usr/lib/chromium/vk_swiftshader_icd.json
 LOCKSTEP := target/release/lockstep
+# onnx, onnxruntime and numpy for the ONNX import tests (firmware/cli/tests/
+# onnx_import.rs): onnxruntime is their independent reference. Pinned in
+# requirements.txt, installed into a venv; made again when that file changes.
+ONNX_VENV := target/onnx-venv
+ONNX_REQUIREMENTS := firmware/cli/tests/onnx/requirements.txt
 
 # The NodeRegistry contract's pinned compiler and the local EVM node of the
 # chain tests (contracts/README.md), installed by npm from package-lock.json.
 # npm writes this file on every install, so it says what is installed and when.
 CONTRACTS_INSTALLED := contracts/node_modules/.package-lock.json
 
-.PHONY: deps swiftshader contracts-deps contracts demo test lint bench kernels image image-deps image-test clean
+.PHONY: deps swiftshader onnx-venv contracts-deps contracts demo test lint bench kernels image image-deps image-test clean
 
 # install-missing PACKAGES: apt-get installs those not installed yet.
 define install-missing
@@ -68,6 +74,14 @@ endif
 # Recompile the contract after editing it (then commit contracts/out).
 contracts: contracts-deps
 	node contracts/compile.mjs
+
+onnx-venv: $(ONNX_VENV)/installed
+
+$(ONNX_VENV)/installed: $(ONNX_REQUIREMENTS)
+	rm -rf $(ONNX_VENV)
+	python3 -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/pip install -q --disable-pip-version-check -r $(ONNX_REQUIREMENTS)
+	cp $(ONNX_REQUIREMENTS) $@
 
 # Idempotent: nothing happens when the ICD is already there. Only apt is
 # asked for the package (the lists are refreshed once if it is unknown).
@@ -139,9 +153,9 @@ demo: deps
 # the Vulkan tests and the examples run again under the Khronos validation
 # layer (.ci/validation.sh): any message fails the run. The contract's
 # committed bytecode must be what its source compiles to (contracts/check.mjs).
-test: deps swiftshader contracts-deps
+test: deps swiftshader contracts-deps onnx-venv
 	@mkdir -p target
-	set -o pipefail; LOCKSTEP_SWIFTSHADER_ICD=$(CURDIR)/$(SWIFTSHADER_ICD) $(CARGO) test --workspace --locked --features lockstep-daemon/fault-injection 2>&1 | tee target/test-output.log
+	set -o pipefail; LOCKSTEP_SWIFTSHADER_ICD=$(CURDIR)/$(SWIFTSHADER_ICD) LOCKSTEP_ONNX_PYTHON=$(CURDIR)/$(ONNX_VENV)/bin/python $(CARGO) test --workspace --locked --features lockstep-daemon/fault-injection 2>&1 | tee target/test-output.log
 	set -o pipefail; $(CARGO) test --locked -p lockstep-daemon --test node -- a_build_without_the_test_feature 2>&1 | tee -a target/test-output.log
 	node contracts/check.mjs
 	.ci/validation.sh $(CURDIR)/$(SWIFTSHADER_ICD)

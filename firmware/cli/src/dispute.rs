@@ -31,6 +31,10 @@ pub struct DisputeArgs {
     /// used for operands that are program inputs.
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
+    /// A directory holding NAME.npy for declared inputs not given with
+    /// --input (the weights `lockstep import` writes).
+    #[arg(long, value_name = "DIR")]
+    inputs_dir: Option<PathBuf>,
     #[arg(long, value_name = "ADDR:PORT")]
     a: SocketAddr,
     #[arg(long, value_name = "KEY")]
@@ -72,12 +76,19 @@ pub fn dispute(args: &DisputeArgs) -> Result<(), Failure> {
     let program = crate::exec::load_program(&args.program)?;
     let program = validate(&program, &ValidateOptions::default())
         .map_err(|e| Failure::Input(format!("{}: {e}", args.program.display())))?;
-    let inputs: BTreeMap<String, Tensor> = if args.inputs.is_empty() && args.receipt_a.is_some() {
-        BTreeMap::new()
-    } else {
-        let files = crate::exec::input_files(&args.program, &args.inputs, &program)?;
-        crate::exec::read_inputs(&args.program, &program, &files)?
-    };
+    let inputs: BTreeMap<String, Tensor> =
+        if args.inputs.is_empty() && args.inputs_dir.is_none() && args.receipt_a.is_some() {
+            BTreeMap::new()
+        } else {
+            let flags = crate::exec::with_inputs_dir(
+                &args.inputs,
+                args.inputs_dir.as_deref(),
+                &program,
+                &Default::default(),
+            );
+            let files = crate::exec::input_files(&args.program, &flags, &program)?;
+            crate::exec::read_inputs(&args.program, &program, &files)?
+        };
     let start = Instant::now();
     let ((ra, ba, sa), (rb, bb, sb)) = match (&args.receipt_a, &args.receipt_b) {
         (Some(pa), Some(pb)) => (read_receipt(pa, &key_a)?, read_receipt(pb, &key_b)?),

@@ -25,6 +25,10 @@ pub struct ExecArgs {
     /// A declared input and the .npy file that holds it; once per input.
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
+    /// A directory holding NAME.npy for declared inputs not given with
+    /// --input (the weights `lockstep import` writes).
+    #[arg(long, value_name = "DIR")]
+    inputs_dir: Option<PathBuf>,
     /// Where to write every output as NAME.npy, and trace.json.
     #[arg(long, value_name = "DIR")]
     out_dir: PathBuf,
@@ -152,6 +156,29 @@ pub(crate) fn input_files_except(
     Ok(files)
 }
 
+/// `flags` plus `NAME=DIR/NAME.npy` for each declared input that `flags`
+/// does not name and whose file is in `dir`.
+pub(crate) fn with_inputs_dir(
+    flags: &[String],
+    dir: Option<&Path>,
+    program: &ValidatedProgram,
+    referenced: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    let mut all = flags.to_vec();
+    let Some(dir) = dir else { return all };
+    for decl in program.inputs() {
+        let given = referenced.contains(&decl.name)
+            || flags
+                .iter()
+                .any(|f| f.split_once('=').is_some_and(|(n, _)| n == decl.name));
+        let file = dir.join(format!("{}.npy", decl.name));
+        if !given && file.is_file() {
+            all.push(format!("{}={}", decl.name, file.display()));
+        }
+    }
+    all
+}
+
 pub(crate) fn read_inputs(
     program_path: &Path,
     program: &ValidatedProgram,
@@ -198,7 +225,13 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         };
         Failure::Input(format!("{}: {e}{hint}", args.program.display()))
     })?;
-    let files = input_files(&args.program, &args.inputs, &program)?;
+    let flags = with_inputs_dir(
+        &args.inputs,
+        args.inputs_dir.as_deref(),
+        &program,
+        &Default::default(),
+    );
+    let files = input_files(&args.program, &flags, &program)?;
     let inputs = read_inputs(&args.program, &program, &files)?;
     // Everything about the input is checked: only now open a device.
     let mut backend = open_backend(&args.target)?;
@@ -328,7 +361,7 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
 }
 
 /// Writes through a temporary file and a rename, as `npy::write_file` does.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let fail =
         |e: std::io::Error| Failure::Runtime(format!("{}: cannot write: {e}", path.display()));
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));

@@ -15,6 +15,7 @@ mod evidence;
 mod exec;
 mod failure;
 mod fleet_check;
+mod import;
 mod lineage;
 mod load;
 mod permit;
@@ -90,6 +91,8 @@ enum Command {
     /// Run a program (ops and repeat blocks, docs/protocol.md) and write
     /// its outputs and its trace.
     Exec(exec::ExecArgs),
+    /// Turn an ONNX model into a program and its weights (docs/onnx.md).
+    Import(import::ImportArgs),
     /// List Vulkan devices with their ids, driver and float controls.
     Devices {
         #[arg(long)]
@@ -257,6 +260,7 @@ fn main() -> ExitCode {
             quiet,
         } => commands::run(&op, &inputs, &out, &attrs, &target, quiet),
         Command::Exec(args) => exec::exec(&args),
+        Command::Import(args) => import::import(&args),
         Command::Devices { json } => commands::devices(json),
         Command::Kernels { bundle, json } => commands::kernels(bundle.as_deref(), json),
         Command::Bench {

@@ -45,6 +45,10 @@ pub enum Job {
         program: PathBuf,
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
         inputs: Vec<String>,
+        /// A directory holding NAME.npy for declared inputs not given with
+        /// --input or --ref (the weights `lockstep import` writes).
+        #[arg(long, value_name = "DIR")]
+        inputs_dir: Option<PathBuf>,
         /// Input NAME is another job's output: the reference file
         /// `lockstep permit` wrote. The node fetches it from its producer.
         #[arg(long = "ref", value_name = "NAME=REF.json")]
@@ -158,6 +162,7 @@ pub fn submit(
         Job::Exec {
             program,
             inputs,
+            inputs_dir,
             refs,
             ..
         } => {
@@ -166,7 +171,13 @@ pub fn submit(
                 .map_err(|e| Failure::Input(format!("{}: {e}", program.display())))?;
             references = read_refs(refs, &pinned)?;
             let referenced = references.keys().cloned().collect();
-            let files = crate::exec::input_files_except(program, inputs, &validated, &referenced)?;
+            let inputs = crate::exec::with_inputs_dir(
+                inputs,
+                inputs_dir.as_deref(),
+                &validated,
+                &referenced,
+            );
+            let files = crate::exec::input_files_except(program, &inputs, &validated, &referenced)?;
             let tensors = crate::exec::read_inputs(program, &validated, &files)?;
             (p, tensors)
         }

@@ -34,6 +34,10 @@ pub struct VerifyArgs {
     /// The inputs it ran on (full re-execution).
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
+    /// A directory holding NAME.npy for declared inputs not given with
+    /// --input (the weights `lockstep import` writes).
+    #[arg(long, value_name = "DIR")]
+    inputs_dir: Option<PathBuf>,
     /// Where to recompute.
     #[arg(long, value_enum, default_value = "vulkan")]
     backend: BackendKind,
@@ -99,7 +103,13 @@ pub fn verify(args: &VerifyArgs) -> Result<(), Failure> {
 
 fn full(args: &VerifyArgs) -> Result<(), Failure> {
     let (receipt, (receipt_bytes, receipt_sig), program) = load(args)?;
-    let files = crate::exec::input_files(&args.program, &args.inputs, &program)?;
+    let flags = crate::exec::with_inputs_dir(
+        &args.inputs,
+        args.inputs_dir.as_deref(),
+        &program,
+        &Default::default(),
+    );
+    let files = crate::exec::input_files(&args.program, &flags, &program)?;
     let inputs = crate::exec::read_inputs(&args.program, &program, &files)?;
     let input_hashes: BTreeMap<String, String> = inputs
         .iter()

@@ -609,3 +609,16 @@ pub const FLEET_METRICS_HTTP_REQUEST_BYTES: usize = 8 * 1024;
 /// (and for a client to take the answer): it serves one connection at a
 /// time, so a silent client holds it at most this long.
 pub const FLEET_METRICS_HTTP_TIMEOUT_MS: u64 = 5_000;
+
+/// Largest ONNX model file `lockstep import` reads (1 GiB). Protobuf itself
+/// stops at 2 GiB; weights larger than this belong in external data, which
+/// the importer refuses anyway.
+pub const MAX_ONNX_MODEL_BYTES: usize = 1 << 30;
+
+/// Largest number of nodes in an imported ONNX graph. Each node becomes at
+/// most a few program ops, well inside [`MAX_PROGRAM_OPS`].
+pub const MAX_ONNX_NODES: usize = 100_000;
+
+/// Largest tensor (in elements, 256 MiB of float32) the ONNX importer makes
+/// by repeating a broadcast constant to the shape it is used at.
+pub const MAX_ONNX_EXPANDED_ELEMENTS: usize = 1 << 26;
