@@ -5,8 +5,7 @@
 //! on-chain happy path is tested against ganache by the fleet.)
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use lockstep_chain::ChainKey;
 use lockstep_identity::{DeviceKey, KeyProtection};
@@ -14,38 +13,10 @@ use lockstep_protocol::{
     DeviceRecord, Receipt, RECEIPT_FORMAT, RECEIPT_FORMAT_V2, RECEIPT_FORMAT_V3, RECEIPT_FORMAT_V4,
 };
 
+mod common;
+use common::{assert_fails, lockstep, s};
+
 const REGISTRY: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn lockstep(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(args)
-        .output()
-        .expect("spawn lockstep");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn assert_fails(out: &Outcome, code: i32, needles: &[&str]) {
-    let err = &out.stderr;
-    assert_eq!(out.code, code, "exit code; stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "stderr must be one line: {err:?}");
-    for n in needles {
-        assert!(err.contains(n), "stderr {err:?} lacks {n:?}");
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A node's receipt as `lockstep submit` leaves it: `r.json`,
 /// `r.json.minisig` and, from format 3, `r.json.eip712`.

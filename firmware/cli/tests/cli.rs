@@ -10,25 +10,8 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-/// What one invocation of the binary did.
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn lockstep(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(args)
-        .output()
-        .expect("spawn lockstep");
-    Outcome {
-        // A signal (no exit code) must fail every assertion below.
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+mod common;
+use common::{assert_fails, lockstep, s};
 
 fn vulkan_enabled(test: &str) -> bool {
     let skip = std::env::var("LOCKSTEP_SKIP_VULKAN_TESTS").is_ok_and(|v| v == "1");
@@ -44,23 +27,6 @@ fn backends() -> Vec<&'static str> {
         vec!["cpu", "vulkan"]
     } else {
         vec!["cpu"]
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
-
-/// Asserts a failure with `code` and one `lockstep: ` line holding every needle.
-fn assert_fails(out: &Outcome, code: i32, needles: &[&str]) {
-    let err = &out.stderr;
-    assert_eq!(out.code, code, "exit code; stderr: {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "stderr must be one line: {err:?}");
-    assert_eq!(*err, format!("{}\n", lines[0]), "stderr: {err:?}");
-    assert!(err.starts_with("lockstep: "), "stderr: {err:?}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err:?}");
     }
 }
 

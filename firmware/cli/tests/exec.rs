@@ -7,29 +7,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lockstep_program::{trace, Program};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn lockstep(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(args)
-        .output()
-        .expect("spawn lockstep");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+mod common;
+use common::{assert_fails, lockstep, s};
 
 fn vulkan_enabled(test: &str) -> bool {
     let skip = std::env::var("LOCKSTEP_SKIP_VULKAN_TESTS").is_ok_and(|v| v == "1");
@@ -37,24 +21,6 @@ fn vulkan_enabled(test: &str) -> bool {
         eprintln!("{test}: LOCKSTEP_SKIP_VULKAN_TESTS=1, skipping the Vulkan part");
     }
     !skip
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
-
-/// Asserts a failure with `code` and one `lockstep: ` line holding every needle.
-fn assert_fails(out: &Outcome, code: i32, needles: &[&str]) {
-    let err = &out.stderr;
-    assert_eq!(out.code, code, "exit code; stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "stderr must be one line: {err:?}");
-    assert!(
-        err.starts_with("lockstep: ") && err.ends_with('\n'),
-        "{err:?}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err:?}");
-    }
 }
 
 struct Scratch(TempDir);

@@ -17,31 +17,12 @@ use std::process::Command;
 use lockstep_tensor::{npy, Tensor};
 use tempfile::TempDir;
 
+mod common;
+use common::{assert_fails, lockstep, s};
+
 /// Tolerance against onnxruntime: |lockstep − ort| ≤ ATOL + RTOL·|ort|.
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-4;
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn lockstep(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(args)
-        .output()
-        .expect("spawn lockstep");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
 
 fn python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LOCKSTEP_ONNX_PYTHON") {
@@ -224,16 +205,6 @@ fn a_model_trained_with_numpy_keeps_its_accuracy() {
         (accuracy - numpy).abs() <= 1.0 / n as f64,
         "{accuracy} against numpy's {numpy}"
     );
-}
-
-/// Asserts a failure with `code` and one `lockstep: ` line holding every needle.
-fn assert_fails(out: &Outcome, code: i32, needles: &[&str]) {
-    let err = &out.stderr;
-    assert_eq!(out.code, code, "exit code; stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "stderr must be one line: {err:?}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err:?}");
-    }
 }
 
 #[test]

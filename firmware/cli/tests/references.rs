@@ -3,41 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lockstep_identity::{DeviceKey, KeyProtection, SigningKey};
 use lockstep_protocol::{DeviceRecord, Receipt, ReferenceRecord, RECEIPT_FORMAT};
 
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn lockstep(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(args)
-        .output()
-        .expect("spawn lockstep");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn assert_fails(out: &Outcome, code: i32, needles: &[&str]) {
-    let err = &out.stderr;
-    assert_eq!(out.code, code, "exit code; stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "stderr must be one line: {err:?}");
-    for n in needles {
-        assert!(err.contains(n), "stderr {err:?} lacks {n:?}");
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{assert_fails, lockstep, s, Outcome};
 
 fn device_key(dir: &Path) -> DeviceKey {
     DeviceKey::load_or_create(dir).unwrap().0
