@@ -330,6 +330,12 @@ pub fn cases() -> Vec<Case> {
             b.add(op, attrs, Vec::new());
         }
     }
+    // Last, so that adding it moved no other case's seeds: edgy conditions
+    // (±0, subnormals, NaN) pick between edgy values.
+    for shape in FLAT {
+        let inputs = vec![b.edgy(shape), b.edgy(shape), b.edgy(shape)];
+        b.add("where", &[], inputs);
+    }
     b.cases
 }
 

@@ -102,6 +102,9 @@ impl Backend for CpuBackend {
             Op::TanhBackward => each2(Cheap, &elementwise::tanh_backward),
             Op::Sigmoid => each1(Math, &elementwise::sigmoid),
             Op::Erf => each1(Math, &elementwise::erf),
+            Op::Where => split(threads, len, 1, Cheap, |r| {
+                elementwise::select(&data(0)[r.clone()], &data(1)[r.clone()], &data(2)[r])
+            }),
             Op::Gelu => each1(Math, &elementwise::gelu),
             Op::GeluBackward => each2(Math, &elementwise::gelu_backward),
             Op::SumRows => reduce::sum_rows(data(0), m, n),
@@ -243,6 +246,7 @@ mod tests {
             (Op::TanhBackward, vec![&big, &big]),
             (Op::Sigmoid, vec![&math]),
             (Op::Erf, vec![&math]),
+            (Op::Where, vec![&big, &big, &big]),
             (Op::Gelu, vec![&math]),
             (Op::GeluBackward, vec![&math, &math]),
             (Op::SoftmaxRows, vec![&rows]),

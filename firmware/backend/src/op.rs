@@ -29,6 +29,7 @@ pub const OP_NAMES: &[&str] = &[
     "gelu",
     "gelu_backward",
     "erf",
+    "where",
     "sum_rows",
     "sum_cols",
     "softmax_rows",
@@ -98,6 +99,8 @@ pub enum Op {
     GeluBackward,
     /// The error function (software, within 2 ULP).
     Erf,
+    /// Inputs c, x, y of one shape: `c ≠ ±0 ? x : y` element by element.
+    Where,
     /// m×n → m.
     SumRows,
     /// m×n → n.
@@ -274,6 +277,7 @@ impl Op {
             "tanh_backward" => Op::TanhBackward,
             "sigmoid" => Op::Sigmoid,
             "erf" => Op::Erf,
+            "where" => Op::Where,
             "gelu" => Op::Gelu,
             "gelu_backward" => Op::GeluBackward,
             "sum_rows" => Op::SumRows,
@@ -341,6 +345,7 @@ impl Op {
             Op::TanhBackward => "tanh_backward",
             Op::Sigmoid => "sigmoid",
             Op::Erf => "erf",
+            Op::Where => "where",
             Op::Gelu => "gelu",
             Op::GeluBackward => "gelu_backward",
             Op::SumRows => "sum_rows",
@@ -382,7 +387,10 @@ impl Op {
             | Op::LogSoftmaxRows
             | Op::ArgmaxRows
             | Op::Transpose => 1,
-            Op::LayernormRows { .. } | Op::LayernormBackward { .. } | Op::SetElement => 3,
+            Op::LayernormRows { .. }
+            | Op::LayernormBackward { .. }
+            | Op::SetElement
+            | Op::Where => 3,
             Op::AdamUpdate { .. } => 5,
             _ => 2,
         }
@@ -502,6 +510,11 @@ impl Op {
             | Op::GeluBackward
             | Op::SgdUpdate { .. } => {
                 same(0, 1)?;
+                Ok(shapes[0].to_vec())
+            }
+            Op::Where => {
+                same(0, 1)?;
+                same(0, 2)?;
                 Ok(shapes[0].to_vec())
             }
             Op::Scale { .. }

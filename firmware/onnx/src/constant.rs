@@ -59,9 +59,21 @@ pub(crate) fn read(t: &TensorProto) -> Result<Constant, String> {
             }
             None => t.int64_data.clone(),
         }),
+        // A mask: read as float32 1.0 and 0.0, the values `where` tests.
+        Some(DataType::Bool) => Data::F32(match raw {
+            Some(raw) => {
+                check_raw(raw, count, 1)?;
+                raw.iter().map(|&b| if b != 0 { 1.0 } else { 0.0 }).collect()
+            }
+            None => t
+                .int32_data
+                .iter()
+                .map(|&b| if b != 0 { 1.0 } else { 0.0 })
+                .collect(),
+        }),
         Some(other) => {
             return Err(format!(
-                "dtype {} is not supported (float32 only, and int64 for shapes and indices)",
+                "dtype {} is not supported (float32 only; int64 for shapes and indices, bool for masks)",
                 other.as_str_name()
             ))
         }
@@ -135,6 +147,16 @@ mod tests {
         b.float_data = vec![1.5, -0.0];
         assert_eq!(read(&a).unwrap(), read(&b).unwrap());
         assert_eq!(read(&a).unwrap().shape, vec![2]);
+    }
+
+    #[test]
+    fn bool_masks_are_read_as_one_and_zero() {
+        let mut t = tensor(DataType::Bool, vec![3]);
+        t.raw_data = Some(vec![1, 0, 7]);
+        assert_eq!(read(&t).unwrap().data, Data::F32(vec![1.0, 0.0, 1.0]));
+        let mut t = tensor(DataType::Bool, vec![2]);
+        t.int32_data = vec![0, 1];
+        assert_eq!(read(&t).unwrap().data, Data::F32(vec![0.0, 1.0]));
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Where",
 ];
 
 /// An ONNX value during lowering.
@@ -381,6 +382,10 @@ impl Lowering {
                         "only a cast of float32 to float32 (or int64 to int64) is supported".into(),
                     ),
                 }
+            }
+            "Where" => {
+                attrs_known(node, &[])?;
+                self.select(node)
             }
             "Constant" => self.constant(node),
             "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => self.reshape(node),

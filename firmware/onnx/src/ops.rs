@@ -145,6 +145,26 @@ impl Lowering {
         }
     }
 
+    /// Where(condition, X, Y). The condition must be a constant mask (a
+    /// bool initializer, read as 1.0 and 0.0) or a float32 tensor; any
+    /// operand that is a constant is broadcast at import time.
+    pub(crate) fn select(&mut self, node: &NodeProto) -> Result<(), Why> {
+        let c = self.value(input(node, 0)?)?;
+        let x = self.value(input(node, 1)?)?;
+        let y = self.value(input(node, 2)?)?;
+        let (sc, sx, sy) = (shape_of(&c), shape_of(&x), shape_of(&y));
+        let full = broadcast(&sc, &sx)
+            .and_then(|s| broadcast(&s, &sy))
+            .ok_or_else(|| format!("shapes {sc:?}, {sx:?} and {sy:?} do not broadcast"))?;
+        let c = self.expand(&c, &full)?;
+        let x = self.expand(&x, &full)?;
+        let y = self.expand(&y, &full)?;
+        let (c, _) = self.tensor(&c)?;
+        let (x, _) = self.tensor(&x)?;
+        let (y, _) = self.tensor(&y)?;
+        self.emit_value("where", vec![c, x, y], output(node, 0)?, full, &[])
+    }
+
     pub(crate) fn matmul(&mut self, node: &NodeProto) -> Result<(), Why> {
         let a = self.value(input(node, 0)?)?;
         let b = self.value(input(node, 1)?)?;

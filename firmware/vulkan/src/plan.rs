@@ -217,6 +217,7 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
         | Op::ReluBackward
         | Op::TanhBackward
         | Op::GeluBackward => elementwise(&mut plan, op.name(), 2, 0.0, 0.0),
+        Op::Where => elementwise(&mut plan, "where", 3, 0.0, 0.0),
         Op::Axpby { alpha, beta } => elementwise(&mut plan, "axpby", 2, *alpha, *beta),
         Op::SgdUpdate { lr } => elementwise(&mut plan, "sgd_update", 2, *lr, 0.0),
         Op::Scale { alpha } => elementwise(&mut plan, "scale", 1, *alpha, 0.0),

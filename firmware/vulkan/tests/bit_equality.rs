@@ -298,6 +298,7 @@ fn random_ops_on_random_shapes_are_bit_identical() {
         "gelu",
         "gelu_backward",
         "erf",
+        "where",
         "sum_rows",
         "sum_cols",
         "softmax_rows",

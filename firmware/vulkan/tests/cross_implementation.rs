@@ -269,6 +269,7 @@ fn step(kind: usize, rng: &mut Rng) -> Vec<serde_json::Value> {
             op("relu_backward", &["s", "h"], "rb", none.clone()),
             op("tanh", &["rb"], "t", none.clone()),
             op("erf", &["t"], "t", none.clone()),
+            op("where", &["rb", "t", "g"], "t", none.clone()),
             op("tanh_backward", &["g", "t"], "tb", none.clone()),
             op("gelu_backward", &["tb", "h"], "h", none),
         ],

@@ -26,9 +26,17 @@
 #define OP_SQRT 18
 #define OP_GELU_BACKWARD 19
 #define OP_ERF 20
+// Three operands: condition, then, else.
+#define OP_WHERE 21
 
 #if OP >= OP_DIV
 #include "math.glsl"
+#endif
+
+#if OP == OP_WHERE
+#define TERNARY 1
+#else
+#define TERNARY 0
 #endif
 
 #if OP == OP_ADD || OP == OP_SUB || OP == OP_MUL || OP == OP_RELU_BACKWARD || OP == OP_AXPBY \
@@ -41,7 +49,11 @@
 layout(local_size_x = 256, local_size_y = 1, local_size_z = 1) in;
 
 layout(std430, set = 0, binding = 0) readonly buffer X_ { float x[]; };
-#if BINARY
+#if TERNARY
+layout(std430, set = 0, binding = 1) readonly buffer Y_ { float y[]; };
+layout(std430, set = 0, binding = 2) readonly buffer Z_ { float z[]; };
+layout(std430, set = 0, binding = 3) writeonly buffer Out_ { float outv[]; };
+#elif BINARY
 layout(std430, set = 0, binding = 1) readonly buffer Y_ { float y[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer Out_ { float outv[]; };
 #else
@@ -105,6 +117,10 @@ float apply(uint i) {
     float r = ls_sqrt(xv);
 #elif OP == OP_ERF
     float r = ls_erf(xv);
+#elif OP == OP_WHERE
+    // The condition is tested on its bits: anything but ±0 (NaN and
+    // subnormals included) picks y, whatever the device does with floats.
+    float r = (floatBitsToUint(xv) & 0x7FFFFFFFu) != 0u ? y[i] : z[i];
 #elif OP == OP_GELU_BACKWARD
     // x = upstream gradient, y = forward input.
     float g = ls_gelu_grad(y[i]);

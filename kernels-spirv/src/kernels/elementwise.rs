@@ -104,6 +104,15 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
     unary(x, math::gelu)
 }
 
+/// `c ≠ ±0 ? x : y`, element by element; the condition is tested on its
+/// bits, so NaN and subnormal conditions pick `x`.
+pub fn select(c: &[f32], x: &[f32], y: &[f32]) -> Vec<f32> {
+    c.iter()
+        .zip(x.iter().zip(y))
+        .map(|(&c, (&x, &y))| canon(if c.to_bits() & 0x7FFF_FFFF != 0 { x } else { y }))
+        .collect()
+}
+
 pub fn erf(x: &[f32]) -> Vec<f32> {
     unary(x, math::erf)
 }

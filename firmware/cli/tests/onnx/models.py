@@ -24,13 +24,19 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
+def as_init(v):
+    """float32, except masks, which stay bool."""
+    a = np.asarray(v)
+    return a if a.dtype == bool else a.astype(np.float32)
+
+
 def model(name, nodes, inputs, outputs, inits, opset=OPSET):
     graph = helper.make_graph(
         nodes,
         name,
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
-        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in inits.items()],
+        [numpy_helper.from_array(as_init(v), k) for k, v in inits.items()],
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
@@ -138,6 +144,27 @@ def encoder_block(rng, n=16, d=32):
     }
 
 
+def causal_attention(rng, n=12, d=16):
+    """Single-head causal self-attention as PyTorch's masked_fill exports
+    it: Where(lower-triangular bool mask, scores, -inf), then softmax."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+        helper.make_node("Where", ["mask", "scaled", "neg_inf"], ["masked"], name="/attn/Where"),
+        helper.make_node("Softmax", ["masked"], ["attn"], axis=-1),
+        helper.make_node("MatMul", ["attn", "v"], ["y"]),
+    ]
+    inits = {"wq": weights(rng, d, d), "wk": weights(rng, d, d), "wv": weights(rng, d, d),
+             "scale": np.float32(1.0 / np.sqrt(d)), "neg_inf": np.float32(-np.inf),
+             "mask": np.tril(np.ones((n, n), dtype=bool))}
+    m = model("causal_attention", nodes, [("x", [n, d])], [("y", [n, d]), ("attn", [n, n])], inits)
+    return m, {"x": rng.standard_normal((n, d)).astype(np.float32)}
+
+
 def gelu_exact(rng, n=8, d=24):
     """Exact GELU both ways: the Div/Erf/Add/Mul/Mul pattern PyTorch
     exports below opset 20, and the Gelu op (approximate="none")."""
@@ -232,7 +259,7 @@ def main():
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(20261203)
-    for build in (mlp_gemm, mlp_matmul, encoder_block, gelu_exact):
+    for build in (mlp_gemm, mlp_matmul, encoder_block, gelu_exact, causal_attention):
         m, inputs = build(rng)
         save(out, m.graph.name, m, inputs)
     m, inputs, labels, accuracy = classifier(rng)
