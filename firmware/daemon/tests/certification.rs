@@ -349,9 +349,10 @@ fn reports_for_another_bundle_or_by_an_untrusted_key_are_refused() {
     install_files(&state, &report_for(&key, 0), &c.key);
     let path = state.join("certification/installed.json");
     let text = std::fs::read_to_string(&path).unwrap();
+    let version = lockstep_certify::SUITE_VERSION;
     let edited = text.replacen(
-        "\\\"suite_version\\\":\\\"1\\\"",
-        "\\\"suite_version\\\":\\\"2\\\"",
+        &format!("\\\"suite_version\\\":\\\"{version}\\\""),
+        &format!("\\\"suite_version\\\":\\\"{version}0\\\""),
         1,
     );
     assert_ne!(edited, text);
