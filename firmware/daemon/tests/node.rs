@@ -86,6 +86,194 @@ fn local_trace(program: &Path, out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("trace.json")).unwrap()).unwrap()
 }
 
+/// A Linear-ReLU-Linear model as PyTorch exports it (Gemm, transB=1),
+/// serialised with the generated ONNX types.
+fn linear_relu_linear_onnx() -> Vec<u8> {
+    use lockstep_onnx::proto::attribute_proto::AttributeType;
+    use lockstep_onnx::proto::tensor_proto::DataType;
+    use lockstep_onnx::proto::tensor_shape_proto::{dimension, Dimension};
+    use lockstep_onnx::proto::*;
+    use prost::Message as _;
+    let info = |name: &str, dims: &[i64]| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let weight = |name: &str, dims: &[i64], seed: u32| {
+        let count: i64 = dims.iter().product();
+        TensorProto {
+            name: Some(name.into()),
+            dims: dims.to_vec(),
+            data_type: Some(DataType::Float as i32),
+            float_data: (0..count as u32)
+                .map(|i| ((i * 37 + seed) % 17) as f32 / 8.0 - 1.0)
+                .collect(),
+            ..Default::default()
+        }
+    };
+    let gemm = |inputs: [&str; 3], output: &str| NodeProto {
+        op_type: Some("Gemm".into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: vec![AttributeProto {
+            name: Some("transB".into()),
+            i: Some(1),
+            r#type: Some(AttributeType::Int as i32),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let relu = NodeProto {
+        op_type: Some("Relu".into()),
+        input: vec!["h".into()],
+        output: vec!["a".into()],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            name: Some("mlp".into()),
+            node: vec![
+                gemm(["input", "fc1.weight", "fc1.bias"], "h"),
+                relu,
+                gemm(["a", "fc2.weight", "fc2.bias"], "output"),
+            ],
+            input: vec![info("input", &[4, 8])],
+            output: vec![info("output", &[4, 3])],
+            initializer: vec![
+                weight("fc1.weight", &[16, 8], 1),
+                weight("fc1.bias", &[16], 2),
+                weight("fc2.weight", &[3, 16], 3),
+                weight("fc2.bias", &[3], 4),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The README's path from an ONNX model: import, submit to a node with the
+/// weights as inputs (`--inputs-dir`), the node's bits equal the local CPU
+/// reference's, and `lockstep verify` re-executes the receipt.
+#[test]
+fn an_imported_onnx_model_runs_on_a_node_and_its_receipt_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("model.onnx"), linear_relu_linear_onnx()).unwrap();
+    let program = d.join("model.json");
+    let weights = d.join("model.weights");
+    let o = lockstep(&["import", s(&d.join("model.onnx")), "--out", s(&program)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let x = lockstep_tensor::Tensor::new(
+        vec![4, 8],
+        (0..32).map(|i| (i as f32 - 15.5) / 4.0).collect(),
+    )
+    .unwrap();
+    let x_path = d.join("x.npy");
+    lockstep_tensor::npy::write_file(&x_path, &x).unwrap();
+    let input = format!("input={}", s(&x_path));
+
+    let backend = if vulkan_enabled() { "vulkan" } else { "cpu" };
+    let node = start(&d.join("state"), backend);
+    let receipt = d.join("r.json");
+    let remote = d.join("remote");
+    let o = lockstep(&[
+        "submit",
+        "--node",
+        &node.addr,
+        "--node-key",
+        &node.key,
+        "--receipt",
+        s(&receipt),
+        "exec",
+        s(&program),
+        "--inputs-dir",
+        s(&weights),
+        "--input",
+        &input,
+        "--out-dir",
+        s(&remote),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    let local = d.join("local");
+    let o = lockstep(&[
+        "exec",
+        s(&program),
+        "--inputs-dir",
+        s(&weights),
+        "--input",
+        &input,
+        "--out-dir",
+        s(&local),
+        "--backend",
+        "cpu",
+        "-q",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        std::fs::read(remote.join("output.npy")).unwrap(),
+        std::fs::read(local.join("output.npy")).unwrap(),
+        "the node's output differs from the local CPU reference"
+    );
+    let v = lockstep(&[
+        "verify",
+        "--receipt",
+        s(&receipt),
+        "--node-key",
+        &node.key,
+        "--program",
+        s(&program),
+        "--inputs-dir",
+        s(&weights),
+        "--input",
+        &input,
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    // Different weights are a different job: the receipt's input hashes
+    // bind them, so verification fails.
+    let w = weights.join("fc2.bias.npy");
+    lockstep_tensor::npy::write_file(&w, &lockstep_tensor::Tensor::zeros(vec![3]).unwrap())
+        .unwrap();
+    let v = lockstep(&[
+        "verify",
+        "--receipt",
+        s(&receipt),
+        "--node-key",
+        &node.key,
+        "--program",
+        s(&program),
+        "--inputs-dir",
+        s(&weights),
+        "--input",
+        &input,
+        "--backend",
+        "cpu",
+    ]);
+    assert_ne!(v.code, 0, "{}", v.stdout);
+}
+
 #[test]
 fn a_job_round_trip_gives_local_bits_and_a_verifiable_receipt() {
     let dir = tempfile::tempdir().unwrap();
