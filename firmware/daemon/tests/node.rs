@@ -9,18 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::Node;
-
-fn lockstep_bin() -> PathBuf {
-    let daemon = PathBuf::from(env!("CARGO_BIN_EXE_lockstepd"));
-    let client = daemon.with_file_name("lockstep");
-    assert!(
-        client.exists(),
-        "{} is missing: run `cargo build -p lockstep-cli` (make test builds it)",
-        client.display()
-    );
-    client
-}
+use common::{lockstep_bin, Node};
 
 fn vulkan_enabled() -> bool {
     std::env::var("LOCKSTEP_SKIP_VULKAN_TESTS").as_deref() != Ok("1")
