@@ -27,6 +27,7 @@
 
 pub mod attest;
 pub mod chain;
+mod fanout;
 pub mod image;
 pub mod inventory;
 pub mod metrics;

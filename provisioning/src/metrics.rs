@@ -20,13 +20,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use lockstep_identity::{NodeId, SigningKey};
 use lockstep_limits::{
     FLEET_METRICS_HTTP_REQUEST_BYTES, FLEET_METRICS_HTTP_TIMEOUT_MS, FLEET_METRICS_NODE_TIMEOUT_MS,
-    FLEET_PUSH_PARALLELISM,
 };
 use lockstep_metrics::{Family, Kind, Merged, Sample};
 use lockstep_protocol::admin::AdminAction;
@@ -50,33 +48,11 @@ pub struct Scrape {
 /// Reads every node's metrics (at most `FLEET_PUSH_PARALLELISM` at once,
 /// each within `timeout`) and merges them, in inventory order.
 pub fn scrape(nodes: &[NodeRecord], key: &SigningKey, timeout: Duration) -> Scrape {
-    let next = Mutex::new(0usize);
-    let results = Mutex::new(Vec::with_capacity(nodes.len()));
-    let workers = FLEET_PUSH_PARALLELISM.min(nodes.len());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
-                    let i = *n;
-                    *n += 1;
-                    i
-                };
-                let Some(node) = nodes.get(i) else { break };
-                let result = fetch(node, key, timeout);
-                results
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((i, result));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|(i, _)| *i);
+    let results = crate::fanout::each(nodes, |node| fetch(node, key, timeout), |_, _| ());
     let mut merged = Merged::new();
     let mut up = Vec::with_capacity(nodes.len());
     let mut down = Vec::new();
-    for (i, result) in results {
+    for (i, result) in results.into_iter().enumerate() {
         let id = &nodes[i].node_id;
         let result = result.and_then(|families| {
             merged

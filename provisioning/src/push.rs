@@ -2,7 +2,6 @@
 //! once, each outcome reported as it comes and returned, none hidden.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
 use lockstep_identity::{NodeId, SigningKey};
 use lockstep_protocol::admin::{AdminAction, AdminReply};
@@ -25,34 +24,14 @@ pub fn push_all(
     key: &SigningKey,
     progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
 ) -> Vec<Outcome> {
-    let next = Mutex::new(0usize);
-    let done = Mutex::new(Vec::with_capacity(nodes.len()));
-    let workers = lockstep_limits::FLEET_PUSH_PARALLELISM.min(nodes.len());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
-                    let i = *n;
-                    *n += 1;
-                    i
-                };
-                let Some(node) = nodes.get(i) else { break };
-                let result = push_one(node, upload, key).map_err(|e| e.to_string());
-                let outcome = Outcome {
-                    node: node.clone(),
-                    result,
-                };
-                let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
-                progress(done.len() + 1, nodes.len(), &outcome);
-                done.push(outcome);
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
-    // Report in inventory order, whatever order they finished in.
-    done.sort_by_key(|o| nodes.iter().position(|n| n.node_id == o.node.node_id));
-    done
+    crate::fanout::each(
+        nodes,
+        |node| Outcome {
+            node: node.clone(),
+            result: push_one(node, upload, key).map_err(|e| e.to_string()),
+        },
+        |count, outcome| progress(count, nodes.len(), outcome),
+    )
 }
 
 /// Pushes to one node: a pinned connection (the inventory knows its id),

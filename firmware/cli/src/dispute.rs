@@ -80,13 +80,12 @@ pub fn dispute(args: &DisputeArgs) -> Result<(), Failure> {
         if args.inputs.is_empty() && args.inputs_dir.is_none() && args.receipt_a.is_some() {
             BTreeMap::new()
         } else {
-            let flags = crate::exec::with_inputs_dir(
+            let files = crate::exec::input_files(
+                &args.program,
                 &args.inputs,
                 args.inputs_dir.as_deref(),
                 &program,
-                &Default::default(),
-            );
-            let files = crate::exec::input_files(&args.program, &flags, &program)?;
+            )?;
             crate::exec::read_inputs(&args.program, &program, &files)?
         };
     let start = Instant::now();

@@ -89,9 +89,16 @@ pub fn load_program(path: &Path) -> Result<Program, Failure> {
 pub(crate) fn input_files(
     program_path: &Path,
     flags: &[String],
+    inputs_dir: Option<&Path>,
     program: &ValidatedProgram,
 ) -> Result<BTreeMap<String, PathBuf>, Failure> {
-    input_files_except(program_path, flags, program, &Default::default())
+    input_files_except(
+        program_path,
+        flags,
+        inputs_dir,
+        program,
+        &Default::default(),
+    )
 }
 
 /// [`input_files`] for a program whose inputs named in `referenced` are
@@ -100,9 +107,11 @@ pub(crate) fn input_files(
 pub(crate) fn input_files_except(
     program_path: &Path,
     flags: &[String],
+    inputs_dir: Option<&Path>,
     program: &ValidatedProgram,
     referenced: &std::collections::BTreeSet<String>,
 ) -> Result<BTreeMap<String, PathBuf>, Failure> {
+    let flags = &with_inputs_dir(flags, inputs_dir, program, referenced);
     for name in referenced {
         if !program.inputs().iter().any(|d| &d.name == name) {
             return Err(Failure::Input(format!(
@@ -158,7 +167,7 @@ pub(crate) fn input_files_except(
 
 /// `flags` plus `NAME=DIR/NAME.npy` for each declared input that `flags`
 /// does not name and whose file is in `dir`.
-pub(crate) fn with_inputs_dir(
+fn with_inputs_dir(
     flags: &[String],
     dir: Option<&Path>,
     program: &ValidatedProgram,
@@ -225,13 +234,12 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         };
         Failure::Input(format!("{}: {e}{hint}", args.program.display()))
     })?;
-    let flags = with_inputs_dir(
+    let files = input_files(
+        &args.program,
         &args.inputs,
         args.inputs_dir.as_deref(),
         &program,
-        &Default::default(),
-    );
-    let files = input_files(&args.program, &flags, &program)?;
+    )?;
     let inputs = read_inputs(&args.program, &program, &files)?;
     // Everything about the input is checked: only now open a device.
     let mut backend = open_backend(&args.target)?;

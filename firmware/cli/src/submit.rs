@@ -171,13 +171,13 @@ pub fn submit(
                 .map_err(|e| Failure::Input(format!("{}: {e}", program.display())))?;
             references = read_refs(refs, &pinned)?;
             let referenced = references.keys().cloned().collect();
-            let inputs = crate::exec::with_inputs_dir(
+            let files = crate::exec::input_files_except(
+                program,
                 inputs,
                 inputs_dir.as_deref(),
                 &validated,
                 &referenced,
-            );
-            let files = crate::exec::input_files_except(program, &inputs, &validated, &referenced)?;
+            )?;
             let tensors = crate::exec::read_inputs(program, &validated, &files)?;
             (p, tensors)
         }

@@ -103,13 +103,12 @@ pub fn verify(args: &VerifyArgs) -> Result<(), Failure> {
 
 fn full(args: &VerifyArgs) -> Result<(), Failure> {
     let (receipt, (receipt_bytes, receipt_sig), program) = load(args)?;
-    let flags = crate::exec::with_inputs_dir(
+    let files = crate::exec::input_files(
+        &args.program,
         &args.inputs,
         args.inputs_dir.as_deref(),
         &program,
-        &Default::default(),
-    );
-    let files = crate::exec::input_files(&args.program, &flags, &program)?;
+    )?;
     let inputs = crate::exec::read_inputs(&args.program, &program, &files)?;
     let input_hashes: BTreeMap<String, String> = inputs
         .iter()

@@ -224,42 +224,31 @@ fn an_imported_onnx_model_runs_on_a_node_and_its_receipt_verifies() {
         std::fs::read(local.join("output.npy")).unwrap(),
         "the node's output differs from the local CPU reference"
     );
-    let v = lockstep(&[
-        "verify",
-        "--receipt",
-        s(&receipt),
-        "--node-key",
-        &node.key,
-        "--program",
-        s(&program),
-        "--inputs-dir",
-        s(&weights),
-        "--input",
-        &input,
-        "--backend",
-        "cpu",
-    ]);
+    let verify = || {
+        lockstep(&[
+            "verify",
+            "--receipt",
+            s(&receipt),
+            "--node-key",
+            &node.key,
+            "--program",
+            s(&program),
+            "--inputs-dir",
+            s(&weights),
+            "--input",
+            &input,
+            "--backend",
+            "cpu",
+        ])
+    };
+    let v = verify();
     assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
     // Different weights are a different job: the receipt's input hashes
     // bind them, so verification fails.
     let w = weights.join("fc2.bias.npy");
     lockstep_tensor::npy::write_file(&w, &lockstep_tensor::Tensor::zeros(vec![3]).unwrap())
         .unwrap();
-    let v = lockstep(&[
-        "verify",
-        "--receipt",
-        s(&receipt),
-        "--node-key",
-        &node.key,
-        "--program",
-        s(&program),
-        "--inputs-dir",
-        s(&weights),
-        "--input",
-        &input,
-        "--backend",
-        "cpu",
-    ]);
+    let v = verify();
     assert_ne!(v.code, 0, "{}", v.stdout);
 }
 
