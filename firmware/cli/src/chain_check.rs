@@ -58,7 +58,11 @@ fn time(secs: u64) -> String {
 
 /// Asks the registry about a verified receipt; `Ok` is the one line to
 /// print, `Err(Input)` a receipt the registry does not vouch for.
-pub fn check(verified: &Verified, options: &ChainOptions, shown: &str) -> Result<String, Failure> {
+pub(crate) fn check(
+    verified: &Verified,
+    options: &ChainOptions,
+    shown: &str,
+) -> Result<String, Failure> {
     let receipt = &verified.receipt;
     let Some((address, signature)) = &verified.chain else {
         return Err(Failure::Input(format!(

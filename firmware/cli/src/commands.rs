@@ -151,46 +151,53 @@ pub fn run(
     Ok(())
 }
 
-pub fn devices(json: bool) -> Result<(), Failure> {
+/// `lockstep devices --json`: one object per Vulkan device.
+pub fn device_list() -> Result<Vec<serde_json::Value>, Failure> {
     let instance = Instance::new()?;
     let devices = instance.devices()?;
-    if json {
-        let list: Vec<serde_json::Value> = devices
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "index": d.index,
-                    "name": d.name,
-                    "type": d.device_type,
-                    "vendor_id": d.vendor_id,
-                    "device_id": d.device_id,
-                    "driver_id": d.driver_id,
-                    "driver_name": d.driver_name,
-                    "driver_info": d.driver_info,
-                    "driver_version": d.driver_version,
-                    "api_version": d.api_version_string(),
-                    "device_uuid": hex::encode(d.device_uuid),
-                    "float32": {
-                        "rounding_mode_rte": d.float_controls.rounding_mode_rte,
-                        "denorm_preserve": d.float_controls.denorm_preserve,
-                        "denorm_flush_to_zero": d.float_controls.denorm_flush_to_zero,
-                        "signed_zero_inf_nan_preserve": d.float_controls.signed_zero_inf_nan_preserve,
-                    },
-                    "max_workgroup_count": d.limits.max_workgroup_count,
-                    "max_storage_buffer_range": d.limits.max_storage_buffer_range,
-                    "device_local_bytes": d.device_local_bytes,
-                    "usable": d.unsupported().is_none(),
-                    "cross_implementation_test_only": d.unsupported().is_some()
-                        && d.unsupported_for_cross_implementation_test().is_none(),
-                })
+    let list: Vec<serde_json::Value> = devices
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "index": d.index,
+                "name": d.name,
+                "type": d.device_type,
+                "vendor_id": d.vendor_id,
+                "device_id": d.device_id,
+                "driver_id": d.driver_id,
+                "driver_name": d.driver_name,
+                "driver_info": d.driver_info,
+                "driver_version": d.driver_version,
+                "api_version": d.api_version_string(),
+                "device_uuid": hex::encode(d.device_uuid),
+                "float32": {
+                    "rounding_mode_rte": d.float_controls.rounding_mode_rte,
+                    "denorm_preserve": d.float_controls.denorm_preserve,
+                    "denorm_flush_to_zero": d.float_controls.denorm_flush_to_zero,
+                    "signed_zero_inf_nan_preserve": d.float_controls.signed_zero_inf_nan_preserve,
+                },
+                "max_workgroup_count": d.limits.max_workgroup_count,
+                "max_storage_buffer_range": d.limits.max_storage_buffer_range,
+                "device_local_bytes": d.device_local_bytes,
+                "usable": d.unsupported().is_none(),
+                "cross_implementation_test_only": d.unsupported().is_some()
+                    && d.unsupported_for_cross_implementation_test().is_none(),
             })
-            .collect();
+        })
+        .collect();
+    Ok(list)
+}
+
+pub fn devices(json: bool) -> Result<(), Failure> {
+    if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
+            serde_json::to_string_pretty(&device_list()?).unwrap_or_default()
         );
         return Ok(());
     }
+    let instance = Instance::new()?;
+    let devices = instance.devices()?;
     if devices.is_empty() {
         println!("no Vulkan devices (install a driver; mesa-vulkan-drivers gives lavapipe)");
     }

@@ -75,13 +75,101 @@ pub fn load_program(path: &Path) -> Result<Program, Failure> {
     file.take(MAX_PROGRAM_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| named(&format!("cannot read: {e}")))?;
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    let program = if first == Some(&b'{') {
-        Program::from_json(&bytes)
-    } else {
-        Program::from_postcard(&bytes)
-    };
-    program.map_err(|e| named(&e))
+    crate::api::program_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// Validates `program` for a run within `memory_limit` bytes; `shown`
+/// names it in the error, which hints at `--memory-limit` when memory is
+/// what failed.
+pub(crate) fn validated(
+    program: &Program,
+    memory_limit: u64,
+    shown: &str,
+) -> Result<ValidatedProgram, Failure> {
+    let options = ValidateOptions { memory_limit };
+    validate(program, &options).map_err(|e| {
+        let hint = if matches!(
+            e,
+            lockstep_program::ProgramError::Step {
+                problem: lockstep_program::StepProblem::Memory { .. },
+                ..
+            } | lockstep_program::ProgramError::InputsOverMemory { .. }
+        ) {
+            " (--memory-limit)"
+        } else {
+            ""
+        };
+        Failure::Input(format!("{shown}: {e}{hint}"))
+    })
+}
+
+/// [`execute`], its errors sorted into bad input and machine problems.
+pub(crate) fn execute_mapped(
+    program: &ValidatedProgram,
+    backend: &mut dyn lockstep_backend::Backend,
+    inputs: BTreeMap<String, Tensor>,
+    options: ExecOptions<'_>,
+) -> Result<lockstep_program::ExecReport, Failure> {
+    execute(program, backend, inputs, options).map_err(|e| match e {
+        ExecError::Backend { ref error, .. } if !error.is_input_error() => {
+            Failure::Runtime(e.to_string())
+        }
+        ExecError::Output { ref error, .. } if !error.is_input_error() => {
+            Failure::Runtime(e.to_string())
+        }
+        ExecError::WrongShape { .. } => Failure::Runtime(e.to_string()),
+        other => Failure::Input(other.to_string()),
+    })
+}
+
+/// The trace.json document: the program, bundle and device, every op's
+/// output hash, the root, and the outputs' hashes.
+pub(crate) fn trace_document(
+    program: &ValidatedProgram,
+    trace: &lockstep_program::Trace,
+    outputs: &BTreeMap<String, Tensor>,
+    bundle_id: &str,
+    backend: &dyn lockstep_backend::Backend,
+) -> serde_json::Value {
+    let fp = backend.fingerprint();
+    let ops: Vec<serde_json::Value> = trace
+        .ops
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "index": e.index,
+                "path": e.path.to_string(),
+                "op": e.op,
+                "output_sha256": hex::encode(e.output_sha256),
+            })
+        })
+        .collect();
+    let outputs: BTreeMap<&str, String> = outputs
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.sha256_hex()))
+        .collect();
+    let mut doc = serde_json::json!({
+        "program_sha256": hex::encode(program.sha256()),
+        "bundle_id": bundle_id,
+        "backend": fp.backend,
+        "device": {
+            "name": fp.name,
+            "vendor_id": fp.vendor_id,
+            "device_id": fp.device_id,
+            "driver_id": fp.driver_id,
+            "driver_version": fp.driver_version,
+            "driver_info": fp.driver_info,
+            "api_version": fp.api_version,
+        },
+        "ops": ops,
+        "leaf_count": trace.ops.len(),
+        "root": hex::encode(trace.root),
+        "outputs": outputs,
+    });
+    if let Some(why) = backend.non_conforming() {
+        doc["non_conforming"] = serde_json::Value::String(why.to_string());
+    }
+    doc
 }
 
 /// Parses `--input NAME=FILE` flags and checks them against the declared
@@ -217,23 +305,11 @@ pub(crate) fn read_inputs(
 
 pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
     let program = load_program(&args.program)?;
-    let options = ValidateOptions {
-        memory_limit: args.memory_limit,
-    };
-    let program = validate(&program, &options).map_err(|e| {
-        let hint = if matches!(
-            e,
-            lockstep_program::ProgramError::Step {
-                problem: lockstep_program::StepProblem::Memory { .. },
-                ..
-            } | lockstep_program::ProgramError::InputsOverMemory { .. }
-        ) {
-            " (--memory-limit)"
-        } else {
-            ""
-        };
-        Failure::Input(format!("{}: {e}{hint}", args.program.display()))
-    })?;
+    let program = validated(
+        &program,
+        args.memory_limit,
+        &args.program.display().to_string(),
+    )?;
     let files = input_files(
         &args.program,
         &args.inputs,
@@ -286,17 +362,7 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
         per_op: args.per_op,
         ..ExecOptions::default()
     };
-    let report =
-        execute(&program, backend.as_mut(), inputs, exec_options).map_err(|e| match e {
-            ExecError::Backend { ref error, .. } if !error.is_input_error() => {
-                Failure::Runtime(e.to_string())
-            }
-            ExecError::Output { ref error, .. } if !error.is_input_error() => {
-                Failure::Runtime(e.to_string())
-            }
-            ExecError::WrongShape { .. } => Failure::Runtime(e.to_string()),
-            other => Failure::Input(other.to_string()),
-        })?;
+    let report = execute_mapped(&program, backend.as_mut(), inputs, exec_options)?;
 
     let mut written = Vec::new();
     for (name, t) in &report.outputs {
@@ -306,44 +372,13 @@ pub fn exec(args: &ExecArgs) -> Result<(), Failure> {
     }
     let fp = backend.fingerprint();
     if let (Some(trace), Some(bundle_id)) = (&report.trace, &bundle_id) {
-        let ops: Vec<serde_json::Value> = trace
-            .ops
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "index": e.index,
-                    "path": e.path.to_string(),
-                    "op": e.op,
-                    "output_sha256": hex::encode(e.output_sha256),
-                })
-            })
-            .collect();
-        let outputs: BTreeMap<&str, String> = report
-            .outputs
-            .iter()
-            .map(|(k, t)| (k.as_str(), t.sha256_hex()))
-            .collect();
-        let mut doc = serde_json::json!({
-            "program_sha256": hex::encode(program.sha256()),
-            "bundle_id": bundle_id,
-            "backend": fp.backend,
-            "device": {
-                "name": fp.name,
-                "vendor_id": fp.vendor_id,
-                "device_id": fp.device_id,
-                "driver_id": fp.driver_id,
-                "driver_version": fp.driver_version,
-                "driver_info": fp.driver_info,
-                "api_version": fp.api_version,
-            },
-            "ops": ops,
-            "leaf_count": trace.ops.len(),
-            "root": hex::encode(trace.root),
-            "outputs": outputs,
-        });
-        if let Some(why) = backend.non_conforming() {
-            doc["non_conforming"] = serde_json::Value::String(why.to_string());
-        }
+        let doc = trace_document(
+            &program,
+            trace,
+            &report.outputs,
+            bundle_id,
+            backend.as_ref(),
+        );
         let bytes = lockstep_canonical_json::to_pretty_vec(&doc)
             .map_err(|e| Failure::Runtime(format!("trace.json: {e}")))?;
         write_atomic(&trace_path, &bytes)?;

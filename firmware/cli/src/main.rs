@@ -6,29 +6,16 @@
 
 #![forbid(unsafe_code)]
 
-mod attest;
-mod bench;
-mod chain_check;
-mod commands;
-mod dispute;
-mod evidence;
-mod exec;
-mod failure;
-mod fleet_check;
-mod import;
-mod lineage;
-mod load;
-mod permit;
-mod reference_file;
-mod submit;
-mod verify;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::failure::Failure;
+use lockstep_cli::failure::Failure;
+use lockstep_cli::{
+    attest, bench, chain_check, commands, dispute, exec, failure, fleet_check, import, lineage,
+    load, permit, submit, verify, BackendKind, Target,
+};
 
 #[derive(Parser)]
 #[command(
@@ -39,32 +26,6 @@ use crate::failure::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    Vulkan,
-    Cpu,
-}
-
-#[derive(clap::Args)]
-pub struct Target {
-    /// Where to run.
-    #[arg(long, value_enum, default_value = "vulkan")]
-    backend: BackendKind,
-    /// Vulkan device index (see `lockstep devices`); default: the preferred one.
-    #[arg(long)]
-    device: Option<usize>,
-    /// Load the kernel bundle from this directory instead of the one built in.
-    #[arg(long, value_name = "DIR")]
-    bundle: Option<PathBuf>,
-    /// TEST ONLY: open a Vulkan device whose float controls are not
-    /// advertised (e.g. SwiftShader, no RoundingModeRTE) with the test-only
-    /// portable bundle, to compare implementations. The run is
-    /// NON-CONFORMING: every output says so, and it can never certify or
-    /// serve (docs/float-model.md, "Implementations").
-    #[arg(long)]
-    cross_implementation_test: bool,
 }
 
 #[derive(Subcommand)]

@@ -182,44 +182,27 @@ pub fn submit(
             (p, tensors)
         }
     };
-    // Check locally first: a program the node would refuse costs nothing.
-    validate(&program, &ValidateOptions::default()).map_err(|e| Failure::Input(e.to_string()))?;
-    let mut job_id = [0u8; 16];
-    rand_core::OsRng.fill_bytes(&mut job_id);
-    let request = JobRequest {
-        job_id,
-        program: program.to_postcard(),
-        inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
-        references: references.values().cloned().collect(),
+    let submitted = submit_job(
+        node.node,
+        &pinned,
+        &program,
+        inputs,
+        &references,
         submitter,
         device,
-    };
-    let (done, outputs) = smol::block_on(exchange(node.node, &pinned, request, &inputs))?;
-    let receipt = Receipt::verify(&done.receipt, &done.signature, &pinned)
-        .map_err(|e| Failure::Runtime(format!("the node's receipt does not verify: {e}")))?;
-    // The node speaks protocol v5: its receipts are format 3, signed by its
-    // chain key too.
+    )?;
+    let (done, outputs, receipt) = (
+        crate::submit::Done {
+            receipt: submitted.receipt_json,
+            signature: submitted.signature,
+            chain_signature: submitted.chain_signature,
+        },
+        submitted.outputs,
+        submitted.receipt,
+    );
     let chain_address = receipt
         .chain_address()
         .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
-    lockstep_protocol::verify_chain_signature(&done.receipt, &done.chain_signature, &chain_address)
-        .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
-    for (name, r) in &references {
-        let recorded = receipt.references.as_ref().and_then(|m| m.get(name));
-        if recorded != Some(&r.record()) || receipt.inputs.get(name) != Some(&hex::encode(r.sha256))
-        {
-            return Err(Failure::Runtime(format!(
-                "the node's receipt does not record input '{name}' as the reference given"
-            )));
-        }
-    }
-    for (name, t) in &outputs {
-        if receipt.outputs.get(name) != Some(&t.sha256_hex()) {
-            return Err(Failure::Runtime(format!(
-                "output '{name}' does not match the receipt's hash; the node's reply is inconsistent"
-            )));
-        }
-    }
     match job {
         Job::Run { out, .. } => {
             let t = outputs
@@ -268,6 +251,66 @@ pub fn submit(
         sibling(receipt_path, EIP712_SUFFIX).display()
     );
     Ok(())
+}
+
+/// Runs `program` on the node at `addr`, which must be `pinned`, and
+/// checks what comes back: the receipt verifies under the node's key and
+/// its chain key, records each reference as given, and names the outputs
+/// returned. `program` is validated locally first: a program the node
+/// would refuse costs nothing.
+pub(crate) fn submit_job(
+    addr: SocketAddr,
+    pinned: &NodeId,
+    program: &Program,
+    inputs: BTreeMap<String, Tensor>,
+    references: &BTreeMap<String, lockstep_protocol::TensorReference>,
+    submitter: Option<String>,
+    device: Option<lockstep_protocol::DeviceSelector>,
+) -> Result<crate::api::Submitted, Failure> {
+    validate(program, &ValidateOptions::default()).map_err(|e| Failure::Input(e.to_string()))?;
+    let mut job_id = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut job_id);
+    let request = JobRequest {
+        job_id,
+        program: program.to_postcard(),
+        inputs: inputs.iter().map(|(n, t)| header(n, t)).collect(),
+        references: references.values().cloned().collect(),
+        submitter,
+        device,
+    };
+    let (done, outputs) = smol::block_on(exchange(addr, pinned, request, &inputs))?;
+    let receipt = Receipt::verify(&done.receipt, &done.signature, pinned)
+        .map_err(|e| Failure::Runtime(format!("the node's receipt does not verify: {e}")))?;
+    // The node speaks protocol v5 on: its receipts are format 3 or later,
+    // signed by its chain key too.
+    let chain_address = receipt
+        .chain_address()
+        .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
+    lockstep_protocol::verify_chain_signature(&done.receipt, &done.chain_signature, &chain_address)
+        .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
+    for (name, r) in references {
+        let recorded = receipt.references.as_ref().and_then(|m| m.get(name));
+        if recorded != Some(&r.record()) || receipt.inputs.get(name) != Some(&hex::encode(r.sha256))
+        {
+            return Err(Failure::Runtime(format!(
+                "the node's receipt does not record input '{name}' as the reference given"
+            )));
+        }
+    }
+    for (name, t) in &outputs {
+        if receipt.outputs.get(name) != Some(&t.sha256_hex()) {
+            return Err(Failure::Runtime(format!(
+                "output '{name}' does not match the receipt's hash; the node's reply is inconsistent"
+            )));
+        }
+    }
+    Ok(crate::api::Submitted {
+        outputs,
+        receipt_json: done.receipt,
+        signature: done.signature,
+        chain_signature: done.chain_signature,
+        receipt,
+    })
 }
 
 /// The suffix of the file beside a receipt that holds its chain key's
@@ -508,6 +551,37 @@ fn read_chain_signature(receipt: &Path) -> Result<String, Failure> {
     Ok(text.trim().to_string())
 }
 
+/// Verifies receipt `bytes` and its minisign `signature` under `pinned`
+/// and, when the receipt names a chain address, the chain signature that
+/// `chain_signature` gives; `shown` names the receipt in errors.
+pub(crate) fn verify_receipt_bytes(
+    bytes: &[u8],
+    signature: &str,
+    chain_signature: impl FnOnce() -> Result<String, Failure>,
+    pinned: &NodeId,
+    shown: &str,
+) -> Result<Verified, Failure> {
+    let r = Receipt::verify(bytes, signature, pinned)
+        .map_err(|e| Failure::Input(format!("{shown}: {e}")))?;
+    let chain = match r.chain_address {
+        None => None,
+        Some(_) => {
+            let address = r
+                .chain_address()
+                .map_err(|e| Failure::Input(format!("{shown}: {e}")))?;
+            let text = chain_signature()?;
+            let eip712 = format!("{shown}{EIP712_SUFFIX}");
+            lockstep_protocol::verify_chain_signature(bytes, &text, &address)
+                .map_err(|e| Failure::Input(format!("{eip712}: {e}")))?;
+            let signature =
+                lockstep_protocol::chain::parse_chain_signature("chain signature", &text)
+                    .map_err(|e| Failure::Input(format!("{eip712}: {e}")))?;
+            Some((address, signature))
+        }
+    };
+    Ok(Verified { receipt: r, chain })
+}
+
 /// Verifies `RECEIPT` with `RECEIPT.minisig` (and, format 3, `RECEIPT.eip712`)
 /// against `node_key`, and any output files against its hashes.
 pub(crate) fn verify_receipt_files(
@@ -523,24 +597,14 @@ pub(crate) fn verify_receipt_files(
     let sig_path = PathBuf::from(sig_path);
     let sig = std::fs::read_to_string(&sig_path)
         .map_err(|e| Failure::Input(format!("{}: {e}", sig_path.display())))?;
-    let r = Receipt::verify(&bytes, &sig, &pinned)
-        .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
-    let chain = match r.chain_address {
-        None => None,
-        Some(_) => {
-            let address = r
-                .chain_address()
-                .map_err(|e| Failure::Input(format!("{}: {e}", receipt.display())))?;
-            let text = read_chain_signature(receipt)?;
-            let eip712 = sibling(receipt, EIP712_SUFFIX);
-            lockstep_protocol::verify_chain_signature(&bytes, &text, &address)
-                .map_err(|e| Failure::Input(format!("{}: {e}", eip712.display())))?;
-            let signature =
-                lockstep_protocol::chain::parse_chain_signature("chain signature", &text)
-                    .map_err(|e| Failure::Input(format!("{}: {e}", eip712.display())))?;
-            Some((address, signature))
-        }
-    };
+    let verified = verify_receipt_bytes(
+        &bytes,
+        &sig,
+        || read_chain_signature(receipt),
+        &pinned,
+        &receipt.display().to_string(),
+    )?;
+    let Verified { receipt: r, chain } = verified;
     for file in outputs {
         let t = npy::read_file(file).map_err(|e| Failure::Input(e.to_string()))?;
         let hash = t.sha256_hex();
