@@ -34,13 +34,16 @@ LOCKSTEP := target/release/lockstep
 # requirements.txt, installed into a venv; made again when that file changes.
 ONNX_VENV := target/onnx-venv
 ONNX_REQUIREMENTS := firmware/cli/tests/onnx/requirements.txt
+# The Python package (python/): maturin builds it, pytest tests it, in the
+# same virtual environment as the ONNX reference (onnx-venv).
+PY_REQUIREMENTS := python/requirements-dev.txt
 
 # The NodeRegistry contract's pinned compiler and the local EVM node of the
 # chain tests (contracts/README.md), installed by npm from package-lock.json.
 # npm writes this file on every install, so it says what is installed and when.
 CONTRACTS_INSTALLED := contracts/node_modules/.package-lock.json
 
-.PHONY: deps swiftshader onnx-venv contracts-deps contracts demo test lint bench kernels image image-deps image-test clean
+.PHONY: deps swiftshader onnx-venv contracts-deps contracts demo test lint bench kernels image image-deps image-test clean wheel python-test
 
 # install-missing PACKAGES: apt-get installs those not installed yet.
 define install-missing
@@ -77,11 +80,16 @@ contracts: contracts-deps
 
 onnx-venv: $(ONNX_VENV)/installed
 
-$(ONNX_VENV)/installed: $(ONNX_REQUIREMENTS)
+$(ONNX_VENV)/installed: $(ONNX_REQUIREMENTS) $(PY_REQUIREMENTS)
 	rm -rf $(ONNX_VENV)
 	python3 -m venv $(ONNX_VENV)
-	$(ONNX_VENV)/bin/pip install -q --disable-pip-version-check -r $(ONNX_REQUIREMENTS)
-	cp $(ONNX_REQUIREMENTS) $@
+	$(ONNX_VENV)/bin/pip install -q --disable-pip-version-check -r $(ONNX_REQUIREMENTS) -r $(PY_REQUIREMENTS)
+	cat $(ONNX_REQUIREMENTS) $(PY_REQUIREMENTS) > $@
+
+# The `lockstep` Python package as an abi3 wheel (CPython >= 3.11) in
+# target/wheels: pip install target/wheels/lockstep-*.whl.
+wheel: deps onnx-venv
+	cd python && $(CURDIR)/$(ONNX_VENV)/bin/maturin build --release --locked -o $(CURDIR)/target/wheels
 
 # Idempotent: nothing happens when the ICD is already there. Only apt is
 # asked for the package (the lists are refreshed once if it is unknown).
@@ -158,8 +166,21 @@ test: deps swiftshader contracts-deps onnx-venv
 	set -o pipefail; LOCKSTEP_SWIFTSHADER_ICD=$(CURDIR)/$(SWIFTSHADER_ICD) LOCKSTEP_ONNX_PYTHON=$(CURDIR)/$(ONNX_VENV)/bin/python $(CARGO) test --workspace --locked --features lockstep-daemon/fault-injection 2>&1 | tee target/test-output.log
 	set -o pipefail; $(CARGO) test --locked -p lockstep-daemon --test node -- a_build_without_the_test_feature 2>&1 | tee -a target/test-output.log
 	node contracts/check.mjs
+	$(MAKE) --no-print-directory python-test
 	.ci/validation.sh $(CURDIR)/$(SWIFTSHADER_ICD)
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.log
+
+# The Python package's pytest suite, on a wheel built with the dev profile
+# (it reuses what `cargo test` compiled; `make wheel` builds the release
+# one) and installed into the test venv, against a real lockstepd.
+python-test: onnx-venv
+	rm -rf target/wheels-test
+	cd python && $(CURDIR)/$(ONNX_VENV)/bin/maturin build --profile dev --locked -q -o $(CURDIR)/target/wheels-test
+	$(ONNX_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels-test/lockstep-*.whl
+	$(CARGO) build --locked -q -p lockstep-daemon -p lockstep-cli
+	set -o pipefail; LOCKSTEPD=$(CURDIR)/target/debug/lockstepd LOCKSTEP=$(CURDIR)/target/debug/lockstep \
+	  $(ONNX_VENV)/bin/pytest -q -p no:cacheprovider python/tests 2>&1 | tee target/python-test.log
+	@awk '/ passed/ {for (i = 1; i < NF; i++) if ($$(i+1) ~ /^passed/) p = $$i} END {printf "python tests: %d passed\n", p}' target/python-test.log
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -190,7 +211,7 @@ image: image-deps
 # Boots the image in QEMU and proves it serves (and that a tampered root
 # does not).
 image-test: image
-	$(CARGO) build --release --locked -q -p lockstep-cli -p lockstep-fleet
+	$(CARGO) build --locked -q -p lockstep-cli -p lockstep-fleet
 	@[ -x $(IMAGE_VENV)/bin/virt-fw-vars ] || { python3 -m venv $(IMAGE_VENV) && $(IMAGE_VENV)/bin/pip install -q $(VIRT_FIRMWARE); }
 	$(SUDO) env PCR_KEY="$(PCR_KEY)" SB_KEY="$(SB_KEY)" SB_CERT="$(SB_CERT)" image/test.sh
 
