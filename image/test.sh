@@ -95,9 +95,13 @@ fi
 if [ "$ACCEL" = kvm ]; then boot_limit=240; cpu=host; else boot_limit=1500; cpu=max; fi
 say "image $(basename "$IMAGE"), accelerator $ACCEL (boot limit ${boot_limit}s)"
 
-lockstep=$repo/target/release/lockstep
-fleet_bin=$repo/target/release/lockstep-fleet
-[ -x "$lockstep" ] && [ -x "$fleet_bin" ] || (cd "$repo" && cargo build --release --locked -q -p lockstep-cli -p lockstep-fleet)
+# The host's tools only drive the test (submit, push, verify): the dev
+# build `make test` leaves (or `make image-test` makes) serves, and saves
+# CI a release build of the client and fleet. HOST_BIN picks others.
+host_bin=${HOST_BIN:-$repo/target/debug}
+lockstep=$host_bin/lockstep
+fleet_bin=$host_bin/lockstep-fleet
+[ -x "$lockstep" ] && [ -x "$fleet_bin" ] || (cd "$repo" && cargo build --locked -q -p lockstep-cli -p lockstep-fleet)
 run=$(mktemp -d "${TMPDIR:-/tmp}/lockstep-image-test.XXXXXX")
 qemu_pid=""
 cleanup() {
