@@ -82,7 +82,7 @@ def test_outputs_are_writable_views_of_the_runtime_buffer_not_copies():
     y[0, 0] = 7.0  # the caller owns it
 
 
-@pytest.mark.parametrize("build", [models.mlp_gemm, models.encoder_block, models.causal_attention])
+@pytest.mark.parametrize("build", [models.mlp_gemm, models.encoder_block, models.causal_attention, models.decoder_block])
 def test_onnx_models_agree_with_onnxruntime_and_are_bit_identical_across_backends(tmp_path, build):
     m, path, inputs = onnx_program(tmp_path, build)
     program = lockstep.import_onnx(path)

@@ -165,6 +165,7 @@ fn models_agree_with_onnxruntime_and_bit_for_bit_across_backends() {
         ("encoder_block", &["x"], &["y", "attention"]),
         ("gelu_exact", &["x"], &["pattern", "op", "erf"]),
         ("causal_attention", &["x"], &["y", "attn"]),
+        ("decoder_block", &["x"], &["y"]),
     ];
     for (name, inputs, outputs) in cases {
         let runs = import_and_run(dir, name, inputs);

@@ -1,11 +1,12 @@
-"""The ONNX benchmark of docs/benchmarks.md: one encoder block (128 tokens,
-width 256) from models.py, and onnxruntime's time for it on this machine.
+"""The ONNX benchmarks of docs/benchmarks.md: one encoder block and one
+GPT-style decoder block (128 tokens, width 256) from models.py, and
+onnxruntime's time for each on this machine.
 
     python bench.py OUT_DIR [RUNS]
 
-writes OUT_DIR/encoder_block.onnx and its input (encoder_block.input.x.npy),
-then prints onnxruntime's median run time over RUNS runs (default 20),
-once with all cores and once with one thread. Time `lockstep import` and
+writes OUT_DIR/NAME.onnx and its input (NAME.input.x.npy) for NAME in
+encoder_block and decoder_block, then prints onnxruntime's median run time
+over RUNS runs (default 20), once with all cores and once with one thread. Time `lockstep import` and
 `lockstep exec` on the same files for the other half of the comparison.
 """
 
@@ -35,17 +36,20 @@ def main():
     out = pathlib.Path(sys.argv[1])
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     out.mkdir(parents=True, exist_ok=True)
-    m, inputs = models.encoder_block(np.random.default_rng(1), n=128, d=256)
-    onnx.save_model(m, out / "encoder_block.onnx")
-    np.save(out / "encoder_block.input.x.npy", inputs["x"])
-    for threads in (0, 1):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(
-            m.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-        label = "all cores" if threads == 0 else "1 thread"
-        print(f"onnxruntime {ort.__version__} ({label}): {median_ms(session, inputs, runs):.2f} ms")
+    for build in (models.encoder_block, models.decoder_block):
+        m, inputs = build(np.random.default_rng(1), n=128, d=256)
+        name = m.graph.name
+        onnx.save_model(m, out / f"{name}.onnx")
+        np.save(out / f"{name}.input.x.npy", inputs["x"])
+        for threads in (0, 1):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = ort.InferenceSession(
+                m.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+            label = "all cores" if threads == 0 else "1 thread"
+            ms = median_ms(session, inputs, runs)
+            print(f"{name}: onnxruntime {ort.__version__} ({label}): {ms:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,55 @@ def gelu_exact(rng, n=8, d=24):
     return model("gelu_exact", nodes, [("x", [n, d])], outs, inits, opset=20), {"x": x}
 
 
+def decoder_block(rng, n=16, d=32):
+    """One GPT-2-style decoder block on a [tokens, d] matrix, as PyTorch
+    exports it at opset 17: pre-LayerNormalization, single-head causal
+    self-attention (Where with a lower-triangular mask, -inf elsewhere),
+    residual, pre-LayerNormalization, an exact-GELU MLP (the Div/Erf/Add/
+    Mul/Mul pattern, MatMul plus a broadcast bias Add), residual."""
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ln_1.weight", "ln_1.bias"], ["h"],
+                         name="/ln_1/LayerNormalization", axis=-1, epsilon=1e-5),
+        helper.make_node("MatMul", ["h", "attn.q"], ["q"], name="/attn/q/MatMul"),
+        helper.make_node("MatMul", ["h", "attn.k"], ["k"], name="/attn/k/MatMul"),
+        helper.make_node("MatMul", ["h", "attn.v"], ["v"], name="/attn/v/MatMul"),
+        helper.make_node("Transpose", ["k"], ["kt"], name="/attn/Transpose", perm=[1, 0]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="/attn/MatMul"),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"], name="/attn/Mul"),
+        helper.make_node("Where", ["mask", "scaled", "neg_inf"], ["masked"], name="/attn/Where"),
+        helper.make_node("Softmax", ["masked"], ["probs"], name="/attn/Softmax", axis=-1),
+        helper.make_node("MatMul", ["probs", "v"], ["ctx"], name="/attn/MatMul_1"),
+        helper.make_node("Gemm", ["ctx", "attn.c_proj.weight", "attn.c_proj.bias"], ["proj"],
+                         name="/attn/c_proj/Gemm", transB=1),
+        helper.make_node("Add", ["x", "proj"], ["res1"], name="/Add"),
+        helper.make_node("LayerNormalization", ["res1", "ln_2.weight", "ln_2.bias"], ["h2"],
+                         name="/ln_2/LayerNormalization", axis=-1, epsilon=1e-5),
+        helper.make_node("MatMul", ["h2", "mlp.c_fc.weight"], ["fc"], name="/mlp/c_fc/MatMul"),
+        helper.make_node("Add", ["fc", "mlp.c_fc.bias"], ["fcb"], name="/mlp/c_fc/Add"),
+        helper.make_node("Div", ["fcb", "sqrt2"], ["xs"], name="/mlp/act/Div"),
+        helper.make_node("Erf", ["xs"], ["e"], name="/mlp/act/Erf"),
+        helper.make_node("Add", ["e", "one"], ["e1"], name="/mlp/act/Add"),
+        helper.make_node("Mul", ["fcb", "e1"], ["xe"], name="/mlp/act/Mul"),
+        helper.make_node("Mul", ["xe", "half"], ["act"], name="/mlp/act/Mul_1"),
+        helper.make_node("MatMul", ["act", "mlp.c_proj.weight"], ["down"], name="/mlp/c_proj/MatMul"),
+        helper.make_node("Add", ["down", "mlp.c_proj.bias"], ["downb"], name="/mlp/c_proj/Add"),
+        helper.make_node("Add", ["res1", "downb"], ["y"], name="/Add_1"),
+    ]
+    inits = {
+        "ln_1.weight": 1.0 + weights(rng, d, scale=0.1), "ln_1.bias": weights(rng, d, scale=0.1),
+        "attn.q": weights(rng, d, d), "attn.k": weights(rng, d, d), "attn.v": weights(rng, d, d),
+        "scale": np.float32(1.0 / np.sqrt(d)), "neg_inf": np.float32(-np.inf),
+        "mask": np.tril(np.ones((n, n), dtype=bool)),
+        "attn.c_proj.weight": weights(rng, d, d), "attn.c_proj.bias": weights(rng, d, scale=0.1),
+        "ln_2.weight": 1.0 + weights(rng, d, scale=0.1), "ln_2.bias": weights(rng, d, scale=0.1),
+        "mlp.c_fc.weight": weights(rng, d, 4 * d), "mlp.c_fc.bias": weights(rng, 4 * d, scale=0.1),
+        "sqrt2": np.float32(1.4142135381698608), "one": np.float32(1.0), "half": np.float32(0.5),
+        "mlp.c_proj.weight": weights(rng, 4 * d, d), "mlp.c_proj.bias": weights(rng, d, scale=0.1),
+    }
+    m = model("decoder_block", nodes, [("x", [n, d])], [("y", [n, d])], inits)
+    return m, {"x": rng.standard_normal((n, d)).astype(np.float32)}
+
+
 def blobs(rng, per_class, centers):
     xs, ys = [], []
     for label, c in enumerate(centers):
@@ -266,6 +315,9 @@ def main():
     save(out, "classifier", m, inputs)
     np.save(out / "classifier.labels.npy", labels.astype(np.float32))
     (out / "classifier.numpy_accuracy.txt").write_text(f"{accuracy}\n")
+    # After the classifier, so that its weights and accuracy stay as they were.
+    m, inputs = decoder_block(rng)
+    save(out, m.graph.name, m, inputs)
     refused(out)
     print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}")
 
