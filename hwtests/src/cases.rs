@@ -336,6 +336,64 @@ pub fn cases() -> Vec<Case> {
         let inputs = vec![b.edgy(shape), b.edgy(shape), b.edgy(shape)];
         b.add("where", &[], inputs);
     }
+    // Data movement, fills and row max and mean (issue 19), after every
+    // earlier case for the same reason.
+    for (m, n) in [(1, 1), (7, 33), (61, 67)] {
+        let inputs = vec![b.edgy(&[m, n]), b.edgy(&[3, n])];
+        b.add("concat_rows", &[], inputs);
+        let inputs = vec![b.edgy(&[m, n]), b.edgy(&[m, 5])];
+        b.add("concat_cols", &[], inputs);
+        let start = (m / 2).to_string();
+        let len = (m - m / 2).to_string();
+        let inputs = vec![b.edgy(&[m, n])];
+        b.add("slice_rows", &[("start", &start), ("len", &len)], inputs);
+        let start = (n / 3).to_string();
+        let len = (n - n / 3).to_string();
+        let inputs = vec![b.edgy(&[m, n])];
+        b.add("slice_cols", &[("start", &start), ("len", &len)], inputs);
+        let shape = format!("{n},{m}");
+        let inputs = vec![b.edgy(&[m, n])];
+        b.add("reshape", &[("shape", &shape)], inputs);
+        let index = Input::Labels {
+            len: 40,
+            classes: m,
+            seed: b.next_seed(),
+        };
+        let inputs = vec![b.edgy(&[m, n]), index];
+        b.add("gather_rows", &[], inputs);
+        let inputs = vec![b.edgy(&[m, n])];
+        b.add("max_rows", &[], inputs);
+        let inputs = vec![b.edgy(&[m, n])];
+        b.add("mean_rows", &[], inputs);
+        let shape = format!("{m},{n}");
+        b.add("zeros", &[("shape", &shape)], Vec::new());
+        for value in ["-0.0", "0x00000001", "nan", "-inf", "3.5"] {
+            b.add("full", &[("shape", &shape), ("value", value)], Vec::new());
+        }
+    }
+    // Comparisons: edgy against edgy, and a tensor against itself's copy
+    // (equal everywhere but at NaN).
+    for op in ["greater", "less", "equal"] {
+        for shape in FLAT {
+            let inputs = vec![b.edgy(shape), b.edgy(shape)];
+            b.add(op, &[], inputs);
+        }
+        let seed = b.next_seed();
+        let same = |seed| Input::Edgy {
+            shape: vec![61, 67],
+            seed,
+        };
+        b.add(op, &[], vec![same(seed), same(seed)]);
+    }
+    // Reordered axes, rank 3 and 4.
+    for (shape, perm) in [
+        (&[5, 7, 9][..], "2,0,1"),
+        (&[3, 4, 5, 6][..], "0,2,1,3"),
+        (&[2, 3, 4, 5][..], "3,2,1,0"),
+    ] {
+        let inputs = vec![b.edgy(shape)];
+        b.add("permute", &[("perm", perm)], inputs);
+    }
     b.cases
 }
 

@@ -20,7 +20,7 @@ pub const REPORT_FORMAT: u32 = 2;
 /// Version of the suite (its probes, cases and golden hashes). A report
 /// from another suite version is still a report; whether it is accepted is
 /// the node's trust decision, which looks at the device and bundle.
-pub const SUITE_VERSION: &str = "2";
+pub const SUITE_VERSION: &str = "3";
 
 /// The device and driver a report is about. A node accepts a report only
 /// for exactly its own.

@@ -146,6 +146,20 @@ impl Backend for CpuBackend {
             Op::RandNormal(r) => {
                 random::rand_normal(out_shape.iter().product(), r.seed, r.stream, r.offset)
             }
+            Op::Zeros(_) => layout::fill(out_shape.iter().product(), 0.0),
+            Op::Full { value, .. } => layout::fill(out_shape.iter().product(), *value),
+            Op::Reshape(_) => layout::slice(data(0), 1, len, 0, 0),
+            Op::ConcatRows => layout::concat(data(0), data(1), 1, len, data(1).len()),
+            Op::ConcatCols => layout::concat(data(0), data(1), m, n, out_shape[1] - n),
+            Op::SliceRows { start, len: rows } => layout::slice(data(0), 1, rows * n, 0, start * n),
+            Op::SliceCols { start, len: cols } => layout::slice(data(0), m, *cols, n, *start),
+            Op::GatherRows => layout::gather_rows(data(0), data(1), m, n),
+            Op::MaxRows => by_rows(&|r| rows::max_rows(row_slice(0, &r), r.len(), n)),
+            Op::Permute(perm) => layout::permute(data(0), &shapes[0], perm),
+            Op::Greater => each2(Cheap, &elementwise::greater),
+            Op::Less => each2(Cheap, &elementwise::less),
+            Op::Equal => each2(Cheap, &elementwise::equal),
+            Op::MeanRows => elementwise::div_scalar(&reduce::sum_rows(data(0), m, n), n as f32),
         };
         Ok(Tensor::new(out_shape, out).expect("output shape matches the reference's length"))
     }
@@ -257,6 +271,7 @@ mod tests {
                 vec![&rows, &rows, &[401]],
             ),
             (Op::ArgmaxRows, vec![&rows]),
+            (Op::MaxRows, vec![&rows]),
             (Op::BiasAdd, vec![&[21_001, 151], &[151]]),
             (Op::SgdUpdate { lr: 0.01 }, vec![&big, &big]),
             (

@@ -47,7 +47,24 @@ pub const OP_NAMES: &[&str] = &[
     "adam_update",
     "rand_uniform",
     "rand_normal",
+    "zeros",
+    "full",
+    "reshape",
+    "concat_rows",
+    "concat_cols",
+    "slice_rows",
+    "slice_cols",
+    "gather_rows",
+    "max_rows",
+    "mean_rows",
+    "greater",
+    "less",
+    "equal",
+    "permute",
 ];
+
+/// The highest rank `permute` reorders (its kernel takes four axes).
+pub const PERMUTE_RANK_MAX: usize = 4;
 
 /// Where a generator op's numbers come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +158,43 @@ pub enum Op {
     },
     RandUniform(RandSpec),
     RandNormal(RandSpec),
+    /// A tensor of `shape`, every element +0.0.
+    Zeros(Vec<usize>),
+    /// A tensor of `shape`, every element `value` (NaN canonical).
+    Full {
+        shape: Vec<usize>,
+        value: f32,
+    },
+    /// The same elements in the same order under another shape.
+    Reshape(Vec<usize>),
+    /// (p×n, q×n) → (p+q)×n: the first operand's rows, then the second's.
+    ConcatRows,
+    /// (m×p, m×q) → m×(p+q): each row of the first, then of the second.
+    ConcatCols,
+    /// Rows `start .. start+len` of a matrix.
+    SliceRows {
+        start: usize,
+        len: usize,
+    },
+    /// Columns `start .. start+len` of a matrix.
+    SliceCols {
+        start: usize,
+        len: usize,
+    },
+    /// (table v×n, index k) → k×n: row `index[r]`, NaN for a bad index.
+    GatherRows,
+    /// The maximum of each row: the value at `argmax_rows`.
+    MaxRows,
+    /// `sum_rows(x) / n` for each row, divided as `div` divides.
+    MeanRows,
+    /// 1.0 where `x > y`, else 0.0 (NaN compares false).
+    Greater,
+    /// 1.0 where `x < y`, else 0.0.
+    Less,
+    /// 1.0 where `x == y` (-0 equals +0), else 0.0.
+    Equal,
+    /// The axes reordered: output axis k is input axis `perm[k]` (rank ≤ 4).
+    Permute(Vec<usize>),
 }
 
 /// Why an op cannot run on the given inputs. `input` indexes the operand at
@@ -207,6 +261,14 @@ impl<'a> Attrs<'a> {
             (None, Some(d)) => Ok(d),
             (None, None) => Err(self.err(format!("{key} is required: --attr {key}=VALUE"))),
         }
+    }
+
+    fn usize(&mut self, key: &'static str) -> Result<usize, OpError> {
+        let v = self.u64(key, None)?;
+        usize::try_from(v)
+            .ok()
+            .filter(|&v| v <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| self.err(format!("{key}={v} is over the tensor bound")))
     }
 
     fn shape(&mut self, key: &'static str) -> Result<Vec<usize>, OpError> {
@@ -308,6 +370,29 @@ impl Op {
             },
             "rand_uniform" => Op::RandUniform(a.rand()?),
             "rand_normal" => Op::RandNormal(a.rand()?),
+            "zeros" => Op::Zeros(a.shape("shape")?),
+            "full" => Op::Full {
+                shape: a.shape("shape")?,
+                value: a.f32("value", None)?,
+            },
+            "reshape" => Op::Reshape(a.shape("shape")?),
+            "concat_rows" => Op::ConcatRows,
+            "concat_cols" => Op::ConcatCols,
+            "slice_rows" => Op::SliceRows {
+                start: a.usize("start")?,
+                len: a.usize("len")?,
+            },
+            "slice_cols" => Op::SliceCols {
+                start: a.usize("start")?,
+                len: a.usize("len")?,
+            },
+            "gather_rows" => Op::GatherRows,
+            "max_rows" => Op::MaxRows,
+            "mean_rows" => Op::MeanRows,
+            "greater" => Op::Greater,
+            "less" => Op::Less,
+            "equal" => Op::Equal,
+            "permute" => Op::Permute(a.shape("perm")?),
             _ => return Err(OpError::Unknown(name.to_string())),
         };
         if let Some(k) = attrs.keys().find(|k| !a.used.contains(&k.as_str())) {
@@ -365,12 +450,26 @@ impl Op {
             Op::AdamUpdate { .. } => "adam_update",
             Op::RandUniform(_) => "rand_uniform",
             Op::RandNormal(_) => "rand_normal",
+            Op::Zeros(_) => "zeros",
+            Op::Full { .. } => "full",
+            Op::Reshape(_) => "reshape",
+            Op::ConcatRows => "concat_rows",
+            Op::ConcatCols => "concat_cols",
+            Op::SliceRows { .. } => "slice_rows",
+            Op::SliceCols { .. } => "slice_cols",
+            Op::GatherRows => "gather_rows",
+            Op::MaxRows => "max_rows",
+            Op::MeanRows => "mean_rows",
+            Op::Greater => "greater",
+            Op::Less => "less",
+            Op::Equal => "equal",
+            Op::Permute(_) => "permute",
         }
     }
 
     pub fn arity(&self) -> usize {
         match self {
-            Op::RandUniform(_) | Op::RandNormal(_) => 0,
+            Op::RandUniform(_) | Op::RandNormal(_) | Op::Zeros(_) | Op::Full { .. } => 0,
             Op::Scale { .. }
             | Op::Affine { .. }
             | Op::Relu
@@ -386,7 +485,13 @@ impl Op {
             | Op::SoftmaxRows
             | Op::LogSoftmaxRows
             | Op::ArgmaxRows
-            | Op::Transpose => 1,
+            | Op::Transpose
+            | Op::Reshape(_)
+            | Op::SliceRows { .. }
+            | Op::SliceCols { .. }
+            | Op::MaxRows
+            | Op::MeanRows
+            | Op::Permute(_) => 1,
             Op::LayernormRows { .. }
             | Op::LayernormBackward { .. }
             | Op::SetElement
@@ -508,7 +613,10 @@ impl Op {
             | Op::ReluBackward
             | Op::TanhBackward
             | Op::GeluBackward
-            | Op::SgdUpdate { .. } => {
+            | Op::SgdUpdate { .. }
+            | Op::Greater
+            | Op::Less
+            | Op::Equal => {
                 same(0, 1)?;
                 Ok(shapes[0].to_vec())
             }
@@ -587,6 +695,124 @@ impl Op {
                 Ok(shapes[0].to_vec())
             }
             Op::RandUniform(spec) | Op::RandNormal(spec) => Ok(spec.shape.clone()),
+            Op::Zeros(shape) | Op::Full { shape, .. } => Ok(shape.clone()),
+            Op::Reshape(shape) => {
+                let count = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if count(shape) != count(shapes[0]) {
+                    return Err(shape_err(
+                        0,
+                        format!(
+                            "operand 1 has shape {}, whose elements do not fill shape {}",
+                            show(shapes[0]),
+                            show(shape)
+                        ),
+                    ));
+                }
+                Ok(shape.clone())
+            }
+            Op::ConcatRows => {
+                let (p, n) = matrix(0)?;
+                let (q, n1) = matrix(1)?;
+                if n != n1 {
+                    return Err(shape_err(
+                        1,
+                        format!(
+                            "shapes {} and {} do not stack: their rows are {n} and {n1} wide",
+                            show(shapes[0]),
+                            show(shapes[1])
+                        ),
+                    ));
+                }
+                Ok(vec![p + q, n])
+            }
+            Op::ConcatCols => {
+                let (m, p) = matrix(0)?;
+                let (m1, q) = matrix(1)?;
+                if m != m1 {
+                    return Err(shape_err(
+                        1,
+                        format!(
+                            "shapes {} and {} do not join side by side: they have {m} and {m1} rows",
+                            show(shapes[0]),
+                            show(shapes[1])
+                        ),
+                    ));
+                }
+                Ok(vec![m, p + q])
+            }
+            Op::SliceRows { start, len } | Op::SliceCols { start, len } => {
+                let (m, n) = matrix(0)?;
+                let (axis, size) = if matches!(self, Op::SliceRows { .. }) {
+                    ("rows", m)
+                } else {
+                    ("columns", n)
+                };
+                if start.checked_add(*len).is_none_or(|end| end > size) {
+                    return Err(shape_err(
+                        0,
+                        format!(
+                            "{axis} {start}..{} are not within the {size} {axis} of shape {}",
+                            start.saturating_add(*len),
+                            show(shapes[0])
+                        ),
+                    ));
+                }
+                Ok(if axis == "rows" {
+                    vec![*len, n]
+                } else {
+                    vec![m, *len]
+                })
+            }
+            Op::GatherRows => {
+                let (_, n) = matrix(0)?;
+                match shapes[1] {
+                    [k] => Ok(vec![*k, n]),
+                    s => Err(shape_err(
+                        1,
+                        format!(
+                            "operand 2 has shape {}; the indices must be a vector",
+                            show(s)
+                        ),
+                    )),
+                }
+            }
+            Op::Permute(perm) => {
+                let dims = shapes[0];
+                let mut seen = [false; PERMUTE_RANK_MAX];
+                let valid = perm.len() == dims.len()
+                    && dims.len() <= PERMUTE_RANK_MAX
+                    && perm
+                        .iter()
+                        .all(|&p| p < dims.len() && !std::mem::replace(&mut seen[p], true));
+                if !valid {
+                    return Err(shape_err(
+                        0,
+                        format!(
+                            "perm {perm:?} is not a reordering of the {} axes of shape {} (rank at most {PERMUTE_RANK_MAX})",
+                            dims.len(),
+                            show(dims)
+                        ),
+                    ));
+                }
+                Ok(perm.iter().map(|&p| dims[p]).collect())
+            }
+            Op::MaxRows | Op::MeanRows => {
+                let (m, n) = matrix(0)?;
+                if n == 0 {
+                    return Err(shape_err(
+                        0,
+                        format!(
+                            "{} of rows of zero elements is undefined; give at least one column",
+                            if matches!(self, Op::MaxRows) {
+                                "the maximum"
+                            } else {
+                                "the mean"
+                            }
+                        ),
+                    ));
+                }
+                Ok(vec![m])
+            }
         }
     }
 
@@ -704,6 +930,10 @@ mod tests {
                 "affine" | "axpby" => &["alpha", "beta"],
                 "sgd_update" | "adam_update" => &["lr"],
                 "rand_uniform" | "rand_normal" => &["shape", "seed"],
+                "zeros" | "reshape" => &["shape"],
+                "full" => &["shape", "value"],
+                "slice_rows" | "slice_cols" => &["start", "len"],
+                "permute" => &["perm"],
                 _ => &[],
             };
             let attrs = keys

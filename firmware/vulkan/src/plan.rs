@@ -150,7 +150,10 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
         .map(|s| s.iter().product::<usize>())
         .min()
         .unwrap_or(out_len);
-    if out_len == 0 || in_len == 0 {
+    // Data movement from an empty operand is no sum: concat and gather
+    // plan it below.
+    let moves = matches!(op, Op::ConcatRows | Op::ConcatCols | Op::GatherRows);
+    if out_len == 0 || (in_len == 0 && !moves) {
         return Ok(plan);
     }
     let linear = |n: usize| [clamp(n.div_ceil(256), max_groups[0]), 1, 1];
@@ -165,6 +168,20 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
             .map(Slot::Input)
             .chain(std::iter::once(Slot::Output))
             .collect()
+    };
+    // `len` copies of `value`, and a copy of `src` (layout.comp's slice
+    // kernel over one row).
+    let fill = |len: usize, value: f32| Dispatch {
+        kernel: "fill",
+        bindings: vec![Slot::Output],
+        push: vec![1, u(len), value.to_bits(), 0],
+        groups: linear(len),
+    };
+    let copy = |src: Slot, len: usize| Dispatch {
+        kernel: "slice",
+        bindings: vec![src, Slot::Output],
+        push: vec![1, u(len), 0, 0],
+        groups: linear(len),
     };
     // Element-wise kernels: (len, alpha bits, beta bits).
     let elementwise =
@@ -216,7 +233,10 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
         | Op::Div
         | Op::ReluBackward
         | Op::TanhBackward
-        | Op::GeluBackward => elementwise(&mut plan, op.name(), 2, 0.0, 0.0),
+        | Op::GeluBackward
+        | Op::Greater
+        | Op::Less
+        | Op::Equal => elementwise(&mut plan, op.name(), 2, 0.0, 0.0),
         Op::Where => elementwise(&mut plan, "where", 3, 0.0, 0.0),
         Op::Axpby { alpha, beta } => elementwise(&mut plan, "axpby", 2, *alpha, *beta),
         Op::SgdUpdate { lr } => elementwise(&mut plan, "sgd_update", 2, *lr, 0.0),
@@ -295,6 +315,87 @@ pub(crate) fn plan(op: &Op, shapes: &[&[usize]], target: Target) -> Result<Plan,
             push: vec![u(out_len), 1],
             groups: linear(out_len),
         }),
+        // layout.comp's later kernels take (m, n, a, b).
+        Op::Zeros(_) | Op::Full { .. } => {
+            let value = match op {
+                Op::Full { value, .. } => *value,
+                _ => 0.0,
+            };
+            plan.dispatches.push(fill(out_len, value))
+        }
+        Op::Reshape(_) => plan.dispatches.push(copy(Slot::Input(0), out_len)),
+        Op::ConcatRows | Op::ConcatCols => {
+            let a_len = shapes[0].iter().product::<usize>();
+            let b_len = shapes[1].iter().product::<usize>();
+            // An empty operand binds no buffer: the output is the other.
+            let dispatch = if a_len == 0 {
+                copy(Slot::Input(1), out_len)
+            } else if b_len == 0 {
+                copy(Slot::Input(0), out_len)
+            } else {
+                let (rows, p, q) = if matches!(op, Op::ConcatRows) {
+                    (1, a_len, b_len)
+                } else {
+                    (m, n, out_len / m - n)
+                };
+                Dispatch {
+                    kernel: "concat",
+                    bindings: inputs(2),
+                    push: vec![u(rows), u(p), u(q), 0],
+                    groups: linear(out_len),
+                }
+            };
+            plan.dispatches.push(dispatch);
+        }
+        Op::SliceRows { start, len } => plan.dispatches.push(Dispatch {
+            kernel: "slice",
+            bindings: inputs(1),
+            push: vec![1, u(len * n), 0, u(start * n)],
+            groups: linear(out_len),
+        }),
+        Op::SliceCols { start, len } => plan.dispatches.push(Dispatch {
+            kernel: "slice",
+            bindings: inputs(1),
+            push: vec![u(m), u(*len), u(n), u(*start)],
+            groups: linear(out_len),
+        }),
+        Op::GatherRows => plan.dispatches.push(if m * n == 0 {
+            // No row of an empty table is valid: every element is NaN.
+            fill(
+                out_len,
+                f32::from_bits(lockstep_kernels::reference::CANONICAL_NAN_BITS),
+            )
+        } else {
+            Dispatch {
+                kernel: "gather_rows",
+                bindings: inputs(2),
+                push: vec![u(out_len / n), u(n), u(m), 0],
+                groups: linear(out_len),
+            }
+        }),
+        Op::Permute(perm) => {
+            let (dims, strides) =
+                lockstep_kernels::reference::layout::permute_plan(shapes[0], perm);
+            plan.dispatches.push(Dispatch {
+                kernel: "permute",
+                bindings: inputs(1),
+                push: dims.iter().chain(&strides).map(|&v| u(v)).collect(),
+                groups: linear(out_len),
+            })
+        }
+        Op::MaxRows => rows(&mut plan, "max_rows", inputs(1), 0.0),
+        Op::MeanRows => {
+            // mean = sum_rows(x) / n, the sum in the fixed tree order.
+            plan.temps.push(m);
+            let sums = Slot::Temp(0);
+            reduce(&mut plan, Slot::Input(0), (m, n, 1), sums, max_groups);
+            plan.dispatches.push(Dispatch {
+                kernel: "div_scalar",
+                bindings: vec![sums, Slot::Output],
+                push: vec![u(m), (n as f32).to_bits(), 0],
+                groups: linear(m),
+            });
+        }
         Op::RandUniform(r) | Op::RandNormal(r) => plan.dispatches.push(Dispatch {
             kernel: op.name(),
             bindings: vec![Slot::Output],

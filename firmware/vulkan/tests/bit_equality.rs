@@ -299,6 +299,9 @@ fn random_ops_on_random_shapes_are_bit_identical() {
         "gelu_backward",
         "erf",
         "where",
+        "greater",
+        "less",
+        "equal",
         "sum_rows",
         "sum_cols",
         "softmax_rows",
@@ -546,4 +549,119 @@ fn lavapipe_refuses_loops_it_would_cut_short() {
             ),
         }
     }
+}
+
+/// `op` with attributes given as text.
+fn op_with(name: &str, attrs: &[(&str, String)]) -> Op {
+    let attrs = attrs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    Op::parse(name, &attrs).unwrap()
+}
+
+#[test]
+fn data_movement_fills_and_row_reductions_are_bit_identical() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let Some(vk) = vulkan() else { return };
+    let vk = std::cell::RefCell::new(vk);
+    let mut runner = TestRunner::new(Config::with_cases(64));
+    let strategy = (0usize..11, 0usize..40, 1usize..40, 0usize..40, any::<u64>());
+    runner
+        .run(&strategy, |(which, m, n, k, seed)| {
+            let fill = Fill::Edgy {
+                edge_per_mille: 200,
+            };
+            let t = |shape: Vec<usize>, i: u64| {
+                Tensor::filled(shape, seed.wrapping_add(i), fill).unwrap()
+            };
+            let start = |size: usize| if size == 0 { 0 } else { seed as usize % size };
+            let (o, inputs) = match which {
+                0 => (op("concat_rows"), vec![t(vec![m, n], 0), t(vec![k, n], 1)]),
+                1 => (op("concat_cols"), vec![t(vec![m, n], 0), t(vec![m, k], 1)]),
+                2 => {
+                    let s = start(m);
+                    let len = (m - s).min(k);
+                    let o = op_with(
+                        "slice_rows",
+                        &[("start", s.to_string()), ("len", len.to_string())],
+                    );
+                    (o, vec![t(vec![m, n], 0)])
+                }
+                3 => {
+                    let s = start(n);
+                    let len = (n - s).min(k.max(1));
+                    let o = op_with(
+                        "slice_cols",
+                        &[("start", s.to_string()), ("len", len.to_string())],
+                    );
+                    (o, vec![t(vec![m, n], 0)])
+                }
+                4 => {
+                    // Valid rows, and -1, v, 0.5, NaN and ±inf among them.
+                    let bad = [-1.0, m as f32, 0.5, f32::NAN, f32::INFINITY, -0.0];
+                    let index: Vec<f32> = (0..k)
+                        .map(|i| {
+                            let r = seed.wrapping_mul(2654435761).wrapping_add(i as u64 * 40503);
+                            if r % 5 == 0 {
+                                bad[(r / 5) as usize % bad.len()]
+                            } else {
+                                (r % (m.max(1) as u64)) as f32
+                            }
+                        })
+                        .collect();
+                    (
+                        op("gather_rows"),
+                        vec![t(vec![m, n], 0), Tensor::new(vec![k], index).unwrap()],
+                    )
+                }
+                5 => (op("max_rows"), vec![t(vec![m, n], 0)]),
+                6 => (op("mean_rows"), vec![t(vec![m, n * 37], 0)]),
+                7 => {
+                    let o = op_with("reshape", &[("shape", format!("{n},{m}"))]);
+                    (o, vec![t(vec![m, n], 0)])
+                }
+                8 => (op_with("zeros", &[("shape", format!("{m},{n}"))]), vec![]),
+                10 => {
+                    // Rank 1 to 4, every permutation of it by the seed.
+                    let dims = [m % 7 + 1, n % 5 + 1, k % 4 + 1, 3];
+                    let rank = 1 + (seed % 4) as usize;
+                    let mut perm: Vec<usize> = (0..rank).collect();
+                    let mut r = seed / 4;
+                    for i in (1..rank).rev() {
+                        perm.swap(i, (r % (i as u64 + 1)) as usize);
+                        r /= i as u64 + 1;
+                    }
+                    let text = perm
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    (
+                        op_with("permute", &[("perm", text)]),
+                        vec![t(dims[..rank].to_vec(), 0)],
+                    )
+                }
+                _ => {
+                    let value = f32::from_bits(seed as u32);
+                    let o = op_with(
+                        "full",
+                        &[
+                            ("shape", format!("{m},{n}")),
+                            ("value", format!("{:#010x}", value.to_bits())),
+                        ],
+                    );
+                    (o, vec![])
+                }
+            };
+            assert_same_on(
+                &mut vk.borrow_mut(),
+                &o,
+                &inputs,
+                &format!("case {which} m {m} n {n} k {k}"),
+            );
+            Ok(())
+        })
+        .unwrap();
 }

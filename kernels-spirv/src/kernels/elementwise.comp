@@ -28,6 +28,10 @@
 #define OP_ERF 20
 // Three operands: condition, then, else.
 #define OP_WHERE 21
+// Comparisons: 1.0 where true, 0.0 where false (NaN compares false).
+#define OP_GREATER 22
+#define OP_LESS 23
+#define OP_EQUAL 24
 
 #if OP >= OP_DIV
 #include "math.glsl"
@@ -40,7 +44,8 @@
 #endif
 
 #if OP == OP_ADD || OP == OP_SUB || OP == OP_MUL || OP == OP_RELU_BACKWARD || OP == OP_AXPBY \
-    || OP == OP_SGD_UPDATE || OP == OP_TANH_BACKWARD || OP == OP_DIV || OP == OP_GELU_BACKWARD
+    || OP == OP_SGD_UPDATE || OP == OP_TANH_BACKWARD || OP == OP_DIV || OP == OP_GELU_BACKWARD \
+    || OP == OP_GREATER || OP == OP_LESS || OP == OP_EQUAL
 #define BINARY 1
 #else
 #define BINARY 0
@@ -66,6 +71,19 @@ layout(push_constant) uniform Params {
     uint alpha_bits;
     uint beta_bits;
 } pc;
+
+#if OP == OP_GREATER || OP == OP_LESS || OP == OP_EQUAL
+// Comparisons on bits, so a device that flushes subnormals compares them
+// as the model says: the magnitude bits, negated for a negative sign, as a
+// signed integer orders every non-NaN float, with -0 and +0 both 0.
+bool cmp_nan(uint b) {
+    return (b & 0x7FFFFFFFu) > 0x7F800000u;
+}
+int cmp_key(uint b) {
+    int mag = int(b & 0x7FFFFFFFu);
+    return (b >> 31) != 0u ? -mag : mag;
+}
+#endif
 
 float apply(uint i) {
     float xv = x[i];
@@ -121,6 +139,20 @@ float apply(uint i) {
     // The condition is tested on its bits: anything but ±0 (NaN and
     // subnormals included) picks y, whatever the device does with floats.
     float r = (floatBitsToUint(xv) & 0x7FFFFFFFu) != 0u ? y[i] : z[i];
+#elif OP == OP_GREATER || OP == OP_LESS || OP == OP_EQUAL
+    uint xb = floatBitsToUint(xv);
+    uint yb = floatBitsToUint(y[i]);
+    bool t = false;
+    if (!cmp_nan(xb) && !cmp_nan(yb)) {
+#if OP == OP_GREATER
+        t = cmp_key(xb) > cmp_key(yb);
+#elif OP == OP_LESS
+        t = cmp_key(xb) < cmp_key(yb);
+#else
+        t = cmp_key(xb) == cmp_key(yb);
+#endif
+    }
+    float r = t ? 1.0 : 0.0;
 #elif OP == OP_GELU_BACKWARD
     // x = upstream gradient, y = forward input.
     float g = ls_gelu_grad(y[i]);

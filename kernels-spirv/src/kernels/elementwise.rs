@@ -156,3 +156,70 @@ pub fn adam_update(
 fn unary(x: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
     x.iter().map(|&a| canon(f(a))).collect()
 }
+
+/// Comparisons on bits (elementwise.comp): NaN compares false, -0 equals
+/// +0, subnormals order as numbers whatever a device flushes.
+fn cmp_key(x: f32) -> Option<i32> {
+    let b = x.to_bits();
+    let mag = (b & 0x7FFF_FFFF) as i32;
+    if mag > 0x7F80_0000 {
+        return None;
+    }
+    Some(if b >> 31 != 0 { -mag } else { mag })
+}
+
+fn compare(x: &[f32], y: &[f32], f: impl Fn(i32, i32) -> bool) -> Vec<f32> {
+    assert_eq!(x.len(), y.len(), "element-wise operands differ in length");
+    x.iter()
+        .zip(y)
+        .map(|(&a, &b)| match (cmp_key(a), cmp_key(b)) {
+            (Some(a), Some(b)) if f(a, b) => 1.0,
+            _ => 0.0,
+        })
+        .collect()
+}
+
+/// 1.0 where `x > y`, else 0.0.
+pub fn greater(x: &[f32], y: &[f32]) -> Vec<f32> {
+    compare(x, y, |a, b| a > b)
+}
+
+/// 1.0 where `x < y`, else 0.0.
+pub fn less(x: &[f32], y: &[f32]) -> Vec<f32> {
+    compare(x, y, |a, b| a < b)
+}
+
+/// 1.0 where `x == y` (±0 equal, NaN never), else 0.0.
+pub fn equal(x: &[f32], y: &[f32]) -> Vec<f32> {
+    compare(x, y, |a, b| a == b)
+}
+
+#[cfg(test)]
+mod comparison_tests {
+    use super::*;
+
+    #[test]
+    fn comparisons_agree_with_ieee_on_every_kind_of_value() {
+        let v = [
+            0.0,
+            -0.0,
+            f32::from_bits(1),
+            -f32::from_bits(1),
+            1.0,
+            -1.0,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0xFFC0_0001),
+        ];
+        for &a in &v {
+            for &b in &v {
+                let one = |t: bool| if t { 1.0 } else { 0.0 };
+                assert_eq!(greater(&[a], &[b])[0], one(a > b), "{a} > {b}");
+                assert_eq!(less(&[a], &[b])[0], one(a < b), "{a} < {b}");
+                assert_eq!(equal(&[a], &[b])[0], one(a == b), "{a} == {b}");
+            }
+        }
+    }
+}

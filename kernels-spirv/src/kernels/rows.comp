@@ -18,11 +18,12 @@
 #define OP_CROSS_ENTROPY_ROWS 6
 #define OP_CROSS_ENTROPY_BACKWARD 7
 #define OP_ARGMAX 8
+#define OP_MAX_ROWS 9
 
 layout(local_size_x = 64, local_size_y = 1, local_size_z = 1) in;
 
 layout(std430, set = 0, binding = 0) readonly buffer X_ { float x[]; };
-#if OP == OP_SOFTMAX || OP == OP_LOG_SOFTMAX || OP == OP_ARGMAX
+#if OP == OP_SOFTMAX || OP == OP_LOG_SOFTMAX || OP == OP_ARGMAX || OP == OP_MAX_ROWS
 layout(std430, set = 0, binding = 1) writeonly buffer Out_ { float outv[]; };
 #elif OP == OP_LAYERNORM
 layout(std430, set = 0, binding = 1) readonly buffer G_ { float gamma[]; };
@@ -209,6 +210,8 @@ void row(uint i) {
         }
     }
     outv[i] = float(best);
+#elif OP == OP_MAX_ROWS
+    outv[i] = canon(row_max(base));
 #else
 #error "unknown OP"
 #endif

@@ -164,6 +164,24 @@ pub fn cross_entropy_backward(x: &[f32], labels: &[f32], n: usize) -> Vec<f32> {
     })
 }
 
+/// The maximum of each row of an m×n matrix (n ≥ 1): the first element,
+/// replaced only by a strictly greater one, so a NaN never replaces it and
+/// a NaN first element stays (canonical). The value at `argmax_rows`.
+pub fn max_rows(x: &[f32], m: usize, n: usize) -> Vec<f32> {
+    (0..m)
+        .map(|i| {
+            let row = &x[i * n..(i + 1) * n];
+            let mut mx = row[0];
+            for &v in &row[1..] {
+                if v > mx {
+                    mx = v;
+                }
+            }
+            canon(mx)
+        })
+        .collect()
+}
+
 /// Index of the first maximum of each row (a strictly greater value
 /// replaces it; NaN never does), as a float.
 pub fn argmax_rows(x: &[f32], m: usize, n: usize) -> Vec<f32> {
