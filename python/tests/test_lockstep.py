@@ -82,13 +82,17 @@ def test_outputs_are_writable_views_of_the_runtime_buffer_not_copies():
     y[0, 0] = 7.0  # the caller owns it
 
 
-@pytest.mark.parametrize("build", [models.mlp_gemm, models.encoder_block, models.causal_attention, models.decoder_block])
+@pytest.mark.parametrize("build", [models.mlp_gemm, models.encoder_block, models.causal_attention, models.decoder_block,
+     models.embedding_ops, models.runtime_mask, models.mha_block,
+     models.gpt2_block])
 def test_onnx_models_agree_with_onnxruntime_and_are_bit_identical_across_backends(tmp_path, build):
     m, path, inputs = onnx_program(tmp_path, build)
     program = lockstep.import_onnx(path)
     assert [name for name, _ in program.inputs] == list(inputs)
-    cpu, cpu_trace = lockstep.run(program, inputs, backend="cpu")
-    gpu, gpu_trace = lockstep.run(str(path), inputs, backend="vulkan")
+    # int64 indices (token ids) go in as float32 holding the integers.
+    ours = {k: v.astype(np.float32) for k, v in inputs.items()}
+    cpu, cpu_trace = lockstep.run(program, ours, backend="cpu")
+    gpu, gpu_trace = lockstep.run(str(path), ours, backend="vulkan")
     expected = ort_outputs(m, inputs)
     assert set(cpu) == set(expected)
     for name, ref in expected.items():

@@ -166,6 +166,10 @@ fn models_agree_with_onnxruntime_and_bit_for_bit_across_backends() {
         ("gelu_exact", &["x"], &["pattern", "op", "erf"]),
         ("causal_attention", &["x"], &["y", "attn"]),
         ("decoder_block", &["x"], &["y"]),
+        ("embedding_ops", &["ids"], &["mx", "means", "flat"]),
+        ("runtime_mask", &["x", "y"], &["relu", "min", "same"]),
+        ("mha_block", &["x"], &["y"]),
+        ("gpt2_block", &["x"], &["y"]),
     ];
     for (name, inputs, outputs) in cases {
         let runs = import_and_run(dir, name, inputs);
@@ -216,9 +220,14 @@ fn unsupported_truncated_and_corrupt_models_are_one_line_and_exit_2() {
     let out = dir.join("out.json");
     let import = |model: &Path| lockstep(&["import", s(model), "--out", s(&out)]);
     assert_fails(
-        &import(&dir.join("refused_where.onnx")),
+        &import(&dir.join("refused_op.onnx")),
         2,
-        &["node '/mask/Greater' (Greater)", "not supported"],
+        &["node '/act/Cos' (Cos)", "not supported"],
+    );
+    assert_fails(
+        &import(&dir.join("refused_ids.onnx")),
+        2,
+        &["node '/ids/Add' (Add)", "int64 graph input", "only Gather"],
     );
     assert_fails(
         &import(&dir.join("refused_dynamic.onnx")),

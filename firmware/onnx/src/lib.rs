@@ -22,6 +22,7 @@ mod attrs;
 mod constant;
 mod error;
 mod lower;
+mod movement;
 mod names;
 mod ops;
 mod shapes;

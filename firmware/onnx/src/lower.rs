@@ -31,23 +31,33 @@ pub const OPSET_MAX: i64 = 23;
 pub const SUPPORTED_OPS: &[&str] = &[
     "Add",
     "Cast",
+    "Concat",
     "Constant",
     "Div",
+    "Equal",
     "Erf",
     "Exp",
     "Flatten",
+    "Gather",
     "Gelu",
     "Gemm",
+    "Greater",
     "Identity",
     "LayerNormalization",
+    "Less",
     "Log",
     "LogSoftmax",
     "MatMul",
     "Mul",
+    "Pow",
+    "ReduceMax",
+    "ReduceMean",
     "Relu",
     "Reshape",
     "Sigmoid",
+    "Slice",
     "Softmax",
+    "Split",
     "Sqrt",
     "Squeeze",
     "Sub",
@@ -111,8 +121,11 @@ pub fn lower(model: &ModelProto) -> Result<Imported, ImportError> {
         if l.values.contains_key(input.name()) {
             continue;
         }
-        let shape = interface_shape(input, "input")?;
+        let (shape, int64) = interface_shape(input, "input")?;
         let name = l.names.assign(input.name());
+        if int64 {
+            l.index_inputs.insert(name.clone());
+        }
         if name != input.name() {
             l.renamed.push((input.name().to_string(), name.clone()));
         }
@@ -227,17 +240,22 @@ fn elem_type(v: &ValueInfoProto) -> Option<(i32, Option<&crate::proto::TensorSha
     }
 }
 
-/// A graph input's static shape, or why it has none.
-fn interface_shape(v: &ValueInfoProto, kind: &'static str) -> Result<Vec<usize>, ImportError> {
+/// A graph input's static shape and whether it is int64 (indices, given
+/// to the program as float32 holding the integers), or why it is refused.
+fn interface_shape(
+    v: &ValueInfoProto,
+    kind: &'static str,
+) -> Result<(Vec<usize>, bool), ImportError> {
     let err = |why: String| ImportError::Interface {
         kind,
         name: v.name().to_string(),
         why,
     };
     let (dtype, shape) = elem_type(v).ok_or_else(|| err("it is not a tensor".into()))?;
-    if dtype != DataType::Float as i32 {
+    let int64 = dtype == DataType::Int64 as i32;
+    if dtype != DataType::Float as i32 && !int64 {
         return Err(err(format!(
-            "dtype {} is not supported (float32 only)",
+            "dtype {} is not supported (float32, or int64 indices)",
             DataType::try_from(dtype)
                 .map(|d| d.as_str_name())
                 .unwrap_or("unknown")
@@ -260,7 +278,7 @@ fn interface_shape(v: &ValueInfoProto, kind: &'static str) -> Result<Vec<usize>,
             }
         }
     }
-    constant::dims(&dims).map_err(err)
+    constant::dims(&dims).map_err(err).map(|d| (d, int64))
 }
 
 fn check_output(v: &ValueInfoProto) -> Result<(), ImportError> {
@@ -298,6 +316,11 @@ pub(crate) struct Lowering {
     pub(crate) body: Vec<Step>,
     /// The node each body step came from.
     pub(crate) step_nodes: Vec<usize>,
+    /// Program inputs that were int64 graph inputs: only Gather may read
+    /// them (as indices), never arithmetic.
+    pub(crate) index_inputs: std::collections::HashSet<String>,
+    /// Set while Gather reads its indices.
+    pub(crate) reading_indices: bool,
     /// The node being lowered.
     pub(crate) node: usize,
 }
@@ -329,6 +352,12 @@ impl Lowering {
                 }
             }
             "Add" | "Sub" | "Mul" | "Div" => {
+                attrs_known(node, &[])?;
+                self.binary(node, &op.to_ascii_lowercase())
+            }
+            // A bool result is a float32 tensor of 1.0 and 0.0, which is
+            // what `where` reads as true and false.
+            "Greater" | "Less" | "Equal" => {
                 attrs_known(node, &[])?;
                 self.binary(node, &op.to_ascii_lowercase())
             }
@@ -388,6 +417,30 @@ impl Lowering {
                 self.select(node)
             }
             "Constant" => self.constant(node),
+            "Concat" => {
+                attrs_known(node, &["axis"])?;
+                self.concat(node)
+            }
+            "Slice" => {
+                attrs_known(node, &[])?;
+                self.slice(node)
+            }
+            "Gather" => {
+                attrs_known(node, &["axis"])?;
+                self.gather(node)
+            }
+            "Split" => {
+                attrs_known(node, &["axis", "num_outputs"])?;
+                self.split(node)
+            }
+            "Pow" => {
+                attrs_known(node, &[])?;
+                self.pow(node)
+            }
+            "ReduceMean" | "ReduceMax" => {
+                attrs_known(node, &["axes", "keepdims", "noop_with_empty_axes"])?;
+                self.reduce_rows(node)
+            }
             "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => self.reshape(node),
             _ => Err(format!(
                 "op not supported by lockstep import (supported: {})",
@@ -454,7 +507,15 @@ impl Lowering {
     /// `v` as a program tensor: a constant becomes a program input (once).
     pub(crate) fn tensor(&mut self, v: &Value) -> Result<(String, Vec<usize>), Why> {
         match v {
-            Value::Tensor { name, shape } => Ok((name.clone(), shape.clone())),
+            Value::Tensor { name, shape } => {
+                if self.index_inputs.contains(name) && !self.reading_indices {
+                    return Err(format!(
+                        "'{name}' is an int64 graph input, which only Gather may read (as indices); \
+                         Lockstep computes in float32 only"
+                    ));
+                }
+                Ok((name.clone(), shape.clone()))
+            }
             Value::Const { onnx, c } => {
                 if let Some(name) = self.shipped.get(onnx) {
                     return Ok((name.clone(), c.shape.clone()));

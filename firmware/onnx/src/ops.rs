@@ -73,6 +73,26 @@ impl Lowering {
         }
         let full = broadcast(&sa, &sb)
             .ok_or_else(|| format!("shapes {sa:?} and {sb:?} do not broadcast"))?;
+        // x + b with b along the last axis of a tensor of rank > 2: the
+        // same bias_add on its rows.
+        if kernel == "add" && full.len() > 2 {
+            let last = full[full.len() - 1];
+            for (big, small) in [(&a, &b), (&b, &a)] {
+                if shape_of(big) == full && is_row(&shape_of(small), last) {
+                    let small = self.as_row(small, last)?;
+                    let (x, m, n) = self.last_axis_rows(big, out)?;
+                    let (bias, _) = self.tensor(&small)?;
+                    return self.emit_on_rows(
+                        "bias_add",
+                        vec![x, bias],
+                        vec![m, n],
+                        full,
+                        out,
+                        &[],
+                    );
+                }
+            }
+        }
         // x + b with b along the last axis of a matrix: bias_add.
         if kernel == "add" && full.len() == 2 {
             for (big, small) in [(&a, &b), (&b, &a)] {
@@ -169,9 +189,12 @@ impl Lowering {
         let a = self.value(input(node, 0)?)?;
         let b = self.value(input(node, 1)?)?;
         let (sa, sb) = (shape_of(&a), shape_of(&b));
+        if sa.len() > 2 || sb.len() > 2 {
+            return self.batched_matmul(&a, &b, output(node, 0)?);
+        }
         if sa.len() != 2 || sb.len() != 2 {
             return Err(format!(
-                "shapes {sa:?} × {sb:?}: only 2-D MatMul is supported (batched matmul is not yet)"
+                "shapes {sa:?} × {sb:?}: a vector operand is not supported"
             ));
         }
         if sa[1] != sb[0] {
@@ -308,22 +331,25 @@ impl Lowering {
         let v = self.value(input(node, 0)?)?;
         let shape = shape_of(&v);
         let axis = attr_i(node, "axis")?.unwrap_or(-1);
-        if shape.len() != 2 || !(axis == -1 || axis == 1) {
+        let rank = shape.len();
+        if rank == 0 || axis_index(axis, rank)? != rank - 1 {
             return Err(format!(
-                "only the last axis of a matrix is supported (shape {shape:?}, axis {axis})"
+                "only the last axis is supported (shape {shape:?}, axis {axis})"
             ));
         }
-        let (x, _) = self.tensor(&v)?;
-        self.emit_value(kernel, vec![x], output(node, 0)?, shape, &[])
+        let out = output(node, 0)?;
+        let (x, m, n) = self.last_axis_rows(&v, out)?;
+        self.emit_on_rows(kernel, vec![x], vec![m, n], shape, out, &[])
     }
 
     pub(crate) fn layernorm(&mut self, node: &NodeProto) -> Result<(), Why> {
         let v = self.value(input(node, 0)?)?;
         let shape = shape_of(&v);
         let axis = attr_i(node, "axis")?.unwrap_or(-1);
-        if shape.len() != 2 || !(axis == -1 || axis == 1) {
+        let rank = shape.len();
+        if rank == 0 || axis_index(axis, rank)? != rank - 1 {
             return Err(format!(
-                "only the last axis of a matrix is supported (shape {shape:?}, axis {axis})"
+                "only the last axis is supported (shape {shape:?}, axis {axis})"
             ));
         }
         if attr_i(node, "stash_type")?.unwrap_or(1) != 1 {
@@ -333,7 +359,7 @@ impl Lowering {
             return Err("the Mean and InvStdDev outputs are not supported".into());
         }
         let eps = attr_f(node, "epsilon")?.unwrap_or(1e-5);
-        let n = shape[1];
+        let n = shape[rank - 1];
         let gamma = self.value(input(node, 1)?)?;
         if !is_row(&shape_of(&gamma), n) {
             return Err(format!(
@@ -360,14 +386,16 @@ impl Lowering {
                 },
             },
         };
-        let (x, _) = self.tensor(&v)?;
+        let out = output(node, 0)?;
+        let (x, m, _) = self.last_axis_rows(&v, out)?;
         let (g, _) = self.tensor(&gamma)?;
         let (b, _) = self.tensor(&beta)?;
-        self.emit_value(
+        self.emit_on_rows(
             "layernorm_rows",
             vec![x, g, b],
-            output(node, 0)?,
+            vec![m, n],
             shape,
+            out,
             &[("eps", float_text(eps))],
         )
     }
@@ -387,9 +415,24 @@ impl Lowering {
             return self.define(output(node, 0)?, v);
         }
         if rank != 2 {
-            return Err(format!(
-                "only 2-D transposes are supported (shape {shape:?}, perm {perm:?})"
-            ));
+            let perm: Vec<usize> = perm
+                .iter()
+                .map(|&p| axis_index(p, rank))
+                .collect::<Result<_, _>>()?;
+            if rank > lockstep_backend_rank_max() {
+                return Err(format!(
+                    "transposes of rank {rank} are not supported (at most {})",
+                    lockstep_backend_rank_max()
+                ));
+            }
+            let to: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let (x, _) = self.tensor(&v)?;
+            let text = perm
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            return self.emit_value("permute", vec![x], output(node, 0)?, to, &[("perm", text)]);
         }
         if let Value::Const { onnx, c } = &v {
             if let Some(t) = transpose_const(c) {
@@ -514,9 +557,10 @@ impl Lowering {
                 self.define(out, Value::Const { onnx, c })
             }
             Value::Tensor { .. } if to == from => self.define(out, v),
-            Value::Tensor { .. } => Err(format!(
-                "reshaping a computed tensor ({from:?} to {to:?}) is not supported yet"
-            )),
+            Value::Tensor { .. } => {
+                let (x, _) = self.tensor(&v)?;
+                self.emit_reshape(x, &from, to, out)
+            }
         }
     }
 
@@ -535,4 +579,9 @@ impl Lowering {
             )),
         }
     }
+}
+
+/// The highest rank Lockstep's `permute` takes (its kernel reads four axes).
+fn lockstep_backend_rank_max() -> usize {
+    4
 }

@@ -360,14 +360,14 @@ fn unsupported_things_name_the_node_the_op_and_why() {
     let mut custom = node("Relu", &["x"], &["y"], vec![]);
     custom.domain = Some("com.microsoft".into());
     assert!(why(&one(custom)).contains("domain 'com.microsoft'"));
-    let batched = model(
+    let mismatched = model(
         vec![node("MatMul", &["a", "b"], &["y"], vec![])],
-        vec![input("a", &[2, 2, 3]), input("b", &[2, 3, 2])],
+        vec![input("a", &[2, 2, 3]), input("b", &[3, 3, 2])],
         &["y"],
         vec![],
         17,
     );
-    assert!(why(&batched).contains("batched matmul"));
+    assert!(why(&mismatched).contains("batch dims must be equal"));
     let computed_broadcast = model(
         vec![node("Mul", &["a", "b"], &["y"], vec![])],
         vec![input("a", &[2, 3]), input("b", &[3])],
@@ -399,7 +399,15 @@ fn interfaces_opsets_and_initializers_are_checked() {
         vec![],
         17,
     );
-    assert!(why(&ints).contains("dtype INT64 is not supported"));
+    assert!(why(&ints).contains("int64 graph input, which only Gather may read"));
+    let doubles = model(
+        relu(),
+        vec![info("x", DataType::Double, &[Some(3)])],
+        &["y"],
+        vec![],
+        17,
+    );
+    assert!(why(&doubles).contains("dtype DOUBLE is not supported"));
     let old = model(relu(), vec![input("x", &[3])], &["y"], vec![], 11);
     assert!(
         matches!(lower(&old), Err(ImportError::Opset(_))),
@@ -438,5 +446,41 @@ proptest! {
         let i = at.index(bytes.len());
         bytes[i] ^= 1 << bit;
         let _ = import(&bytes);
+    }
+}
+
+#[test]
+fn a_batched_matmul_is_each_batch_s_matmul_bit_for_bit() {
+    let batched = model(
+        vec![node("MatMul", &["a", "b"], &["y"], vec![])],
+        vec![input("a", &[2, 2, 3]), input("b", &[2, 3, 2])],
+        &["y"],
+        vec![],
+        17,
+    );
+    let imported = lower(&batched).unwrap();
+    let a: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 3.0).collect();
+    let b: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7 - 2.0) / 7.0).collect();
+    let out = run(
+        &imported,
+        &[
+            ("a", Tensor::new(vec![2, 2, 3], a.clone()).unwrap()),
+            ("b", Tensor::new(vec![2, 3, 2], b.clone()).unwrap()),
+        ],
+    );
+    assert_eq!(out["y"].shape(), [2, 2, 2]);
+    for batch in 0..2 {
+        let want = lockstep_kernels::reference::matmul::matmul(
+            &a[batch * 6..batch * 6 + 6],
+            &b[batch * 6..batch * 6 + 6],
+            2,
+            3,
+            2,
+            lockstep_kernels::reference::matmul::Transpose::None,
+            1,
+        );
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(out["y"].data()[batch * 4 + i].to_bits(), w.to_bits());
+        }
     }
 }

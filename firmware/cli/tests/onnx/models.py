@@ -232,6 +232,174 @@ def decoder_block(rng, n=16, d=32):
     return m, {"x": rng.standard_normal((n, d)).astype(np.float32)}
 
 
+def embedding_ops(rng, v=10, n=6, d=8):
+    """Token embeddings gathered by an int64 graph input, position
+    embeddings gathered by constant indices, Concat of matrices and of
+    vectors, Slice of columns and of rows (a negative end), ReduceMax with
+    keepdims, ReduceMean without, and Reshape of a computed tensor."""
+    ids_const = helper.make_tensor("positions", TensorProto.INT64, [n], list(range(n)))
+    nodes = [
+        helper.make_node("Gather", ["wte", "ids"], ["tok"], name="/wte/Gather", axis=0),
+        helper.make_node("Gather", ["wpe", "positions"], ["pos"], name="/wpe/Gather"),
+        helper.make_node("Add", ["tok", "pos"], ["h"]),
+        helper.make_node("Concat", ["h", "pos"], ["hc"], axis=1),
+        helper.make_node("Slice", ["hc", "s_starts", "s_ends", "s_axes"], ["hs"]),
+        helper.make_node("Slice", ["hs", "r_starts", "r_ends", "r_axes"], ["hr"]),
+        helper.make_node("ReduceMax", ["hr"], ["mx"], axes=[1], keepdims=1),
+        helper.make_node("ReduceMean", ["hr"], ["mean"], axes=[-1], keepdims=0),
+        helper.make_node("Concat", ["mean", "mean"], ["means"], axis=0),
+        helper.make_node("Reshape", ["hr", "flat_shape"], ["flat"]),
+    ]
+    inits = {
+        "wte": weights(rng, v, d, scale=1.0), "wpe": weights(rng, n, d, scale=0.1),
+        "s_starts": np.array([2], np.int64), "s_ends": np.array([14], np.int64),
+        "s_axes": np.array([1], np.int64),
+        "r_starts": np.array([1], np.int64), "r_ends": np.array([-1], np.int64),
+        "r_axes": np.array([0], np.int64),
+        "flat_shape": np.array([2, -1], np.int64),
+    }
+    graph = helper.make_graph(
+        nodes, "embedding_ops",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [n])],
+        [helper.make_tensor_value_info("mx", TensorProto.FLOAT, [n - 2, 1]),
+         helper.make_tensor_value_info("means", TensorProto.FLOAT, [2 * (n - 2)]),
+         helper.make_tensor_value_info("flat", TensorProto.FLOAT, [2, (n - 2) * 12 // 2])],
+        [numpy_helper.from_array(a if a.dtype == np.int64 else a.astype(np.float32), k)
+         for k, a in inits.items()] + [ids_const],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m, {"ids": rng.integers(0, v, size=n).astype(np.int64)}
+
+
+def mha_block(rng, t=8, c=16, heads=2):
+    """Multi-head causal self-attention as PyTorch exports a GPT-2 block's
+    first half on [batch 1, tokens, width]: LayerNormalization of a rank-3
+    tensor, MatMuls with 2-D weights and rank-3 bias Adds, heads split by
+    Reshape and rank-4 Transposes, batched MatMuls, a [1, 1, T, T] mask
+    broadcast by Where, Softmax on rank 4, heads merged, residual."""
+    d = c // heads
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ln.weight", "ln.bias"], ["h"], axis=-1,
+                         epsilon=1e-5),
+    ]
+    for name in ("q", "k", "v"):
+        nodes += [
+            helper.make_node("MatMul", ["h", f"{name}.weight"], [f"{name}0"]),
+            helper.make_node("Add", [f"{name}0", f"{name}.bias"], [f"{name}1"]),
+            helper.make_node("Reshape", [f"{name}1", "heads_shape"], [f"{name}2"]),
+        ]
+    nodes += [
+        helper.make_node("Transpose", ["q2"], ["qh"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k2"], ["kh"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v2"], ["vh"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qh", "kh"], ["scores"]),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+        helper.make_node("Where", ["mask", "scaled", "neg_inf"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+        helper.make_node("MatMul", ["probs", "vh"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctx_t", "merged_shape"], ["merged"]),
+        helper.make_node("MatMul", ["merged", "proj.weight"], ["proj0"]),
+        helper.make_node("Add", ["proj0", "proj.bias"], ["proj"]),
+        helper.make_node("Add", ["x", "proj"], ["y"]),
+    ]
+    inits = {
+        "ln.weight": 1.0 + weights(rng, c, scale=0.1), "ln.bias": weights(rng, c, scale=0.1),
+        "q.weight": weights(rng, c, c), "q.bias": weights(rng, c, scale=0.1),
+        "k.weight": weights(rng, c, c), "k.bias": weights(rng, c, scale=0.1),
+        "v.weight": weights(rng, c, c), "v.bias": weights(rng, c, scale=0.1),
+        "proj.weight": weights(rng, c, c), "proj.bias": weights(rng, c, scale=0.1),
+        "scale": np.float32(1.0 / np.sqrt(d)), "neg_inf": np.float32(-np.inf),
+        "mask": np.tril(np.ones((t, t), dtype=bool)).reshape(1, 1, t, t),
+    }
+    graph = helper.make_graph(
+        nodes, "mha_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, t, c])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, t, c])],
+        [numpy_helper.from_array(as_init(v), k) for k, v in inits.items()]
+        + [numpy_helper.from_array(np.array([1, t, heads, d], np.int64), "heads_shape"),
+           numpy_helper.from_array(np.array([1, t, c], np.int64), "merged_shape")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m, {"x": rng.standard_normal((1, t, c)).astype(np.float32)}
+
+
+def gpt2_block(rng, t=8, c=16, heads=2):
+    """A whole GPT-2 block as its PyTorch export has it on [1, T, C]:
+    ln_1; c_attn as one MatMul to 3C and a Split into q, k and v; heads
+    split by Reshape and Transpose; batched MatMuls; the causal mask by
+    Where; Softmax; heads merged; c_proj; residual; ln_2; c_fc; GPT-2's
+    tanh GELU written out with Pow(x, 3); c_proj; residual."""
+    d = c // heads
+    mm = lambda a, w, b, o: [helper.make_node("MatMul", [a, w], [o + "0"]),
+                             helper.make_node("Add", [o + "0", b], [o])]
+    nodes = [helper.make_node("LayerNormalization", ["x", "ln_1.weight", "ln_1.bias"], ["h"],
+                              axis=-1, epsilon=1e-5)]
+    nodes += mm("h", "c_attn.weight", "c_attn.bias", "qkv")
+    nodes += [helper.make_node("Split", ["qkv", "split"], ["q", "k", "v"], axis=2)]
+    for name in ("q", "k", "v"):
+        nodes += [helper.make_node("Reshape", [name, "heads_shape"], [name + "2"])]
+    nodes += [
+        helper.make_node("Transpose", ["q2"], ["qh"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k2"], ["kh"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v2"], ["vh"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qh", "kh"], ["scores"]),
+        helper.make_node("Div", ["scores", "sqrt_d"], ["scaled"]),
+        helper.make_node("Where", ["mask", "scaled", "neg_inf"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+        helper.make_node("MatMul", ["probs", "vh"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctx_t", "merged_shape"], ["merged"]),
+    ]
+    nodes += mm("merged", "attn.c_proj.weight", "attn.c_proj.bias", "a")
+    nodes += [helper.make_node("Add", ["x", "a"], ["r1"]),
+              helper.make_node("LayerNormalization", ["r1", "ln_2.weight", "ln_2.bias"], ["h2"],
+                               axis=-1, epsilon=1e-5)]
+    nodes += mm("h2", "c_fc.weight", "c_fc.bias", "f")
+    nodes += [
+        helper.make_node("Pow", ["f", "three"], ["f3"]),
+        helper.make_node("Mul", ["f3", "k0044715"], ["f3k"]),
+        helper.make_node("Add", ["f", "f3k"], ["inner"]),
+        helper.make_node("Mul", ["inner", "sqrt_2_over_pi"], ["z"]),
+        helper.make_node("Tanh", ["z"], ["th"]),
+        helper.make_node("Add", ["th", "one"], ["th1"]),
+        helper.make_node("Mul", ["f", "th1"], ["fth"]),
+        helper.make_node("Mul", ["fth", "half"], ["act"]),
+    ]
+    nodes += mm("act", "mlp.c_proj.weight", "mlp.c_proj.bias", "m")
+    nodes += [helper.make_node("Add", ["r1", "m"], ["y"])]
+    inits = {
+        "ln_1.weight": 1.0 + weights(rng, c, scale=0.1), "ln_1.bias": weights(rng, c, scale=0.1),
+        "c_attn.weight": weights(rng, c, 3 * c), "c_attn.bias": weights(rng, 3 * c, scale=0.1),
+        "attn.c_proj.weight": weights(rng, c, c), "attn.c_proj.bias": weights(rng, c, scale=0.1),
+        "ln_2.weight": 1.0 + weights(rng, c, scale=0.1), "ln_2.bias": weights(rng, c, scale=0.1),
+        "c_fc.weight": weights(rng, c, 4 * c), "c_fc.bias": weights(rng, 4 * c, scale=0.1),
+        "mlp.c_proj.weight": weights(rng, 4 * c, c), "mlp.c_proj.bias": weights(rng, c, scale=0.1),
+        "sqrt_d": np.float32(np.sqrt(d)), "neg_inf": np.float32(-np.inf),
+        "mask": np.tril(np.ones((t, t), dtype=bool)).reshape(1, 1, t, t),
+        "three": np.float32(3.0), "k0044715": np.float32(0.044715),
+        "sqrt_2_over_pi": np.float32(np.sqrt(2.0 / np.pi)), "one": np.float32(1.0),
+        "half": np.float32(0.5),
+    }
+    graph = helper.make_graph(
+        nodes, "gpt2_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, t, c])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, t, c])],
+        [numpy_helper.from_array(as_init(v), k) for k, v in inits.items()]
+        + [numpy_helper.from_array(np.array([c, c, c], np.int64), "split"),
+           numpy_helper.from_array(np.array([1, t, heads, d], np.int64), "heads_shape"),
+           numpy_helper.from_array(np.array([1, t, c], np.int64), "merged_shape")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m, {"x": rng.standard_normal((1, t, c)).astype(np.float32)}
+
+
 def blobs(rng, per_class, centers):
     xs, ys = [], []
     for label, c in enumerate(centers):
@@ -282,22 +450,55 @@ def classifier(rng):
 
 def refused(out):
     """Models `lockstep import` must refuse, each with one line naming the
-    node or the input: a comparison and Where, and a dynamic batch size."""
-    nodes = [
-        helper.make_node("Greater", ["x", "zero"], ["mask"], name="/mask/Greater"),
-        helper.make_node("Where", ["mask", "x", "zero"], ["y"], name="/mask/Where"),
-    ]
-    m = model("refused_where", nodes, [("x", [2, 3])], [("y", [2, 3])], {"zero": np.float32(0)})
-    onnx.save_model(m, out / "refused_where.onnx")
+    node or the input: an op it does not know, a dynamic batch size, and
+    int64 token ids used as numbers rather than as Gather indices."""
+    nodes = [helper.make_node("Cos", ["x"], ["y"], name="/act/Cos")]
+    m = model("refused_op", nodes, [("x", [2, 3])], [("y", [2, 3])], {})
+    onnx.save_model(m, out / "refused_op.onnx")
     nodes = [helper.make_node("Relu", ["x"], ["y"])]
     m = model("refused_dynamic", nodes, [("x", ["batch", 3])], [("y", ["batch", 3])], {})
     onnx.save_model(m, out / "refused_dynamic.onnx")
+    nodes = [helper.make_node("Cast", ["ids"], ["f"], name="/ids/Cast", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["f", "f"], ["y"], name="/ids/Add")]
+    graph = helper.make_graph(
+        nodes, "refused_ids",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    onnx.save_model(m, out / "refused_ids.onnx")
+
+
+def runtime_mask(rng, n=7, d=9):
+    """Masks computed at run time, as exported code compares tensors:
+    Greater against a constant, Less and Equal between tensors, each
+    feeding Where (ties, ±0 and an exact copy included)."""
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["pos"], name="/mask/Greater"),
+        helper.make_node("Where", ["pos", "x", "zero"], ["relu"], name="/mask/Where"),
+        helper.make_node("Less", ["x", "y"], ["lt"], name="/mask/Less"),
+        helper.make_node("Where", ["lt", "x", "y"], ["min"], name="/mask/Where_1"),
+        helper.make_node("Equal", ["xr", "y"], ["eq"], name="/mask/Equal"),
+        helper.make_node("Where", ["eq", "one", "zero"], ["same"], name="/mask/Where_2"),
+        helper.make_node("Relu", ["x"], ["xr"]),
+    ]
+    nodes = nodes[-1:] + nodes[:-1]
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    y = np.where(rng.random((n, d)) < 0.3, np.maximum(x, 0), rng.standard_normal((n, d))).astype(np.float32)
+    y[0, 0] = -0.0
+    x[0, 0] = 0.0
+    outs = [("relu", [n, d]), ("min", [n, d]), ("same", [n, d])]
+    m = model("runtime_mask", nodes, [("x", [n, d]), ("y", [n, d])], outs,
+              {"zero": np.float32(0), "one": np.float32(1)})
+    return m, {"x": x, "y": y}
 
 
 def save(out, name, m, inputs):
     onnx.save_model(m, out / f"{name}.onnx")
     for k, v in inputs.items():
-        np.save(out / f"{name}.input.{k}.npy", v)
+        # Lockstep takes int64 indices as float32 holding the integers.
+        np.save(out / f"{name}.input.{k}.npy", v.astype(np.float32))
     session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     for n, v in zip(names, session.run(None, inputs)):
@@ -317,6 +518,14 @@ def main():
     (out / "classifier.numpy_accuracy.txt").write_text(f"{accuracy}\n")
     # After the classifier, so that its weights and accuracy stay as they were.
     m, inputs = decoder_block(rng)
+    save(out, m.graph.name, m, inputs)
+    m, inputs = embedding_ops(rng)
+    save(out, m.graph.name, m, inputs)
+    m, inputs = runtime_mask(rng)
+    save(out, m.graph.name, m, inputs)
+    m, inputs = mha_block(rng)
+    save(out, m.graph.name, m, inputs)
+    m, inputs = gpt2_block(rng)
     save(out, m.graph.name, m, inputs)
     refused(out)
     print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}")
