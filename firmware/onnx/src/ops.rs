@@ -45,7 +45,8 @@ impl Lowering {
         self.emit_value("mul", vec![half_x, e1], out, shape, &[])
     }
 
-    /// A new constant input of `shape` with every element `value`.
+    /// A tensor of `shape` with every element `value`, made by a `full`
+    /// step of the program (nothing shipped as a weight).
     pub(crate) fn ship_filled(
         &mut self,
         onnx: &str,
@@ -53,12 +54,19 @@ impl Lowering {
         value: f32,
     ) -> Result<String, Why> {
         check_expansion(onnx, shape)?;
-        let count: usize = shape.iter().product();
-        let c = Constant {
-            shape: shape.to_vec(),
-            data: Data::F32(vec![value; count]),
-        };
-        self.ship(onnx, &c)
+        let name = self.names.assign(onnx);
+        let dims = shape
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.emit(
+            "full",
+            Vec::new(),
+            name.clone(),
+            &[("shape", dims), ("value", float_text(value))],
+        );
+        Ok(name)
     }
 
     pub(crate) fn binary(&mut self, node: &NodeProto, kernel: &str) -> Result<(), Why> {

@@ -300,7 +300,7 @@ fn exact_gelu_is_onnx_function_body_op_by_op() {
     let imported = lower(&m).unwrap();
     assert_eq!(
         ops(&imported.program.body),
-        ["div", "erf", "affine", "scale", "mul", "erf"]
+        ["full", "div", "erf", "affine", "scale", "mul", "erf"]
     );
     let x = Tensor::new(vec![1, 3], vec![-1.0, 0.0, 2.0]).unwrap();
     let out = run(&imported, &[("x", x)]);
