@@ -155,7 +155,7 @@ impl Backend for CpuBackend {
             Op::SliceCols { start, len: cols } => layout::slice(data(0), m, *cols, n, *start),
             Op::GatherRows => layout::gather_rows(data(0), data(1), m, n),
             Op::MaxRows => by_rows(&|r| rows::max_rows(row_slice(0, &r), r.len(), n)),
-            Op::Permute(perm) => layout::permute(data(0), &shapes[0], perm),
+            Op::Permute(perm) => layout::permute(data(0), shapes[0], perm),
             Op::Greater => each2(Cheap, &elementwise::greater),
             Op::Less => each2(Cheap, &elementwise::less),
             Op::Equal => each2(Cheap, &elementwise::equal),

@@ -170,7 +170,7 @@ impl Lowering {
             ));
         }
         let last = axis == rank - 1;
-        if !last && !(rank == 2 && axis == 0) {
+        if !(last || (rank == 2 && axis == 0)) {
             return Err(format!(
                 "only the last axis, or the rows of a matrix, are split (shape {shape:?}, axis {axis})"
             ));
