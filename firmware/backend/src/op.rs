@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use lockstep_kernels::reference::matmul::Transpose;
-use lockstep_limits::{MAX_RANK, MAX_TENSOR_ELEMENTS};
+use lockstep_limits::{MAX_PERMUTE_RANK, MAX_RANK, MAX_TENSOR_ELEMENTS};
 use lockstep_tensor::shape_string as show;
 
 /// Every op name `lockstep run` and programs accept.
@@ -62,9 +62,6 @@ pub const OP_NAMES: &[&str] = &[
     "equal",
     "permute",
 ];
-
-/// The highest rank `permute` reorders (its kernel takes four axes).
-pub const PERMUTE_RANK_MAX: usize = 4;
 
 /// Where a generator op's numbers come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -778,9 +775,9 @@ impl Op {
             }
             Op::Permute(perm) => {
                 let dims = shapes[0];
-                let mut seen = [false; PERMUTE_RANK_MAX];
+                let mut seen = [false; MAX_PERMUTE_RANK];
                 let valid = perm.len() == dims.len()
-                    && dims.len() <= PERMUTE_RANK_MAX
+                    && dims.len() <= MAX_PERMUTE_RANK
                     && perm
                         .iter()
                         .all(|&p| p < dims.len() && !std::mem::replace(&mut seen[p], true));
@@ -788,7 +785,7 @@ impl Op {
                     return Err(shape_err(
                         0,
                         format!(
-                            "perm {perm:?} is not a reordering of the {} axes of shape {} (rank at most {PERMUTE_RANK_MAX})",
+                            "perm {perm:?} is not a reordering of the {} axes of shape {} (rank at most {MAX_PERMUTE_RANK})",
                             dims.len(),
                             show(dims)
                         ),

@@ -86,7 +86,7 @@ pub fn run(
         lockstep_limits::DEFAULT_PROGRAM_MEMORY_BYTES,
         shown,
     )?;
-    check_inputs(&validated, &inputs, &BTreeMap::new())?;
+    check_inputs(&validated, &inputs)?;
     let mut backend = crate::commands::open_backend(target)?;
     let bundle_id = if trace {
         Some(crate::commands::bundle_id(target)?)
@@ -114,12 +114,10 @@ pub fn run(
     })
 }
 
-/// Every declared input given (or named in `referenced`), no others, each
-/// of its declared shape.
+/// Every declared input given, no others, each of its declared shape.
 fn check_inputs(
     program: &lockstep_program::ValidatedProgram,
     inputs: &BTreeMap<String, Tensor>,
-    referenced: &BTreeMap<String, ()>,
 ) -> Result<(), Failure> {
     for name in inputs.keys() {
         if !program.inputs().iter().any(|d| &d.name == name) {
@@ -136,7 +134,6 @@ fn check_inputs(
     }
     for decl in program.inputs() {
         match inputs.get(&decl.name) {
-            None if referenced.contains_key(&decl.name) => {}
             None => {
                 return Err(Failure::Input(format!(
                     "input '{}' ({}) is declared by the program but not given",
@@ -188,7 +185,7 @@ pub fn submit(
         .map_err(Failure::Input)?;
     let validated = validate(program, &ValidateOptions::default())
         .map_err(|e| Failure::Input(format!("the program: {e}")))?;
-    check_inputs(&validated, &inputs, &BTreeMap::new())?;
+    check_inputs(&validated, &inputs)?;
     crate::submit::submit_job(
         addr,
         &pinned,

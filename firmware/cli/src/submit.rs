@@ -182,7 +182,13 @@ pub fn submit(
             (p, tensors)
         }
     };
-    let submitted = submit_job(
+    let crate::api::Submitted {
+        outputs,
+        receipt_json,
+        signature,
+        chain_signature,
+        receipt,
+    } = submit_job(
         node.node,
         &pinned,
         &program,
@@ -191,15 +197,6 @@ pub fn submit(
         submitter,
         device,
     )?;
-    let (done, outputs, receipt) = (
-        crate::submit::Done {
-            receipt: submitted.receipt_json,
-            signature: submitted.signature,
-            chain_signature: submitted.chain_signature,
-        },
-        submitted.outputs,
-        submitted.receipt,
-    );
     let chain_address = receipt
         .chain_address()
         .map_err(|e| Failure::Runtime(format!("the node's receipt: {e}")))?;
@@ -223,13 +220,13 @@ pub fn submit(
         std::fs::write(&path, bytes)
             .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))
     };
-    write(receipt_path.to_path_buf(), &done.receipt)?;
+    write(receipt_path.to_path_buf(), &receipt_json)?;
     let mut sig_path = receipt_path.as_os_str().to_owned();
     sig_path.push(".minisig");
-    write(PathBuf::from(sig_path), done.signature.as_bytes())?;
+    write(PathBuf::from(sig_path), signature.as_bytes())?;
     write(
         sibling(receipt_path, EIP712_SUFFIX),
-        format!("{}\n", done.chain_signature).as_bytes(),
+        format!("{}\n", chain_signature).as_bytes(),
     )?;
     println!("job     {}", receipt.job_id);
     println!("node    {}", receipt.node);

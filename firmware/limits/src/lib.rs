@@ -10,6 +10,9 @@
 /// Largest number of dimensions a tensor may have.
 pub const MAX_RANK: usize = 8;
 
+/// Largest rank `permute` reorders: its kernel indexes four axes.
+pub const MAX_PERMUTE_RANK: usize = 4;
+
 /// Largest number of elements in one tensor (2^30 float32 values = 4 GiB).
 ///
 /// It keeps every element index inside a `u32`, which is what the kernels'

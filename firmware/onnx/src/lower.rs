@@ -319,8 +319,6 @@ pub(crate) struct Lowering {
     /// Program inputs that were int64 graph inputs: only Gather may read
     /// them (as indices), never arithmetic.
     pub(crate) index_inputs: std::collections::HashSet<String>,
-    /// Set while Gather reads its indices.
-    pub(crate) reading_indices: bool,
     /// The node being lowered.
     pub(crate) node: usize,
 }
@@ -508,7 +506,7 @@ impl Lowering {
     pub(crate) fn tensor(&mut self, v: &Value) -> Result<(String, Vec<usize>), Why> {
         match v {
             Value::Tensor { name, shape } => {
-                if self.index_inputs.contains(name) && !self.reading_indices {
+                if self.index_inputs.contains(name) {
                     return Err(format!(
                         "'{name}' is an int64 graph input, which only Gather may read (as indices); \
                          Lockstep computes in float32 only"

@@ -438,16 +438,10 @@ impl Lowering {
                 };
                 self.ship(&format!("{onnx}.rows"), &c)?
             }
+            // The one reader of an int64 graph input: read by name, not
+            // through `tensor`, which refuses it to every other op.
             Value::Tensor { name, .. } if self.index_inputs.contains(name) => {
-                self.reading_indices = true;
-                let r = self.tensor(&indices);
-                self.reading_indices = false;
-                let (x, _) = r?;
-                let flat = vec![k];
-                self.reading_indices = true;
-                let x = self.reshaped(x, &ishape, &flat, out);
-                self.reading_indices = false;
-                x
+                self.reshaped(name.clone(), &ishape, &[k], out)
             }
             _ => return Err("the indices must be int64: a constant or a graph input".into()),
         };

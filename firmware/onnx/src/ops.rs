@@ -427,10 +427,10 @@ impl Lowering {
                 .iter()
                 .map(|&p| axis_index(p, rank))
                 .collect::<Result<_, _>>()?;
-            if rank > lockstep_backend_rank_max() {
+            if rank > lockstep_limits::MAX_PERMUTE_RANK {
                 return Err(format!(
                     "transposes of rank {rank} are not supported (at most {})",
-                    lockstep_backend_rank_max()
+                    lockstep_limits::MAX_PERMUTE_RANK
                 ));
             }
             let to: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
@@ -587,9 +587,4 @@ impl Lowering {
             )),
         }
     }
-}
-
-/// The highest rank Lockstep's `permute` takes (its kernel reads four axes).
-fn lockstep_backend_rank_max() -> usize {
-    4
 }
